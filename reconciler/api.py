@@ -1,0 +1,61 @@
+"""The stages in order: connect, read the facts, plan, apply. The CLI (and later the agent) call these."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from . import diff as _diff
+from .backends.base import Backend
+from .errors import DiscoveryError
+from .models import Manifest, Plan, PortMapping
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the router holds now, read once before any write."""
+
+    backend: Backend
+    table: list[PortMapping]
+
+
+def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
+    """--router, then PORTCTL_ROUTER, then the manifest's router.url; None means discover."""
+    return flag or os.environ.get("PORTCTL_ROUTER") or (manifest.router_url if manifest else None)
+
+
+def connect(url: str | None, *, timeout: float = 5.0, discovery_timeout: float = 3.0) -> Backend:
+    from .backends.upnp import UpnpBackend
+
+    if url is None:
+        from . import discovery
+
+        answers = discovery.discover(discovery_timeout, first=True)
+        if not answers:
+            raise DiscoveryError(
+                f"no Internet Gateway Device answered SSDP within {discovery_timeout:g}s; "
+                "give the router with --router URL or PORTCTL_ROUTER"
+            )
+        url = answers[0].location
+    return UpnpBackend(url, timeout=timeout)
+
+
+def read(backend: Backend) -> Facts:
+    return Facts(backend, backend.list_mappings())
+
+
+def resolve(manifest: Manifest, backend: Backend) -> Manifest:
+    """`internal_client: auto` becomes this host's address on the interface towards the router."""
+    if not any(m.internal_client == "auto" for m in manifest.mappings):
+        return manifest
+    local = backend.local_address()
+    mappings = tuple(replace(m, internal_client=local) if m.internal_client == "auto" else m for m in manifest.mappings)
+    return replace(manifest, mappings=mappings)
+
+
+def plan(manifest: Manifest, facts: Facts) -> Plan:
+    return _diff.diff(resolve(manifest, facts.backend), facts.table, facts.backend.info)
+
+
+def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:
+    return _diff.destroy(manifest, facts.table, facts.backend.info)

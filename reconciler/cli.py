@@ -1,0 +1,294 @@
+"""portctl's command line: argument parsing and printing. The only module that prints or exits.
+
+Each command runs the stages visibly: load, connect, read, plan, show, confirm, apply, verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .errors import ApprovalError, ConflictError, PortctlError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.command(args))
+    except PortctlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="portctl", description="Declarative UPnP port mappings for your router.")
+    p.add_argument("--version", action="version", version=f"portctl {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:  # noqa: A002
+        c = sub.add_parser(name, help=help, description=help)
+        c.set_defaults(command=fn)
+        c.add_argument("--no-color", action="store_true", help="plain output (also: NO_COLOR=1)")
+        return c
+
+    def router(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: PORTCTL_ROUTER, router.url, SSDP)")
+        c.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each router request (default 5)")
+
+    c = command("validate", _validate, "check a manifest offline")
+    c.add_argument("file")
+
+    c = command("plan", _plan, "show what apply would change on the router")
+    c.add_argument("file")
+    router(c)
+    c.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    c.add_argument("--out", metavar="PLAN.json", help="save the plan for a later apply")
+    c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+
+    c = command("apply", _apply, "make the router match the manifest (or a saved plan)")
+    c.add_argument("file", metavar="FILE|PLAN.json")
+    router(c)
+    c.add_argument("--auto-approve", action="store_true", help="apply without asking")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    c = command("destroy", _destroy, "remove every mapping this manifest's owner holds")
+    c.add_argument("file")
+    router(c)
+    c.add_argument("--auto-approve", action="store_true", help="destroy without asking")
+
+    c = command("show", _show, "the router and every mapping it holds")
+    c.add_argument("file", nargs="?", help="a manifest, to mark its owner's mappings")
+    router(c)
+    c.add_argument("--json", action="store_true")
+
+    c = command("discover", _discover, "list the gateways that answer SSDP")
+    c.add_argument("--timeout", type=float, default=3.0, metavar="S")
+    c.add_argument("--json", action="store_true")
+
+    c = command("init", _init, "write a starter manifest")
+    c.add_argument("file", nargs="?", default="mappings.yaml")
+
+    c = command("emulate", _emulate, "run the built-in IGD emulator on loopback")
+    c.add_argument("--port", type=int, default=5000)
+    c.add_argument("--igd", type=int, choices=(1, 2), default=2)
+
+    c = command("demo", _demo, "plan and apply a manifest against the emulator (or --router)")
+    c.add_argument("file", nargs="?", default=os.path.join("examples", "homelab.yaml"))
+    router(c)
+    return p
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from . import manifest
+
+    m = manifest.load(args.file)
+    print(f"{args.file}: valid ({len(m.mappings)} router mappings for owner {m.owner!r})")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from . import api, manifest, render
+
+    m = manifest.load(args.file)
+    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
+    plan = api.plan(m, api.read(backend))
+    doc = render.plan_json(plan)
+    if args.out:
+        _write_json(args.out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render.plan_text(plan, _style(args)))
+        if args.out:
+            print(f"\nSaved the plan to {args.out}; apply it with: portctl apply {args.out}")
+    if plan.conflicts:
+        return EXIT_ERROR
+    return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from . import api, manifest, planfile, render
+
+    style = _style(args)
+    if args.file.endswith(".json"):
+        saved = planfile.load(args.file)
+        url = api.router_url(args.router, None) or (saved.router.location if saved.router else None)
+        backend = api.connect(url, timeout=args.timeout)
+        facts = api.read(backend)
+        planfile.check_current(saved, facts.table, backend.info)
+        plan, approved = saved, True  # saving a plan and applying it is the approval
+    else:
+        m = manifest.load(args.file)
+        backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
+        plan, approved = api.plan(m, api.read(backend)), args.auto_approve
+    return _execute(plan, backend, approved, args, style, render)
+
+
+def _destroy(args: argparse.Namespace) -> int:
+    from . import api, manifest, render
+
+    m = manifest.load(args.file)
+    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
+    plan = api.destroy_plan(m, api.read(backend))
+    args.json = False
+    return _execute(plan, backend, args.auto_approve, args, _style(args), render)
+
+
+def _execute(plan: Any, backend: Any, approved: bool, args: argparse.Namespace, style: Any, render: Any) -> int:
+    from .apply import apply
+
+    if not args.json:
+        print(render.plan_text(plan, style))
+    if plan.conflicts:
+        raise ConflictError("resolve the conflicts above (free the port, or set on_conflict); nothing was changed")
+    if not plan.has_changes:
+        if args.json:
+            print(json.dumps(render.report_json(apply(plan, backend)), indent=2))
+        return EXIT_OK
+    if not approved:
+        _confirm()
+    report = apply(plan, backend, None if args.json else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}"))
+    if args.json:
+        print(json.dumps(render.report_json(report), indent=2))
+    else:
+        print()
+        print(render.report_text(report, style))
+        if not report.ok:
+            print("Some changes failed; the router holds the rest. Run apply again to finish.")
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _confirm() -> None:
+    if not sys.stdin.isatty():
+        raise ApprovalError("refusing to change the router without a terminal to confirm on; pass --auto-approve")
+    answer = input("\nApply these changes to the router? Only 'yes' will be accepted: ")
+    if answer.strip() != "yes":
+        raise ApprovalError("not applied: the answer was not 'yes'")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from . import api, manifest, render
+
+    m = manifest.load(args.file) if args.file else None
+    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
+    table = backend.list_mappings()
+    if args.json:
+        from dataclasses import asdict
+
+        owner = m.owner if m else None
+        rows = [{**(render.mapping_json(r) or {}), "owner": render._owner_of(r, owner)} for r in table]
+        print(json.dumps({"format_version": render.FORMAT_VERSION, "router": asdict(backend.info), "mappings": rows}, indent=2))
+    else:
+        print(render.table_text(backend.info, table, m.owner if m else None, _style(args)))
+    return EXIT_OK
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from . import discovery
+    from .backends.upnp import UpnpBackend
+    from .errors import RouterError
+
+    answers = discovery.discover(args.timeout)
+    rows = []
+    for a in answers:
+        try:
+            info: dict[str, Any] = asdict(UpnpBackend(a.location, timeout=args.timeout).info)
+        except RouterError as exc:
+            info = {"location": a.location, "error": str(exc)}
+        rows.append(info)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"No Internet Gateway Device answered within {args.timeout:g}s.")
+    for r in [] if args.json else rows:
+        if "error" in r:
+            print(f"{r['location']}: {r['error']}")
+        else:
+            print(f"{r['location']}: {r['friendly_name']} (IGD v{r['igd_version']}), {r['service_type']}, external IP {r['external_ip'] or 'unknown'}")
+    return EXIT_OK if rows else EXIT_ERROR
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .manifest import STARTER
+
+    try:
+        with open(args.file, "x", encoding="utf-8") as f:
+            f.write(STARTER)
+    except FileExistsError as exc:
+        raise PortctlError(f"{args.file} exists; not overwriting it") from exc
+    except OSError as exc:
+        raise PortctlError(f"cannot write {args.file}: {exc}") from exc
+    print(f"Wrote {args.file}. Edit it, then: portctl plan {args.file}")
+    return EXIT_OK
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from .emulator import EmulatorServer, Router
+
+    server = EmulatorServer(Router(igd_version=args.igd), port=args.port)
+    print(f"IGD v{args.igd} emulator at {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """plan, apply, plan again, show: the whole loop in one command."""
+    from .emulator import EmulatorServer, Router
+
+    server = None
+    url = args.router or os.environ.get("PORTCTL_ROUTER")
+    if url is None:
+        server = EmulatorServer(Router()).start()
+        # Another device's mapping, which portctl must leave alone.
+        server.router.add(3074, "UDP", "127.0.0.1", 3074, "Xbox Live (a game console)")
+        url = server.url
+        print(f"Started the built-in IGD emulator at {url}\n")
+    color = ["--no-color"] if args.no_color else []
+    common = ["--router", url, "--timeout", str(args.timeout), *color]
+    try:
+        for step in (["plan", args.file], ["apply", args.file, "--auto-approve"], ["plan", args.file, "--detailed-exitcode"], ["show", args.file]):
+            print(f"$ portctl {' '.join(step)}")
+            code = main([*step, *common])
+            print()
+            if code != EXIT_OK:
+                return code
+    finally:
+        if server:
+            server.stop()
+    return EXIT_OK
+
+
+def _style(args: argparse.Namespace) -> Any:
+    from .render import Style
+
+    return Style(sys.stdout.isatty() and not args.no_color and not os.environ.get("NO_COLOR"))
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+    except OSError as exc:
+        raise PortctlError(f"cannot write {path}: {exc}") from exc

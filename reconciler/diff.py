@@ -1,0 +1,190 @@
+"""diff(manifest, table) -> Plan. Pure: no I/O, no clock; the only importer of deepdiff.
+
+Ownership is read from descriptions (see ownership.py): a row carrying this owner's tag for its
+own key is owned, every other row is foreign and is never changed unless a mapping says takeover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any
+
+from . import ownership
+from .durations import format_duration
+from .models import (
+    MAX_LEASE,
+    Action,
+    Change,
+    Conflict,
+    DesiredMapping,
+    FieldChange,
+    Manifest,
+    MappingKey,
+    OnConflict,
+    Plan,
+    PortMapping,
+    RouterInfo,
+)
+
+NEXT_FREE_WINDOW = 100
+# Fields a router can change in place by re-adding the mapping; the others need delete then add.
+_IN_PLACE = {"internal_port", "enabled", "remote_host"}
+_COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
+
+
+def target(owner: str, d: DesiredMapping, key: MappingKey | None = None) -> PortMapping:
+    """The router row that realises `d` (at `key` when next_free moved it)."""
+    key = key or d.key
+    return PortMapping(
+        key=key,
+        internal_client=d.internal_client,
+        internal_port=d.internal_port,
+        description=ownership.describe(owner, key, d.name, d.description),
+        lease=d.lease,
+        remote_host=d.remote_host,
+    )
+
+
+def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None) -> Plan:
+    owner = manifest.owner
+    rows = {m.key: m for m in table}
+    owned = {k: ownership.owned_name(owner, k, m.description) for k, m in rows.items()}
+    owned = {k: n for k, n in owned.items() if n is not None}
+
+    placed, conflicts, notes = _place(manifest, rows, owned)
+    changes: list[Change] = []
+    taken_over: set[MappingKey] = set()
+    for key, d in placed.items():
+        want = target(owner, d, key)
+        have = rows.get(key)
+        moved = f"{d.key.external_port} is taken; using {key.external_port} (next_free)" if key != d.key else ""
+        if have is None:
+            changes.append(Change(Action.ADD, d.name, key, None, want, moved or "declared"))
+        elif key not in owned:
+            taken_over.add(key)
+            changes.append(
+                Change(Action.CHANGE, d.name, key, have, want, f"takeover of foreign mapping {have.description!r}", replace=True)
+            )
+        else:
+            change = _update(d, have, want)
+            if change is not None:
+                changes.append(change)
+
+    kept = []
+    for key, name in sorted(owned.items()):
+        if key in placed:
+            continue
+        if manifest.prune:
+            changes.append(Change(Action.REMOVE, name or str(key), key, rows[key], None, "no longer declared"))
+        else:
+            kept.append(rows[key])
+    foreign = tuple(m for k, m in sorted(rows.items()) if k not in owned and k not in taken_over)
+    return Plan(
+        owner=owner,
+        changes=tuple(sorted(changes, key=_order)),
+        foreign=foreign,
+        conflicts=tuple(conflicts),
+        kept=tuple(kept),
+        router=router,
+        table=tuple(m for _, m in sorted(rows.items())),
+        notes=tuple(notes),
+    )
+
+
+def _order(c: Change) -> tuple[int, MappingKey]:
+    # Removals free ports first; additions come last so they can use them.
+    return ({Action.REMOVE: 0, Action.CHANGE: 1, Action.RENEW: 2, Action.ADD: 3}[c.action], c.key)
+
+
+def _place(
+    manifest: Manifest, rows: dict[MappingKey, PortMapping], owned: dict[MappingKey, str]
+) -> tuple[dict[MappingKey, DesiredMapping], list[Conflict], list[str]]:
+    """Where each declared mapping goes. next_free groups move together (all ports, both protocols)."""
+    groups: dict[str, list[DesiredMapping]] = {}
+    for d in manifest.mappings:
+        groups.setdefault(d.name, []).append(d)
+    # Fixed mappings claim their ports before next_free ones look for room.
+    ordered = sorted(groups.values(), key=lambda g: g[0].on_conflict == OnConflict.NEXT_FREE)
+    placed: dict[MappingKey, DesiredMapping] = {}
+    conflicts: list[Conflict] = []
+    notes: list[str] = []
+    for group in ordered:
+        policy = group[0].on_conflict
+        name = group[0].name
+
+        def blocker(shift: int) -> MappingKey | None:
+            for d in group:
+                key = MappingKey(d.key.external_port + shift, d.key.protocol)
+                if key.external_port > 65535 or key in placed:
+                    return key
+                if key in rows and key not in owned and policy != OnConflict.TAKEOVER:
+                    return key
+                if key in owned and owned[key] not in ("", name) and owned[key] in groups:
+                    return key  # ours, but another declared mapping's
+            return None
+
+        shifts = [0]
+        if policy == OnConflict.NEXT_FREE:
+            current = [s for s in range(1, NEXT_FREE_WINDOW + 1)
+                       if MappingKey(group[0].key.external_port + s, group[0].key.protocol) in owned
+                       and owned[MappingKey(group[0].key.external_port + s, group[0].key.protocol)] == name]
+            shifts = current[:1] + list(range(NEXT_FREE_WINDOW + 1))
+        chosen = next((s for s in shifts if blocker(s) is None), None)
+        if chosen is None:
+            key = blocker(0) or group[0].key
+            holder = rows.get(key) or PortMapping(key, "", 0, "declared twice")
+            reason = "held by a foreign mapping"
+            if policy == OnConflict.NEXT_FREE:
+                reason += f"; no free port within {NEXT_FREE_WINDOW} above it"
+            conflicts.append(Conflict(name, key, holder, reason))
+            continue
+        for d in group:
+            placed[MappingKey(d.key.external_port + chosen, d.key.protocol)] = d
+    return placed, conflicts, notes
+
+
+def _update(d: DesiredMapping, have: PortMapping, want: PortMapping) -> Change | None:
+    fields = _field_changes(have, want)
+    if fields:
+        in_place = all(f.field in _IN_PLACE for f in fields)
+        return Change(Action.CHANGE, d.name, want.key, have, want, "differs from the manifest", fields, not in_place)
+    if d.lease and (have.lease == 0 or have.lease > d.lease):
+        lease = FieldChange("lease", _lease_text(have.lease), _lease_text(d.lease))
+        return Change(Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,))
+    effective = d.lease or MAX_LEASE
+    if have.lease and have.lease < effective / 2:
+        reason = f"lease has {format_duration(have.lease)} left of {format_duration(effective)}"
+        return Change(Action.RENEW, d.name, want.key, have, want, reason)
+    return None
+
+
+def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, ...]:
+    from deepdiff import DeepDiff
+
+    before = _comparable(have, want)
+    after = {f: asdict(want)[f] for f in _COMPARED}
+    delta: dict[str, Any] = DeepDiff(before, after)
+    out = []
+    for kind in ("values_changed", "type_changes"):
+        for path, change in delta.get(kind, {}).items():
+            field = path.split("'")[1]
+            out.append(FieldChange(field, change["old_value"], change["new_value"]))
+    return tuple(sorted(out, key=lambda f: _COMPARED.index(f.field)))
+
+
+def _comparable(have: PortMapping, want: PortMapping) -> dict[str, object]:
+    row = asdict(have)
+    if not have.remote_host:
+        # Many routers (miniupnpd among them) accept a remote host but list it back empty:
+        # that is not drift.
+        row["remote_host"] = want.remote_host
+    return {f: row[f] for f in _COMPARED}
+
+
+def _lease_text(seconds: int) -> str:
+    return "permanent" if seconds == 0 else format_duration(seconds)
+
+
+def destroy(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None) -> Plan:
+    """The plan that removes every mapping this owner holds."""
+    return diff(replace(manifest, mappings=(), prune=True), table, router)

@@ -1,0 +1,82 @@
+"""SSDP discovery of Internet Gateway Devices (UPnP DA 1.1 section 1.3), done here rather than by
+upnpclient, whose discover() always waits its whole timeout, truncates replies and builds a
+Device per duplicate answer."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+SSDP_ADDR = ("239.255.255.250", 1900)
+SEARCH_TARGETS = (
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+)
+MAX_REPLY = 2048
+
+
+@dataclass(frozen=True)
+class Answer:
+    location: str
+    search_target: str
+    server: str
+    source: str
+
+
+def m_search(target: str, mx: int = 1) -> bytes:
+    return (
+        "M-SEARCH * HTTP/1.1\r\n"
+        f"HOST: {SSDP_ADDR[0]}:{SSDP_ADDR[1]}\r\n"
+        'MAN: "ssdp:discover"\r\n'
+        f"MX: {mx}\r\n"
+        f"ST: {target}\r\n\r\n"
+    ).encode()
+
+
+def parse_reply(data: bytes, source: str) -> Answer | None:
+    """A valid answer, or None. LOCATION must be http on the host that answered: anything on the
+    LAN can answer SSDP, and it must not send us to some other host."""
+    if len(data) > MAX_REPLY:
+        return None
+    lines = data.decode("latin-1").split("\r\n")
+    if not lines[0].upper().startswith("HTTP/1.1 200"):
+        return None
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    location, target = headers.get("location", ""), headers.get("st", "")
+    if target not in SEARCH_TARGETS:
+        return None
+    parts = urlsplit(location)
+    if parts.scheme != "http" or parts.hostname != source:
+        return None
+    if ipaddress.ip_address(source).is_loopback:
+        return None
+    return Answer(location, target, headers.get("server", "")[:200], source)
+
+
+def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
+    """IGDs that answer within `timeout`; with `first`, return as soon as one does."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Answer] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+        for target in SEARCH_TARGETS:
+            sock.sendto(m_search(target), SSDP_ADDR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, (source, _port) = sock.recvfrom(MAX_REPLY + 1)
+            except TimeoutError:
+                break
+            answer = parse_reply(data, source)
+            if answer and answer.location not in found:
+                found[answer.location] = answer
+                if first:
+                    break
+    return list(found.values())

@@ -1,0 +1,269 @@
+"""The emulated router's port-mapping table and the IGD actions on it, per WANIPConnection:1/:2."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from ..errors import UPNP_ERROR_NAMES
+from ..models import MAX_LEASE
+
+Args = dict[str, str]
+
+
+class Fault(Exception):
+    """A UPnP error the router answers with."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+        self.description = UPNP_ERROR_NAMES.get(code, "ActionFailed")
+
+
+@dataclass
+class Entry:
+    remote_host: str
+    external_port: int
+    protocol: str
+    internal_port: int
+    internal_client: str
+    enabled: bool
+    description: str
+    expires: float | None  # None: permanent
+
+
+class Router:
+    """State and semantics only; `server.EmulatorServer` puts it on the wire."""
+
+    def __init__(
+        self,
+        *,
+        igd_version: int = 2,
+        external_ip: str = "203.0.113.7",
+        secure_mode: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.igd_version = igd_version
+        self.external_ip = external_ip
+        self.secure_mode = secure_mode
+        self.clock = clock
+        self.entries: list[Entry] = []
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._faults: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    # -- test controls ----------------------------------------------------------------------
+
+    def fail_next(self, action: str, code: int) -> None:
+        """Answer the next call of `action` with UPnP error `code` (once)."""
+        with self._lock:
+            self._faults.append((action, code))
+
+    def add(self, port: int, protocol: str, client: str, internal_port: int, description: str, lease: int = 0) -> None:
+        """Put a row in the table directly, as another client on the LAN would."""
+        with self._lock:
+            self._store(Entry("", port, protocol, internal_port, client, True, description, self._expiry(lease)))
+
+    def rows(self) -> list[Entry]:
+        with self._lock:
+            self._expire()
+            return list(self.entries)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    @property
+    def actions(self) -> dict[str, Callable[[Args, str], Args]]:
+        common = {
+            "GetExternalIPAddress": self._external_ip,
+            "GetStatusInfo": self._status,
+            "GetConnectionTypeInfo": self._connection_type,
+            "GetGenericPortMappingEntry": self._generic,
+            "GetSpecificPortMappingEntry": self._specific,
+            "AddPortMapping": self._add,
+            "DeletePortMapping": self._delete,
+        }
+        if self.igd_version >= 2:
+            common["GetListOfPortMappings"] = self._list
+        return common
+
+    def call(self, action: str, args: Args, client: str) -> Args:
+        handler = self.actions.get(action)
+        if handler is None:
+            raise Fault(401)
+        with self._lock:
+            self.calls[action] += 1
+            for i, (name, code) in enumerate(self._faults):
+                if name == action:
+                    del self._faults[i]
+                    raise Fault(code)
+            self._expire()
+            return handler(args, client)
+
+    def _external_ip(self, args: Args, client: str) -> Args:
+        return {"NewExternalIPAddress": self.external_ip}
+
+    def _status(self, args: Args, client: str) -> Args:
+        return {"NewConnectionStatus": "Connected", "NewLastConnectionError": "ERROR_NONE", "NewUptime": "1"}
+
+    def _connection_type(self, args: Args, client: str) -> Args:
+        return {"NewConnectionType": "IP_Routed", "NewPossibleConnectionTypes": "IP_Routed"}
+
+    def _generic(self, args: Args, client: str) -> Args:
+        index = _uint(args, "NewPortMappingIndex", 0xFFFF)
+        if index >= len(self.entries):
+            raise Fault(713)
+        return _entry_args(self.entries[index], self.remaining(self.entries[index]), with_key=True)
+
+    def _specific(self, args: Args, client: str) -> Args:
+        entry = self._find(_port(args, "NewExternalPort"), _protocol(args))
+        if entry is None:
+            raise Fault(714)
+        return _entry_args(entry, self.remaining(entry), with_key=False)
+
+    def _add(self, args: Args, client: str) -> Args:
+        port = _uint(args, "NewExternalPort", 65535)
+        if port == 0:
+            raise Fault(716)
+        protocol = _protocol(args)
+        internal_port = _uint(args, "NewInternalPort", 65535)
+        if internal_port == 0:
+            raise Fault(732 if self.igd_version >= 2 else 402)
+        internal_client = args.get("NewInternalClient", "").strip()
+        if not internal_client:
+            raise Fault(402)
+        if self.secure_mode and internal_client != client:
+            raise Fault(606 if self.igd_version >= 2 else 718)
+        enabled = _bool(args, "NewEnabled")
+        lease = _uint(args, "NewLeaseDuration", 0xFFFFFFFF)
+        existing = self._find(port, protocol)
+        if existing is not None and existing.internal_client != internal_client:
+            raise Fault(718)
+        self._store(
+            Entry(
+                args.get("NewRemoteHost", "").strip(),
+                port,
+                protocol,
+                internal_port,
+                internal_client,
+                enabled,
+                args.get("NewPortMappingDescription", ""),
+                self._expiry(lease),
+            )
+        )
+        return {}
+
+    def _delete(self, args: Args, client: str) -> Args:
+        entry = self._find(_port(args, "NewExternalPort"), _protocol(args))
+        if entry is None:
+            raise Fault(714)
+        if self.secure_mode and entry.internal_client != client:
+            raise Fault(606)
+        self.entries.remove(entry)
+        return {}
+
+    def _list(self, args: Args, client: str) -> Args:
+        start = _uint(args, "NewStartPort", 65535)
+        end = _uint(args, "NewEndPort", 65535)
+        if start > end:
+            raise Fault(733)
+        protocol = _protocol(args)
+        manage = _bool(args, "NewManage")
+        limit = _uint(args, "NewNumberOfPorts", 0xFFFF) or 0xFFFF
+        rows = sorted(
+            (e for e in self.entries
+             if e.protocol == protocol and start <= e.external_port <= end and (manage or e.internal_client == client)),
+            key=lambda e: e.external_port,
+        )[:limit]
+        if not rows:
+            raise Fault(730)
+        body = "".join(
+            "<p:PortMappingEntry>"
+            + "".join(f"<p:{k}>{escape(v)}</p:{k}>" for k, v in _listing_fields(e, self.remaining(e)).items())
+            + "</p:PortMappingEntry>"
+            for e in rows
+        )
+        listing = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<p:PortMappingList xmlns:p="urn:schemas-upnp-org:gw:WANIPConnection">'
+            f"{body}</p:PortMappingList>"
+        )
+        return {"NewPortListing": listing}
+
+    # -- table -----------------------------------------------------------------------------
+
+    def _find(self, port: int, protocol: str) -> Entry | None:
+        return next((e for e in self.entries if e.external_port == port and e.protocol == protocol), None)
+
+    def _store(self, entry: Entry) -> None:
+        for i, e in enumerate(self.entries):
+            if e.external_port == entry.external_port and e.protocol == entry.protocol:
+                self.entries[i] = entry
+                return
+        self.entries.append(entry)
+
+    def _expiry(self, lease: int) -> float | None:
+        if self.igd_version >= 2:
+            lease = min(lease or MAX_LEASE, MAX_LEASE)  # v2: 0 and anything longer become 7 days
+        return self.clock() + lease if lease else None
+
+    def _expire(self) -> None:
+        now = self.clock()
+        self.entries = [e for e in self.entries if e.expires is None or e.expires > now]
+
+    def remaining(self, entry: Entry) -> int:
+        return 0 if entry.expires is None else max(1, round(entry.expires - self.clock()))
+
+
+def _uint(args: Args, name: str, maximum: int) -> int:
+    text = args.get(name, "").strip()
+    if not text.isdigit() or int(text) > maximum:
+        raise Fault(402)
+    return int(text)
+
+
+def _port(args: Args, name: str) -> int:
+    return _uint(args, name, 65535)
+
+
+def _protocol(args: Args) -> str:
+    protocol = args.get("NewProtocol", "")
+    if protocol not in ("TCP", "UDP"):
+        raise Fault(402)  # the allowed values are exactly "TCP" and "UDP"
+    return protocol
+
+
+def _bool(args: Args, name: str) -> bool:
+    value = args.get(name, "").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise Fault(402)
+    return value in ("1", "true", "yes")
+
+
+def _entry_args(e: Entry, remaining: int, *, with_key: bool) -> Args:
+    out = {
+        "NewInternalPort": str(e.internal_port),
+        "NewInternalClient": e.internal_client,
+        "NewEnabled": "1" if e.enabled else "0",
+        "NewPortMappingDescription": e.description,
+        "NewLeaseDuration": str(remaining),
+    }
+    if with_key:
+        out = {"NewRemoteHost": e.remote_host, "NewExternalPort": str(e.external_port), "NewProtocol": e.protocol, **out}
+    return out
+
+
+def _listing_fields(e: Entry, remaining: int) -> dict[str, str]:
+    return {
+        "NewRemoteHost": e.remote_host,
+        "NewExternalPort": str(e.external_port),
+        "NewProtocol": e.protocol,
+        "NewInternalPort": str(e.internal_port),
+        "NewInternalClient": e.internal_client,
+        "NewEnabled": "1" if e.enabled else "0",
+        "NewDescription": e.description,
+        "NewLeaseTime": str(remaining),
+    }

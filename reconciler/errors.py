@@ -1,0 +1,118 @@
+"""Every failure portctl expects, as one tree.
+
+    PortctlError                      anything the CLI reports as one message and exit 1
+    ├── ManifestError                 the manifest is unreadable or invalid (carries every problem)
+    ├── PlanFileError                 a saved plan cannot be read, or is stale against the router
+    ├── ApprovalError                 apply/destroy was not approved
+    ├── ConflictError                 the plan has conflicts that block any write
+    ├── DiscoveryError                no IGD answered SSDP
+    └── RouterError                   talking to the router failed
+        ├── RouterUnreachable         connection refused, no route, DNS, timeout
+        ├── NotAnIGD                  the device answered but offers no WAN connection service
+        ├── RouterProtocolError       the router's answer is malformed, hostile or too large
+        └── UpnpActionError           the router answered an action with a UPnP fault code
+
+Only backends raise RouterError; they translate the UPnP library's and the HTTP library's
+exceptions at that boundary so nothing above them knows those libraries exist.
+This module imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Names of the UPnP control and IGD error codes (UPnP DA 1.1 section 3.2.2, WANIPConnection:2 2.5).
+UPNP_ERROR_NAMES: dict[int, str] = {
+    401: "InvalidAction",
+    402: "InvalidArgs",
+    501: "ActionFailed",
+    600: "ArgumentValueInvalid",
+    601: "ArgumentValueOutOfRange",
+    602: "OptionalActionNotImplemented",
+    605: "StringArgumentTooLong",
+    606: "ActionNotAuthorized",
+    713: "SpecifiedArrayIndexInvalid",
+    714: "NoSuchEntryInArray",
+    715: "WildCardNotPermittedInSrcIP",
+    716: "WildCardNotPermittedInExtPort",
+    718: "ConflictInMappingEntry",
+    724: "SamePortValuesRequired",
+    725: "OnlyPermanentLeasesSupported",
+    726: "RemoteHostOnlySupportsWildcard",
+    727: "ExternalPortOnlySupportsWildcard",
+    728: "NoPortMapsAvailable",
+    729: "ConflictWithOtherMechanisms",
+    730: "PortMappingNotFound",
+    732: "WildCardNotPermittedInIntPort",
+    733: "InconsistentParameters",
+}
+
+
+class PortctlError(Exception):
+    """Base of every expected failure: the CLI prints str(exc) and exits 1."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One manifest problem, located as precisely as the input allows."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ManifestError(PortctlError):
+    """The manifest cannot be used; every problem found is listed, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PlanFileError(PortctlError):
+    """A saved plan is unreadable, from another format version, or stale."""
+
+
+class ApprovalError(PortctlError):
+    """A write was not approved (no terminal and no --auto-approve, or the answer was not yes)."""
+
+
+class ConflictError(PortctlError):
+    """The plan has conflicts; nothing is written until they are resolved."""
+
+
+class DiscoveryError(PortctlError):
+    """No Internet Gateway Device answered SSDP discovery."""
+
+
+class RouterError(PortctlError):
+    """Talking to the router failed."""
+
+
+class RouterUnreachable(RouterError):
+    """The router could not be reached (refused, no route, unresolvable, timed out)."""
+
+
+class NotAnIGD(RouterError):
+    """The device answered but is not an Internet Gateway Device with a WAN connection service."""
+
+
+class RouterProtocolError(RouterError):
+    """The router's answer was malformed, hostile (DTDs, entities) or larger than allowed."""
+
+
+class UpnpActionError(RouterError):
+    """The router refused an action with a UPnP error code."""
+
+    def __init__(self, action: str, code: int, description: str = "") -> None:
+        self.action = action
+        self.code = code
+        self.description = description or UPNP_ERROR_NAMES.get(code, "")
+        name = UPNP_ERROR_NAMES.get(code) or description or "unknown error"
+        super().__init__(f"{action} failed: {code} {name}")

@@ -1,0 +1,166 @@
+"""The values that flow between the stages: frozen dataclasses with no behaviour beyond display."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+MAX_LEASE = 604800  # IGD v2's longest lease (7 days); v2 routers turn "permanent" (0) into this.
+
+
+class Protocol(enum.StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+class OnConflict(enum.StrEnum):
+    FAIL = "fail"
+    NEXT_FREE = "next_free"
+    TAKEOVER = "takeover"
+
+
+class Action(enum.StrEnum):
+    ADD = "add"
+    CHANGE = "change"
+    RENEW = "renew"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, order=True)
+class MappingKey:
+    """What identifies a mapping on a router: the external port and protocol."""
+
+    external_port: int
+    protocol: Protocol
+
+    def __str__(self) -> str:
+        return f"{self.external_port}/{self.protocol.lower()}"
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One row of a router's table, or what a row should become.
+
+    `lease` is seconds; 0 means permanent. For a row read from a router it is the time remaining.
+    """
+
+    key: MappingKey
+    internal_client: str
+    internal_port: int
+    description: str
+    lease: int = 0
+    enabled: bool = True
+    remote_host: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredMapping:
+    """One router mapping the manifest asks for (ranges and `both` are already expanded)."""
+
+    name: str
+    key: MappingKey
+    internal_client: str  # an IPv4 address, or "auto" until resolved
+    internal_port: int
+    lease: int
+    description: str = ""
+    remote_host: str = ""
+    on_conflict: OnConflict = OnConflict.FAIL
+    line: int = 0  # where the mapping is declared, for messages
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str
+    owner: str
+    mappings: tuple[DesiredMapping, ...]
+    router_url: str | None = None
+    prune: bool = True
+
+
+@dataclass(frozen=True)
+class RouterInfo:
+    location: str
+    udn: str
+    friendly_name: str
+    igd_version: int
+    service_type: str
+    external_ip: str = ""
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: object
+    after: object
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write the plan intends. `replace` means delete then add (the router cannot edit in place)."""
+
+    action: Action
+    name: str
+    key: MappingKey
+    before: PortMapping | None
+    after: PortMapping | None
+    reason: str = ""
+    fields: tuple[FieldChange, ...] = ()
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A declared mapping that cannot be placed: a foreign mapping holds its port."""
+
+    name: str
+    key: MappingKey
+    holder: PortMapping
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    owner: str
+    changes: tuple[Change, ...]
+    foreign: tuple[PortMapping, ...]
+    conflicts: tuple[Conflict, ...] = ()
+    kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off
+    router: RouterInfo | None = None
+    table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
+    notes: tuple[str, ...] = ()
+
+    def count(self, *actions: Action) -> int:
+        return sum(1 for c in self.changes if c.action in actions)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return {
+            "add": self.count(Action.ADD),
+            "change": self.count(Action.CHANGE, Action.RENEW),
+            "remove": self.count(Action.REMOVE),
+            "conflict": len(self.conflicts),
+        }
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    change: Change
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    results: tuple[ChangeResult, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> tuple[ChangeResult, ...]:
+        return tuple(r for r in self.results if not r.ok)

@@ -1,0 +1,184 @@
+"""Renderings of a Plan, an ApplyReport and a router table: text for people, JSON for machines. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from . import ownership
+from .durations import format_duration
+from .models import Action, ApplyReport, Change, Plan, PortMapping, RouterInfo
+
+FORMAT_VERSION = "1"
+_SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
+_COLOR = {"+": "32", "~": "33", "-/+": "33", "-": "31", "!": "1;31", "dim": "2"}
+
+
+class Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, kind: str, text: str) -> str:
+        return f"\033[{_COLOR[kind]}m{text}\033[0m" if self.color else text
+
+
+def router_line(info: RouterInfo) -> str:
+    service = info.service_type.rsplit(":", 2)[-2:]
+    return (
+        f"Router: {info.friendly_name or 'unnamed'} (IGD v{info.igd_version}, {':'.join(service)}) "
+        f"at {info.location}, external IP {info.external_ip or 'unknown'}"
+    )
+
+
+def lease_text(seconds: int) -> str:
+    return "permanent" if seconds == 0 else format_duration(seconds)
+
+
+def _target(m: PortMapping) -> str:
+    return f"{m.internal_client}:{m.internal_port}"
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary
+    line = f"Plan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove."
+    if s["conflict"]:
+        line = line[:-1] + f", {s['conflict']} conflict{'s' if s['conflict'] > 1 else ''}."
+    return line
+
+
+def plan_text(plan: Plan, style: Style) -> str:
+    out = []
+    if plan.router:
+        out.append(router_line(plan.router))
+        out.append("")
+    width = max([len(c.name) for c in plan.changes] + [len(c.name) for c in plan.conflicts] + [4])
+    if plan.changes or plan.conflicts:
+        out.append(f'portctl will make these changes for owner "{plan.owner}":')
+        for c in plan.changes:
+            out += _change_lines(c, width, style)
+        for k in plan.conflicts:
+            out.append(
+                style("!", f"  ! {k.name:<{width}} {str(k.key):<11}")
+                + f" {k.reason}: {_target(k.holder)} {k.holder.description!r}"
+            )
+    else:
+        out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
+    if plan.kept:
+        out.append("")
+        out.append("Owned but no longer declared, kept because prune is off:")
+        out += [f"    {m.key}  -> {_target(m)}  {m.description!r}" for m in plan.kept]
+    if plan.foreign:
+        out.append("")
+        out.append(style("dim", f"Foreign mappings, left alone ({len(plan.foreign)}):"))
+        out += [style("dim", f"    {m.key!s:<11} -> {_target(m)}  {m.description!r}") for m in plan.foreign]
+    out += ["", *plan.notes] if plan.notes else []
+    out.append("")
+    out.append(summary_line(plan))
+    return "\n".join(out)
+
+
+def _change_lines(c: Change, width: int, style: Style) -> list[str]:
+    symbol = "-/+" if c.replace else _SYMBOL[c.action]
+    head = f"  {symbol:<3} {c.name:<{width}} {str(c.key):<11}"
+    if c.action == Action.ADD and c.after:
+        detail = f" -> {_target(c.after)}  lease {lease_text(c.after.lease)}"
+        if c.reason != "declared":
+            detail += f"  ({c.reason})"
+        return [style("+", head) + detail]
+    if c.action == Action.REMOVE and c.before:
+        return [style("-", head) + f" -> {_target(c.before)}  ({c.reason})"]
+    if c.action == Action.RENEW:
+        return [style("~", head) + f" renew ({c.reason})"]
+    lines = [style(symbol, head) + f" ({c.reason})"]
+    for f in c.fields:
+        lines.append(f"        {f.field}: {f.before!r} -> {f.after!r}")
+    if c.replace and not c.fields and c.before:
+        lines.append(f"        replaces {_target(c.before)} {c.before.description!r}")
+    return lines
+
+
+def report_text(report: ApplyReport, style: Style) -> str:
+    out = []
+    for r in report.results:
+        c = r.change
+        mark = style("+", "done  ") if r.ok else style("!", "FAILED")
+        line = f"  {mark} {c.action.value:<6} {c.name} {c.key}"
+        out.append(line + ("" if r.ok else f": {r.error}"))
+    done = sum(1 for r in report.results if r.ok)
+    out.append("")
+    out.append(f"Apply: {done} done, {len(report.results) - done} failed.")
+    return "\n".join(out)
+
+
+def table_text(info: RouterInfo, table: list[PortMapping], owner: str | None, style: Style) -> str:
+    out = [router_line(info), ""]
+    if not table:
+        out.append("The router holds no port mappings.")
+    for m in sorted(table, key=lambda m: m.key):
+        who = _owner_of(m, owner)
+        row = f"  {m.key!s:<11} -> {_target(m):<21} lease {lease_text(m.lease):<10} {who:<8} {m.description!r}"
+        out.append(row if who == "owned" else style("dim", row))
+    return "\n".join(out)
+
+
+def _owner_of(m: PortMapping, owner: str | None) -> str:
+    if owner and ownership.is_owned(owner, m.key, m.description):
+        return "owned"
+    return "portctl" if m.description.startswith(ownership.PREFIX) else "foreign"
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def mapping_json(m: PortMapping | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    d = asdict(m)
+    d["key"] = {"external_port": m.key.external_port, "protocol": m.key.protocol.value}
+    return d
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "owner": plan.owner,
+        "router": asdict(plan.router) if plan.router else None,
+        "changes": [
+            {
+                "action": c.action.value,
+                "name": c.name,
+                "key": {"external_port": c.key.external_port, "protocol": c.key.protocol.value},
+                "before": mapping_json(c.before),
+                "after": mapping_json(c.after),
+                "reason": c.reason,
+                "replace": c.replace,
+                "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
+            }
+            for c in plan.changes
+        ],
+        "foreign": [mapping_json(m) for m in plan.foreign],
+        "conflicts": [
+            {
+                "name": k.name,
+                "key": {"external_port": k.key.external_port, "protocol": k.key.protocol.value},
+                "holder": mapping_json(k.holder),
+                "reason": k.reason,
+            }
+            for k in plan.conflicts
+        ],
+        "kept": [mapping_json(m) for m in plan.kept],
+        "table": [mapping_json(m) for m in plan.table],
+        "notes": list(plan.notes),
+        "summary": plan.summary,
+    }
+
+
+def report_json(report: ApplyReport) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "ok": report.ok,
+        "results": [
+            {"action": r.change.action.value, "name": r.change.name, "key": str(r.change.key), "ok": r.ok, "error": r.error}
+            for r in report.results
+        ],
+    }
