@@ -1,0 +1,41 @@
+# Each target sets itself up on a fresh clone: a virtualenv in .venv with portctl and its test tools.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2
+
+.PHONY: demo test lint typecheck system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## demo: plan and apply examples/homelab.yaml against the built-in emulator, or ROUTER=URL
+demo: $(STAMP)
+	$(BIN)/portctl demo $(if $(ROUTER),--router $(ROUTER)) $(or $(FILE),examples/homelab.yaml)
+
+## test: lint, then every test; as root it installs what the real-router tests need
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The real-router tests run miniupnpd in network namespaces; they need root and these packages.
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: the real-router tests will be skipped"; fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler.emulator import EmulatorServer, Router
+from tests import routerlab
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    """A spec-following IGD v2 on loopback."""
+    with EmulatorServer(Router(igd_version=2)) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator_v1() -> Iterator[EmulatorServer]:
+    with EmulatorServer(Router(igd_version=1)) as server:
+        yield server
+
+
+def require_lab() -> None:
+    """Skip the real-router tests where they cannot run; in CI that is a failure, not a skip."""
+    reason = routerlab.missing_prerequisites()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"real-router tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", params=["igd2", "igd1"])
+def lab(request: pytest.FixtureRequest) -> Iterator[routerlab.Lab]:
+    """Real miniupnpd in fresh network namespaces, as IGD v2 and again forced to IGD v1."""
+    require_lab()
+    igd1 = request.param == "igd1"
+    the_lab = routerlab.Lab(prefix=f"pt{os.getpid() % 1000}{'a' if igd1 else 'b'}", igd1=igd1).up()
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()

@@ -1,0 +1,248 @@
+"""A real router to test against: miniupnpd in network namespaces that this module creates.
+
+    LAN host  192.168.77.2 --veth-- 192.168.77.1  router (miniupnpd, nftables)  11.22.33.1 --veth-- 11.22.33.2  internet host
+
+Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
+to the machine's own namespace except the veth pairs' creation, and both ends move out at once.
+miniupnpd refuses to map behind a private WAN address, so the WAN side uses a public-looking one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+LAN_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, NET_IP = "192.168.77.2", "192.168.77.1", "11.22.33.1", "11.22.33.2"
+HTTP_PORT = 5000
+
+# Answers every connection with a greeting; stops by itself after `lifetime` seconds.
+_SERVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
+deadline = time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while time.monotonic() < deadline:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    c.sendall(b"hello from the LAN"); c.close()
+"""
+_CLIENT = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as c:
+        c.settimeout(2); print(c.recv(100).decode())
+except OSError as e:
+    print("unreachable:", e)
+"""
+
+
+def missing_prerequisites() -> str:
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    for tool in ("ip", "nft", "miniupnpd", "upnpc"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (Debian: miniupnpd-nftables miniupnpc nftables iproute2)"
+    return ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Lab:
+    prefix: str
+    igd1: bool = False
+    secure_mode: bool = False
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
+    _daemon: subprocess.Popen[bytes] | None = None
+    _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def lan(self) -> str:
+        return f"{self.prefix}lan"
+
+    @property
+    def rtr(self) -> str:
+        return f"{self.prefix}rtr"
+
+    @property
+    def net(self) -> str:
+        return f"{self.prefix}net"
+
+    @property
+    def url(self) -> str:
+        return f"http://{ROUTER_LAN_IP}:{HTTP_PORT}/rootDesc.xml"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def up(self) -> Lab:
+        p = self.prefix
+        self.down_namespaces()
+        for ns in (self.lan, self.rtr, self.net):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ip", "link", "add", f"{p}l0", "netns", self.lan, "type", "veth", "peer", "name", f"{p}l1", "netns", self.rtr)
+        _sh("ip", "link", "add", f"{p}w0", "netns", self.net, "type", "veth", "peer", "name", f"{p}w1", "netns", self.rtr)
+        for ns, dev, addr in (
+            (self.lan, f"{p}l0", f"{LAN_IP}/24"),
+            (self.rtr, f"{p}l1", f"{ROUTER_LAN_IP}/24"),
+            (self.rtr, f"{p}w1", f"{ROUTER_WAN_IP}/24"),
+            (self.net, f"{p}w0", f"{NET_IP}/24"),
+        ):
+            _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+        _sh("ip", "-n", self.lan, "route", "add", "default", "via", ROUTER_LAN_IP)
+        _sh("ip", "netns", "exec", self.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # The chains miniupnpd 2.3.1 (nftables) expects, with a forward policy that drops what
+        # no mapping allows: a closed port really is closed.
+        ruleset = f"""
+table inet filter {{
+  chain miniupnpd {{
+  }}
+  chain prerouting_miniupnpd {{
+  }}
+  chain postrouting_miniupnpd {{
+  }}
+  chain forward {{
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "{p}l1" accept
+    jump miniupnpd
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+  }}
+}}
+"""
+        subprocess.run(["ip", "netns", "exec", self.rtr, "nft", "-f", "-"], input=ruleset.encode(), check=True)
+        self.start_router()
+        return self
+
+    def start_router(self, *, keep_leases: bool = False) -> None:
+        conf = os.path.join(self.workdir, "miniupnpd.conf")
+        leases = os.path.join(self.workdir, "leases")
+        if not keep_leases and os.path.exists(leases):
+            os.remove(leases)
+        with open(conf, "w") as f:
+            f.write(
+                f"ext_ifname={self.prefix}w1\nlistening_ip={self.prefix}l1\nhttp_port={HTTP_PORT}\n"
+                "enable_natpmp=yes\nenable_upnp=yes\nsystem_uptime=yes\n"
+                f"secure_mode={'yes' if self.secure_mode else 'no'}\n"
+                f"force_igd_desc_v1={'yes' if self.igd1 else 'no'}\n"
+                f"uuid=3d3cec3a-8cf0-11e0-98ee-{abs(hash(self.prefix)) % 10**12:012d}\n"
+                f"lease_file={leases}\n"
+                "allow 1-65535 192.168.77.0/24 1-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+            )
+        log = open(os.path.join(self.workdir, "miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the daemon
+        self._daemon = subprocess.Popen(
+            ["ip", "netns", "exec", self.rtr, "miniupnpd", "-d", "-f", conf, "-P", os.path.join(self.workdir, "pid")],
+            stdout=log, stderr=log,
+        )
+        wait_for(self._answers, 15, "miniupnpd to serve its description")
+
+    def stop_router(self) -> None:
+        if self._daemon and self._daemon.poll() is None:
+            self._daemon.send_signal(signal.SIGTERM)
+            try:
+                self._daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                self._daemon.kill()
+                self._daemon.wait(5)
+        self._daemon = None
+
+    def router_alive(self) -> bool:
+        return self._daemon is not None and self._daemon.poll() is None
+
+    def _answers(self) -> bool:
+        if self._daemon is not None and self._daemon.poll() is not None:
+            raise RuntimeError(f"miniupnpd exited; see {self.workdir}/miniupnpd.log")
+        probe = f"import urllib.request; urllib.request.urlopen({self.url!r}, timeout=1).read()"
+        return self.run(self.lan, sys.executable, "-c", probe, check=False).returncode == 0
+
+    def down(self) -> None:
+        for s in self._servers:
+            s.kill()
+            s.wait(5)
+        self._servers.clear()
+        self.stop_router()
+        self.down_namespaces()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def down_namespaces(self) -> None:
+        for ns in (self.lan, self.rtr, self.net):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    # -- acting in the namespaces ------------------------------------------------------------
+
+    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 60, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check,
+            timeout=timeout, input=stdin, env=env,
+        )
+
+    def portctl(self, *args: str, router: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """portctl run on the LAN host, as a user would run it there."""
+        extra = ["--router", self.url] if router and args and args[0] not in ("validate", "discover", "init") else []
+        env = {k: v for k, v in os.environ.items() if k not in ("PORTCTL_ROUTER",)}
+        return self.run(self.lan, sys.executable, "-m", "reconciler", *args, *extra, check=False, stdin=stdin, env=env)
+
+    def upnpc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """miniupnpc's client: the independent witness of what the router holds."""
+        return self.run(self.lan, "upnpc", "-u", self.url, *args, check=False)
+
+    def table(self) -> set[tuple[int, str, str, int, str]]:
+        """(external port, protocol, internal client, internal port, description) per mapping, per upnpc -l."""
+        out = self.upnpc("-l").stdout
+        rows = set()
+        for line in out.splitlines():
+            parts = line.split()
+            # " 0 TCP 18000->192.168.77.2:8000  'desc' '' 3600"
+            if len(parts) >= 3 and parts[0].isdigit() and parts[1] in ("TCP", "UDP") and "->" in parts[2]:
+                ext, internal = parts[2].split("->")
+                client, iport = internal.rsplit(":", 1)
+                desc = line.split("'")[1] if "'" in line else ""
+                rows.add((int(ext), parts[1], client, int(iport), desc))
+        return rows
+
+    def add_foreign(self, port: int, protocol: str, description: str, internal_port: int | None = None) -> None:
+        r = self.upnpc("-e", description, "-a", LAN_IP, str(internal_port or port), str(port), protocol, "0")
+        assert "is redirected" in r.stdout, r.stdout + r.stderr
+
+    def serve(self, port: int, lifetime: float = 120) -> None:
+        """A TCP server on the LAN host that greets every connection."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER, str(port), str(lifetime)],
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        self._servers.append(proc)
+
+    def reaches(self, external_port: int) -> bool:
+        """Does a connection from the internet host to the router's WAN address reach the LAN server?"""
+        out = self.run(self.net, sys.executable, "-c", _CLIENT, ROUTER_WAN_IP, str(external_port)).stdout
+        return out.strip() == "hello from the LAN"
+
+
+def _sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)

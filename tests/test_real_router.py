@@ -1,0 +1,170 @@
+"""portctl against real miniupnpd in network namespaces, checked with upnpc and real traffic.
+
+Each test runs on the IGD v2 router and again on the same daemon forced to describe itself as
+IGD v1, so both ways of reading the table (GetListOfPortMappings and index iteration) are used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+from tests.routerlab import LAN_IP, Lab, wait_for
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+OWNERS = {  # example file -> the router rows it declares
+    "minecraft.yaml": {(25565, "TCP", 25565)},
+    "qbittorrent.yaml": {(51413, "TCP", 51413), (51413, "UDP", 51413)},
+    "webserver.yaml": {(8080, "TCP", 80)},
+    "rdp.yaml": {(3389, "TCP", 3389)},
+}
+FOREIGN = (6000, "TCP", "Xbox Live (another device)")
+
+
+def example(name: str) -> str:
+    return os.path.join(EXAMPLES, name)
+
+
+def rows(lab: Lab) -> set[tuple[int, str, int]]:
+    return {(port, proto, iport) for port, proto, _client, iport, _desc in lab.table()}
+
+
+@pytest.fixture
+def clean(lab: Lab) -> Lab:
+    """The lab's router with an empty table plus one foreign mapping made by another client."""
+    for port, proto, *_ in lab.table():
+        lab.upnpc("-d", str(port), proto)
+    wait_for(lambda: not lab.table(), 10, "the table to empty")
+    lab.add_foreign(*FOREIGN)
+    return lab
+
+
+def test_router_is_the_configured_igd_version(lab: Lab) -> None:
+    """The lab really offers IGD v2, or v1 when forced, so both table readers are exercised."""
+    r = lab.portctl("show", "--json")
+    assert r.returncode == 0, r.stderr
+    assert f'"igd_version": {1 if lab.igd1 else 2}' in r.stdout
+
+
+def test_apply_examples_creates_exactly_the_declared_mappings(clean: Lab) -> None:
+    """Applying every example makes exactly the declared rows, seen by upnpc, beside the foreign one."""
+    for name in OWNERS:
+        r = clean.portctl("apply", example(name), "--auto-approve", "--no-color")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+    expected = set().union(*OWNERS.values()) | {(FOREIGN[0], FOREIGN[1], FOREIGN[0])}
+    assert rows(clean) == expected
+    clients = {client for _p, _pr, client, _ip, _d in clean.table()}
+    assert clients == {LAN_IP}
+
+
+def test_traffic_flows_through_applied_mappings(clean: Lab) -> None:
+    """A server on the LAN host answers the internet host through the mapped external port."""
+    clean.serve(80)
+    clean.serve(25565)
+    assert not clean.reaches(8080), "port 8080 must be closed before apply"
+    for name in ("webserver.yaml", "minecraft.yaml"):
+        assert clean.portctl("apply", example(name), "--auto-approve").returncode == 0
+    assert clean.reaches(8080)
+    assert clean.reaches(25565)
+
+
+def test_second_plan_shows_no_changes(clean: Lab) -> None:
+    """After apply, plan --detailed-exitcode exits 0 with nothing to add, change or remove."""
+    for name in OWNERS:
+        assert clean.portctl("apply", example(name), "--auto-approve").returncode == 0
+    for name in OWNERS:
+        r = clean.portctl("plan", example(name), "--detailed-exitcode", "--no-color")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.rstrip().endswith("Plan: 0 to add, 0 to change, 0 to remove.")
+
+
+def test_removed_entry_is_deleted_and_stops_forwarding(clean: Lab) -> None:
+    """A mapping dropped from the manifest is deleted on the next apply, and traffic stops."""
+    clean.serve(7001)
+    clean.serve(7002)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(
+            "apiVersion: portctl/v1\nowner: lab\nmappings:\n"
+            "  - {name: one, external_port: 7001}\n  - {name: two, external_port: 7002}\n"
+        )
+    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
+    assert clean.reaches(7001) and clean.reaches(7002)
+    with open(f.name, "w") as g:
+        g.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: one, external_port: 7001}\n")
+    plan = clean.portctl("plan", f.name, "--detailed-exitcode", "--no-color")
+    assert plan.returncode == 2
+    assert "Plan: 0 to add, 0 to change, 1 to remove." in plan.stdout
+    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
+    assert (7002, "TCP", 7002) not in rows(clean)
+    assert clean.reaches(7001)
+    assert not clean.reaches(7002)
+    assert (FOREIGN[0], FOREIGN[1], FOREIGN[0]) in rows(clean)
+    os.unlink(f.name)
+
+
+def test_foreign_mappings_survive_apply_and_destroy(clean: Lab) -> None:
+    """Mappings made by another client are still there after every apply and destroy."""
+    foreign_before = {r for r in clean.table() if r[0] == FOREIGN[0]}
+    for name in OWNERS:
+        assert clean.portctl("apply", example(name), "--auto-approve").returncode == 0
+    for name in OWNERS:
+        r = clean.portctl("destroy", example(name), "--auto-approve")
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert clean.table() == foreign_before
+
+
+def test_conflict_with_foreign_mapping_changes_nothing(clean: Lab) -> None:
+    """A declared port held by a foreign mapping is a conflict: exit 1 and the table as it was."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(f"apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {{name: game, external_port: {FOREIGN[0]}}}\n"
+                "  - {name: other, external_port: 7003}\n")
+    before = clean.table()
+    r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
+    assert r.returncode == 1
+    assert "held by a foreign mapping" in r.stdout
+    assert "nothing was changed" in r.stderr
+    assert clean.table() == before
+    os.unlink(f.name)
+
+
+def test_changed_internal_port_is_updated(clean: Lab) -> None:
+    """Changing internal_port in the manifest changes the router's row, and traffic follows it."""
+    clean.serve(7101)
+    clean.serve(7102)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7101}\n")
+    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
+    with open(f.name, "w") as g:
+        g.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7102}\n")
+    r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (7100, "TCP", 7102) in rows(clean)
+    assert clean.reaches(7100)
+    assert clean.portctl("plan", f.name, "--detailed-exitcode").returncode == 0
+    os.unlink(f.name)
+
+
+def test_unreachable_router_is_one_clear_error(clean: Lab) -> None:
+    """A router URL nothing answers on gives one message naming the router, exit 1, no traceback."""
+    r = clean.run(clean.lan, "python3", "-c", "pass", check=False)  # the namespace works
+    assert r.returncode == 0
+    import sys
+
+    r = clean.run(clean.lan, sys.executable, "-m", "reconciler", "plan", example("minecraft.yaml"),
+                  "--router", "http://192.168.77.1:5999/rootDesc.xml", "--timeout", "2", check=False)
+    assert r.returncode == 1
+    assert "cannot reach router" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_discovery_finds_the_router_inside_the_namespace(lab: Lab) -> None:
+    """SSDP discovery, sent only inside the lab's LAN namespace, finds the router, and plan uses it."""
+    r = lab.portctl("discover", "--timeout", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert lab.url in r.stdout
+    r = lab.portctl("plan", example("minecraft.yaml"), "--no-color", router=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert lab.url in r.stdout
