@@ -1,0 +1,52 @@
+"""Testing helpers: run the CLI in-process and read what it printed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from reconciler.cli import main
+from reconciler.emulator import EmulatorServer
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def portctl(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def write(tmp_path: os.PathLike[str], text: str, name: str = "mappings.yaml") -> str:
+    path = os.path.join(tmp_path, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def snapshot(server: EmulatorServer) -> list[tuple[object, ...]]:
+    """The emulator's table, for checking that nothing changed."""
+    return [(e.external_port, e.protocol, e.internal_client, e.internal_port, e.description) for e in server.router.rows()]
+
+
+MANIFEST = """\
+apiVersion: portctl/v1
+owner: test
+mappings:
+  - name: web
+    external_port: 8080
+    internal_port: 80
+    internal_client: 127.0.0.1
+    description: nginx
+  - name: game
+    external_port: 27015-27016
+    protocol: both
+    internal_client: 127.0.0.1
+"""
