@@ -6,6 +6,7 @@ Each command runs the stages visibly: load, connect, read, plan, show, confirm, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -46,8 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         return c
 
     def router(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: PORTCTL_ROUTER, router.url, SSDP)")
-        c.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each router request (default 5)")
+        c.add_argument(
+            "--router", metavar="URL", help="the IGD's root description URL (default: PORTCTL_ROUTER, router.url, SSDP)"
+        )
+        c.add_argument(
+            "--timeout",
+            type=float,
+            default=5.0,
+            metavar="S",
+            help="seconds to wait for each router request (default 5)",
+        )
 
     c = command("validate", _validate, "check a manifest offline")
     c.add_argument("file")
@@ -194,7 +203,11 @@ def _show(args: argparse.Namespace) -> int:
 
         owner = m.owner if m else None
         rows = [{**(render.mapping_json(r) or {}), "owner": render._owner_of(r, owner)} for r in table]
-        print(json.dumps({"format_version": render.FORMAT_VERSION, "router": asdict(backend.info), "mappings": rows}, indent=2))
+        print(
+            json.dumps(
+                {"format_version": render.FORMAT_VERSION, "router": asdict(backend.info), "mappings": rows}, indent=2
+            )
+        )
     else:
         print(render.table_text(backend.info, table, m.owner if m else None, _style(args)))
     return EXIT_OK
@@ -223,7 +236,8 @@ def _discover(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"{r['location']}: {r['error']}")
         else:
-            print(f"{r['location']}: {r['friendly_name']} (IGD v{r['igd_version']}), {r['service_type']}, external IP {r['external_ip'] or 'unknown'}")
+            what = f"{r['friendly_name']} (IGD v{r['igd_version']}), {r['service_type']}"
+            print(f"{r['location']}: {what}, external IP {r['external_ip'] or 'unknown'}")
     return EXIT_OK if rows else EXIT_ERROR
 
 
@@ -246,10 +260,8 @@ def _emulate(args: argparse.Namespace) -> int:
 
     server = EmulatorServer(Router(igd_version=args.igd), port=args.port)
     print(f"IGD v{args.igd} emulator at {server.url} (Ctrl-C stops it)", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return EXIT_OK
 
 
@@ -268,7 +280,12 @@ def _demo(args: argparse.Namespace) -> int:
     color = ["--no-color"] if args.no_color else []
     common = ["--router", url, "--timeout", str(args.timeout), *color]
     try:
-        for step in (["plan", args.file], ["apply", args.file, "--auto-approve"], ["plan", args.file, "--detailed-exitcode"], ["show", args.file]):
+        for step in (
+            ["plan", args.file],
+            ["apply", args.file, "--auto-approve"],
+            ["plan", args.file, "--detailed-exitcode"],
+            ["show", args.file],
+        ):
             print(f"$ portctl {' '.join(step)}")
             code = main([*step, *common])
             print()

@@ -51,7 +51,7 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
     owned = {k: ownership.owned_name(owner, k, m.description) for k, m in rows.items()}
     owned = {k: n for k, n in owned.items() if n is not None}
 
-    placed, conflicts, notes = _place(manifest, rows, owned)
+    placed, conflicts = _place(manifest, rows, owned)
     changes: list[Change] = []
     taken_over: set[MappingKey] = set()
     for key, d in placed.items():
@@ -63,7 +63,15 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
         elif key not in owned:
             taken_over.add(key)
             changes.append(
-                Change(Action.CHANGE, d.name, key, have, want, f"takeover of foreign mapping {have.description!r}", replace=True)
+                Change(
+                    Action.CHANGE,
+                    d.name,
+                    key,
+                    have,
+                    want,
+                    f"takeover of foreign mapping {have.description!r}",
+                    replace=True,
+                )
             )
         else:
             change = _update(d, have, want)
@@ -87,7 +95,6 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
         kept=tuple(kept),
         router=router,
         table=tuple(m for _, m in sorted(rows.items())),
-        notes=tuple(notes),
     )
 
 
@@ -98,7 +105,7 @@ def _order(c: Change) -> tuple[int, MappingKey]:
 
 def _place(
     manifest: Manifest, rows: dict[MappingKey, PortMapping], owned: dict[MappingKey, str]
-) -> tuple[dict[MappingKey, DesiredMapping], list[Conflict], list[str]]:
+) -> tuple[dict[MappingKey, DesiredMapping], list[Conflict]]:
     """Where each declared mapping goes. next_free groups move together (all ports, both protocols)."""
     groups: dict[str, list[DesiredMapping]] = {}
     for d in manifest.mappings:
@@ -107,31 +114,21 @@ def _place(
     ordered = sorted(groups.values(), key=lambda g: g[0].on_conflict == OnConflict.NEXT_FREE)
     placed: dict[MappingKey, DesiredMapping] = {}
     conflicts: list[Conflict] = []
-    notes: list[str] = []
     for group in ordered:
-        policy = group[0].on_conflict
-        name = group[0].name
-
-        def blocker(shift: int) -> MappingKey | None:
-            for d in group:
-                key = MappingKey(d.key.external_port + shift, d.key.protocol)
-                if key.external_port > 65535 or key in placed:
-                    return key
-                if key in rows and key not in owned and policy != OnConflict.TAKEOVER:
-                    return key
-                if key in owned and owned[key] not in ("", name) and owned[key] in groups:
-                    return key  # ours, but another declared mapping's
-            return None
-
+        policy, name, first = group[0].on_conflict, group[0].name, group[0].key
         shifts = [0]
         if policy == OnConflict.NEXT_FREE:
-            current = [s for s in range(1, NEXT_FREE_WINDOW + 1)
-                       if MappingKey(group[0].key.external_port + s, group[0].key.protocol) in owned
-                       and owned[MappingKey(group[0].key.external_port + s, group[0].key.protocol)] == name]
+            # Stay where an earlier apply put the group, before looking for the lowest free shift.
+            current = [
+                s
+                for s in range(1, NEXT_FREE_WINDOW + 1)
+                if owned.get(MappingKey(first.external_port + s, first.protocol)) == name
+            ]
             shifts = current[:1] + list(range(NEXT_FREE_WINDOW + 1))
-        chosen = next((s for s in shifts if blocker(s) is None), None)
+        blocked = {s: _blocker(group, s, placed, rows, owned, set(groups)) for s in shifts}
+        chosen = next((s for s in shifts if blocked[s] is None), None)
         if chosen is None:
-            key = blocker(0) or group[0].key
+            key = blocked[0] or first
             holder = rows.get(key) or PortMapping(key, "", 0, "declared twice")
             reason = "held by a foreign mapping"
             if policy == OnConflict.NEXT_FREE:
@@ -140,7 +137,28 @@ def _place(
             continue
         for d in group:
             placed[MappingKey(d.key.external_port + chosen, d.key.protocol)] = d
-    return placed, conflicts, notes
+    return placed, conflicts
+
+
+def _blocker(
+    group: list[DesiredMapping],
+    shift: int,
+    placed: dict[MappingKey, DesiredMapping],
+    rows: dict[MappingKey, PortMapping],
+    owned: dict[MappingKey, str],
+    declared: set[str],
+) -> MappingKey | None:
+    """The first key that stops `group` from moving by `shift`, or None if every key is free for it."""
+    name, policy = group[0].name, group[0].on_conflict
+    for d in group:
+        key = MappingKey(d.key.external_port + shift, d.key.protocol)
+        if key.external_port > 65535 or key in placed:
+            return key
+        if key in rows and key not in owned and policy != OnConflict.TAKEOVER:
+            return key
+        if owned.get(key, "") not in ("", name) and owned[key] in declared:
+            return key  # ours, but another declared mapping's
+    return None
 
 
 def _update(d: DesiredMapping, have: PortMapping, want: PortMapping) -> Change | None:

@@ -106,9 +106,7 @@ class _Document:
                     key = str(key)
                 if key in out:
                     line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                    self.problems.append(
-                        Problem(self.path, line, col, json_path(at), f"duplicate key {key!r}")
-                    )
+                    self.problems.append(Problem(self.path, line, col, json_path(at), f"duplicate key {key!r}"))
                     continue
                 self.keys[(*at, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = self._convert(value_node, (*at, key), loader)
@@ -141,9 +139,7 @@ def _loader_class() -> type:
         first: [(t, rx) for t, rx in resolvers if t not in (bool_tag, int_tag)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    Loader.add_implicit_resolver(
-        bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-    )
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     Loader.add_implicit_resolver(
         int_tag, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
     )
@@ -166,9 +162,7 @@ def _schema_problems(doc: _Document) -> Iterator[Problem]:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = sorted(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - set(allowed)):
-                yield doc.problem(
-                    (*at, extra), f"unknown key {extra!r} (allowed: {', '.join(allowed)})", key=True
-                )
+                yield doc.problem((*at, extra), f"unknown key {extra!r} (allowed: {', '.join(allowed)})", key=True)
             continue
         yield doc.problem(at, _message(error, at))
 
@@ -218,9 +212,7 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
         name = m.get("name")
         if isinstance(name, str):
             if name in names:
-                yield doc.problem(
-                    (*at, "name"), f"duplicate name {name!r} (also mappings[{names[name]}])"
-                )
+                yield doc.problem((*at, "name"), f"duplicate name {name!r} (also mappings[{names[name]}])")
             names.setdefault(name, i)
         if isinstance(m.get("lease"), str):
             yield from _lease_problems(doc, (*at, "lease"), m["lease"])
@@ -233,9 +225,7 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
         intr = _port_range(internal)
         for field, rng in (("external_port", ext), ("internal_port", intr)):
             if isinstance(m.get(field), str) and rng and not 1 <= rng[0] <= rng[1] <= 65535:
-                yield doc.problem(
-                    (*at, field), f"{m.get(field)!r} is not a range of ports 1-65535, low-high"
-                )
+                yield doc.problem((*at, field), f"{m.get(field)!r} is not a range of ports 1-65535, low-high")
         if not (ext and 1 <= ext[0] <= ext[1] <= 65535):
             continue
         if intr and intr[1] - intr[0] != ext[1] - ext[0]:

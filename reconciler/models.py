@@ -127,7 +127,6 @@ class Plan:
     kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off
     router: RouterInfo | None = None
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
-    notes: tuple[str, ...] = ()
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)

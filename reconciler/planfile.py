@@ -59,8 +59,13 @@ def _show(row: tuple[object, ...] | None) -> str:
 def _mapping(d: dict[str, Any]) -> PortMapping:
     key = MappingKey(int(d["key"]["external_port"]), Protocol(d["key"]["protocol"]))
     return PortMapping(
-        key, str(d["internal_client"]), int(d["internal_port"]), str(d["description"]),
-        int(d["lease"]), bool(d["enabled"]), str(d["remote_host"]),
+        key,
+        str(d["internal_client"]),
+        int(d["internal_port"]),
+        str(d["description"]),
+        int(d["lease"]),
+        bool(d["enabled"]),
+        str(d["remote_host"]),
     )
 
 

@@ -58,7 +58,7 @@ def plan_text(plan: Plan, style: Style) -> str:
             out += _change_lines(c, width, style)
         for k in plan.conflicts:
             out.append(
-                style("!", f"  ! {k.name:<{width}} {str(k.key):<11}")
+                style("!", f"  ! {k.name:<{width}} {k.key!s:<11}")
                 + f" {k.reason}: {_target(k.holder)} {k.holder.description!r}"
             )
     else:
@@ -71,7 +71,6 @@ def plan_text(plan: Plan, style: Style) -> str:
         out.append("")
         out.append(style("dim", f"Foreign mappings, left alone ({len(plan.foreign)}):"))
         out += [style("dim", f"    {m.key!s:<11} -> {_target(m)}  {m.description!r}") for m in plan.foreign]
-    out += ["", *plan.notes] if plan.notes else []
     out.append("")
     out.append(summary_line(plan))
     return "\n".join(out)
@@ -79,7 +78,7 @@ def plan_text(plan: Plan, style: Style) -> str:
 
 def _change_lines(c: Change, width: int, style: Style) -> list[str]:
     symbol = "-/+" if c.replace else _SYMBOL[c.action]
-    head = f"  {symbol:<3} {c.name:<{width}} {str(c.key):<11}"
+    head = f"  {symbol:<3} {c.name:<{width}} {c.key!s:<11}"
     if c.action == Action.ADD and c.after:
         detail = f" -> {_target(c.after)}  lease {lease_text(c.after.lease)}"
         if c.reason != "declared":
@@ -168,7 +167,6 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         ],
         "kept": [mapping_json(m) for m in plan.kept],
         "table": [mapping_json(m) for m in plan.table],
-        "notes": list(plan.notes),
         "summary": plan.summary,
     }
 
@@ -178,7 +176,13 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "ok": report.ok,
         "results": [
-            {"action": r.change.action.value, "name": r.change.name, "key": str(r.change.key), "ok": r.ok, "error": r.error}
+            {
+                "action": r.change.action.value,
+                "name": r.change.name,
+                "key": str(r.change.key),
+                "ok": r.ok,
+                "error": r.error,
+            }
             for r in report.results
         ],
     }

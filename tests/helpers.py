@@ -33,7 +33,9 @@ def write(tmp_path: os.PathLike[str], text: str, name: str = "mappings.yaml") ->
 
 def snapshot(server: EmulatorServer) -> list[tuple[object, ...]]:
     """The emulator's table, for checking that nothing changed."""
-    return [(e.external_port, e.protocol, e.internal_client, e.internal_port, e.description) for e in server.router.rows()]
+    return [
+        (e.external_port, e.protocol, e.internal_client, e.internal_port, e.description) for e in server.router.rows()
+    ]
 
 
 MANIFEST = """\

@@ -1,6 +1,8 @@
 """A real router to test against: miniupnpd in network namespaces that this module creates.
 
-    LAN host  192.168.77.2 --veth-- 192.168.77.1  router (miniupnpd, nftables)  11.22.33.1 --veth-- 11.22.33.2  internet host
+    LAN host 192.168.77.2 --veth-- 192.168.77.1 router 11.22.33.1 --veth-- 11.22.33.2 internet host
+
+The router runs miniupnpd (nftables backend).
 
 Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
 to the machine's own namespace except the veth pairs' creation, and both ends move out at once.
@@ -96,8 +98,36 @@ class Lab:
         for ns in (self.lan, self.rtr, self.net):
             _sh("ip", "netns", "add", ns)
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
-        _sh("ip", "link", "add", f"{p}l0", "netns", self.lan, "type", "veth", "peer", "name", f"{p}l1", "netns", self.rtr)
-        _sh("ip", "link", "add", f"{p}w0", "netns", self.net, "type", "veth", "peer", "name", f"{p}w1", "netns", self.rtr)
+        _sh(
+            "ip",
+            "link",
+            "add",
+            f"{p}l0",
+            "netns",
+            self.lan,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{p}l1",
+            "netns",
+            self.rtr,
+        )
+        _sh(
+            "ip",
+            "link",
+            "add",
+            f"{p}w0",
+            "netns",
+            self.net,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{p}w1",
+            "netns",
+            self.rtr,
+        )
         for ns, dev, addr in (
             (self.lan, f"{p}l0", f"{LAN_IP}/24"),
             (self.rtr, f"{p}l1", f"{ROUTER_LAN_IP}/24"),
@@ -156,7 +186,8 @@ table inet filter {{
         log = open(os.path.join(self.workdir, "miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the daemon
         self._daemon = subprocess.Popen(
             ["ip", "netns", "exec", self.rtr, "miniupnpd", "-d", "-f", conf, "-P", os.path.join(self.workdir, "pid")],
-            stdout=log, stderr=log,
+            stdout=log,
+            stderr=log,
         )
         wait_for(self._answers, 15, "miniupnpd to serve its description")
 
@@ -194,11 +225,23 @@ table inet filter {{
 
     # -- acting in the namespaces ------------------------------------------------------------
 
-    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 60, stdin: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        ns: str,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = 60,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check,
-            timeout=timeout, input=stdin, env=env,
+            ["ip", "netns", "exec", ns, *cmd],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            input=stdin,
+            env=env,
         )
 
     def portctl(self, *args: str, router: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

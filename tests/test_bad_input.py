@@ -10,26 +10,46 @@ from tests.helpers import MANIFEST, portctl, snapshot, write
 BAD_MANIFESTS = [
     # (manifest text, what the message must say)
     ("apiVersion: portctl/v1\nowner: x\nmappings: [\n", "mappings.yaml:4:1: invalid YAML"),
-    ("apiVersion: portctl/v1\nowner: x\ncolour: red\nmappings: []\n", "mappings.yaml:3:1: $.colour: unknown key 'colour'"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: 70000\n",
-     "mappings.yaml:5:20: $.mappings[0].external_port: 70000 is greater than the maximum of 65535"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: 0\n",
-     "$.mappings[0].external_port: 0 is less than the minimum of 1"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: [80]\n",
-     "$.mappings[0].external_port: [80] is not a port 1-65535 or a range"),
+    (
+        "apiVersion: portctl/v1\nowner: x\ncolour: red\nmappings: []\n",
+        "mappings.yaml:3:1: $.colour: unknown key 'colour'",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: 70000\n",
+        "mappings.yaml:5:20: $.mappings[0].external_port: 70000 is greater than the maximum of 65535",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: 0\n",
+        "$.mappings[0].external_port: 0 is less than the minimum of 1",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: a\n    external_port: [80]\n",
+        "$.mappings[0].external_port: [80] is not a port 1-65535 or a range",
+    ),
     ("apiVersion: portctl/v1\nowner: x\nprune: yes\nmappings: []\n", "$.prune: 'yes' is not of type 'boolean'"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 1}\n  - {name: a, external_port: 2}\n",
-     "mappings.yaml:5:12: $.mappings[1].name: duplicate name 'a'"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80}\n  - {name: b, external_port: 79-81}\n",
-     "$.mappings[1].external_port: external port 80/tcp is also declared by 'a'"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80, lease: soon}\n",
-     "$.mappings[0].lease: 'soon' is not seconds, a duration such as 90m or 1h30m, or permanent"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80-89, internal_port: 80-85}\n",
-     "internal_port '80-85' covers 6 ports but external_port '80-89' covers 10"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 22:22}\n",
-     "'22:22' is not a port"),
-    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80, internal_client: 10.0.0.300}\n",
-     "'10.0.0.300' is not an IPv4 address or auto"),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n"
+        "  - {name: a, external_port: 1}\n  - {name: a, external_port: 2}\n",
+        "mappings.yaml:5:12: $.mappings[1].name: duplicate name 'a'",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n"
+        "  - {name: a, external_port: 80}\n  - {name: b, external_port: 79-81}\n",
+        "$.mappings[1].external_port: external port 80/tcp is also declared by 'a'",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80, lease: soon}\n",
+        "$.mappings[0].lease: 'soon' is not seconds, a duration such as 90m or 1h30m, or permanent",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80-89, internal_port: 80-85}\n",
+        "internal_port '80-85' covers 6 ports but external_port '80-89' covers 10",
+    ),
+    ("apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 22:22}\n", "'22:22' is not a port"),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 80, internal_client: 10.0.0.300}\n",
+        "'10.0.0.300' is not an IPv4 address or auto",
+    ),
     ("apiVersion: portctl/v1\nmappings: []\n", "$: 'owner' is a required property"),
     ("owner: x\nowner: y\napiVersion: portctl/v1\nmappings: []\n", "mappings.yaml:2:1: $: duplicate key 'owner'"),
     ("", "the manifest is empty"),
@@ -44,8 +64,11 @@ def test_bad_manifest_is_reported_and_changes_nothing(
     emulator.router.add(9000, "TCP", "192.168.1.50", 9000, "someone else")
     before = snapshot(emulator)
     path = write(tmp_path, text)
-    for command in (["validate", path], ["plan", path, "--router", emulator.url],
-                    ["apply", path, "--router", emulator.url, "--auto-approve"]):
+    for command in (
+        ["validate", path],
+        ["plan", path, "--router", emulator.url],
+        ["apply", path, "--router", emulator.url, "--auto-approve"],
+    ):
         run = portctl(capsys, *command)
         assert run.code == 1
         assert message in run.err
@@ -56,8 +79,11 @@ def test_bad_manifest_is_reported_and_changes_nothing(
 
 def test_every_problem_is_listed_not_just_the_first(tmp_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """validate reports all problems at once, in file order."""
-    path = write(tmp_path, "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 70000}\n"
-                           "  - {name: b, external_port: 1, protocol: icmp}\n")
+    path = write(
+        tmp_path,
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 70000}\n"
+        "  - {name: b, external_port: 1, protocol: icmp}\n",
+    )
     run = portctl(capsys, "validate", path)
     lines = run.err.strip().splitlines()
     assert len(lines) == 2
@@ -74,20 +100,29 @@ def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unreachable_router(tmp_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A router URL that refuses connections is one message naming it."""
-    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--router", "http://127.0.0.1:9/rootDesc.xml", "--timeout", "2")
+    run = portctl(
+        capsys, "plan", write(tmp_path, MANIFEST), "--router", "http://127.0.0.1:9/rootDesc.xml", "--timeout", "2"
+    )
     assert run.code == 1
     assert "cannot reach router at http://127.0.0.1:9/rootDesc.xml: connection refused" in run.err
 
 
 HOSTILE_DESCRIPTIONS = [
     (b"<root><device>", "is not well-formed XML"),
-    (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><root>&b;</root>',
-     "contains a DTD or entities; refused"),
-    (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><root>&x;</root>',
-     "contains a DTD or entities; refused"),
+    (
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><root>&b;</root>',
+        "contains a DTD or entities; refused",
+    ),
+    (
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><root>&x;</root>',
+        "contains a DTD or entities; refused",
+    ),
     (b"<root>" + b"<x>" * 10 + b"a" * (2 << 20) + b"</root>", "larger than 1048576 bytes; refused"),
-    (b'<root xmlns="urn:schemas-upnp-org:device-1-0"><device><deviceType>urn:schemas-upnp-org:device:MediaServer:1'
-     b"</deviceType></device></root>", "is a urn:schemas-upnp-org:device:MediaServer:1 without a WANIPConnection"),
+    (
+        b'<root xmlns="urn:schemas-upnp-org:device-1-0"><device><deviceType>urn:schemas-upnp-org:device:MediaServer:1'
+        b"</deviceType></device></root>",
+        "is a urn:schemas-upnp-org:device:MediaServer:1 without a WANIPConnection",
+    ),
 ]
 
 
@@ -108,8 +143,12 @@ def test_broken_or_hostile_description(
     [
         (500, b"<html>Internal error</html>", "GetExternalIPAddress failed: HTTP 500 without a UPnP error code"),
         (200, b"not xml at all", "malformed answer from the router"),
-        (200, b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
-              b"</s:Body></s:Envelope>", "malformed answer from the router"),
+        (
+            200,
+            b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+            b"</s:Body></s:Envelope>",
+            "malformed answer from the router",
+        ),
     ],
 )
 def test_malformed_soap_answers(

@@ -119,8 +119,10 @@ def test_foreign_mappings_survive_apply_and_destroy(clean: Lab) -> None:
 def test_conflict_with_foreign_mapping_changes_nothing(clean: Lab) -> None:
     """A declared port held by a foreign mapping is a conflict: exit 1 and the table as it was."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(f"apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {{name: game, external_port: {FOREIGN[0]}}}\n"
-                "  - {name: other, external_port: 7003}\n")
+        f.write(
+            f"apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {{name: game, external_port: {FOREIGN[0]}}}\n"
+            "  - {name: other, external_port: 7003}\n"
+        )
     before = clean.table()
     r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
     assert r.returncode == 1
@@ -135,10 +137,14 @@ def test_changed_internal_port_is_updated(clean: Lab) -> None:
     clean.serve(7101)
     clean.serve(7102)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7101}\n")
+        f.write(
+            "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7101}\n"
+        )
     assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
     with open(f.name, "w") as g:
-        g.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7102}\n")
+        g.write(
+            "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7102}\n"
+        )
     r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (7100, "TCP", 7102) in rows(clean)
@@ -153,8 +159,19 @@ def test_unreachable_router_is_one_clear_error(clean: Lab) -> None:
     assert r.returncode == 0
     import sys
 
-    r = clean.run(clean.lan, sys.executable, "-m", "reconciler", "plan", example("minecraft.yaml"),
-                  "--router", "http://192.168.77.1:5999/rootDesc.xml", "--timeout", "2", check=False)
+    r = clean.run(
+        clean.lan,
+        sys.executable,
+        "-m",
+        "reconciler",
+        "plan",
+        example("minecraft.yaml"),
+        "--router",
+        "http://192.168.77.1:5999/rootDesc.xml",
+        "--timeout",
+        "2",
+        check=False,
+    )
     assert r.returncode == 1
     assert "cannot reach router" in r.stderr
     assert "Traceback" not in r.stderr

@@ -148,14 +148,24 @@ class UpnpBackend(Backend):
             raise RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code") from exc
         except requests.RequestException as exc:
             raise RouterUnreachable(f"{action}: cannot reach router: {_reason(exc)}") from exc
-        except (soap.SOAPProtocolError, XMLSyntaxError, IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (
+            soap.SOAPProtocolError,
+            XMLSyntaxError,
+            IndexError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ) as exc:
             # upnpclient surfaces malformed answers as whichever of these its parsing hits first;
             # an error page that is well-formed XML (HTML 500) hides the HTTPError in the context.
             http = exc.__context__
             if isinstance(http, requests.HTTPError) and http.response is not None:
                 status = http.response.status_code
                 raise RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code") from exc
-            raise RouterProtocolError(f"{action}: malformed answer from the router ({type(exc).__name__}: {exc})") from exc
+            raise RouterProtocolError(
+                f"{action}: malformed answer from the router ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def external_address(self) -> str:
         try:
@@ -297,4 +307,4 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-__all__ = ["UpnpBackend", "RouterError"]
+__all__ = ["RouterError", "UpnpBackend"]

@@ -174,8 +174,13 @@ class Router:
         manage = _bool(args, "NewManage")
         limit = _uint(args, "NewNumberOfPorts", 0xFFFF) or 0xFFFF
         rows = sorted(
-            (e for e in self.entries
-             if e.protocol == protocol and start <= e.external_port <= end and (manage or e.internal_client == client)),
+            (
+                e
+                for e in self.entries
+                if e.protocol == protocol
+                and start <= e.external_port <= end
+                and (manage or e.internal_client == client)
+            ),
             key=lambda e: e.external_port,
         )[:limit]
         if not rows:
@@ -252,7 +257,12 @@ def _entry_args(e: Entry, remaining: int, *, with_key: bool) -> Args:
         "NewLeaseDuration": str(remaining),
     }
     if with_key:
-        out = {"NewRemoteHost": e.remote_host, "NewExternalPort": str(e.external_port), "NewProtocol": e.protocol, **out}
+        out = {
+            "NewRemoteHost": e.remote_host,
+            "NewExternalPort": str(e.external_port),
+            "NewProtocol": e.protocol,
+            **out,
+        }
     return out
 
 

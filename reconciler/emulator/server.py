@@ -48,15 +48,22 @@ _ARGUMENTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "GetExternalIPAddress": ([], [("NewExternalIPAddress", "ExternalIPAddress")]),
     "GetStatusInfo": (
         [],
-        [("NewConnectionStatus", "ConnectionStatus"), ("NewLastConnectionError", "LastConnectionError"), ("NewUptime", "Uptime")],
+        [
+            ("NewConnectionStatus", "ConnectionStatus"),
+            ("NewLastConnectionError", "LastConnectionError"),
+            ("NewUptime", "Uptime"),
+        ],
     ),
     "GetConnectionTypeInfo": (
-        [], [("NewConnectionType", "ConnectionType"), ("NewPossibleConnectionTypes", "PossibleConnectionTypes")]
+        [],
+        [("NewConnectionType", "ConnectionType"), ("NewPossibleConnectionTypes", "PossibleConnectionTypes")],
     ),
     "GetGenericPortMappingEntry": ([("NewPortMappingIndex", "PortMappingNumberOfEntries")], _KEY + _ENTRY_OUT),
     "GetSpecificPortMappingEntry": (_KEY, _ENTRY_OUT),
     "AddPortMapping": (
-        _KEY + [(a, v) for a, v in _ENTRY_OUT if a != "NewLeaseDuration"] + [("NewLeaseDuration", "PortMappingLeaseDuration")],
+        _KEY
+        + [(a, v) for a, v in _ENTRY_OUT if a != "NewLeaseDuration"]
+        + [("NewLeaseDuration", "PortMappingLeaseDuration")],
         [],
     ),
     "DeletePortMapping": (_KEY, []),
@@ -147,7 +154,13 @@ class EmulatorServer:
         )
         variables = "".join(
             f'<stateVariable sendEvents="no"><name>{name}</name><dataType>{kind}</dataType>'
-            + ("<allowedValueList>" + "".join(f"<allowedValue>{a}</allowedValue>" for a in allowed) + "</allowedValueList>" if allowed else "")
+            + (
+                "<allowedValueList>"
+                + "".join(f"<allowedValue>{a}</allowedValue>" for a in allowed)
+                + "</allowedValueList>"
+                if allowed
+                else ""
+            )
             + "</stateVariable>"
             for name, (kind, allowed) in _STATE_VARIABLES.items()
         )
