@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/portctl demo $(if $(ROUTER),--router $(ROUTER)) $(or $(FILE),examples/homelab.yaml)
 
 ## test: lint, then every test; as root it installs what the real-router tests need
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -48,8 +48,11 @@ def target(owner: str, d: DesiredMapping, key: MappingKey | None = None) -> Port
 def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None) -> Plan:
     owner = manifest.owner
     rows = {m.key: m for m in table}
-    owned = {k: ownership.owned_name(owner, k, m.description) for k, m in rows.items()}
-    owned = {k: n for k, n in owned.items() if n is not None}
+    owned: dict[MappingKey, str] = {}
+    for key, row in rows.items():
+        name = ownership.owned_name(owner, key, row.description)
+        if name is not None:
+            owned[key] = name
 
     placed, conflicts = _place(manifest, rows, owned)
     changes: list[Change] = []

@@ -196,8 +196,8 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
     data = doc.data
     if not isinstance(data, dict):
         return
-    owner = data.get("owner") if isinstance(data.get("owner"), str) else "owner"
-    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    owner: str = data["owner"] if isinstance(data.get("owner"), str) else "owner"
+    defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     if isinstance(defaults.get("lease"), str):
         yield from _lease_problems(doc, ("defaults", "lease"), defaults["lease"])
     mappings = data.get("mappings")

@@ -77,7 +77,7 @@ class Router:
 
     @property
     def actions(self) -> dict[str, Callable[[Args, str], Args]]:
-        common = {
+        common: dict[str, Callable[[Args, str], Args]] = {
             "GetExternalIPAddress": self._external_ip,
             "GetStatusInfo": self._status,
             "GetConnectionTypeInfo": self._connection_type,

@@ -99,7 +99,7 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/rootDesc.xml"
+        return f"http://{host!s}:{port}/rootDesc.xml"  # AF_INET: always a str
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-emulator", daemon=True)
