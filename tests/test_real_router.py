@@ -7,10 +7,10 @@ IGD v1, so both ways of reading the table (GetListOfPortMappings and index itera
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
+from tests.helpers import write
 from tests.routerlab import LAN_IP, Lab, wait_for
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -81,28 +81,26 @@ def test_second_plan_shows_no_changes(clean: Lab) -> None:
         assert r.stdout.rstrip().endswith("Plan: 0 to add, 0 to change, 0 to remove.")
 
 
-def test_removed_entry_is_deleted_and_stops_forwarding(clean: Lab) -> None:
+def test_removed_entry_is_deleted_and_stops_forwarding(clean: Lab, tmp_path: str) -> None:
     """A mapping dropped from the manifest is deleted on the next apply, and traffic stops."""
     clean.serve(7001)
     clean.serve(7002)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(
-            "apiVersion: portctl/v1\nowner: lab\nmappings:\n"
-            "  - {name: one, external_port: 7001}\n  - {name: two, external_port: 7002}\n"
-        )
-    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
+    path = write(
+        tmp_path,
+        "apiVersion: portctl/v1\nowner: lab\nmappings:\n"
+        "  - {name: one, external_port: 7001}\n  - {name: two, external_port: 7002}\n",
+    )
+    assert clean.portctl("apply", path, "--auto-approve").returncode == 0
     assert clean.reaches(7001) and clean.reaches(7002)
-    with open(f.name, "w") as g:
-        g.write("apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: one, external_port: 7001}\n")
-    plan = clean.portctl("plan", f.name, "--detailed-exitcode", "--no-color")
+    write(tmp_path, "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: one, external_port: 7001}\n")
+    plan = clean.portctl("plan", path, "--detailed-exitcode", "--no-color")
     assert plan.returncode == 2
     assert "Plan: 0 to add, 0 to change, 1 to remove." in plan.stdout
-    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
+    assert clean.portctl("apply", path, "--auto-approve").returncode == 0
     assert (7002, "TCP", 7002) not in rows(clean)
     assert clean.reaches(7001)
     assert not clean.reaches(7002)
     assert (FOREIGN[0], FOREIGN[1], FOREIGN[0]) in rows(clean)
-    os.unlink(f.name)
 
 
 def test_foreign_mappings_survive_apply_and_destroy(clean: Lab) -> None:
@@ -116,41 +114,39 @@ def test_foreign_mappings_survive_apply_and_destroy(clean: Lab) -> None:
     assert clean.table() == foreign_before
 
 
-def test_conflict_with_foreign_mapping_changes_nothing(clean: Lab) -> None:
+def test_conflict_with_foreign_mapping_changes_nothing(clean: Lab, tmp_path: str) -> None:
     """A declared port held by a foreign mapping is a conflict: exit 1 and the table as it was."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(
-            f"apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {{name: game, external_port: {FOREIGN[0]}}}\n"
-            "  - {name: other, external_port: 7003}\n"
-        )
+    path = write(
+        tmp_path,
+        f"apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {{name: game, external_port: {FOREIGN[0]}}}\n"
+        "  - {name: other, external_port: 7003}\n",
+    )
     before = clean.table()
-    r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
+    r = clean.portctl("apply", path, "--auto-approve", "--no-color")
     assert r.returncode == 1
     assert "held by a foreign mapping" in r.stdout
     assert "nothing was changed" in r.stderr
     assert clean.table() == before
-    os.unlink(f.name)
 
 
-def test_changed_internal_port_is_updated(clean: Lab) -> None:
+def test_changed_internal_port_is_updated(clean: Lab, tmp_path: str) -> None:
     """Changing internal_port in the manifest changes the router's row, and traffic follows it."""
     clean.serve(7101)
     clean.serve(7102)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(
-            "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7101}\n"
-        )
-    assert clean.portctl("apply", f.name, "--auto-approve").returncode == 0
-    with open(f.name, "w") as g:
-        g.write(
-            "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7102}\n"
-        )
-    r = clean.portctl("apply", f.name, "--auto-approve", "--no-color")
+    path = write(
+        tmp_path,
+        "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7101}\n",
+    )
+    assert clean.portctl("apply", path, "--auto-approve").returncode == 0
+    write(
+        tmp_path,
+        "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: svc, external_port: 7100, internal_port: 7102}\n",
+    )
+    r = clean.portctl("apply", path, "--auto-approve", "--no-color")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (7100, "TCP", 7102) in rows(clean)
     assert clean.reaches(7100)
-    assert clean.portctl("plan", f.name, "--detailed-exitcode").returncode == 0
-    os.unlink(f.name)
+    assert clean.portctl("plan", path, "--detailed-exitcode").returncode == 0
 
 
 def test_unreachable_router_is_one_clear_error(clean: Lab) -> None:
