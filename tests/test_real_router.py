@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import write
 from tests.routerlab import LAN_IP, Lab, wait_for
+from tests.test_bad_input import BAD_MANIFESTS
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 OWNERS = {  # example file -> the router rows it declares
@@ -181,3 +182,30 @@ def test_discovery_finds_the_router_inside_the_namespace(lab: Lab) -> None:
     r = lab.portctl("plan", example("minecraft.yaml"), "--no-color", router=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert lab.url in r.stdout
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_MANIFESTS[:8])
+def test_bad_manifest_leaves_the_real_table_unchanged(clean: Lab, tmp_path: str, text: str, message: str) -> None:
+    """A bad manifest is refused with its located message before any request changes the router."""
+    before = clean.table()
+    r = clean.portctl("apply", write(tmp_path, text), "--auto-approve")
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert clean.table() == before
+
+
+def test_router_soap_fault_is_named_and_table_unchanged(clean: Lab, tmp_path: str) -> None:
+    """miniupnpd refuses a client its permission rules deny; the fault names action and code."""
+    path = write(
+        tmp_path,
+        "apiVersion: portctl/v1\nowner: lab\nmappings:\n"
+        "  - {name: elsewhere, external_port: 7200, internal_client: 10.9.9.9}\n",
+    )
+    before = clean.table()
+    r = clean.portctl("apply", path, "--auto-approve", "--no-color")
+    assert r.returncode == 1
+    assert "AddPortMapping failed: " in r.stdout
+    assert any(f"AddPortMapping failed: {code} " in r.stdout for code in (606, 718)), r.stdout
+    assert "Traceback" not in r.stderr
+    assert clean.table() == before
