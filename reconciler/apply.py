@@ -21,6 +21,8 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     if plan.conflicts:
         names = ", ".join(f"{c.name} ({c.key})" for c in plan.conflicts)
         raise ConflictError(f"the plan has conflicts, nothing was changed: {names}")
+    if not plan.changes:
+        return ApplyReport()
     errors: dict[Change, str] = {}
     unreachable = ""
     for change in plan.changes:

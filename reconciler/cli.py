@@ -11,10 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ApprovalError, ConflictError, PortctlError
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .models import Plan
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -133,9 +137,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from . import api, manifest, planfile, render
+    from . import api, manifest, planfile
 
-    style = _style(args)
     if args.file.endswith(".json"):
         saved = planfile.load(args.file)
         url = api.router_url(args.router, None) or (saved.router.location if saved.router else None)
@@ -147,21 +150,25 @@ def _apply(args: argparse.Namespace) -> int:
         m = manifest.load(args.file)
         backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
         plan, approved = api.plan(m, api.read(backend)), args.auto_approve
-    return _execute(plan, backend, approved, args, style, render)
+    return _execute(plan, backend, approved, args)
 
 
 def _destroy(args: argparse.Namespace) -> int:
-    from . import api, manifest, render
+    from . import api, manifest
 
     m = manifest.load(args.file)
     backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
     plan = api.destroy_plan(m, api.read(backend))
     args.json = False
-    return _execute(plan, backend, args.auto_approve, args, _style(args), render)
+    return _execute(plan, backend, args.auto_approve, args)
 
 
-def _execute(plan: Any, backend: Any, approved: bool, args: argparse.Namespace, style: Any, render: Any) -> int:
+def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namespace) -> int:
+    """Show the plan, get approval, write, and report: shared by apply and destroy."""
+    from . import render
     from .apply import apply
+
+    style = _style(args)
 
     if not args.json:
         print(render.plan_text(plan, style))
@@ -202,7 +209,7 @@ def _show(args: argparse.Namespace) -> int:
         from dataclasses import asdict
 
         owner = m.owner if m else None
-        rows = [{**(render.mapping_json(r) or {}), "owner": render._owner_of(r, owner)} for r in table]
+        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owner)} for r in table]
         print(
             json.dumps(
                 {"format_version": render.FORMAT_VERSION, "router": asdict(backend.info), "mappings": rows}, indent=2

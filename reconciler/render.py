@@ -114,13 +114,13 @@ def table_text(info: RouterInfo, table: list[PortMapping], owner: str | None, st
     if not table:
         out.append("The router holds no port mappings.")
     for m in sorted(table, key=lambda m: m.key):
-        who = _owner_of(m, owner)
+        who = owner_label(m, owner)
         row = f"  {m.key!s:<11} -> {_target(m):<21} lease {lease_text(m.lease):<10} {who:<8} {m.description!r}"
         out.append(row if who == "owned" else style("dim", row))
     return "\n".join(out)
 
 
-def _owner_of(m: PortMapping, owner: str | None) -> str:
+def owner_label(m: PortMapping, owner: str | None) -> str:
     if owner and ownership.is_owned(owner, m.key, m.description):
         return "owned"
     return "portctl" if m.description.startswith(ownership.PREFIX) else "foreign"
