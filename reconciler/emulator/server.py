@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
@@ -88,7 +89,7 @@ class EmulatorServer:
         self.udn = "uuid:00000000-7e57-4d00-8000-00000000c0de"
         # path -> (HTTP status, body): serve this instead, to imitate broken or hostile routers.
         self.overrides: dict[str, tuple[int, bytes]] = {}
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd = _QuietServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -188,6 +189,14 @@ class EmulatorServer:
             return _fault(fault.code, fault.description)
         values = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in out.items())
         return 200, _envelope(f'<u:{action}Response xmlns:u="{self.service_type}">{values}</u:{action}Response>')
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client hanging up mid-answer is normal for a router (portctl does it to refuse
+        # oversized documents); anything else is a bug in the emulator and is reported.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _envelope(body: str) -> bytes:
