@@ -115,6 +115,7 @@ def _place(
         groups.setdefault(d.name, []).append(d)
     # Fixed mappings claim their ports before next_free ones look for room.
     ordered = sorted(groups.values(), key=lambda g: g[0].on_conflict == OnConflict.NEXT_FREE)
+    declared = set(groups)
     placed: dict[MappingKey, DesiredMapping] = {}
     conflicts: list[Conflict] = []
     for group in ordered:
@@ -128,10 +129,9 @@ def _place(
                 if owned.get(MappingKey(first.external_port + s, first.protocol)) == name
             ]
             shifts = current[:1] + list(range(NEXT_FREE_WINDOW + 1))
-        blocked = {s: _blocker(group, s, placed, rows, owned, set(groups)) for s in shifts}
-        chosen = next((s for s in shifts if blocked[s] is None), None)
+        chosen = next((s for s in shifts if _blocker(group, s, placed, rows, owned, declared) is None), None)
         if chosen is None:
-            key = blocked[0] or first
+            key = _blocker(group, 0, placed, rows, owned, declared) or first
             holder = rows.get(key) or PortMapping(key, "", 0, "declared twice")
             reason = "held by a foreign mapping"
             if policy == OnConflict.NEXT_FREE:

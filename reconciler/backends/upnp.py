@@ -144,8 +144,7 @@ class UpnpBackend(Backend):
         except requests.Timeout as exc:
             raise RouterUnreachable(f"{action}: router did not answer within {self.timeout:g}s") from exc
         except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else "?"
-            raise RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code") from exc
+            raise _http_error(action, exc) from exc
         except requests.RequestException as exc:
             raise RouterUnreachable(f"{action}: cannot reach router: {_reason(exc)}") from exc
         except (
@@ -159,10 +158,8 @@ class UpnpBackend(Backend):
         ) as exc:
             # upnpclient surfaces malformed answers as whichever of these its parsing hits first;
             # an error page that is well-formed XML (HTML 500) hides the HTTPError in the context.
-            http = exc.__context__
-            if isinstance(http, requests.HTTPError) and http.response is not None:
-                status = http.response.status_code
-                raise RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code") from exc
+            if isinstance(exc.__context__, requests.HTTPError):
+                raise _http_error(action, exc.__context__) from exc
             raise RouterProtocolError(
                 f"{action}: malformed answer from the router ({type(exc).__name__}: {exc})"
             ) from exc
@@ -297,6 +294,12 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
         enabled=enabled,
         remote_host=fields.get("NewRemoteHost", "").strip(),
     )
+
+
+def _http_error(action: str, exc: Any) -> RouterProtocolError:
+    """An HTTP error status that carried no UPnP fault (exc is a requests.HTTPError)."""
+    status = exc.response.status_code if exc.response is not None else "?"
+    return RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code")
 
 
 def _reason(exc: Exception) -> str:

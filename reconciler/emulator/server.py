@@ -61,12 +61,7 @@ _ARGUMENTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     ),
     "GetGenericPortMappingEntry": ([("NewPortMappingIndex", "PortMappingNumberOfEntries")], _KEY + _ENTRY_OUT),
     "GetSpecificPortMappingEntry": (_KEY, _ENTRY_OUT),
-    "AddPortMapping": (
-        _KEY
-        + [(a, v) for a, v in _ENTRY_OUT if a != "NewLeaseDuration"]
-        + [("NewLeaseDuration", "PortMappingLeaseDuration")],
-        [],
-    ),
+    "AddPortMapping": (_KEY + _ENTRY_OUT, []),
     "DeletePortMapping": (_KEY, []),
     "GetListOfPortMappings": (
         [
