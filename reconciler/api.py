@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from . import diff as _diff
+from . import routercache
 from .backends.base import Backend
 from .errors import DiscoveryError
 from .models import Manifest, Plan, PortMapping
+from .quirks import Quirk
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,25 @@ def connect(url: str | None, *, timeout: float = 5.0, discovery_timeout: float =
                 "give the router with --router URL or PORTCTL_ROUTER"
             )
         url = answers[0].location
-    return UpnpBackend(url, timeout=timeout)
+    backend = UpnpBackend(url, timeout=timeout)
+    backend.learned = routercache.load(backend.info.udn)
+    return backend
+
+
+@contextlib.contextmanager
+def session(url: str | None, *, timeout: float = 5.0) -> Iterator[Backend]:
+    """A connected backend; what the router taught is remembered however the block ends."""
+    backend = connect(url, timeout=timeout)
+    try:
+        yield backend
+    finally:
+        remember(backend)
+
+
+def remember(backend: Backend) -> None:
+    """Keep what the router taught this run (its quirks) for the next one."""
+    if backend.learned.changed:
+        routercache.save(backend.info.udn, backend.learned, backend.info.friendly_name)
 
 
 def read(backend: Backend) -> Facts:
@@ -54,7 +76,9 @@ def resolve(manifest: Manifest, backend: Backend) -> Manifest:
 
 
 def plan(manifest: Manifest, facts: Facts) -> Plan:
-    return _diff.diff(resolve(manifest, facts.backend), facts.table, facts.backend.info)
+    backend = facts.backend
+    local = backend.local_address() if Quirk.SECURE_MODE in backend.learned else ""
+    return _diff.diff(resolve(manifest, backend), facts.table, backend.info, backend.learned, local)
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:

@@ -5,97 +5,152 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from . import ownership, quirks
 from .backends.base import Backend
-from .errors import ConflictError, RouterError, RouterUnreachable
+from .errors import ConflictError, RouterError, RouterRefused, RouterUnreachable
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
 
 Progress = Callable[[Change], None]
 
 
+class _Taken(RouterError):
+    """The port was free when the plan was read and is not now."""
+
+
 def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> ApplyReport:
     """Write every change, continuing past failed ones; a later apply finishes what failed.
 
-    Nothing is written when the plan has conflicts. After writing, the table is read back and a
-    change counts as done only if the router now holds what it asked for.
+    Nothing is written when the plan is blocked or has conflicts. The first write is an add, for
+    another host if there is one: a router that refuses every write of that kind (secure mode,
+    CGNAT) then refuses it before anything else has changed, and the apply stops there. After
+    writing, the table is read back and a change counts as done only if the router now holds what
+    it granted.
     """
+    if plan.blocked:
+        raise ConflictError(f"{plan.blocked}. Nothing was changed")
     if plan.conflicts:
         names = ", ".join(f"{c.name} ({c.key})" for c in plan.conflicts)
         raise ConflictError(f"the plan has conflicts, nothing was changed: {names}")
     if not plan.changes:
         return ApplyReport()
     errors: dict[Change, str] = {}
-    unreachable = ""
-    for change in plan.changes:
-        if unreachable:
-            errors[change] = f"not attempted: {unreachable}"
-            continue
+    granted: dict[Change, PortMapping] = {}
+    stopped = ""
+
+    def attempt(change: Change) -> None:
+        nonlocal stopped
+        if stopped:
+            errors[change] = f"not attempted: {stopped}"
+            return
         if progress:
             progress(change)
         try:
-            _write(change, backend)
+            got = _write(change, backend)
+            if got is not None:
+                granted[change] = got
         except RouterUnreachable as exc:
-            unreachable = str(exc)
-            errors[change] = unreachable
+            stopped = errors[change] = str(exc)
+        except RouterRefused as exc:
+            errors[change] = str(exc)
+            stopped = str(exc) if exc.stop else ""
         except RouterError as exc:
             errors[change] = str(exc)
-    if unreachable:
-        return ApplyReport(tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes))
+
+    first = _canary(plan.changes, _local(backend))
+    order = [first, *(c for c in plan.changes if c is not first)] if first else list(plan.changes)
+    for change in order:
+        attempt(change)
+    if stopped:
+        return _report(plan, errors)
 
     table = {m.key: m for m in backend.list_mappings()}
-    retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, table)]
+    retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
     for change in retry:
         # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace it.
         try:
-            _write(replace(change, replace=True), backend)
+            got = _write(replace(change, replace=True), backend)
+            if got is not None:
+                granted[change] = got
         except RouterError as exc:
             errors[change] = str(exc)
     if retry:
         table = {m.key: m for m in backend.list_mappings()}
-    results = []
     for change in plan.changes:
-        if change not in errors and not _holds(change, table):
-            errors[change] = _mismatch(change, table.get(change.key))
-        results.append(ChangeResult(change, change not in errors, errors.get(change, "")))
-    return ApplyReport(tuple(results))
+        if change not in errors and not _holds(change, granted, table, backend):
+            errors[change] = _mismatch(granted.get(change, change.after), table.get(change.key))
+    return _report(plan, errors)
 
 
-def _write(change: Change, backend: Backend) -> None:
+def _report(plan: Plan, errors: dict[Change, str]) -> ApplyReport:
+    return ApplyReport(tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes))
+
+
+def _canary(changes: tuple[Change, ...], local: str) -> Change | None:
+    adds = [c for c in changes if c.action == Action.ADD and c.after is not None]
+    others = [c for c in adds if c.after is not None and local and c.after.internal_client != local]
+    return (others or adds)[0] if adds else None
+
+
+def _local(backend: Backend) -> str:
+    try:
+        return backend.local_address()
+    except RouterError:
+        return ""
+
+
+def _write(change: Change, backend: Backend) -> PortMapping | None:
+    """Perform one change; returns the row the router granted, if the change adds one."""
     if change.action == Action.REMOVE or change.replace:
         assert change.before is not None
-        backend.delete_mapping(change.key, change.before.remote_host)
-    if change.after is not None:
-        backend.add_mapping(change.after)
+        backend.delete_mapping(change.before)
+    if change.after is None:
+        return None
+    if change.action == Action.ADD:
+        # AddPortMapping overwrites a row of the same client silently: make sure the port is
+        # still free (or already ours, from an interrupted apply) before writing.
+        row = backend.get_mapping(change.key)
+        if row is not None and row.description != change.after.description:
+            raise _Taken(
+                f"{change.key} was taken by {row.internal_client}:{row.internal_port} {row.description!r} "
+                "after the plan was read; it was left alone. Run plan again"
+            )
+    return backend.add_mapping(change.after, same_port_ok=change.same_port_ok)
 
 
 def _in_place(change: Change) -> bool:
     return change.action in (Action.CHANGE, Action.RENEW) and not change.replace
 
 
-def _holds(change: Change, table: dict[MappingKey, PortMapping]) -> bool:
+def _holds(
+    change: Change, granted: dict[Change, PortMapping], table: dict[MappingKey, PortMapping], backend: Backend
+) -> bool:
     row = table.get(change.key)
     if change.after is None:
         # Gone, or the port now holds somebody else's mapping: either way ours is removed.
         return row is None or (change.before is not None and row.description != change.before.description)
     if row is None:
         return False
-    want = change.after
+    want = granted.get(change, change.after)
     if change.action == Action.RENEW and change.before and row.lease and row.lease <= change.before.lease:
         return False
+    same_description = row.description == want.description or quirks.observe_readback(
+        want, row, backend.learned, ownership.TAG_LENGTH
+    )
     return (
         row.internal_client == want.internal_client
         and row.internal_port == want.internal_port
-        and row.description == want.description
+        and same_description
         and (not row.remote_host or row.remote_host == want.remote_host)
     )
 
 
-def _mismatch(change: Change, row: PortMapping | None) -> str:
-    if change.after is None:
+def _mismatch(want: PortMapping | None, row: PortMapping | None) -> str:
+    if want is None:
         return "the router still lists the mapping after DeletePortMapping succeeded"
     if row is None:
         return "the router accepted the mapping but does not list it"
     return (
         "the router lists "
         f"{row.internal_client}:{row.internal_port} {row.description!r} instead of "
-        f"{change.after.internal_client}:{change.after.internal_port} {change.after.description!r}"
+        f"{want.internal_client}:{want.internal_port} {want.description!r}"
     )

@@ -120,8 +120,8 @@ def _plan(args: argparse.Namespace) -> int:
     from . import api, manifest, render
 
     m = manifest.load(args.file)
-    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
-    plan = api.plan(m, api.read(backend))
+    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+        plan = api.plan(m, api.read(backend))
     doc = render.plan_json(plan)
     if args.out:
         _write_json(args.out, doc)
@@ -129,9 +129,9 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(render.plan_text(plan, _style(args)))
-        if args.out:
+        if args.out and not (plan.conflicts or plan.blocked):
             print(f"\nSaved the plan to {args.out}; apply it with: portctl apply {args.out}")
-    if plan.conflicts:
+    if plan.conflicts or plan.blocked:
         return EXIT_ERROR
     return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
 
@@ -142,25 +142,24 @@ def _apply(args: argparse.Namespace) -> int:
     if args.file.endswith(".json"):
         saved = planfile.load(args.file)
         url = api.router_url(args.router, None) or (saved.router.location if saved.router else None)
-        backend = api.connect(url, timeout=args.timeout)
-        facts = api.read(backend)
-        planfile.check_current(saved, facts.table, backend.info)
-        plan, approved = saved, True  # saving a plan and applying it is the approval
-    else:
-        m = manifest.load(args.file)
-        backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
-        plan, approved = api.plan(m, api.read(backend)), args.auto_approve
-    return _execute(plan, backend, approved, args)
+        with api.session(url, timeout=args.timeout) as backend:
+            facts = api.read(backend)
+            planfile.check_current(saved, facts.table, backend.info)
+            # Saving a plan and applying it is the approval.
+            return _execute(saved, backend, True, args)
+    m = manifest.load(args.file)
+    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+        return _execute(api.plan(m, api.read(backend)), backend, args.auto_approve, args)
 
 
 def _destroy(args: argparse.Namespace) -> int:
     from . import api, manifest
 
     m = manifest.load(args.file)
-    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
-    plan = api.destroy_plan(m, api.read(backend))
-    args.json = False
-    return _execute(plan, backend, args.auto_approve, args)
+    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+        plan = api.destroy_plan(m, api.read(backend))
+        args.json = False
+        return _execute(plan, backend, args.auto_approve, args)
 
 
 def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namespace) -> int:
@@ -172,8 +171,10 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
 
     if not args.json:
         print(render.plan_text(plan, style))
+    if plan.blocked:
+        raise ConflictError(f"{plan.blocked}. Nothing was changed")
     if plan.conflicts:
-        raise ConflictError("resolve the conflicts above (free the port, or set on_conflict); nothing was changed")
+        raise ConflictError("resolve the conflicts above; nothing was changed")
     if not plan.has_changes:
         if args.json:
             print(json.dumps(render.report_json(apply(plan, backend)), indent=2))
@@ -203,20 +204,22 @@ def _show(args: argparse.Namespace) -> int:
     from . import api, manifest, render
 
     m = manifest.load(args.file) if args.file else None
-    backend = api.connect(api.router_url(args.router, m), timeout=args.timeout)
-    table = backend.list_mappings()
+    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+        table = backend.list_mappings()
+    owner = m.owner if m else None
     if args.json:
         from dataclasses import asdict
 
-        owner = m.owner if m else None
         rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owner)} for r in table]
-        print(
-            json.dumps(
-                {"format_version": render.FORMAT_VERSION, "router": asdict(backend.info), "mappings": rows}, indent=2
-            )
-        )
+        doc = {
+            "format_version": render.FORMAT_VERSION,
+            "router": asdict(backend.info),
+            "learned": backend.learned.to_json(),
+            "mappings": rows,
+        }
+        print(json.dumps(doc, indent=2))
     else:
-        print(render.table_text(backend.info, table, m.owner if m else None, _style(args)))
+        print(render.table_text(backend.info, table, owner, _style(args), backend.learned))
     return EXIT_OK
 
 

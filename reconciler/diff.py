@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any
 
-from . import ownership
+from . import ownership, quirks
 from .durations import format_duration
 from .models import (
     MAX_LEASE,
@@ -45,7 +45,18 @@ def target(owner: str, d: DesiredMapping, key: MappingKey | None = None) -> Port
     )
 
 
-def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None) -> Plan:
+def diff(
+    manifest: Manifest,
+    table: list[PortMapping],
+    router: RouterInfo | None = None,
+    learned: quirks.Learned | None = None,
+    local: str = "",
+) -> Plan:
+    """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
+
+    `local` is this host's address towards the router; it matters on routers in secure mode.
+    """
+    learned = learned or quirks.Learned()
     owner = manifest.owner
     rows = {m.key: m for m in table}
     owned: dict[MappingKey, str] = {}
@@ -58,11 +69,18 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
     changes: list[Change] = []
     taken_over: set[MappingKey] = set()
     for key, d in placed.items():
-        want = target(owner, d, key)
-        have = rows.get(key)
+        shaped = quirks.shape(
+            target(owner, d, key), learned, quirks.Request(local=local, same_port_ok=d.allow_same_port)
+        )
+        if isinstance(shaped, str):
+            conflicts.append(Conflict(d.name, key, None, shaped))
+            continue
+        want, have = shaped, rows.get(key)
         moved = f"{d.key.external_port} is taken; using {key.external_port} (next_free)" if key != d.key else ""
         if have is None:
-            changes.append(Change(Action.ADD, d.name, key, None, want, moved or "declared"))
+            changes.append(
+                Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)
+            )
         elif key not in owned:
             taken_over.add(key)
             changes.append(
@@ -74,6 +92,7 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
                     want,
                     f"takeover of foreign mapping {have.description!r}",
                     replace=True,
+                    same_port_ok=d.allow_same_port,
                 )
             )
         else:
@@ -90,6 +109,8 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
         else:
             kept.append(rows[key])
     foreign = tuple(m for k, m in sorted(rows.items()) if k not in owned and k not in taken_over)
+    writes = any(c.after is not None for c in changes)
+    blocked = quirks.wan_blocker(router.external_ip, allow_private=manifest.allow_private_wan) if router else ""
     return Plan(
         owner=owner,
         changes=tuple(sorted(changes, key=_order)),
@@ -98,6 +119,8 @@ def diff(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None
         kept=tuple(kept),
         router=router,
         table=tuple(m for _, m in sorted(rows.items())),
+        blocked=blocked if writes else "",
+        quirks=tuple(quirks.MEANING[q] for q in quirks.Quirk if q in learned),
     )
 
 
@@ -165,17 +188,23 @@ def _blocker(
 
 
 def _update(d: DesiredMapping, have: PortMapping, want: PortMapping) -> Change | None:
+    """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's."""
+    same_port = d.allow_same_port
     fields = _field_changes(have, want)
     if fields:
         in_place = all(f.field in _IN_PLACE for f in fields)
-        return Change(Action.CHANGE, d.name, want.key, have, want, "differs from the manifest", fields, not in_place)
-    if d.lease and (have.lease == 0 or have.lease > d.lease):
-        lease = FieldChange("lease", _lease_text(have.lease), _lease_text(d.lease))
-        return Change(Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,))
-    effective = d.lease or MAX_LEASE
+        return Change(
+            Action.CHANGE, d.name, want.key, have, want, "differs from the manifest", fields, not in_place, same_port
+        )
+    if want.lease and (have.lease == 0 or have.lease > want.lease):
+        lease = FieldChange("lease", _lease_text(have.lease), _lease_text(want.lease))
+        return Change(
+            Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,), False, same_port
+        )
+    effective = want.lease or MAX_LEASE
     if have.lease and have.lease < effective / 2:
         reason = f"lease has {format_duration(have.lease)} left of {format_duration(effective)}"
-        return Change(Action.RENEW, d.name, want.key, have, want, reason)
+        return Change(Action.RENEW, d.name, want.key, have, want, reason, same_port_ok=same_port)
     return None
 
 

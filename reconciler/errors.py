@@ -8,9 +8,12 @@
     ├── DiscoveryError                no IGD answered SSDP
     └── RouterError                   talking to the router failed
         ├── RouterUnreachable         connection refused, no route, DNS, timeout
+        │   └── ConnectionDropped     the router closed the connection without answering
         ├── NotAnIGD                  the device answered but offers no WAN connection service
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
+        │   └── HttpStatusError       an HTTP error status that carried no UPnP fault
         └── UpnpActionError           the router answered an action with a UPnP fault code
+            └── RouterRefused         a fault the fallback table (quirks.py) says is final
 
 Only backends raise RouterError; they translate the UPnP library's and the HTTP library's
 exceptions at that boundary so nothing above them knows those libraries exist.
@@ -103,8 +106,20 @@ class NotAnIGD(RouterError):
     """The device answered but is not an Internet Gateway Device with a WAN connection service."""
 
 
+class ConnectionDropped(RouterUnreachable):
+    """The router accepted the connection and closed it without an answer (reset, hang-up)."""
+
+
 class RouterProtocolError(RouterError):
     """The router's answer was malformed, hostile (DTDs, entities) or larger than allowed."""
+
+
+class HttpStatusError(RouterProtocolError):
+    """The router answered with an HTTP error status and no UPnP fault in the body."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class UpnpActionError(RouterError):
@@ -116,3 +131,17 @@ class UpnpActionError(RouterError):
         self.description = description or UPNP_ERROR_NAMES.get(code, "")
         name = UPNP_ERROR_NAMES.get(code) or description or "unknown error"
         super().__init__(f"{action} failed: {code} {name}")
+
+
+class RouterRefused(UpnpActionError):
+    """A fault that no retry can fix: the message says what the user has to change.
+
+    `stop` means the refusal holds for every write to this router (secure mode, CGNAT), so an apply
+    stops at once instead of sending more requests that would be refused the same way.
+    """
+
+    def __init__(self, action: str, code: int, remedy: str, *, stop: bool = False) -> None:
+        super().__init__(action, code)
+        self.remedy = remedy
+        self.stop = stop
+        self.args = (f"{self.args[0]}: {remedy}",)

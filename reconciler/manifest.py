@@ -322,11 +322,19 @@ def _build(data: dict[str, Any], path: str, doc: _Document) -> Manifest:
                         description=m.get("description", ""),
                         remote_host=m.get("remote_host", ""),
                         on_conflict=OnConflict(m.get("on_conflict", "fail")),
+                        allow_same_port=bool(m.get("allow_same_port", False)),
                         line=doc.where(("mappings", i))[0],
                     )
                 )
-    router = data.get("router", {}).get("url")
-    return Manifest(path, owner, tuple(out), router, data.get("prune", True))
+    router = data.get("router", {})
+    return Manifest(
+        path,
+        owner,
+        tuple(out),
+        router.get("url"),
+        data.get("prune", True),
+        bool(router.get("allow_private_wan", False)),
+    )
 
 
 STARTER = f"""\

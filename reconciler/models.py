@@ -65,6 +65,7 @@ class DesiredMapping:
     description: str = ""
     remote_host: str = ""
     on_conflict: OnConflict = OnConflict.FAIL
+    allow_same_port: bool = False  # on a router that requires equal ports, forward to the external port
     line: int = 0  # where the mapping is declared, for messages
 
 
@@ -75,6 +76,7 @@ class Manifest:
     mappings: tuple[DesiredMapping, ...]
     router_url: str | None = None
     prune: bool = True
+    allow_private_wan: bool = False  # map even when the router's WAN address is private (double NAT)
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,17 @@ class Change:
     reason: str = ""
     fields: tuple[FieldChange, ...] = ()
     replace: bool = False
+    same_port_ok: bool = False  # the manifest allows forwarding to the external port number instead
 
 
 @dataclass(frozen=True)
 class Conflict:
-    """A declared mapping that cannot be placed: a foreign mapping holds its port."""
+    """A declared mapping that cannot be placed: a foreign mapping holds its port, or the router
+    is known to refuse it (then there is no holder and the reason says what to change)."""
 
     name: str
     key: MappingKey
-    holder: PortMapping
+    holder: PortMapping | None
     reason: str
 
 
@@ -127,6 +131,8 @@ class Plan:
     kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off
     router: RouterInfo | None = None
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
+    blocked: str = ""  # why no mapping can be made on this router at all (CGNAT, WAN down)
+    quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)

@@ -18,7 +18,7 @@ def load(path: str) -> Plan:
         raise PlanFileError(f"{path}: cannot read saved plan: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         raise PlanFileError(f"{path}: not a portctl plan of format_version {FORMAT_VERSION}")
-    if doc.get("conflicts"):
+    if doc.get("conflicts") or doc.get("blocked"):
         raise PlanFileError(f"{path}: the saved plan has conflicts and cannot be applied")
     try:
         return Plan(
@@ -80,4 +80,5 @@ def _change(d: dict[str, Any]) -> Change:
         str(d["reason"]),
         tuple(FieldChange(f["field"], f["before"], f["after"]) for f in d["fields"]),
         bool(d["replace"]),
+        bool(d.get("same_port_ok", False)),
     )

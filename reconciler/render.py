@@ -7,7 +7,8 @@ from typing import Any
 
 from . import ownership
 from .durations import format_duration
-from .models import Action, ApplyReport, Change, Plan, PortMapping, RouterInfo
+from .models import Action, ApplyReport, Change, Conflict, Plan, PortMapping, RouterInfo
+from .quirks import MEANING, Learned
 
 FORMAT_VERSION = "1"
 _SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
@@ -51,16 +52,20 @@ def plan_text(plan: Plan, style: Style) -> str:
     if plan.router:
         out.append(router_line(plan.router))
         out.append("")
+    if plan.quirks:
+        out.append("This router is known to need (planned for):")
+        out += [f"    - it {q}" for q in plan.quirks]
+        out.append("")
+    if plan.blocked:
+        out.append(style("!", f"Blocked: {plan.blocked}."))
+        out.append("")
     width = max([len(c.name) for c in plan.changes] + [len(c.name) for c in plan.conflicts] + [4])
     if plan.changes or plan.conflicts:
         out.append(f'portctl will make these changes for owner "{plan.owner}":')
         for c in plan.changes:
             out += _change_lines(c, width, style)
         for k in plan.conflicts:
-            out.append(
-                style("!", f"  ! {k.name:<{width}} {k.key!s:<11}")
-                + f" {k.reason}: {_target(k.holder)} {k.holder.description!r}"
-            )
+            out.append(style("!", f"  ! {k.name:<{width}} {k.key!s:<11}") + f" {_conflict_text(k)}")
     else:
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
     if plan.kept:
@@ -74,6 +79,12 @@ def plan_text(plan: Plan, style: Style) -> str:
     out.append("")
     out.append(summary_line(plan))
     return "\n".join(out)
+
+
+def _conflict_text(k: Conflict) -> str:
+    if k.holder is None:
+        return k.reason
+    return f"{k.reason}: {_target(k.holder)} {k.holder.description!r}"
 
 
 def _change_lines(c: Change, width: int, style: Style) -> list[str]:
@@ -109,8 +120,15 @@ def report_text(report: ApplyReport, style: Style) -> str:
     return "\n".join(out)
 
 
-def table_text(info: RouterInfo, table: list[PortMapping], owner: str | None, style: Style) -> str:
+def table_text(
+    info: RouterInfo, table: list[PortMapping], owner: str | None, style: Style, learned: Learned | None = None
+) -> str:
     out = [router_line(info), ""]
+    if learned and learned.quirks:
+        out.append("Learned about this router (portctl plans for it):")
+        for quirk, evidence in learned.quirks.items():
+            out.append(f"    - it {MEANING[quirk]}  [{quirk}; seen: {evidence}]")
+        out.append("")
     if not table:
         out.append("The router holds no port mappings.")
     for m in sorted(table, key=lambda m: m.key):
@@ -151,6 +169,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "after": mapping_json(c.after),
                 "reason": c.reason,
                 "replace": c.replace,
+                "same_port_ok": c.same_port_ok,
                 "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
             }
             for c in plan.changes
@@ -167,6 +186,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         ],
         "kept": [mapping_json(m) for m in plan.kept],
         "table": [mapping_json(m) for m in plan.table],
+        "blocked": plan.blocked,
+        "quirks": list(plan.quirks),
         "summary": plan.summary,
     }
 

@@ -9,6 +9,14 @@ from reconciler.emulator import EmulatorServer, Router
 from tests import routerlab
 
 
+@pytest.fixture(autouse=True)
+def router_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test starts knowing nothing about any router: its own empty quirk cache."""
+    path = str(tmp_path_factory.mktemp("cache"))
+    monkeypatch.setenv("PORTCTL_CACHE_DIR", path)
+    return path
+
+
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     """A spec-following IGD v2 on loopback."""

@@ -5,24 +5,36 @@ from __future__ import annotations
 import abc
 
 from ..models import MappingKey, PortMapping, RouterInfo
+from ..quirks import Learned
 
 
 class Backend(abc.ABC):
     """A router's port-mapping table. Methods raise only portctl's RouterError family."""
 
     info: RouterInfo
+    # What this router needs beyond the spec: loaded from the cache, extended as the router teaches it.
+    learned: Learned
 
     @abc.abstractmethod
     def list_mappings(self) -> list[PortMapping]:
         """The whole table, read before anything is written."""
 
     @abc.abstractmethod
-    def add_mapping(self, mapping: PortMapping) -> None:
-        """Create the mapping, or overwrite the router's entry for the same key in place."""
+    def get_mapping(self, key: MappingKey) -> PortMapping | None:
+        """The router's row for `key`, or None when the port is free."""
 
     @abc.abstractmethod
-    def delete_mapping(self, key: MappingKey, remote_host: str = "") -> None:
-        """Remove the mapping; one that is already gone is not an error."""
+    def add_mapping(self, mapping: PortMapping, *, same_port_ok: bool = False) -> PortMapping:
+        """Create the mapping, or overwrite the router's entry for the same key in place.
+
+        Returns what the router granted, which a router's quirks can make differ from `mapping`
+        (a permanent lease instead of a finite one, say). `same_port_ok` lets the backend forward to
+        the external port number when the router requires equal ports.
+        """
+
+    @abc.abstractmethod
+    def delete_mapping(self, mapping: PortMapping) -> None:
+        """Remove the router's row `mapping`; one that is already gone is not an error."""
 
     @abc.abstractmethod
     def local_address(self) -> str:

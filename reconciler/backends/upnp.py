@@ -10,6 +10,10 @@ Reading the table: Debian's miniupnpd 2.3.1 aborts (heap overflow) when GetListO
 return more than 128 entries of one protocol, and NewNumberOfPorts does not prevent it. So the
 listing is used only when index LIST_SAFE_ENTRIES is past the end of the table; larger tables are
 read entry by entry with GetGenericPortMappingEntry, which is slow but cannot crash the router.
+
+What an error code means (retry, fall back, give up) is not decided here: every failed action is
+looked up in the fallback table, `quirks.RULES`, and what the router needed is recorded in
+`self.learned`.
 """
 
 from __future__ import annotations
@@ -20,22 +24,33 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
-from .. import xmlsafe
-from ..errors import NotAnIGD, RouterError, RouterProtocolError, RouterUnreachable, UpnpActionError
+from .. import quirks, xmlsafe
+from ..errors import (
+    ConnectionDropped,
+    HttpStatusError,
+    NotAnIGD,
+    RouterError,
+    RouterProtocolError,
+    RouterRefused,
+    RouterUnreachable,
+    UpnpActionError,
+)
 from ..models import MappingKey, PortMapping, Protocol, RouterInfo
+from ..quirks import Learned, Quirk, Then
 from .base import Backend
 
-# Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer.
+# Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer; the
+# dslforum-org names are TR-064's, which some ISP boxes (Huawei HG531) use for their IGD too.
 CONNECTION_SERVICES = (
     "urn:schemas-upnp-org:service:WANIPConnection:2",
     "urn:schemas-upnp-org:service:WANIPConnection:1",
     "urn:schemas-upnp-org:service:WANPPPConnection:1",
+    "urn:dslforum-org:service:WANIPConnection:1",
+    "urn:dslforum-org:service:WANPPPConnection:1",
 )
 LIST_SAFE_ENTRIES = 96  # well under miniupnpd 2.3.1's 128, leaving room for concurrent adds
 MAX_ENTRIES = 2 * 65535  # no table can hold more distinct mappings; bounds a router that loops
-END_OF_TABLE = (713, 714)  # GetGenericPortMappingEntry past the last index
-GONE = 714  # DeletePortMapping of a mapping that does not exist
-NOT_FOUND = 730  # GetListOfPortMappings on a range with no mappings
+MAX_ADD_ATTEMPTS = 1 + len(Quirk)  # each quirk can adapt a mapping once
 
 
 @dataclass(frozen=True)
@@ -55,40 +70,71 @@ class UpnpBackend(Backend):
             raise RouterUnreachable(f"{location!r} is not an http:// URL of a router description")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._local = ""
+        self.learned = Learned()
         root = xmlsafe.parse(self._get(location, "device description"), f"device description at {location}")
-        self._service, device = self._connection_service(root)
+        device, candidates = self._connection_services(root)
+        self._service, external_ip = self._choose(candidates)
         self.info = RouterInfo(
             location=location,
             udn=xmlsafe.text(device, "UDN"),
             friendly_name=xmlsafe.text(device, "friendlyName"),
             igd_version=2 if xmlsafe.text(device, "deviceType").endswith(":2") else 1,
             service_type=self._service.service_type,
-            external_ip=self.external_address(),
+            external_ip=external_ip,
         )
 
     # -- description -----------------------------------------------------------------------
 
-    def _connection_service(self, root: Element) -> tuple[_Service, Element]:
+    def _connection_services(self, root: Element) -> tuple[Element, list[_Service]]:
+        """Every WAN connection service the device offers, most capable first."""
         if xmlsafe.local(root.tag) != "root" or not xmlsafe.children(root, "device"):
             raise NotAnIGD(f"{self.location} is not a UPnP device description")
         device = xmlsafe.children(root, "device")[0]
         base = xmlsafe.text(root, "URLBase") or self.location
-        found: dict[str, Element] = {}
-        for svc in _services(device):
-            found.setdefault(xmlsafe.text(svc, "serviceType"), svc)
+        found = [(xmlsafe.text(svc, "serviceType"), svc) for svc in _services(device)]
+        candidates = []
         for service_type in CONNECTION_SERVICES:
-            if service_type in found:
-                svc = found[service_type]
-                scpd_url = urljoin(base, xmlsafe.text(svc, "SCPDURL"))
-                control_url = urljoin(base, xmlsafe.text(svc, "controlURL"))
-                self._check_same_host(control_url)
-                self._check_same_host(scpd_url)
-                return _Service(service_type, control_url, scpd_url, self._actions(scpd_url)), device
-        kind = xmlsafe.text(device, "deviceType") or "unknown device"
-        raise NotAnIGD(
-            f"{self.location} is a {kind} without a WANIPConnection or WANPPPConnection service; "
-            "is it an Internet Gateway Device?"
-        )
+            for found_type, svc in found:
+                if found_type == service_type:
+                    scpd_url = urljoin(base, xmlsafe.text(svc, "SCPDURL"))
+                    control_url = urljoin(base, xmlsafe.text(svc, "controlURL"))
+                    self._check_same_host(control_url)
+                    self._check_same_host(scpd_url)
+                    candidates.append(_Service(service_type, control_url, scpd_url, self._actions(scpd_url)))
+        if not candidates:
+            kind = xmlsafe.text(device, "deviceType") or "unknown device"
+            raise NotAnIGD(
+                f"{self.location} is a {kind} without a WANIPConnection or WANPPPConnection service; "
+                "is it an Internet Gateway Device?"
+            )
+        return device, candidates
+
+    def _choose(self, candidates: list[_Service]) -> tuple[_Service, str]:
+        """The connection that is up with a public address, then one that is up, then the first.
+
+        Routers with two WAN connections (MikroTik CHR, dual-WAN and PPPoE-plus-IPTV boxes) list
+        dead ones too, and a mapping on a dead connection is accepted and never reachable.
+        """
+        if len(candidates) == 1:
+            return candidates[0], self._external_address(candidates[0])
+        scored = []
+        for rank, service in enumerate(candidates):
+            up = self._connected(service)
+            address = self._external_address(service) if up else ""
+            public = bool(address) and not quirks.wan_blocker(address)
+            if up and public:
+                return service, address
+            scored.append(((not up, not address, rank), service, address))
+        _, service, address = min(scored, key=lambda s: s[0])
+        return service, address
+
+    def _connected(self, service: _Service) -> bool:
+        try:
+            status = self._call("GetStatusInfo", service=service).get("NewConnectionStatus")
+        except RouterError:
+            return True  # no status to go by; the external address decides
+        return str(status or "").strip() in ("Connected", "Up")
 
     def _actions(self, scpd_url: str) -> frozenset[str]:
         scpd = xmlsafe.parse(self._get(scpd_url, "service description"), f"service description at {scpd_url}")
@@ -105,10 +151,21 @@ class UpnpBackend(Backend):
             raise RouterProtocolError(f"the router description points to another host: {url}")
 
     def _get(self, url: str, what: str) -> bytes:
+        try:
+            return self._get_once(url, what)
+        except RouterError as exc:
+            decision = quirks.decide("GET", exc, again=True)
+            if decision is None or decision.then is not Then.AGAIN:
+                raise
+            return self._get_once(url, what)
+
+    def _get_once(self, url: str, what: str) -> bytes:
         import requests
 
         try:
             with requests.get(url, timeout=self.timeout, stream=True, proxies=_NO_PROXY) as resp:
+                if resp.status_code >= 500:
+                    raise HttpStatusError(f"{url} answered HTTP {resp.status_code} for the {what}", resp.status_code)
                 if resp.status_code != 200:
                     raise NotAnIGD(f"{url} answered HTTP {resp.status_code} for the {what}")
                 body = b""
@@ -122,19 +179,29 @@ class UpnpBackend(Backend):
         except requests.Timeout as exc:
             raise RouterUnreachable(f"router at {url} did not answer within {self.timeout:g}s") from exc
         except requests.RequestException as exc:
-            raise RouterUnreachable(f"cannot reach router at {url}: {_reason(exc)}") from exc
+            raise _unreachable(f"cannot reach router at {url}", exc) from exc
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _call(self, action: str, **args: str) -> dict[str, Any]:
-        if action not in self._service.actions:
+    def _call(self, action: str, *, service: _Service | None = None, **args: str) -> dict[str, Any]:
+        service = service or self._service
+        if action not in service.actions:
             raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
+        try:
+            return self._soap(service, action, args)
+        except RouterError as exc:
+            decision = quirks.decide(action, exc, again=True)
+            if decision is None or decision.then is not Then.AGAIN:
+                raise
+            return self._soap(service, action, args)
+
+    def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, Any]:
         import requests
         import upnpclient.soap as soap
         from lxml.etree import XMLSyntaxError
 
         soap.SOAP_TIMEOUT = self.timeout
-        client = soap.SOAP(self._service.control_url, self._service.service_type)
+        client = soap.SOAP(service.control_url, service.service_type)
         try:
             return client.call(action, args)  # type: ignore[no-any-return]
         except soap.SOAPError as exc:
@@ -146,7 +213,7 @@ class UpnpBackend(Backend):
         except requests.HTTPError as exc:
             raise _http_error(action, exc) from exc
         except requests.RequestException as exc:
-            raise RouterUnreachable(f"{action}: cannot reach router: {_reason(exc)}") from exc
+            raise _unreachable(f"{action}: cannot reach router", exc) from exc
         except (
             soap.SOAPProtocolError,
             XMLSyntaxError,
@@ -164,21 +231,35 @@ class UpnpBackend(Backend):
                 f"{action}: malformed answer from the router ({type(exc).__name__}: {exc})"
             ) from exc
 
-    def external_address(self) -> str:
+    def _external_address(self, service: _Service) -> str:
         try:
-            return str(self._call("GetExternalIPAddress").get("NewExternalIPAddress") or "")
+            return str(self._call("GetExternalIPAddress", service=service).get("NewExternalIPAddress") or "")
         except UpnpActionError:
             return ""
 
+    def _decide(self, action: str, exc: RouterError, mapping: PortMapping | None = None) -> quirks.Decision | None:
+        request = quirks.Request(mapping, self._local_or_empty())
+        return quirks.decide(action, exc, request)
+
     def list_mappings(self) -> list[PortMapping]:
-        if "GetListOfPortMappings" in self._service.actions and self._fits_one_listing():
-            return [m for proto in Protocol for m in self._list_range(proto, 1, 65535)]
+        listing = "GetListOfPortMappings" in self._service.actions and Quirk.NO_PORT_LISTING not in self.learned
+        if listing and self._fits_one_listing():
+            try:
+                return [m for proto in Protocol for m in self._list_range(proto, 1, 65535)]
+            except RouterError as exc:
+                decision = self._decide("GetListOfPortMappings", exc)
+                if decision is None or decision.then is not Then.FALL_BACK:
+                    raise
+                self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
         return self._list_by_index()
 
     def _fits_one_listing(self) -> bool:
         try:
             self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(LIST_SAFE_ENTRIES))
-        except UpnpActionError:
+        except RouterError as exc:
+            decision = self._decide("GetGenericPortMappingEntry", exc)
+            if decision is None or decision.then is not Then.END:
+                raise
             return True
         return False
 
@@ -193,7 +274,8 @@ class UpnpBackend(Backend):
                 NewNumberOfPorts="1000",
             )
         except UpnpActionError as exc:
-            if exc.code == NOT_FOUND:
+            decision = self._decide("GetListOfPortMappings", exc)
+            if decision is not None and decision.then is Then.EMPTY:
                 return []
             raise
         listing = out.get("NewPortListing") or ""
@@ -217,8 +299,9 @@ class UpnpBackend(Backend):
         for index in range(MAX_ENTRIES):
             try:
                 out = self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(index))
-            except UpnpActionError as exc:
-                if exc.code in END_OF_TABLE:
+            except RouterError as exc:
+                decision = self._decide("GetGenericPortMappingEntry", exc)
+                if decision is not None and decision.then is Then.END:
                     break
                 raise
             mapping = _mapping({k: "" if v is None else str(v) for k, v in out.items()})
@@ -226,7 +309,57 @@ class UpnpBackend(Backend):
                 seen.setdefault(mapping.key, mapping)
         return list(seen.values())
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def get_mapping(self, key: MappingKey) -> PortMapping | None:
+        try:
+            out = self._call(
+                "GetSpecificPortMappingEntry",
+                NewRemoteHost="",
+                NewExternalPort=str(key.external_port),
+                NewProtocol=key.protocol.value,
+            )
+        except UpnpActionError as exc:
+            decision = self._decide("GetSpecificPortMappingEntry", exc)
+            if decision is not None and decision.then is Then.EMPTY:
+                return None
+            raise
+        fields = {k: "" if v is None else str(v) for k, v in out.items()}
+        return _mapping({**fields, "NewExternalPort": str(key.external_port), "NewProtocol": key.protocol.value})
+
+    def add_mapping(self, mapping: PortMapping, *, same_port_ok: bool = False) -> PortMapping:
+        want, adapted_by = mapping, list[tuple[Quirk, str]]()
+        for _ in range(MAX_ADD_ATTEMPTS):
+            try:
+                self._add(want)
+            except UpnpActionError as exc:
+                request = quirks.Request(want, self._local_or_empty(), same_port_ok)
+                decision = quirks.decide("AddPortMapping", exc, request)
+                if decision is None:
+                    raise
+                evidence = f"AddPortMapping answered {exc.code} {exc.description}".strip()
+                if decision.final:
+                    if decision.learn:
+                        self.learned.learn(decision.learn, evidence)
+                    raise RouterRefused(
+                        "AddPortMapping", exc.code, decision.why, stop=decision.then is Then.STOP
+                    ) from exc
+                quirk = decision.learn
+                if decision.then is not Then.RETRY or quirk is None or quirk in (q for q, _ in adapted_by):
+                    raise  # the fallback did not help: the code meant something else here
+                adapted = quirks.adapt(quirk, want, request)
+                if isinstance(adapted, str):
+                    self.learned.learn(quirk, evidence)  # the code says it plainly; remember even so
+                    raise RouterRefused("AddPortMapping", exc.code, adapted) from exc
+                adapted_by.append((quirk, evidence))
+                want = adapted
+                continue
+            # Remember only what a successful retry proved; a code that merely looked like a quirk
+            # (402 for some other bad argument) taught nothing.
+            for quirk, evidence in adapted_by:
+                self.learned.learn(quirk, evidence)
+            return want
+        raise RouterProtocolError(f"AddPortMapping: the router kept refusing after {MAX_ADD_ATTEMPTS} fallbacks")
+
+    def _add(self, mapping: PortMapping) -> None:
         self._call(
             "AddPortMapping",
             NewRemoteHost=mapping.remote_host,
@@ -239,25 +372,39 @@ class UpnpBackend(Backend):
             NewLeaseDuration=str(mapping.lease),
         )
 
-    def delete_mapping(self, key: MappingKey, remote_host: str = "") -> None:
+    def delete_mapping(self, mapping: PortMapping) -> None:
         try:
             self._call(
                 "DeletePortMapping",
-                NewRemoteHost=remote_host,
-                NewExternalPort=str(key.external_port),
-                NewProtocol=key.protocol.value,
+                NewRemoteHost=mapping.remote_host,
+                NewExternalPort=str(mapping.key.external_port),
+                NewProtocol=mapping.key.protocol.value,
             )
         except UpnpActionError as exc:
-            if exc.code != GONE:
+            decision = self._decide("DeletePortMapping", exc, mapping)
+            if decision is None:
                 raise
+            if decision.then is Then.DONE:
+                return
+            if decision.learn:
+                self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}")
+            raise RouterRefused("DeletePortMapping", exc.code, decision.why, stop=decision.then is Then.STOP) from exc
+
+    def _local_or_empty(self) -> str:
+        try:
+            return self.local_address()
+        except RouterUnreachable:
+            return ""
 
     def local_address(self) -> str:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((self._host, self._port))  # UDP connect sends nothing; it picks the route
-            except OSError as exc:
-                raise RouterUnreachable(f"no route to the router at {self._host}: {exc}") from exc
-            return str(s.getsockname()[0])
+        if not self._local:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.connect((self._host, self._port))  # UDP connect sends nothing; it picks the route
+                except OSError as exc:
+                    raise RouterUnreachable(f"no route to the router at {self._host}: {exc}") from exc
+                self._local = str(s.getsockname()[0])
+        return self._local
 
 
 _NO_PROXY = {"http": "", "https": ""}  # a LAN router is never reached through an HTTP proxy
@@ -296,10 +443,18 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
     )
 
 
-def _http_error(action: str, exc: Any) -> RouterProtocolError:
+def _http_error(action: str, exc: Any) -> HttpStatusError:
     """An HTTP error status that carried no UPnP fault (exc is a requests.HTTPError)."""
-    status = exc.response.status_code if exc.response is not None else "?"
-    return RouterProtocolError(f"{action} failed: HTTP {status} without a UPnP error code")
+    status = exc.response.status_code if exc.response is not None else 0
+    return HttpStatusError(f"{action} failed: HTTP {status or '?'} without a UPnP error code", status)
+
+
+def _unreachable(what: str, exc: Exception) -> RouterUnreachable:
+    """A connection failure: dropped after connecting (worth one retry), or never made."""
+    text = str(exc)
+    if any(hint in text for hint in ("Connection aborted", "RemoteDisconnected", "reset by peer", "BadStatusLine")):
+        return ConnectionDropped(f"{what}: the router closed the connection without answering")
+    return RouterUnreachable(f"{what}: {_reason(exc)}")
 
 
 def _reason(exc: Exception) -> str:

@@ -1,0 +1,387 @@
+"""The vendor fallback table: what portctl does when a router bends the IGD spec.
+
+RULES is the table. Each row is a symptom (an action and what the router answered to it, maybe only
+for some requests), what portctl does about it, and what it then remembers about that router. It is
+the only place in portctl that knows what an error code means for retrying: the UPnP backend asks
+`decide()` whenever an action fails, and the planner asks `shape()` so that a router's known needs
+are planned for up front instead of being rediscovered by failing writes.
+
+What a router needed is a `Learned`, kept per router UDN between runs by `routercache`. docs/quirks.md
+is the same table for people, with the routers known to do each thing.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from .errors import ConnectionDropped, HttpStatusError, RouterError, UpnpActionError
+from .models import MAX_LEASE, PortMapping
+
+
+class Quirk(enum.StrEnum):
+    """Something a router needs that the spec does not ask for; remembered once seen."""
+
+    PERMANENT_ONLY = "permanent-only"
+    FINITE_ONLY = "finite-only"
+    SAME_PORT_ONLY = "same-port-only"
+    WILDCARD_REMOTE_ONLY = "wildcard-remote-only"
+    WILDCARD_EXTERNAL_ONLY = "wildcard-external-only"
+    NO_PRIVILEGED_PORTS = "no-privileged-ports"
+    SECURE_MODE = "secure-mode"
+    NO_PORT_LISTING = "no-port-listing"
+    TRUNCATES_DESCRIPTIONS = "truncates-descriptions"
+
+
+# What each quirk means, as `portctl show` and the plan say it.
+MEANING: dict[Quirk, str] = {
+    Quirk.PERMANENT_ONLY: "accepts only permanent leases; portctl re-checks its mappings instead of renewing them",
+    Quirk.FINITE_ONLY: "refuses permanent leases; portctl asks for 7 days and renews at half-time",
+    Quirk.SAME_PORT_ONLY: "requires the internal port to equal the external port",
+    Quirk.WILDCARD_REMOTE_ONLY: "cannot restrict a mapping to one remote host; mappings are open to every host",
+    Quirk.WILDCARD_EXTERNAL_ONLY: "cannot map a specific external port",
+    Quirk.NO_PRIVILEGED_PORTS: "refuses external ports below 1024",
+    Quirk.SECURE_MODE: "only maps ports to the host that asks (secure mode)",
+    Quirk.NO_PORT_LISTING: "advertises GetListOfPortMappings but it fails; the table is read entry by entry",
+    Quirk.TRUNCATES_DESCRIPTIONS: "cuts descriptions short",
+}
+
+HTTP_5XX = "HTTP 5xx without a UPnP fault"
+DROPPED = "connection dropped"
+Answer = int | str  # a UPnP error code, HTTP_5XX or DROPPED
+
+
+@dataclass(frozen=True)
+class Request:
+    """The request an answer refers to, as far as a rule needs to know it."""
+
+    mapping: PortMapping | None = None
+    local: str = ""  # this host's address towards the router
+    same_port_ok: bool = False  # the manifest allows internal_port := external_port
+
+
+class Then(enum.Enum):
+    AGAIN = "send the same request once more"
+    RETRY = "retry with the mapping adapted to the quirk"
+    DONE = "count it as done"
+    END = "end of the table"
+    EMPTY = "nothing there"
+    FALL_BACK = "use the IGD v1 way"
+    REFUSE = "refuse this mapping and say what to change"
+    STOP = "refuse every write to this router and say what to change"
+
+
+def _always(r: Request) -> bool:
+    return True
+
+
+def _permanent(r: Request) -> bool:
+    return r.mapping is not None and r.mapping.lease == 0
+
+
+def _finite(r: Request) -> bool:
+    return r.mapping is not None and r.mapping.lease != 0
+
+
+def _other_host(r: Request) -> bool:
+    return r.mapping is not None and bool(r.local) and r.mapping.internal_client != r.local
+
+
+def _privileged(r: Request) -> bool:
+    return r.mapping is not None and r.mapping.key.external_port < 1024 and not _other_host(r)
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: str  # the IGD action, or "*" for any
+    answers: frozenset[Answer]
+    then: Then
+    learn: Quirk | None = None
+    when: Callable[[Request], bool] = _always
+    why: str = ""  # for REFUSE and STOP without a quirk: what happened and what to change
+
+
+def _rule(
+    action: str,
+    answers: set[Answer],
+    then: Then,
+    learn: Quirk | None = None,
+    when: Callable[[Request], bool] = _always,
+    why: str = "",
+) -> Rule:
+    return Rule(action, frozenset(answers), then, learn, when, why)
+
+
+ADD, DELETE, GENERIC, SPECIFIC, LIST = (
+    "AddPortMapping",
+    "DeletePortMapping",
+    "GetGenericPortMappingEntry",
+    "GetSpecificPortMappingEntry",
+    "GetListOfPortMappings",
+)
+
+# First matching row wins. The comment on each row names the routers seen doing it.
+RULES: tuple[Rule, ...] = (
+    # Overloaded or flaky firmware (ISP boxes under load, Wi-Fi mesh nodes): once, then go on down.
+    _rule("*", {HTTP_5XX, DROPPED}, Then.AGAIN),
+    # The spec's own: past the last index.
+    _rule(GENERIC, {713, 714}, Then.END),
+    # DD-WRT (402), Linksys WRT1900AC (bare HTTP 500), assorted ISP boxes (501): their own end of table.
+    _rule(GENERIC, {402, 501, HTTP_5XX}, Then.END),
+    # The spec's own: no mapping at that key.
+    _rule(SPECIFIC, {714}, Then.EMPTY),
+    # The spec's own (WANIPConnection:2): no mappings in the range.
+    _rule(LIST, {730}, Then.EMPTY),
+    # Routers whose SCPD lists v2 actions they do not implement (401/602), and the Ubee EVW32C,
+    # which resets the connection on GetListOfPortMappings: read entry by entry, the v1 way.
+    _rule(LIST, {401, 602, 501, DROPPED, HTTP_5XX}, Then.FALL_BACK, Quirk.NO_PORT_LISTING),
+    # The spec's own, and miniupnpd: deleting what is not there.
+    _rule(DELETE, {714}, Then.DONE),
+    # miniupnpd secure_mode=yes on IGD v2: only the host a mapping points to may delete it.
+    _rule(DELETE, {606}, Then.STOP, Quirk.SECURE_MODE, _other_host),
+    # MikroTik RouterOS, some Netgear and Zyxel firmware: 725 OnlyPermanentLeasesSupported.
+    _rule(ADD, {725}, Then.RETRY, Quirk.PERMANENT_ONLY),
+    # Arris cable gateways (TG1682, SB6183 firmware): a finite lease is "invalid args".
+    _rule(ADD, {402}, Then.RETRY, Quirk.PERMANENT_ONLY, _finite),
+    # IGD v1 firmware that reads lease 0 literally as invalid (some D-Link, Technicolor): ask for 7 days.
+    _rule(ADD, {402}, Then.RETRY, Quirk.FINITE_ONLY, _permanent),
+    # Some Broadcom-based ISP boxes: 724 SamePortValuesRequired.
+    _rule(ADD, {724}, Then.RETRY, Quirk.SAME_PORT_ONLY),
+    # Many consumer routers (Netgear, TP-Link Archer): 726 RemoteHostOnlySupportsWildcard.
+    _rule(ADD, {726}, Then.RETRY, Quirk.WILDCARD_REMOTE_ONLY),
+    # Routers that only accept AddAnyPortMapping-style wildcards: 727, nothing portctl can place.
+    _rule(ADD, {727}, Then.STOP, Quirk.WILDCARD_EXTERNAL_ONLY),
+    # miniupnpd secure_mode=yes: 606 on IGD v2, 718 on IGD v1, for a client other than the caller.
+    _rule(ADD, {606, 718}, Then.STOP, Quirk.SECURE_MODE, _other_host),
+    # TP-Link ER605, miniupnpd's default permission rules: nothing below 1024.
+    _rule(ADD, {606, 718, 729}, Then.REFUSE, Quirk.NO_PRIVILEGED_PORTS, _privileged),
+    # miniupnpd behind a private or CGNAT WAN address: 501 for every add (the plan says so up front).
+    _rule(
+        ADD,
+        {501},
+        Then.REFUSE,
+        why="the router refused the mapping (501 ActionFailed); miniupnpd answers this when its WAN address "
+        "is private or CGNAT. Check `portctl show` for the external IP",
+    ),
+    _rule(
+        ADD,
+        {606},
+        Then.REFUSE,
+        why="the router does not allow this mapping; check its UPnP permission rules (miniupnpd: upnp_perm rules)",
+    ),
+    _rule(
+        ADD,
+        {718},
+        Then.REFUSE,
+        why="another mapping took this port since the plan was read; run plan again",
+    ),
+    _rule(ADD, {728}, Then.REFUSE, why="the router's mapping table is full; remove unused mappings on the router"),
+    # Fritz!Box and others with static port forwards: a forward made on the admin page holds the port.
+    _rule(
+        ADD,
+        {729},
+        Then.REFUSE,
+        why="the port is held by another mechanism on the router (a static port forward, NAT-PMP or PCP); "
+        "free it on the router's admin page or choose another port",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    then: Then
+    learn: Quirk | None
+    why: str
+
+    @property
+    def final(self) -> bool:
+        return self.then in (Then.REFUSE, Then.STOP)
+
+
+def answer(exc: RouterError) -> Answer | None:
+    """What the router answered, in the table's terms; None for failures no row is about."""
+    if isinstance(exc, UpnpActionError):
+        return exc.code
+    if isinstance(exc, HttpStatusError):
+        return HTTP_5XX if exc.status >= 500 else None
+    if isinstance(exc, ConnectionDropped):
+        return DROPPED
+    return None
+
+
+def decide(action: str, exc: RouterError, request: Request | None = None, *, again: bool = False) -> Decision | None:
+    """The table's row for this failure, or None when nothing is to be done but report it.
+
+    `again` allows the rows that repeat the same request; the backend asks with it once per request.
+    """
+    got = answer(exc)
+    if got is None:
+        return None
+    request = request or Request()
+    for rule in RULES:
+        if rule.action not in ("*", action) or got not in rule.answers or not rule.when(request):
+            continue
+        if rule.then is Then.AGAIN and not again:
+            continue
+        return Decision(rule.then, rule.learn, rule.why or (remedy(rule.learn, request) if rule.learn else ""))
+    return None
+
+
+# -- what a learned quirk does to a mapping ----------------------------------------------------------
+
+
+def adapt(quirk: Quirk, m: PortMapping, request: Request) -> PortMapping | str:
+    """`m` as a router with `quirk` will take it, or why it cannot (with what to change)."""
+    if quirk is Quirk.PERMANENT_ONLY:
+        return replace(m, lease=0)
+    if quirk is Quirk.FINITE_ONLY:
+        return replace(m, lease=MAX_LEASE) if m.lease == 0 else m
+    if quirk is Quirk.WILDCARD_REMOTE_ONLY:
+        return replace(m, remote_host="")
+    if quirk is Quirk.SAME_PORT_ONLY and m.internal_port != m.key.external_port:
+        return replace(m, internal_port=m.key.external_port) if request.same_port_ok else remedy(quirk, request)
+    if quirk is Quirk.NO_PRIVILEGED_PORTS and m.key.external_port < 1024:
+        return remedy(quirk, request)
+    if quirk is Quirk.SECURE_MODE and request.local and m.internal_client != request.local:
+        return remedy(quirk, request)
+    if quirk is Quirk.WILDCARD_EXTERNAL_ONLY:
+        return remedy(quirk, request)
+    return m
+
+
+def remedy(quirk: Quirk, request: Request) -> str:
+    """What the user has to change when `quirk` refuses the request's mapping."""
+    m = request.mapping
+    port = m.key.external_port if m else 0
+    if quirk is Quirk.SAME_PORT_ONLY:
+        return (
+            f"the router {MEANING[quirk]} (724); set internal_port: {port}, "
+            "or allow_same_port: true to forward to that port instead"
+        )
+    if quirk is Quirk.NO_PRIVILEGED_PORTS:
+        return f"the router {MEANING[quirk]}; choose an external port of 1024 or more"
+    if quirk is Quirk.SECURE_MODE:
+        client = m.internal_client if m else "that host"
+        return (
+            f"the router {MEANING[quirk]}, and this host is {request.local or 'another address'}. "
+            f"Run portctl on {client}, or turn off secure mode on the router (miniupnpd: secure_mode=no)"
+        )
+    if quirk is Quirk.WILDCARD_EXTERNAL_ONLY:
+        return f"the router {MEANING[quirk]} (727); portctl cannot manage mappings on it"
+    return f"the router {MEANING[quirk]}"
+
+
+# -- what portctl remembers -----------------------------------------------------------------------
+
+
+@dataclass
+class Learned:
+    """What one router needed, with the evidence for each; kept between runs by `routercache`."""
+
+    quirks: dict[Quirk, str] = field(default_factory=dict)  # quirk -> what showed it
+    description_limit: int = 0  # characters kept, for TRUNCATES_DESCRIPTIONS
+    changed: bool = False  # learned something this run, so the cache needs writing
+
+    def learn(self, quirk: Quirk, evidence: str) -> None:
+        if quirk not in self.quirks:
+            self.quirks[quirk] = evidence
+            self.changed = True
+        # Opposite lease needs cannot both hold; the newer evidence wins.
+        opposite = {Quirk.PERMANENT_ONLY: Quirk.FINITE_ONLY, Quirk.FINITE_ONLY: Quirk.PERMANENT_ONLY}.get(quirk)
+        if opposite in self.quirks:
+            del self.quirks[opposite]
+
+    def __contains__(self, quirk: object) -> bool:
+        return quirk in self.quirks
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "quirks": {q.value: e for q, e in sorted(self.quirks.items())},
+            "description_limit": self.description_limit,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Learned:
+        """Tolerant: a cache entry portctl does not understand is dropped, never an error."""
+        learned = cls()
+        if not isinstance(doc, dict):
+            return learned
+        quirks = doc.get("quirks")
+        for name, evidence in quirks.items() if isinstance(quirks, dict) else []:
+            if name in Quirk._value2member_map_:
+                learned.quirks[Quirk(name)] = str(evidence)[:200]
+        limit = doc.get("description_limit")
+        if isinstance(limit, int) and 0 < limit < 256:
+            learned.description_limit = limit
+        return learned
+
+
+def shape(m: PortMapping, learned: Learned, request: Request) -> PortMapping | str:
+    """The row a router with these quirks will hold for `m`, or why it cannot hold it."""
+    for quirk in Quirk:
+        if quirk in learned:
+            adapted = adapt(quirk, m, replace(request, mapping=m))
+            if isinstance(adapted, str):
+                return adapted
+            m = adapted
+    if learned.description_limit:
+        m = replace(m, description=m.description[: learned.description_limit])
+    return m
+
+
+def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, minimum: int) -> bool:
+    """Learn from a row read back after writing `sent`; True if the difference is a known quirk.
+
+    A description that comes back as a prefix of what was sent, at least `minimum` characters long
+    (the ownership tag), is a router cutting descriptions short, not drift.
+    """
+    d = row.description
+    if d != sent.description and len(d) >= minimum and sent.description.startswith(d):
+        if learned.description_limit != len(d):
+            learned.description_limit = len(d)
+            learned.changed = True
+        learned.learn(Quirk.TRUNCATES_DESCRIPTIONS, f"kept {len(d)} characters of a description")
+        return True
+    return False
+
+
+# -- the WAN address ---------------------------------------------------------------------------------
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_NOT_A_WAN = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "169.254.0.0/16"))
+
+
+def wan_blocker(external_ip: str, *, allow_private: bool = False) -> str:
+    """Why no mapping on this router can work, judged from its external address; "" if none.
+
+    Checked before any write: miniupnpd (and the routers built on it) answers 501 to every add
+    behind a private or CGNAT address, and even a router that accepts them maps a port nobody on
+    the internet can reach.
+    """
+    try:
+        ip = ipaddress.ip_address(external_ip)
+    except ValueError:
+        return ""  # unknown: GetExternalIPAddress failed or is not offered; let the adds speak
+    if ip.version != 4:
+        return ""
+    if ip.is_unspecified:
+        return (
+            "the router reports no external address (0.0.0.0): its internet connection is down. "
+            "Nothing can be mapped until it is up"
+        )
+    if ip in _CGNAT:
+        return (
+            f"the router's external address {ip} is carrier-grade NAT (100.64.0.0/10): the internet cannot "
+            "reach mappings made here, and the router refuses them. Ask your ISP for a public IPv4 address, "
+            "or reach the service through a tunnel"
+        )
+    if any(ip in n for n in _PRIVATE + _NOT_A_WAN) and not allow_private:
+        return (
+            f"the router's external address {ip} is private: it sits behind another router (double NAT), "
+            "so mappings made here are not reachable from the internet. Map the ports on the upstream "
+            "router, or set router.allow_private_wan: true to map them here anyway"
+        )
+    return ""
