@@ -95,9 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     c = command("init", _init, "write a starter manifest")
     c.add_argument("file", nargs="?", default="mappings.yaml")
 
-    c = command("emulate", _emulate, "run the built-in IGD emulator on loopback")
+    c = command("emulate", _emulate, "run the built-in IGD emulator (on loopback unless --host)")
+    c.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     c.add_argument("--port", type=int, default=5000)
-    c.add_argument("--igd", type=int, choices=(1, 2), default=2)
+    c.add_argument("--igd", type=int, choices=(1, 2), help="IGD version (default: the profile's)")
+    c.add_argument("--profile", default="spec", help="how the router bends the spec; --profile list shows them")
+    c.add_argument(
+        "--ssdp",
+        action="store_true",
+        help="also answer SSDP searches on --host (for test network namespaces; never on a real LAN)",
+    )
 
     c = command("demo", _demo, "plan and apply a manifest against the emulator (or --router)")
     c.add_argument("file", nargs="?", default=os.path.join("examples", "homelab.yaml"))
@@ -266,12 +273,29 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from .emulator import EmulatorServer, Router
+    from .emulator import PROFILES, EmulatorServer, Router
+    from .emulator.ssdp import SsdpResponder
 
-    server = EmulatorServer(Router(igd_version=args.igd), port=args.port)
-    print(f"IGD v{args.igd} emulator at {server.url} (Ctrl-C stops it)", flush=True)
+    if args.profile == "list":
+        width = max(map(len, PROFILES))
+        for p in PROFILES.values():
+            print(f"{p.name:<{width}}  {p.summary} ({p.seen_on})")
+        return EXIT_OK
+    if args.profile not in PROFILES:
+        raise PortctlError(f"no emulator profile {args.profile!r}; the profiles are: {', '.join(PROFILES)}")
+    try:
+        server = EmulatorServer(Router(PROFILES[args.profile], igd_version=args.igd), host=args.host, port=args.port)
+        ssdp = SsdpResponder(server.url, server.udn, args.host, PROFILES[args.profile].ssdp) if args.ssdp else None
+    except OSError as exc:
+        raise PortctlError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    version = server.router.igd_version
+    print(f"IGD v{version} emulator, profile {args.profile}, at {server.url} (Ctrl-C stops it)", flush=True)
+    if ssdp:
+        ssdp.start()
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+    if ssdp:
+        ssdp.stop()
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -60,14 +61,37 @@ def parse_reply(data: bytes, source: str) -> Answer | None:
     return Answer(location, target, headers.get("server", "")[:200], source)
 
 
+def default_gateway(route_table: str = "/proc/net/route") -> str | None:
+    """The IPv4 default gateway of this host (of this network namespace), from the kernel's table."""
+    try:
+        with open(route_table, encoding="ascii") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return None
+    for row in rows:
+        # Iface Destination Gateway Flags ...: destination 0 is the default route; flag 2 is RTF_GATEWAY.
+        if len(row) > 3 and row[1] == "00000000" and int(row[3], 16) & 2:
+            return socket.inet_ntoa(struct.pack("<L", int(row[2], 16)))
+    return None
+
+
 def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
-    """IGDs that answer within `timeout`; with `first`, return as soon as one does."""
+    """IGDs that answer within `timeout`; with `first`, return as soon as one does.
+
+    The search goes to the default gateway by unicast first (some routers, Eero among them, answer
+    nothing else), then to the multicast group. Answers are accepted from any source port.
+    """
     deadline = time.monotonic() + timeout
     found: dict[str, Answer] = {}
+    gateway = default_gateway()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
-        for target in SEARCH_TARGETS:
-            sock.sendto(m_search(target), SSDP_ADDR)
+        for destination in ([(gateway, SSDP_ADDR[1])] if gateway else []) + [SSDP_ADDR]:
+            for target in SEARCH_TARGETS:
+                try:
+                    sock.sendto(m_search(target), destination)
+                except OSError:
+                    continue  # no route for this one; the other destination may still work
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             try:

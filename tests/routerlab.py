@@ -70,6 +70,7 @@ class Lab:
     prefix: str
     igd1: bool = False
     secure_mode: bool = False
+    emulator: str = ""  # a quirk profile: run portctl's emulator (with SSDP) as the router instead of miniupnpd
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
     _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -169,6 +170,9 @@ table inet filter {{
         return self
 
     def start_router(self, *, keep_leases: bool = False) -> None:
+        if self.emulator:
+            self._start_emulator()
+            return
         conf = os.path.join(self.workdir, "miniupnpd.conf")
         leases = os.path.join(self.workdir, "leases")
         if not keep_leases and os.path.exists(leases):
@@ -191,6 +195,16 @@ table inet filter {{
         )
         wait_for(self._answers, 15, "miniupnpd to serve its description")
 
+    def _start_emulator(self) -> None:
+        log = open(os.path.join(self.workdir, "emulator.log"), "ab")  # noqa: SIM115 - owned by the process
+        cmd = [sys.executable, "-m", "reconciler", "emulate", "--profile", self.emulator, "--ssdp"]
+        self._daemon = subprocess.Popen(
+            ["ip", "netns", "exec", self.rtr, *cmd, "--host", ROUTER_LAN_IP, "--port", str(HTTP_PORT)],
+            stdout=log,
+            stderr=log,
+        )
+        wait_for(self._answers, 15, "the emulator to serve its description")
+
     def stop_router(self) -> None:
         if self._daemon and self._daemon.poll() is None:
             self._daemon.send_signal(signal.SIGTERM)
@@ -206,7 +220,7 @@ table inet filter {{
 
     def _answers(self) -> bool:
         if self._daemon is not None and self._daemon.poll() is not None:
-            raise RuntimeError(f"miniupnpd exited; see {self.workdir}/miniupnpd.log")
+            raise RuntimeError(f"the router exited; see the log in {self.workdir}")
         probe = f"import urllib.request; urllib.request.urlopen({self.url!r}, timeout=1).read()"
         return self.run(self.lan, sys.executable, "-c", probe, check=False).returncode == 0
 

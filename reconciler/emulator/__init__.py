@@ -1,7 +1,8 @@
 """A spec-following UPnP IGD that runs in-process on loopback: for fast tests, quirk reproduction
 and the demo. It is a router, not a fake backend: clients talk to it over HTTP and SOAP."""
 
+from .profiles import PROFILES, Profile
 from .router import Fault, Router
 from .server import EmulatorServer
 
-__all__ = ["EmulatorServer", "Fault", "Router"]
+__all__ = ["PROFILES", "EmulatorServer", "Fault", "Profile", "Router"]

@@ -6,11 +6,12 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from ..errors import UPNP_ERROR_NAMES
 from ..models import MAX_LEASE
+from .profiles import Profile
 
 Args = dict[str, str]
 
@@ -22,6 +23,14 @@ class Fault(Exception):
         super().__init__(code)
         self.code = code
         self.description = UPNP_ERROR_NAMES.get(code, "ActionFailed")
+
+
+class WireFault(Exception):
+    """Not a UPnP answer: the server answers a bare HTTP 500 ("http-500") or hangs up ("drop")."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass
@@ -41,15 +50,26 @@ class Router:
 
     def __init__(
         self,
+        profile: Profile | None = None,
         *,
-        igd_version: int = 2,
-        external_ip: str = "203.0.113.7",
-        secure_mode: bool = False,
+        igd_version: int | None = None,
+        external_ip: str | None = None,
+        secure_mode: bool | None = None,
+        connected: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.igd_version = igd_version
-        self.external_ip = external_ip
-        self.secure_mode = secure_mode
+        """A router that deviates from the spec as `profile` says; the keywords override it."""
+        profile = profile or Profile()
+        self.profile = replace(
+            profile,
+            igd_version=profile.igd_version if igd_version is None else igd_version,
+            external_ip=profile.external_ip if external_ip is None else external_ip,
+            secure_mode=profile.secure_mode if secure_mode is None else secure_mode,
+        )
+        self.igd_version = self.profile.igd_version
+        self.external_ip = self.profile.external_ip
+        self.secure_mode = self.profile.secure_mode
+        self.connected = connected
         self.clock = clock
         self.entries: list[Entry] = []
         self.calls: collections.Counter[str] = collections.Counter()
@@ -104,10 +124,11 @@ class Router:
             return handler(args, client)
 
     def _external_ip(self, args: Args, client: str) -> Args:
-        return {"NewExternalIPAddress": self.external_ip}
+        return {"NewExternalIPAddress": self.external_ip if self.connected else "0.0.0.0"}
 
     def _status(self, args: Args, client: str) -> Args:
-        return {"NewConnectionStatus": "Connected", "NewLastConnectionError": "ERROR_NONE", "NewUptime": "1"}
+        status = "Connected" if self.connected else "Disconnected"
+        return {"NewConnectionStatus": status, "NewLastConnectionError": "ERROR_NONE", "NewUptime": "1"}
 
     def _connection_type(self, args: Args, client: str) -> Args:
         return {"NewConnectionType": "IP_Routed", "NewPossibleConnectionTypes": "IP_Routed"}
@@ -115,7 +136,8 @@ class Router:
     def _generic(self, args: Args, client: str) -> Args:
         index = _uint(args, "NewPortMappingIndex", 0xFFFF)
         if index >= len(self.entries):
-            raise Fault(713)
+            end = self.profile.index_end
+            raise WireFault(end) if isinstance(end, str) else Fault(end)
         return _entry_args(self.entries[index], self.remaining(self.entries[index]), with_key=True)
 
     def _specific(self, args: Args, client: str) -> Args:
@@ -139,33 +161,49 @@ class Router:
             raise Fault(606 if self.igd_version >= 2 else 718)
         enabled = _bool(args, "NewEnabled")
         lease = _uint(args, "NewLeaseDuration", 0xFFFFFFFF)
+        remote_host = args.get("NewRemoteHost", "").strip()
+        self._refuse(port, internal_port, lease, remote_host)
         existing = self._find(port, protocol)
         if existing is not None and existing.internal_client != internal_client:
             raise Fault(718)
+        description = args.get("NewPortMappingDescription", "")
+        if self.profile.description_limit:
+            description = description[: self.profile.description_limit]
         self._store(
             Entry(
-                args.get("NewRemoteHost", "").strip(),
-                port,
-                protocol,
-                internal_port,
-                internal_client,
-                enabled,
-                args.get("NewPortMappingDescription", ""),
-                self._expiry(lease),
+                remote_host, port, protocol, internal_port, internal_client, enabled, description, self._expiry(lease)
             )
         )
         return {}
+
+    def _refuse(self, port: int, internal_port: int, lease: int, remote_host: str) -> None:
+        """The profile's refusals of an otherwise valid AddPortMapping, most general first."""
+        p = self.profile
+        for code, applies in (
+            (p.add_error, True),
+            (0 if self.connected else 501, True),
+            (p.specific_port_error, True),
+            (p.below_1024_error, port < 1024),
+            (p.finite_lease_error, lease != 0),
+            (p.permanent_lease_error, lease == 0),
+            (p.different_ports_error, port != internal_port),
+            (p.remote_host_error, bool(remote_host)),
+        ):
+            if code and applies:
+                raise Fault(code)
 
     def _delete(self, args: Args, client: str) -> Args:
         entry = self._find(_port(args, "NewExternalPort"), _protocol(args))
         if entry is None:
             raise Fault(714)
         if self.secure_mode and entry.internal_client != client:
-            raise Fault(606)
+            raise Fault(606 if self.igd_version >= 2 else 714)
         self.entries.remove(entry)
         return {}
 
     def _list(self, args: Args, client: str) -> Args:
+        if self.profile.list_resets:
+            raise WireFault("drop")
         start = _uint(args, "NewStartPort", 65535)
         end = _uint(args, "NewEndPort", 65535)
         if start > end:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
 from .. import xmlsafe
 from ..errors import RouterProtocolError
-from .router import Fault, Router
+from .router import Fault, Router, WireFault
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENCODING = "http://schemas.xmlsoap.org/soap/encoding/"
 CONTROL_PATH = "/ctl/IPConn"
+DEAD_CONTROL_PATH = "/ctl/IPConn0"  # the disconnected WAN connection of the two-wan profile
 SCPD_PATH = "/WANIPCn.xml"
 
 # name -> (UPnP data type, allowed values); the relatedStateVariable of each argument below.
@@ -81,16 +85,22 @@ class EmulatorServer:
 
     def __init__(self, router: Router | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.router = router or Router()
+        self.profile = self.router.profile
         self.udn = "uuid:00000000-7e57-4d00-8000-00000000c0de"
         # path -> (HTTP status, body): serve this instead, to imitate broken or hostile routers.
         self.overrides: dict[str, tuple[int, bytes]] = {}
+        self.requests = 0  # every HTTP request served, for the flaky profile and for tests
+        self._count = itertools.count(1)
+        self.controls = {CONTROL_PATH: self.router}
+        if self.profile.dead_wan_first:
+            self.controls[DEAD_CONTROL_PATH] = Router(self.profile, connected=False)
         self._httpd = _QuietServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property
     def service_type(self) -> str:
-        return f"urn:schemas-upnp-org:service:WANIPConnection:{self.router.igd_version}"
+        return self.profile.service_type or f"urn:schemas-upnp-org:service:WANIPConnection:{self.router.igd_version}"
 
     @property
     def url(self) -> str:
@@ -121,6 +131,18 @@ class EmulatorServer:
 
     def root_description(self) -> bytes:
         v = self.router.igd_version
+        connections = [(CONTROL_PATH, "")]
+        if DEAD_CONTROL_PATH in self.controls:
+            connections.insert(0, (DEAD_CONTROL_PATH, "-dead"))
+        devices = "".join(
+            f"<device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:{v}</deviceType>"
+            f"<friendlyName>WANConnectionDevice{suffix}</friendlyName><UDN>{self.udn}-2{suffix}</UDN><serviceList>"
+            f"<service><serviceType>{self.service_type}</serviceType>"
+            f"<serviceId>urn:upnp-org:serviceId:WANIPConn1{suffix}</serviceId>"
+            f"<SCPDURL>{SCPD_PATH}</SCPDURL><controlURL>{path}</controlURL><eventSubURL>/evt/IPConn</eventSubURL>"
+            "</service></serviceList></device>"
+            for path, suffix in connections
+        )
         return (
             '<?xml version="1.0"?>\n<root xmlns="urn:schemas-upnp-org:device-1-0" configId="1">'
             "<specVersion><major>1</major><minor>1</minor></specVersion><device>"
@@ -128,12 +150,8 @@ class EmulatorServer:
             "<friendlyName>portctl emulator</friendlyName><manufacturer>portctl</manufacturer>"
             f"<modelName>IGD emulator</modelName><UDN>{self.udn}</UDN><deviceList><device>"
             f"<deviceType>urn:schemas-upnp-org:device:WANDevice:{v}</deviceType>"
-            f"<friendlyName>WANDevice</friendlyName><UDN>{self.udn}-1</UDN><deviceList><device>"
-            f"<deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:{v}</deviceType>"
-            f"<friendlyName>WANConnectionDevice</friendlyName><UDN>{self.udn}-2</UDN><serviceList><service>"
-            f"<serviceType>{self.service_type}</serviceType><serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>"
-            f"<SCPDURL>{SCPD_PATH}</SCPDURL><controlURL>{CONTROL_PATH}</controlURL><eventSubURL>/evt/IPConn</eventSubURL>"
-            "</service></serviceList></device></deviceList></device></deviceList></device></root>"
+            f"<friendlyName>WANDevice</friendlyName><UDN>{self.udn}-1</UDN><deviceList>{devices}"
+            "</deviceList></device></deviceList></device></root>"
         ).encode()
 
     def service_description(self) -> bytes:
@@ -166,7 +184,8 @@ class EmulatorServer:
             f"<actionList>{actions}</actionList><serviceStateTable>{variables}</serviceStateTable></scpd>"
         ).encode()
 
-    def control(self, soap_action: str, body: bytes, client: str) -> tuple[int, bytes]:
+    def control(self, soap_action: str, body: bytes, client: str, router: Router | None = None) -> tuple[int, bytes]:
+        """Answer one SOAP request; raises WireFault where the router would answer no SOAP at all."""
         try:
             envelope = xmlsafe.parse(body, "SOAP request")
         except RouterProtocolError:
@@ -175,11 +194,15 @@ class EmulatorServer:
         if request is None:
             return 400, b"SOAP request without a body"
         action = xmlsafe.local(request.tag)
+        if self.profile.strict_soap:
+            refusal = _strict_refusal(soap_action, body, self.service_type, action)
+            if refusal:
+                return 500, refusal.encode()
         if soap_action.strip('"') != f"{self.service_type}#{action}":
             return _fault(401)
         args = {xmlsafe.local(arg.tag): (arg.text or "") for arg in request}
         try:
-            out = self.router.call(action, args, client)
+            out = (router or self.router).call(action, args, client)
         except Fault as fault:
             return _fault(fault.code, fault.description)
         values = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in out.items())
@@ -192,6 +215,17 @@ class _QuietServer(ThreadingHTTPServer):
         # oversized documents); anything else is a bug in the emulator and is reported.
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def _strict_refusal(soap_action: str, body: bytes, service_type: str, action: str) -> str:
+    """Why a strict router (Linksys WRT120N, MikroTik RB951G) would reject this request; "" if it would not."""
+    if soap_action != f'"{service_type}#{action}"':
+        return f'SOAPAction must be exactly "{service_type}#{action}" in double quotes'
+    if body[:1].isspace():
+        return "the body starts with whitespace"
+    if not re.search(rb"<([A-Za-z_][\w.-]*):" + re.escape(action.encode()) + rb"[\s>]", body):
+        return "the action element has no namespace prefix"
+    return ""
 
 
 def _envelope(body: str) -> bytes:
@@ -217,7 +251,27 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
             pass  # the emulator is quiet; tests read the router's state instead
 
+        def _deviate(self) -> bool:
+            """Apply the profile's wire behaviour; True if the request is already answered (or dropped)."""
+            n = next(server._count)
+            server.requests = n
+            if server.profile.delay:
+                time.sleep(server.profile.delay)
+            every = server.profile.flaky_every
+            if every and n % every == 0:
+                self._wire("drop" if (n // every) % 2 == 0 else "http-500")
+                return True
+            return False
+
+        def _wire(self, kind: str) -> None:
+            if kind == "drop":
+                self.close_connection = True  # hang up without a status line
+            else:
+                self._send(500, b"Internal Server Error")
+
         def do_GET(self) -> None:
+            if self._deviate():
+                return
             if self.path in server.overrides:
                 self._send(*server.overrides[self.path])
             elif self.path == "/rootDesc.xml":
@@ -230,10 +284,16 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(min(length, 1 << 20))
+            if self._deviate():
+                return
             if self.path in server.overrides:
                 self._send(*server.overrides[self.path])
-            elif self.path == CONTROL_PATH:
-                self._send(*server.control(self.headers.get("SOAPAction", ""), body, self.client_address[0]))
+            elif self.path in server.controls:
+                action, client = self.headers.get("SOAPAction", ""), self.client_address[0]
+                try:
+                    self._send(*server.control(action, body, client, server.controls[self.path]))
+                except WireFault as fault:
+                    self._wire(fault.kind)
             else:
                 self._send(404, b"not found")
 

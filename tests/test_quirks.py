@@ -1,0 +1,359 @@
+"""Every quirk profile of the emulator through plan -> apply -> plan: converged, or stopped before any write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+import requests
+
+from reconciler import quirks, routercache
+from reconciler.emulator import PROFILES, EmulatorServer, Router
+from tests.helpers import Run, portctl, snapshot, write
+
+LAN = "127.0.0.1"  # the emulator sees portctl's requests coming from here
+
+BASE = """\
+apiVersion: portctl/v1
+owner: quirks
+mappings:
+  - name: web
+    external_port: 8080
+    internal_port: 80
+    internal_client: 127.0.0.1
+    lease: 1h
+    description: reverse proxy
+  - name: game
+    external_port: 27015
+    protocol: both
+    internal_client: 127.0.0.1
+"""
+# Profiles whose quirk only shows with a particular mapping get a manifest that has it.
+MANIFESTS = {
+    "wildcard-remote-only": BASE
+    + "  - name: admin\n    external_port: 8443\n    internal_client: 127.0.0.1\n    remote_host: 198.51.100.7\n",
+    "same-port-only": BASE.replace("    lease: 1h\n", "    lease: 1h\n    allow_same_port: true\n", 1),
+}
+SSDP_ONLY = {"ssdp-odd-port", "ssdp-unicast-only"}  # wire-identical to spec over HTTP; see test_discovery
+CANNOT_CONVERGE = {"cgnat", "wildcard-external-only"}
+SLOW = {"slow"}
+
+
+@dataclass
+class Cycle:
+    server: EmulatorServer
+    path: str
+    first: Run
+    applied: Run
+    second: Run
+
+
+@pytest.fixture
+def serve() -> Iterator[type[EmulatorServer]]:
+    servers: list[EmulatorServer] = []
+
+    class Started(EmulatorServer):
+        def __init__(self, router: Router) -> None:
+            super().__init__(router)
+            servers.append(self.start())
+
+    yield Started
+    for s in servers:
+        s.stop()
+
+
+def cycle(capsys: pytest.CaptureFixture[str], server: EmulatorServer, path: str, *extra: str) -> Cycle:
+    common = ["--router", server.url, "--no-color", *extra]
+    first = portctl(capsys, "plan", path, *common)
+    applied = portctl(capsys, "apply", path, "--auto-approve", *common)
+    second = portctl(capsys, "plan", path, "--detailed-exitcode", *common)
+    return Cycle(server, path, first, applied, second)
+
+
+def owned_rows(server: EmulatorServer) -> set[tuple[int, str]]:
+    return {(e.external_port, e.protocol) for e in server.router.rows() if e.description.startswith("pc:")}
+
+
+CONVERGING = sorted(set(PROFILES) - SSDP_ONLY - CANNOT_CONVERGE - SLOW)
+
+
+@pytest.mark.parametrize("name", CONVERGING)
+def test_profile_converges(
+    name: str, tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """On every profile that allows it, one apply converges: the next plan has nothing to do."""
+    server = serve(Router(PROFILES[name]))
+    path = write(tmp_path, MANIFESTS.get(name, BASE))
+    c = cycle(capsys, server, path)
+    assert c.first.code == 0, c.first.err
+    assert c.applied.code == 0, c.applied.out + c.applied.err
+    assert c.second.code == 0, c.second.out
+    assert "Plan: 0 to add, 0 to change, 0 to remove." in c.second.out
+    expected = {(8080, "TCP"), (27015, "TCP"), (27015, "UDP")}
+    expected |= {(8443, "TCP")} if name == "wildcard-remote-only" else set()
+    assert owned_rows(server) == expected
+    assert "Traceback" not in c.applied.err + c.second.err
+
+
+def learned(server: EmulatorServer) -> quirks.Learned:
+    return routercache.load(server.udn)
+
+
+@pytest.mark.parametrize(
+    ("name", "quirk", "check"),
+    [
+        ("permanent-only", quirks.Quirk.PERMANENT_ONLY, lambda e: e.expires is None),
+        ("arris", quirks.Quirk.PERMANENT_ONLY, lambda e: e.expires is None),
+        ("finite-only", quirks.Quirk.FINITE_ONLY, lambda e: e.expires is not None),
+        ("same-port-only", quirks.Quirk.SAME_PORT_ONLY, lambda e: e.internal_port == e.external_port),
+        ("wildcard-remote-only", quirks.Quirk.WILDCARD_REMOTE_ONLY, lambda e: e.remote_host == ""),
+        ("truncates-descriptions", quirks.Quirk.TRUNCATES_DESCRIPTIONS, lambda e: len(e.description) <= 16),
+        ("list-resets", quirks.Quirk.NO_PORT_LISTING, lambda e: True),
+    ],
+)
+def test_profile_teaches_its_quirk(
+    name: str,
+    quirk: quirks.Quirk,
+    check: object,
+    tmp_path: str,
+    capsys: pytest.CaptureFixture[str],
+    serve: type[EmulatorServer],
+) -> None:
+    """The router's need is remembered under its UDN, shown by `show`, and the rows are what it allows."""
+    server = serve(Router(PROFILES[name]))
+    path = write(tmp_path, MANIFESTS.get(name, BASE))
+    assert cycle(capsys, server, path).second.code == 0
+    assert quirk in learned(server)
+    assert callable(check)
+    assert all(check(e) for e in server.router.rows() if e.description.startswith("pc:"))
+    shown = portctl(capsys, "show", path, "--router", server.url, "--no-color")
+    assert quirks.MEANING[quirk] in shown.out
+    assert f"[{quirk}; seen:" in shown.out
+
+
+def test_learned_quirk_is_planned_for_without_failed_writes(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """Once a router taught 725, the next apply asks for permanent leases at once: no refused add."""
+    server = serve(Router(PROFILES["permanent-only"]))
+    path = write(tmp_path, BASE)
+    assert cycle(capsys, server, path).second.code == 0
+    server.router.entries.clear()  # a reboot without a lease file
+    before = server.router.calls["AddPortMapping"]
+    run = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
+    assert run.code == 0, run.out
+    assert server.router.calls["AddPortMapping"] - before == 3  # one add per mapping, none refused
+    assert "it accepts only permanent leases" in run.out
+
+
+def test_list_resets_is_not_retried_once_learned(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """After GetListOfPortMappings reset the connection once, later reads go entry by entry straight away."""
+    server = serve(Router(PROFILES["list-resets"]))
+    path = write(tmp_path, BASE)
+    assert cycle(capsys, server, path).second.code == 0
+    before = server.router.calls["GetListOfPortMappings"]
+    assert portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode").code == 0
+    assert server.router.calls["GetListOfPortMappings"] == before
+
+
+def test_same_port_refused_without_permission_then_a_conflict_up_front(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """Without allow_same_port, a 724 is a refusal naming the fix, and the next plan blocks before any write."""
+    server = serve(Router(PROFILES["same-port-only"]))
+    path = write(tmp_path, BASE)
+    c = cycle(capsys, server, path)
+    assert c.applied.code == 1
+    assert "AddPortMapping failed: 724 SamePortValuesRequired" in c.applied.out
+    assert "set internal_port: 8080, or allow_same_port: true" in c.applied.out
+    assert owned_rows(server) == {(27015, "TCP"), (27015, "UDP")}  # the others applied; nothing stray
+    adds = server.router.calls["AddPortMapping"]
+    again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
+    assert again.code == 1
+    assert "requires the internal port to equal the external port" in again.out
+    assert server.router.calls["AddPortMapping"] == adds
+
+
+def test_privileged_port_refused_then_a_conflict_up_front(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """A port below 1024 on a router that refuses them fails with the remedy; next time the plan says so first."""
+    server = serve(Router(PROFILES["no-privileged-ports"]))
+    path = write(tmp_path, BASE + "  - name: https\n    external_port: 443\n    internal_client: 127.0.0.1\n")
+    c = cycle(capsys, server, path)
+    assert c.applied.code == 1
+    assert "choose an external port of 1024 or more" in c.applied.out
+    assert (443, "TCP") not in owned_rows(server)
+    assert c.second.code == 1
+    assert "! https" in c.second.out and "refuses external ports below 1024" in c.second.out
+
+
+@pytest.mark.parametrize(
+    ("external_ip", "cause"),
+    [
+        ("100.64.12.34", "carrier-grade NAT"),
+        ("0.0.0.0", "its internet connection is down"),
+        ("192.168.0.2", "double NAT"),
+    ],
+)
+def test_unusable_wan_address_stops_before_any_write(
+    external_ip: str, cause: str, tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """CGNAT, no address or a private one: plan says so up front with the remedy, and apply writes nothing."""
+    server = serve(Router(PROFILES["cgnat"], external_ip=external_ip))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.first.code == 1
+    assert cause in c.first.out
+    assert c.applied.code == 1
+    assert cause in c.applied.err and "Nothing was changed" in c.applied.err
+    assert server.router.calls["AddPortMapping"] == 0
+    assert snapshot(server) == []
+
+
+def test_private_wan_can_be_allowed_in_the_manifest(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """router.allow_private_wan lets a double-NAT user map on the inner router."""
+    server = serve(Router(external_ip="10.0.0.2"))
+    text = BASE.replace("mappings:\n", "router:\n  allow_private_wan: true\nmappings:\n")
+    c = cycle(capsys, server, write(tmp_path, text))
+    assert c.applied.code == 0
+    assert c.second.code == 0
+
+
+def test_wildcard_external_only_stops_at_the_first_refusal(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """727 on the first add stops the apply: one refused request, nothing else sent, and the plan knows next time."""
+    server = serve(Router(PROFILES["wildcard-external-only"]))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.applied.code == 1
+    assert "727 ExternalPortOnlySupportsWildcard" in c.applied.out
+    assert "cannot map a specific external port" in c.applied.out
+    assert "not attempted" in c.applied.out
+    assert server.router.calls["AddPortMapping"] == 1
+    assert snapshot(server) == []
+    assert c.second.code == 1
+    assert server.router.calls["AddPortMapping"] == 1
+
+
+@pytest.mark.parametrize("igd_version", [1, 2])
+def test_secure_mode_refuses_another_host_before_any_write(
+    igd_version: int, tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """A mapping for another LAN host is tried first, refused (606/718), and nothing else is written."""
+    server = serve(Router(PROFILES["secure-mode"], igd_version=igd_version))
+    path = write(tmp_path, BASE + "  - name: nas\n    external_port: 5001\n    internal_client: 192.168.1.50\n")
+    c = cycle(capsys, server, path)
+    assert c.applied.code == 1
+    assert "secure mode" in c.applied.out
+    assert "Run portctl on 192.168.1.50, or turn off secure mode" in c.applied.out
+    assert snapshot(server) == []
+    assert server.router.calls["AddPortMapping"] == 1
+    assert c.second.code == 1
+    assert "! nas" in c.second.out
+    assert server.router.calls["AddPortMapping"] == 1
+
+
+def test_secure_mode_converges_for_this_host(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """Mappings for the host portctl runs on converge on a router in secure mode."""
+    server = serve(Router(PROFILES["secure-mode"]))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.applied.code == 0
+    assert c.second.code == 0
+    assert owned_rows(server) == {(8080, "TCP"), (27015, "TCP"), (27015, "UDP")}
+
+
+def test_two_wan_chooses_the_connected_service(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """The dead WAN connection listed first is passed over; its table stays empty."""
+    server = serve(Router(PROFILES["two-wan"]))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.second.code == 0
+    assert f"external IP {PROFILES['two-wan'].external_ip}" in c.second.out
+    dead = [r for path, r in server.controls.items() if r is not server.router]
+    assert len(dead) == 1 and dead[0].rows() == []
+
+
+def test_flaky_router_is_retried_and_converges(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """A router failing one request in five still converges, because each failure is retried once."""
+    server = serve(Router(PROFILES["flaky"]))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.applied.code == 0, c.applied.out + c.applied.err
+    assert c.second.code == 0
+    assert server.requests >= 3 * 5  # several failures were injected and survived
+
+
+def test_strict_soap_profile_rejects_sloppy_requests(serve: type[EmulatorServer]) -> None:
+    """The strict profile really is strict, so portctl converging on it proves its requests are exact."""
+    server = serve(Router(PROFILES["strict-soap"]))
+    control = server.url.replace("/rootDesc.xml", "/ctl/IPConn")
+    st = server.service_type
+    good = (
+        '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+        f'<u:GetExternalIPAddress xmlns:u="{st}"/></s:Body></s:Envelope>'
+    )
+    unprefixed = good.replace(f'<u:GetExternalIPAddress xmlns:u="{st}"/>', f'<GetExternalIPAddress xmlns="{st}"/>')
+    exact = f'"{st}#GetExternalIPAddress"'
+    for body, action, ok in [
+        (good, exact, True),
+        ("  " + good, exact, False),
+        (unprefixed, exact, False),
+        (good, exact.strip('"'), False),
+    ]:
+        resp = requests.post(control, data=body.encode(), headers={"SOAPAction": action}, timeout=5)
+        assert (resp.status_code == 200) == ok, (body[:40], action, resp.text)
+
+
+def test_slow_router_converges_within_the_timeout(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """Answers 2 s late are waited for (the default timeout is 5 s); the cycle converges."""
+    server = serve(Router(PROFILES["slow"]))
+    one = "apiVersion: portctl/v1\nowner: quirks\nmappings:\n  - {name: web, external_port: 8080, internal_client: 127.0.0.1}"
+    c = cycle(capsys, server, write(tmp_path, one))
+    assert c.applied.code == 0
+    assert c.second.code == 0
+
+
+def test_slow_router_beyond_the_timeout_is_one_clear_error(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """With --timeout below the router's delay, plan fails with the wait named, and nothing is written."""
+    server = serve(Router(replace(PROFILES["slow"], delay=1.5)))
+    run = portctl(capsys, "plan", write(tmp_path, BASE), "--router", server.url, "--timeout", "0.5")
+    assert run.code == 1
+    assert "did not answer within 0.5s" in run.err
+    assert "Traceback" not in run.err
+
+
+def test_show_json_reports_what_was_learned(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """show --json carries the learned quirks with their evidence."""
+    server = serve(Router(PROFILES["permanent-only"]))
+    path = write(tmp_path, BASE)
+    cycle(capsys, server, path)
+    doc = json.loads(portctl(capsys, "show", "--router", server.url, "--json").out)
+    assert doc["learned"]["quirks"]["permanent-only"].startswith("AddPortMapping answered 725")
+
+
+def test_unreadable_cache_is_ignored(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], router_cache: str
+) -> None:
+    """A corrupt cache file is a cache miss, not an error; the next run rewrites it."""
+    with open(routercache.path(), "w") as f:
+        f.write("{not json")
+    server = serve(Router(PROFILES["permanent-only"]))
+    c = cycle(capsys, server, write(tmp_path, BASE))
+    assert c.second.code == 0
+    assert quirks.Quirk.PERMANENT_ONLY in learned(server)
