@@ -292,6 +292,7 @@ class Learned:
         opposite = {Quirk.PERMANENT_ONLY: Quirk.FINITE_ONLY, Quirk.FINITE_ONLY: Quirk.PERMANENT_ONLY}.get(quirk)
         if opposite in self.quirks:
             del self.quirks[opposite]
+            self.changed = True
 
     def __contains__(self, quirk: object) -> bool:
         return quirk in self.quirks

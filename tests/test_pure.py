@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import pytest
 
-from reconciler import diff, ownership
+from reconciler import diff, ownership, quirks
 from reconciler.durations import format_duration, parse_duration
+from reconciler.errors import ConnectionDropped, HttpStatusError, RouterError, RouterUnreachable, UpnpActionError
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, PortMapping, Protocol
 
 TCP80 = MappingKey(80, Protocol.TCP)
@@ -59,8 +63,6 @@ def _manifest(*mappings: DesiredMapping, prune: bool = True) -> Manifest:
 
 
 def _row(d: DesiredMapping, **changes: object) -> PortMapping:
-    from dataclasses import replace
-
     return replace(diff.target("o", d), **changes)  # type: ignore[arg-type]
 
 
@@ -107,3 +109,114 @@ def test_destroy_removes_only_owned() -> None:
     plan = diff.destroy(_manifest(WEB), [_row(WEB, lease=3000), foreign])
     assert [(c.action, c.key) for c in plan.changes] == [(Action.REMOVE, TCP80)]
     assert plan.foreign == (foreign,)
+
+
+def test_docs_table_covers_every_profile_and_quirk() -> None:
+    """docs/quirks.md has a row for every emulator profile and names every quirk portctl remembers."""
+    from reconciler.emulator import PROFILES
+    from reconciler.quirks import Quirk
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "quirks.md")) as f:
+        doc = f.read()
+    missing = [p for p in PROFILES if p != "spec" and f"| `{p}` |" not in doc]
+    missing += [q.value for q in Quirk if f"`{q.value}`" not in doc]
+    assert missing == []
+
+
+ROW = PortMapping(MappingKey(8080, Protocol.TCP), "192.168.1.10", 80, "pc:abcdefgh web", lease=3600)
+HERE = quirks.Request(ROW, local="192.168.1.10")
+ELSEWHERE = quirks.Request(ROW, local="192.168.1.20")
+T, Q = quirks.Then, quirks.Quirk
+
+
+@pytest.mark.parametrize(
+    ("action", "error", "request_", "then", "learn"),
+    [
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 725), HERE, T.RETRY, Q.PERMANENT_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 402), HERE, T.RETRY, Q.PERMANENT_ONLY),
+        (
+            "AddPortMapping",
+            UpnpActionError("AddPortMapping", 402),
+            quirks.Request(replace(ROW, lease=0), "192.168.1.10"),
+            T.RETRY,
+            Q.FINITE_ONLY,
+        ),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 724), HERE, T.RETRY, Q.SAME_PORT_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 726), HERE, T.RETRY, Q.WILDCARD_REMOTE_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 727), HERE, T.STOP, Q.WILDCARD_EXTERNAL_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 606), ELSEWHERE, T.STOP, Q.SECURE_MODE),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 718), ELSEWHERE, T.STOP, Q.SECURE_MODE),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 718), HERE, T.REFUSE, None),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 729), HERE, T.REFUSE, None),
+        ("DeletePortMapping", UpnpActionError("DeletePortMapping", 714), HERE, T.DONE, None),
+        ("DeletePortMapping", UpnpActionError("DeletePortMapping", 606), ELSEWHERE, T.STOP, Q.SECURE_MODE),
+        ("GetGenericPortMappingEntry", UpnpActionError("x", 713), None, T.END, None),
+        ("GetGenericPortMappingEntry", UpnpActionError("x", 402), None, T.END, None),
+        ("GetGenericPortMappingEntry", HttpStatusError("HTTP 500", 500), None, T.END, None),
+        ("GetListOfPortMappings", UpnpActionError("x", 730), None, T.EMPTY, None),
+        ("GetListOfPortMappings", UpnpActionError("x", 602), None, T.FALL_BACK, Q.NO_PORT_LISTING),
+        ("GetListOfPortMappings", ConnectionDropped("reset"), None, T.FALL_BACK, Q.NO_PORT_LISTING),
+        ("GetSpecificPortMappingEntry", UpnpActionError("x", 714), None, T.EMPTY, None),
+    ],
+)
+def test_fallback_table(
+    action: str, error: RouterError, request_: quirks.Request | None, then: quirks.Then, learn: quirks.Quirk | None
+) -> None:
+    """Each symptom maps to one decision and, where it is a router's lasting need, one quirk to remember."""
+    decision = quirks.decide(action, error, request_)
+    assert decision is not None
+    assert (decision.then, decision.learn) == (then, learn)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RouterUnreachable("refused"),  # not a hiccup: retrying a refused connection helps nobody
+        HttpStatusError("HTTP 404", 404),
+        UpnpActionError("AddPortMapping", 501),  # an answer, not a transport failure
+    ],
+)
+def test_only_transport_hiccups_are_sent_again(error: RouterError) -> None:
+    """The repeat-once rule covers a bare 5xx and a dropped connection, nothing else."""
+    decision = quirks.decide("AddPortMapping", error, HERE, again=True)
+    assert decision is None or decision.then is not quirks.Then.AGAIN
+    assert quirks.decide("AddPortMapping", ConnectionDropped("x"), HERE, again=True).then is quirks.Then.AGAIN  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("learned", "request_", "expected"),
+    [
+        ({Q.PERMANENT_ONLY}, HERE, replace(ROW, lease=0)),
+        ({Q.WILDCARD_REMOTE_ONLY}, HERE, ROW),
+        ({Q.SAME_PORT_ONLY}, quirks.Request(local="192.168.1.10", same_port_ok=True), replace(ROW, internal_port=8080)),
+        ({Q.SAME_PORT_ONLY}, HERE, "set internal_port: 8080"),
+        ({Q.SECURE_MODE}, ELSEWHERE, "Run portctl on 192.168.1.10"),
+        ({Q.SECURE_MODE}, HERE, ROW),
+    ],
+)
+def test_shape_plans_for_learned_quirks(
+    learned: set[quirks.Quirk], request_: quirks.Request, expected: PortMapping | str
+) -> None:
+    """A learned quirk turns the target into what the router will hold, or into the reason it cannot."""
+    state = quirks.Learned({q: "test" for q in learned})
+    shaped = quirks.shape(ROW, state, request_)
+    if isinstance(expected, str):
+        assert isinstance(shaped, str) and expected in shaped
+    else:
+        assert shaped == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("11.22.33.1", False),
+        ("203.0.113.7", False),
+        ("100.64.0.1", True),
+        ("10.1.2.3", True),
+        ("0.0.0.0", True),
+        ("", False),
+    ],
+)
+def test_wan_blocker(address: str, blocked: bool) -> None:
+    """Only an address the internet can reach (or an unknown one) lets mappings be planned."""
+    assert bool(quirks.wan_blocker(address)) == blocked

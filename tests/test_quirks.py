@@ -319,7 +319,7 @@ def test_slow_router_converges_within_the_timeout(
 ) -> None:
     """Answers 2 s late are waited for (the default timeout is 5 s); the cycle converges."""
     server = serve(Router(PROFILES["slow"]))
-    one = "apiVersion: portctl/v1\nowner: quirks\nmappings:\n  - {name: web, external_port: 8080, internal_client: 127.0.0.1}"
+    one = "apiVersion: portctl/v1\nowner: quirks\nmappings:\n  - {name: web, external_port: 8080}"
     c = cycle(capsys, server, write(tmp_path, one))
     assert c.applied.code == 0
     assert c.second.code == 0

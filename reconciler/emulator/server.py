@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 import threading
@@ -90,7 +89,7 @@ class EmulatorServer:
         # path -> (HTTP status, body): serve this instead, to imitate broken or hostile routers.
         self.overrides: dict[str, tuple[int, bytes]] = {}
         self.requests = 0  # every HTTP request served, for the flaky profile and for tests
-        self._count = itertools.count(1)
+        self._count_lock = threading.Lock()
         self.controls = {CONTROL_PATH: self.router}
         if self.profile.dead_wan_first:
             self.controls[DEAD_CONTROL_PATH] = Router(self.profile, connected=False)
@@ -106,6 +105,12 @@ class EmulatorServer:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}/rootDesc.xml"  # AF_INET: always a str
+
+    def count_request(self) -> int:
+        """Number this request (from 1); the flaky profile fails by the count, so runs repeat exactly."""
+        with self._count_lock:
+            self.requests += 1
+            return self.requests
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-emulator", daemon=True)
@@ -253,8 +258,7 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
 
         def _deviate(self) -> bool:
             """Apply the profile's wire behaviour; True if the request is already answered (or dropped)."""
-            n = next(server._count)
-            server.requests = n
+            n = server.count_request()
             if server.profile.delay:
                 time.sleep(server.profile.delay)
             every = server.profile.flaky_every
