@@ -13,7 +13,7 @@ from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan,
 Progress = Callable[[Change], None]
 
 
-class _Taken(RouterError):
+class _Taken(ConflictError):
     """The port was free when the plan was read and is not now."""
 
 
@@ -53,7 +53,7 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         except RouterRefused as exc:
             errors[change] = str(exc)
             stopped = str(exc) if exc.stop else ""
-        except RouterError as exc:
+        except (RouterError, _Taken) as exc:
             errors[change] = str(exc)
 
     first = _canary(plan.changes, _local(backend))

@@ -51,7 +51,7 @@ def save(udn: str, learned: Learned, friendly_name: str = "") -> None:
         return
     routers = _read()
     routers[udn] = {**learned.to_json(), "friendly_name": friendly_name[:100], "updated": int(time.time())}
-    newest = sorted(routers.items(), key=lambda kv: -int(kv[1].get("updated") or 0))  # type: ignore[call-overload]
+    newest = sorted(routers.items(), key=lambda kv: -_number(kv[1].get("updated")))
     doc = {"version": 1, "routers": dict(newest[:MAX_ROUTERS])}
     with contextlib.suppress(OSError):
         os.makedirs(directory(), exist_ok=True)
@@ -64,3 +64,7 @@ def save(udn: str, learned: Learned, friendly_name: str = "") -> None:
             os.unlink(tmp)
             raise
     learned.changed = False
+
+
+def _number(value: object) -> int:
+    return value if isinstance(value, int) else 0

@@ -213,3 +213,20 @@ def test_init_writes_a_valid_starter_with_schema_modeline(tmp_path: str, capsys:
         assert f.readline().startswith("# yaml-language-server: $schema=")
     assert portctl(capsys, "validate", path).code == 0
     assert portctl(capsys, "init", path).code == 1
+
+
+def test_port_taken_after_the_plan_is_left_alone(emulator: EmulatorServer) -> None:
+    """A mapping that appears on a planned port between plan and apply is neither overwritten nor deleted."""
+    from reconciler import api, manifest
+    from reconciler.apply import apply as apply_plan
+
+    m = manifest.parse(MANIFEST, "m.yaml")
+    backend = api.connect(emulator.url)
+    plan = api.plan(m, api.read(backend))
+    # Another app on this very host takes the port; AddPortMapping from us would overwrite it silently.
+    emulator.router.add(8080, "TCP", "127.0.0.1", 8081, "another app")
+    report = apply_plan(plan, backend)
+    failed = {r.change.key: r.error for r in report.failed}
+    assert list(failed) == [MappingKey(8080, Protocol.TCP)]
+    assert "was taken by 127.0.0.1:8081 'another app' after the plan was read" in failed[MappingKey(8080, Protocol.TCP)]
+    assert (8080, "TCP", "127.0.0.1", 8081, "another app") in snapshot(emulator)
