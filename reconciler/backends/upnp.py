@@ -19,8 +19,9 @@ looked up in the fallback table, `quirks.RULES`, and what the router needed is r
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
@@ -51,6 +52,7 @@ CONNECTION_SERVICES = (
 LIST_SAFE_ENTRIES = 96  # well under miniupnpd 2.3.1's 128, leaving room for concurrent adds
 MAX_ENTRIES = 2 * 65535  # no table can hold more distinct mappings; bounds a router that loops
 MAX_ADD_ATTEMPTS = 1 + len(Quirk)  # each quirk can adapt a mapping once
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,13 +153,7 @@ class UpnpBackend(Backend):
             raise RouterProtocolError(f"the router description points to another host: {url}")
 
     def _get(self, url: str, what: str) -> bytes:
-        try:
-            return self._get_once(url, what)
-        except RouterError as exc:
-            decision = quirks.decide("GET", exc, again=True)
-            if decision is None or decision.then is not Then.AGAIN:
-                raise
-            return self._get_once(url, what)
+        return _once_more("GET", lambda: self._get_once(url, what))
 
     def _get_once(self, url: str, what: str) -> bytes:
         import requests
@@ -187,13 +183,7 @@ class UpnpBackend(Backend):
         service = service or self._service
         if action not in service.actions:
             raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
-        try:
-            return self._soap(service, action, args)
-        except RouterError as exc:
-            decision = quirks.decide(action, exc, again=True)
-            if decision is None or decision.then is not Then.AGAIN:
-                raise
-            return self._soap(service, action, args)
+        return _once_more(action, lambda: self._soap(service, action, args))
 
     def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, Any]:
         import requests
@@ -241,14 +231,18 @@ class UpnpBackend(Backend):
         request = quirks.Request(mapping, self._local_or_empty())
         return quirks.decide(action, exc, request)
 
+    def _means(self, action: str, exc: RouterError, then: Then) -> bool:
+        """Does the fallback table read this failure of a table read as `then`?"""
+        decision = self._decide(action, exc)
+        return decision is not None and decision.then is then
+
     def list_mappings(self) -> list[PortMapping]:
         listing = "GetListOfPortMappings" in self._service.actions and Quirk.NO_PORT_LISTING not in self.learned
         if listing and self._fits_one_listing():
             try:
                 return [m for proto in Protocol for m in self._list_range(proto, 1, 65535)]
             except RouterError as exc:
-                decision = self._decide("GetListOfPortMappings", exc)
-                if decision is None or decision.then is not Then.FALL_BACK:
+                if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
                     raise
                 self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
         return self._list_by_index()
@@ -257,8 +251,7 @@ class UpnpBackend(Backend):
         try:
             self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(LIST_SAFE_ENTRIES))
         except RouterError as exc:
-            decision = self._decide("GetGenericPortMappingEntry", exc)
-            if decision is None or decision.then is not Then.END:
+            if not self._means("GetGenericPortMappingEntry", exc, Then.END):
                 raise
             return True
         return False
@@ -274,8 +267,7 @@ class UpnpBackend(Backend):
                 NewNumberOfPorts="1000",
             )
         except UpnpActionError as exc:
-            decision = self._decide("GetListOfPortMappings", exc)
-            if decision is not None and decision.then is Then.EMPTY:
+            if self._means("GetListOfPortMappings", exc, Then.EMPTY):
                 return []
             raise
         listing = out.get("NewPortListing") or ""
@@ -300,8 +292,7 @@ class UpnpBackend(Backend):
             try:
                 out = self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(index))
             except RouterError as exc:
-                decision = self._decide("GetGenericPortMappingEntry", exc)
-                if decision is not None and decision.then is Then.END:
+                if self._means("GetGenericPortMappingEntry", exc, Then.END):
                     break
                 raise
             mapping = _mapping({k: "" if v is None else str(v) for k, v in out.items()})
@@ -318,8 +309,7 @@ class UpnpBackend(Backend):
                 NewProtocol=key.protocol.value,
             )
         except UpnpActionError as exc:
-            decision = self._decide("GetSpecificPortMappingEntry", exc)
-            if decision is not None and decision.then is Then.EMPTY:
+            if self._means("GetSpecificPortMappingEntry", exc, Then.EMPTY):
                 return None
             raise
         fields = {k: "" if v is None else str(v) for k, v in out.items()}
@@ -441,6 +431,17 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
         enabled=enabled,
         remote_host=fields.get("NewRemoteHost", "").strip(),
     )
+
+
+def _once_more(action: str, attempt: Callable[[], T]) -> T:
+    """Run `attempt`; if the fallback table calls its failure a hiccup, run it once more."""
+    try:
+        return attempt()
+    except RouterError as exc:
+        decision = quirks.decide(action, exc, again=True)
+        if decision is None or decision.then is not Then.AGAIN:
+            raise
+        return attempt()
 
 
 def _http_error(action: str, exc: Any) -> HttpStatusError:
