@@ -37,19 +37,25 @@ def m_search(target: str, mx: int = 1) -> bytes:
     ).encode()
 
 
-def parse_reply(data: bytes, source: str) -> Answer | None:
-    """A valid answer, or None. LOCATION must be http on the host that answered: anything on the
-    LAN can answer SSDP, and it must not send us to some other host."""
-    if len(data) > MAX_REPLY:
-        return None
+def parse_message(data: bytes) -> tuple[str, dict[str, str]]:
+    """An SSDP datagram's start line (upper-cased) and its headers (names lower-cased)."""
     lines = data.decode("latin-1").split("\r\n")
-    if not lines[0].upper().startswith("HTTP/1.1 200"):
-        return None
     headers = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
+    return lines[0].upper(), headers
+
+
+def parse_reply(data: bytes, source: str) -> Answer | None:
+    """A valid answer, or None. LOCATION must be http on the host that answered: anything on the
+    LAN can answer SSDP, and it must not send us to some other host."""
+    if len(data) > MAX_REPLY:
+        return None
+    start, headers = parse_message(data)
+    if not start.startswith("HTTP/1.1 200"):
+        return None
     location, target = headers.get("location", ""), headers.get("st", "")
     if target not in SEARCH_TARGETS:
         return None

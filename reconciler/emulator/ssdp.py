@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 
-from ..discovery import MAX_REPLY, SEARCH_TARGETS, SSDP_ADDR
+from ..discovery import MAX_REPLY, SEARCH_TARGETS, SSDP_ADDR, parse_message
 
 _ALSO_ANSWERED = ("ssdp:all", "upnp:rootdevice")
 
@@ -74,13 +74,8 @@ def _udp(address: tuple[str, int]) -> socket.socket:
 
 def _search_target(data: bytes) -> str | None:
     """The ST of an IGD M-SEARCH this responder answers, else None."""
-    lines = data.decode("latin-1").split("\r\n")
-    if not lines[0].upper().startswith("M-SEARCH * HTTP/1.1"):
+    start, headers = parse_message(data)
+    if not start.startswith("M-SEARCH * HTTP/1.1"):
         return None
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
     target = headers.get("st", "")
     return target if target in SEARCH_TARGETS + _ALSO_ANSWERED else None
