@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from . import diff as _diff
@@ -28,7 +28,14 @@ def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
     return flag or os.environ.get("PORTCTL_ROUTER") or (manifest.router_url if manifest else None)
 
 
-def connect(url: str | None, *, timeout: float = 5.0, discovery_timeout: float = 3.0) -> Backend:
+def connect(
+    url: str | None,
+    *,
+    timeout: float = 5.0,
+    discovery_timeout: float = 3.0,
+    on_request: Callable[[str, str], None] | None = None,
+) -> Backend:
+    """A backend for the router at `url` (found by SSDP when None), knowing what it taught before."""
     from .backends.upnp import UpnpBackend
 
     if url is None:
@@ -41,7 +48,7 @@ def connect(url: str | None, *, timeout: float = 5.0, discovery_timeout: float =
                 "give the router with --router URL or PORTCTL_ROUTER"
             )
         url = answers[0].location
-    backend = UpnpBackend(url, timeout=timeout)
+    backend = UpnpBackend(url, timeout=timeout, on_request=on_request)
     backend.learned = routercache.load(backend.info.udn)
     return backend
 
@@ -75,10 +82,10 @@ def resolve(manifest: Manifest, backend: Backend) -> Manifest:
     return replace(manifest, mappings=mappings)
 
 
-def plan(manifest: Manifest, facts: Facts) -> Plan:
+def plan(manifest: Manifest, facts: Facts, *, renew_below: float = _diff.RENEW_BELOW) -> Plan:
     backend = facts.backend
     local = backend.local_address() if Quirk.SECURE_MODE in backend.learned else ""
-    return _diff.diff(resolve(manifest, backend), facts.table, backend.info, backend.learned, local)
+    return _diff.diff(resolve(manifest, backend), facts.table, backend.info, backend.learned, local, renew_below)
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:

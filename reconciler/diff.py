@@ -27,6 +27,7 @@ from .models import (
 )
 
 NEXT_FREE_WINDOW = 100
+RENEW_BELOW = 0.5  # renew a lease once less than this share of it is left
 # Fields a router can change in place by re-adding the mapping; the others need delete then add.
 _IN_PLACE = {"internal_port", "enabled", "remote_host"}
 _COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
@@ -51,10 +52,12 @@ def diff(
     router: RouterInfo | None = None,
     learned: quirks.Learned | None = None,
     local: str = "",
+    renew_below: float = RENEW_BELOW,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
     `local` is this host's address towards the router; it matters on routers in secure mode.
+    A lease is renewed once less than `renew_below` of it is left.
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -67,6 +70,7 @@ def diff(
 
     placed, conflicts = _place(manifest, rows, owned)
     changes: list[Change] = []
+    desired: list[PortMapping] = []
     taken_over: set[MappingKey] = set()
     for key, d in placed.items():
         shaped = quirks.shape(
@@ -76,6 +80,7 @@ def diff(
             conflicts.append(Conflict(d.name, key, None, shaped))
             continue
         want, have = shaped, rows.get(key)
+        desired.append(want)
         moved = f"{d.key.external_port} is taken; using {key.external_port} (next_free)" if key != d.key else ""
         if have is None:
             changes.append(
@@ -96,7 +101,7 @@ def diff(
                 )
             )
         else:
-            change = _update(d, have, want)
+            change = _update(d, have, want, renew_below)
             if change is not None:
                 changes.append(change)
 
@@ -121,6 +126,7 @@ def diff(
         table=tuple(m for _, m in sorted(rows.items())),
         blocked=blocked if writes else "",
         quirks=tuple(quirks.MEANING[q] for q in quirks.Quirk if q in learned),
+        desired=tuple(sorted(desired, key=lambda m: m.key)),
     )
 
 
@@ -187,7 +193,7 @@ def _blocker(
     return None
 
 
-def _update(d: DesiredMapping, have: PortMapping, want: PortMapping) -> Change | None:
+def _update(d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float) -> Change | None:
     """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's."""
     same_port = d.allow_same_port
     fields = _field_changes(have, want)
@@ -202,7 +208,7 @@ def _update(d: DesiredMapping, have: PortMapping, want: PortMapping) -> Change |
             Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,), False, same_port
         )
     effective = want.lease or MAX_LEASE
-    if have.lease and have.lease < effective / 2:
+    if have.lease and have.lease < effective * renew_below:
         reason = f"lease has {format_duration(have.lease)} left of {format_duration(effective)}"
         return Change(Action.RENEW, d.name, want.key, have, want, reason, same_port_ok=same_port)
     return None

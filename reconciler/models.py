@@ -133,6 +133,7 @@ class Plan:
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
     blocked: str = ""  # why no mapping can be made on this router at all (CGNAT, WAN down)
     quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
+    desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)

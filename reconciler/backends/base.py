@@ -39,3 +39,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def local_address(self) -> str:
         """This host's address on the interface that reaches the router."""
+
+    @abc.abstractmethod
+    def external_address(self) -> str:
+        """The router's WAN address now (one cheap request: how the agent notices a change)."""
+
+    def uptime(self) -> int | None:
+        """Seconds since the router's connection came up, if it says; a drop means it restarted."""
+        return None
+
+    def event_url(self) -> str:
+        """Where to subscribe to the connection service's events; "" if the router offers none."""
+        return ""

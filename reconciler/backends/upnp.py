@@ -61,12 +61,16 @@ class _Service:
     control_url: str
     scpd_url: str
     actions: frozenset[str]
+    event_url: str = ""
 
 
 class UpnpBackend(Backend):
-    def __init__(self, location: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, location: str, *, timeout: float = 5.0, on_request: Callable[[str, str], None] | None = None
+    ) -> None:
         self.location = location
         self.timeout = timeout
+        self.on_request = on_request
         parts = urlsplit(location)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RouterUnreachable(f"{location!r} is not an http:// URL of a router description")
@@ -103,7 +107,12 @@ class UpnpBackend(Backend):
                     control_url = urljoin(base, xmlsafe.text(svc, "controlURL"))
                     self._check_same_host(control_url)
                     self._check_same_host(scpd_url)
-                    candidates.append(_Service(service_type, control_url, scpd_url, self._actions(scpd_url)))
+                    event = xmlsafe.text(svc, "eventSubURL")
+                    event_url = urljoin(base, event) if event else ""
+                    if event_url:
+                        self._check_same_host(event_url)
+                    actions = self._actions(scpd_url)
+                    candidates.append(_Service(service_type, control_url, scpd_url, actions, event_url))
         if not candidates:
             kind = xmlsafe.text(device, "deviceType") or "unknown device"
             raise NotAnIGD(
@@ -153,7 +162,25 @@ class UpnpBackend(Backend):
             raise RouterProtocolError(f"the router description points to another host: {url}")
 
     def _get(self, url: str, what: str) -> bytes:
-        return _once_more("GET", lambda: self._get_once(url, what))
+        return _once_more("GET", lambda: self._counted("GET", lambda: self._get_once(url, what)))
+
+    def _counted(self, action: str, attempt: Callable[[], T]) -> T:
+        """One request, reported to `on_request` with its UPnP error code ("" if it succeeded)."""
+        if self.on_request is None:
+            return attempt()
+        try:
+            result = attempt()
+        except UpnpActionError as exc:
+            self.on_request(action, str(exc.code))
+            raise
+        except RouterUnreachable:
+            self.on_request(action, "unreachable")
+            raise
+        except RouterError:
+            self.on_request(action, "malformed")
+            raise
+        self.on_request(action, "")
+        return result
 
     def _get_once(self, url: str, what: str) -> bytes:
         import requests
@@ -183,7 +210,7 @@ class UpnpBackend(Backend):
         service = service or self._service
         if action not in service.actions:
             raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
-        return _once_more(action, lambda: self._soap(service, action, args))
+        return _once_more(action, lambda: self._counted(action, lambda: self._soap(service, action, args)))
 
     def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, Any]:
         import requests
@@ -385,6 +412,19 @@ class UpnpBackend(Backend):
             return self.local_address()
         except RouterUnreachable:
             return ""
+
+    def event_url(self) -> str:
+        return self._service.event_url
+
+    def external_address(self) -> str:
+        return str(self._call("GetExternalIPAddress").get("NewExternalIPAddress") or "")
+
+    def uptime(self) -> int | None:
+        try:
+            value = str(self._call("GetStatusInfo").get("NewUptime") or "")
+        except UpnpActionError:
+            return None
+        return int(value) if value.isdigit() else None
 
     def local_address(self) -> str:
         if not self._local:

@@ -72,6 +72,9 @@ class Router:
         self.connected = connected
         self.clock = clock
         self.entries: list[Entry] = []
+        self.booted = clock()
+        # Called (outside the lock) after every change to the table: the server's GENA eventing.
+        self.on_change: list[Callable[[int], None]] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self._faults: list[tuple[str, int]] = []
         self._lock = threading.Lock()
@@ -87,6 +90,28 @@ class Router:
         """Put a row in the table directly, as another client on the LAN would."""
         with self._lock:
             self._store(Entry("", port, protocol, internal_port, client, True, description, self._expiry(lease)))
+        self._changed()
+
+    def remove(self, port: int, protocol: str) -> bool:
+        """Delete a row directly, as another client on the LAN would; False if there was none."""
+        with self._lock:
+            entry = self._find(port, protocol)
+            if entry is not None:
+                self.entries.remove(entry)
+        if entry is not None:
+            self._changed()
+        return entry is not None
+
+    def reboot(self) -> None:
+        """Lose the table, as most routers do on a restart, and start counting uptime again."""
+        with self._lock:
+            self.entries.clear()
+            self.booted = self.clock()
+
+    def _changed(self) -> None:
+        count = len(self.entries)
+        for listener in list(self.on_change):
+            listener(count)
 
     def rows(self) -> list[Entry]:
         with self._lock:
@@ -121,14 +146,18 @@ class Router:
                     del self._faults[i]
                     raise Fault(code)
             self._expire()
-            return handler(args, client)
+            out = handler(args, client)
+        if action in ("AddPortMapping", "DeletePortMapping"):
+            self._changed()
+        return out
 
     def _external_ip(self, args: Args, client: str) -> Args:
         return {"NewExternalIPAddress": self.external_ip if self.connected else "0.0.0.0"}
 
     def _status(self, args: Args, client: str) -> Args:
         status = "Connected" if self.connected else "Disconnected"
-        return {"NewConnectionStatus": status, "NewLastConnectionError": "ERROR_NONE", "NewUptime": "1"}
+        uptime = str(int(self.clock() - self.booted))
+        return {"NewConnectionStatus": status, "NewLastConnectionError": "ERROR_NONE", "NewUptime": uptime}
 
     def _connection_type(self, args: Args, client: str) -> Args:
         return {"NewConnectionType": "IP_Routed", "NewPossibleConnectionTypes": "IP_Routed"}

@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape
 
 from .. import xmlsafe
 from ..errors import RouterProtocolError
+from .events import EVENT_PATH, Publisher
 from .router import Fault, Router, WireFault
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -93,6 +94,9 @@ class EmulatorServer:
         self.controls = {CONTROL_PATH: self.router}
         if self.profile.dead_wan_first:
             self.controls[DEAD_CONTROL_PATH] = Router(self.profile, connected=False)
+        self.events = True  # answer SUBSCRIBE; False imitates routers that list an eventSubURL but refuse it
+        self.publisher = Publisher()
+        self.router.on_change.append(self.publisher.publish)
         self._httpd = _QuietServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -132,6 +136,11 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
 
+    def reboot(self) -> None:
+        """Restart the router: its table and its event subscribers are gone."""
+        self.router.reboot()
+        self.publisher.forget_all()
+
     # -- documents -------------------------------------------------------------------------
 
     def root_description(self) -> bytes:
@@ -144,7 +153,7 @@ class EmulatorServer:
             f"<friendlyName>WANConnectionDevice{suffix}</friendlyName><UDN>{self.udn}-2{suffix}</UDN><serviceList>"
             f"<service><serviceType>{self.service_type}</serviceType>"
             f"<serviceId>urn:upnp-org:serviceId:WANIPConn1{suffix}</serviceId>"
-            f"<SCPDURL>{SCPD_PATH}</SCPDURL><controlURL>{path}</controlURL><eventSubURL>/evt/IPConn</eventSubURL>"
+            f"<SCPDURL>{SCPD_PATH}</SCPDURL><controlURL>{path}</controlURL><eventSubURL>{EVENT_PATH}</eventSubURL>"
             "</service></serviceList></device>"
             for path, suffix in connections
         )
@@ -301,10 +310,40 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, b"not found")
 
-        def _send(self, status: int, body: bytes) -> None:
+        def do_SUBSCRIBE(self) -> None:
+            if not server.events or self.path != EVENT_PATH:
+                self._send(501 if not server.events else 404, b"")
+                return
+            sid = self.headers.get("SID")
+            if sid:
+                seconds = server.publisher.renew(sid, self.headers.get("TIMEOUT", ""))
+                if seconds is None:
+                    self._send(412, b"")
+                    return
+            else:
+                if self.headers.get("NT") != "upnp:event":
+                    self._send(412, b"")
+                    return
+                count = len(server.router.rows())
+                made = server.publisher.subscribe(
+                    self.headers.get("CALLBACK", ""), self.headers.get("TIMEOUT", ""), count
+                )
+                if made is None:
+                    self._send(412, b"")
+                    return
+                sid, seconds = made
+            self._send(200, b"", {"SID": sid, "TIMEOUT": f"Second-{seconds}"})
+
+        def do_UNSUBSCRIBE(self) -> None:
+            ok = server.events and server.publisher.unsubscribe(self.headers.get("SID", ""))
+            self._send(200 if ok else 412, b"")
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", 'text/xml; charset="utf-8"')
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 

@@ -1,0 +1,161 @@
+"""UPnP eventing (GENA, UPnP Device Architecture 1.1 section 4): subscribe to the WAN connection
+service and hear about table changes within a second, instead of at the next poll.
+
+`EventListener` is the HTTP server the router's NOTIFY requests reach; `subscribe`, `renew` and
+`unsubscribe` manage one subscription. Everything the router sends is treated as hostile: bodies
+are size-capped and parsed by `xmlsafe`, events are accepted only from the router's address and
+only on the listener's unguessable path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from .. import xmlsafe
+from ..errors import RouterError, RouterProtocolError, RouterUnreachable
+
+MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
+REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
+
+
+@dataclass(frozen=True)
+class Event:
+    sid: str
+    seq: int
+    properties: dict[str, str]  # evented state variable -> new value
+
+
+@dataclass(frozen=True)
+class Subscription:
+    sid: str
+    seconds: int  # how long the router grants it; renew well before it runs out
+
+
+class EventListener:
+    """Receives NOTIFY requests from `router_host` on `host`:`port` (0: any free port)."""
+
+    def __init__(self, host: str, router_host: str, on_event: Callable[[Event], None], port: int = 0) -> None:
+        self.router_host = router_host
+        self.on_event = on_event
+        self.path = f"/portctl/events/{secrets.token_urlsafe(12)}"
+        self._httpd = _Server((host, port), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-gena", daemon=True)
+
+    @property
+    def callback(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}{self.path}"
+
+    def start(self) -> EventListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def subscribe(event_url: str, callback: str, timeout: float) -> Subscription:
+    return _request("SUBSCRIBE", event_url, timeout, CALLBACK=f"<{callback}>", NT="upnp:event")
+
+
+def renew(event_url: str, sid: str, timeout: float) -> Subscription:
+    """Extend `sid`; a router that rebooted has forgotten it and answers 412 (RouterProtocolError)."""
+    return _request("SUBSCRIBE", event_url, timeout, SID=sid)
+
+
+def unsubscribe(event_url: str, sid: str, timeout: float) -> None:
+    _request("UNSUBSCRIBE", event_url, timeout, SID=sid)
+
+
+def _request(method: str, event_url: str, timeout: float, **headers: str) -> Subscription:
+    parts = urlsplit(event_url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise RouterProtocolError(f"the router's event URL {event_url!r} is not an http:// URL")
+    if method == "SUBSCRIBE":
+        headers["TIMEOUT"] = f"Second-{REQUESTED_SECONDS}"
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        conn.request(method, parts.path or "/", headers=headers)
+        resp = conn.getresponse()
+        resp.read(4096)
+    except (OSError, http.client.HTTPException) as exc:
+        raise RouterUnreachable(f"{method} {event_url} failed: {exc}") from exc
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise RouterProtocolError(f"{method} {event_url} answered HTTP {resp.status}")
+    if method == "UNSUBSCRIBE":
+        return Subscription(headers["SID"], 0)
+    sid = (resp.getheader("SID") or "").strip()
+    if not sid.startswith("uuid:") or len(sid) > 100:
+        raise RouterProtocolError(f"{method} {event_url} answered without a usable SID")
+    return Subscription(sid, _seconds(resp.getheader("TIMEOUT") or ""))
+
+
+def _seconds(header: str) -> int:
+    """`Second-1800` -> 1800; `infinite` or nonsense -> the requested time (renewing early is harmless)."""
+    value = header.strip().lower().removeprefix("second-")
+    return min(int(value), REQUESTED_SECONDS) if value.isdigit() and int(value) > 0 else REQUESTED_SECONDS
+
+
+def properties(body: bytes) -> dict[str, str]:
+    """The variables of a GENA propertyset; RouterError if the body is not one."""
+    root = xmlsafe.parse(body, "GENA event")
+    if xmlsafe.local(root.tag) != "propertyset":
+        raise RouterProtocolError("GENA event is not a propertyset")
+    return {xmlsafe.local(var.tag): (var.text or "").strip() for prop in root for var in prop}
+
+
+class _Server(ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        # Restarted agents must get their port back at once, not after TIME_WAIT.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        super().server_bind()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a router hanging up mid-NOTIFY is its own problem; the next poll covers it
+
+
+def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a router that opens a NOTIFY and stalls must not hold a thread forever
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+            pass
+
+        def do_NOTIFY(self) -> None:
+            if self.client_address[0] != listener.router_host or self.path != listener.path:
+                self._answer(403)
+                return
+            if self.headers.get("NT") != "upnp:event" or self.headers.get("NTS") != "upnp:propchange":
+                self._answer(412)
+                return
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit() or int(length) > MAX_EVENT_BYTES:
+                self._answer(413)
+                return
+            try:
+                props = properties(self.rfile.read(int(length)))
+                seq = int(self.headers.get("SEQ", "0"))
+            except (RouterError, ValueError):
+                self._answer(400)
+                return
+            self._answer(200)
+            listener.on_event(Event(self.headers.get("SID", ""), seq, props))
+
+        def _answer(self, status: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    return Handler
