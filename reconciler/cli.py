@@ -106,6 +106,32 @@ def _parser() -> argparse.ArgumentParser:
         help="also answer SSDP searches on --host (for test network namespaces; never on a real LAN)",
     )
 
+    c = command("agent", _agent, "keep the router converged to a manifest in git (a GitOps pull loop)")
+    c.add_argument(
+        "verb",
+        nargs="?",
+        default="run",
+        choices=("run", "status", "reconcile", "suspend", "resume"),
+        help="run the agent (default), or talk to a running one",
+    )
+    c.add_argument("--config", metavar="FILE", help="agent settings in YAML; flags override them")
+    c.add_argument("--repo", metavar="URL_OR_PATH", help="the git repository holding the manifest")
+    c.add_argument("--ref", help="the branch or tag to follow (default main)")
+    c.add_argument("--path", help="the manifest's path in the repository (default mappings.yaml)")
+    c.add_argument("--manifest", metavar="FILE", help="follow a local manifest file instead of a repository")
+    c.add_argument("--interval", metavar="DURATION", help="time between reconciles, such as 60s or 5m (default 60s)")
+    c.add_argument("--listen", metavar="HOST:PORT", help="health, status, metrics and control (127.0.0.1:9477)")
+    c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: router.url, SSDP)")
+    c.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for each router request (5)")
+    c.add_argument("--verify-signatures", action="store_const", const=True, help="apply only signed commits")
+    c.add_argument("--allowed-signers", metavar="FILE", help="SSH allowed-signers file for --verify-signatures")
+    c.add_argument("--release-on-exit", action="store_const", const=True, help="delete owned mappings on shutdown")
+    c.add_argument("--no-events", dest="events", action="store_const", const=False, help="poll; no GENA events")
+    c.add_argument("--webhook", metavar="URL", help="POST a JSON event here on changes and failures")
+    c.add_argument("--workdir", metavar="DIR", help="where to check the repository out")
+    c.add_argument("--wait", type=float, default=60.0, metavar="S", help="reconcile: how long to wait for the result")
+    c.add_argument("--json", action="store_true", help="status: print the whole status document")
+
     c = command("demo", _demo, "plan and apply a manifest against the emulator (or --router)")
     c.add_argument("file", nargs="?", default=os.path.join("examples", "homelab.yaml"))
     router(c)
@@ -297,6 +323,86 @@ def _emulate(args: argparse.Namespace) -> int:
     if ssdp:
         ssdp.stop()
     return EXIT_OK
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from .agent import config as agent_config
+
+    if args.verb != "run":
+        return _agent_client(args)
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "repo", "ref", "path", "manifest", "interval", "listen", "router", "timeout",
+            "verify_signatures", "allowed_signers", "release_on_exit", "events", "webhook", "workdir",
+        )
+    }  # fmt: skip
+    config = agent_config.build(args.config, flags)
+    import signal
+
+    from .agent.control import ControlServer
+    from .agent.controller import Agent
+
+    agent = Agent(config)
+    host, port = config.listen_address
+    try:
+        server = ControlServer(agent, host, port).start()
+    except OSError as exc:
+        raise PortctlError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+    agent.log.info(f"listening on http://{server.address} (/healthz /readyz /status /metrics)")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop())
+    try:
+        agent.run()
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+def _agent_client(args: argparse.Namespace) -> int:
+    from .agent import config as agent_config
+    from .agent.control import call
+
+    listen = args.listen or (agent_config.build(args.config, {"manifest": "-"}).listen if args.config else None)
+    doc = call(listen or agent_config.DEFAULT_LISTEN, args.verb, wait=args.wait)
+    if args.verb == "status":
+        if args.json:
+            print(json.dumps(doc, indent=2))
+            return EXIT_OK
+        print(_status_text(doc))
+        ready: dict[str, Any] = next((c for c in doc["conditions"] if c["type"] == "Ready"), {})
+        return EXIT_OK if ready.get("status") == "True" else EXIT_ERROR
+    if args.verb == "reconcile":
+        result = doc.get("result")
+        if not doc.get("done") or not result:
+            print(f"the agent is still reconciling after {args.wait:g}s; see: portctl agent status")
+            return EXIT_ERROR
+        print(f"{result['result']}: {result['message']}")
+        for line in result["changes"]:
+            print(f"  {line}")
+        return EXIT_ERROR if result["result"] == "failed" else EXIT_OK
+    print("suspended" if doc.get("suspended") else "resumed")
+    return EXIT_OK
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    lines = [
+        f"source:    {doc.get('source', '')}",
+        f"applied:   {doc['lastAppliedRevision'] or '(nothing yet)'}",
+        f"attempted: {doc['lastAttemptedRevision'] or '(nothing yet)'}",
+        f"router:    {doc['router'] or '(not connected)'}",
+        f"events:    {'subscribed' if doc.get('events', {}).get('subscribed') else 'polling'}",
+    ]
+    if doc["suspended"]:
+        lines.append("SUSPENDED: the router is not kept converged")
+    for c in doc["conditions"]:
+        lines.append(f"{c['type']:<12} {c['status']:<7} {c['reason']}: {c['message']}".rstrip(": "))
+    if doc["inventory"]:
+        lines.append("owned mappings:")
+        for e in doc["inventory"]:
+            lease = f"lease until {e['leaseExpiry']}" if e["leaseExpiry"] else "permanent"
+            lines.append(f"  {e['mapping']:<11} -> {e['target']:<21} {e['name']:<16} {lease}")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:

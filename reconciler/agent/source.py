@@ -1,0 +1,127 @@
+"""Where the agent's manifest comes from: one ref of a git repository, or a local file.
+
+A fetch yields an Artifact: the manifest's path on disk and the revision it came from, written the
+way Flux writes them (`main@sha1:<commit>`). Git is driven through its command line, so every
+transport, credential helper and signing format the user's git supports works here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+
+from ..errors import PortctlError
+
+GIT_TIMEOUT = 120.0  # a fetch of one shallow commit; a hung remote must not stall the loop forever
+
+
+class SourceError(PortctlError):
+    """The manifest could not be fetched (or its commit is not trusted)."""
+
+    reason = "SourceFetchFailed"
+
+
+class VerificationError(SourceError):
+    """The fetched commit is unsigned, or signed by someone not allowed."""
+
+    reason = "VerificationFailed"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    revision: str  # main@sha1:<40 hex> for git, sha256:<hex> for a local file
+    path: str  # the manifest on disk, as fetched
+
+
+class FileSource:
+    """A manifest file on this machine; its revision is a hash of its content."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return self.path
+
+    def fetch(self) -> Artifact:
+        try:
+            with open(self.path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        return Artifact(f"sha256:{digest[:12]}", self.path)
+
+
+class GitSource:
+    """One ref of a repository, fetched shallow into `workdir` and checked out there.
+
+    `verify` refuses a commit that `git verify-commit` does not accept. With `allowed_signers`
+    (an SSH allowed-signers file) SSH signatures are checked against that file; otherwise git's
+    own configuration (the GnuPG keyring of the user running the agent) decides. The list of
+    trusted signers is never read from the repository itself: whoever can push could add a key.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ref: str,
+        path: str,
+        workdir: str,
+        *,
+        verify: bool = False,
+        allowed_signers: str | None = None,
+    ) -> None:
+        # A plain directory is fetched over file://, because git ignores --depth for local paths.
+        self.url = f"file://{os.path.abspath(url)}" if os.path.isdir(url) else url
+        self.ref = ref
+        self.path = path
+        self.workdir = workdir
+        self.verify = verify
+        self.allowed_signers = allowed_signers
+
+    def describe(self) -> str:
+        return f"{self.url} {self.ref}:{self.path}"
+
+    def fetch(self) -> Artifact:
+        if not os.path.isdir(os.path.join(self.workdir, ".git")):
+            os.makedirs(self.workdir, exist_ok=True)
+            self._git("init", "--quiet", what="create the checkout")
+        self._git("fetch", "--quiet", "--depth=1", "--no-tags", self.url, self.ref, what=f"fetch {self.ref}")
+        commit = self._git("rev-parse", "--verify", "FETCH_HEAD^{commit}", what="read the fetched commit").strip()
+        if self.verify:
+            self._verify(commit)
+        self._git("checkout", "--quiet", "--force", "--detach", commit, what=f"check out {commit[:12]}")
+        manifest = os.path.join(self.workdir, self.path)
+        if not os.path.isfile(manifest):
+            raise SourceError(f"{self.path} does not exist at {self.ref}@sha1:{commit} of {self.url}")
+        return Artifact(f"{self.ref}@sha1:{commit}", manifest)
+
+    def _verify(self, commit: str) -> None:
+        config = ["-c", f"gpg.ssh.allowedSignersFile={self.allowed_signers}"] if self.allowed_signers else []
+        try:
+            self._git(*config, "verify-commit", commit, what="verify")
+        except SourceError as exc:
+            raise VerificationError(
+                f"commit {commit[:12]} of {self.url} is not signed by an allowed signer; not applied ({exc})"
+            ) from exc
+
+    def _git(self, *args: str, what: str) -> str:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+        try:
+            done = subprocess.run(
+                ["git", "-C", self.workdir, *args],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                env=env,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise SourceError("the git command is not installed") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SourceError(f"git could not {what} from {self.url} within {GIT_TIMEOUT:g}s") from exc
+        if done.returncode != 0:
+            detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise SourceError(f"git could not {what} from {self.url}: {detail}")
+        return done.stdout

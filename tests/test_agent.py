@@ -1,0 +1,404 @@
+"""The agent against the emulator: the pull loop, drift, events, reboots, leases, control and observability."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from reconciler.agent.config import AgentConfig
+from reconciler.agent.control import call
+from reconciler.emulator import EmulatorServer, Router
+from reconciler.errors import PortctlError
+from reconciler.models import MappingKey, Protocol
+from reconciler.ownership import is_owned
+from tests.agenthelp import AgentRun, GitRepo, manifest
+from tests.helpers import snapshot
+from tests.routerlab import wait_for
+
+
+@pytest.fixture
+def repo(tmp_path: Any) -> GitRepo:
+    return GitRepo(str(tmp_path / "homelab"))
+
+
+def config(repo: GitRepo, router: EmulatorServer, tmp_path: Any, **kw: Any) -> AgentConfig:
+    settings: dict[str, Any] = {"interval": 2, "watch": 1, "timeout": 3.0}
+    settings.update(kw)
+    return AgentConfig(repo=repo.path, router=router.url, workdir=str(tmp_path / "checkout"), **settings)
+
+
+def ports(server: EmulatorServer) -> set[int]:
+    return {e.external_port for e in server.router.rows()}
+
+
+def owned(server: EmulatorServer) -> set[int]:
+    return {
+        e.external_port
+        for e in server.router.rows()
+        if is_owned("homelab", MappingKey(e.external_port, Protocol(e.protocol)), e.description)
+    }
+
+
+def test_a_commit_is_applied_within_one_interval(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """A commit adding a mapping reaches the router within one interval, and the status names its revision."""
+    repo.commit(manifest(("web", 8080, 80)))
+    cfg = config(repo, emulator, tmp_path)
+    with AgentRun(cfg) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        assert ports(emulator) == {8080}
+        commit = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+        committed = time.monotonic()
+        wait_for(lambda: 2222 in ports(emulator), 10, "the new mapping")
+        took = time.monotonic() - committed
+        wait_for(lambda: run.status()["lastAppliedRevision"].endswith(commit), 5, "the pass to finish")
+        status = run.status()
+    assert took <= cfg.interval * (1 + cfg.jitter) + 1.0
+    assert status["lastAppliedRevision"] == f"main@sha1:{commit}"
+    assert status["lastAttemptedRevision"] == f"main@sha1:{commit}"
+    assert {e["mapping"] for e in status["inventory"]} == {"8080/tcp", "2222/tcp"}
+
+
+def test_an_invalid_commit_changes_nothing_and_the_next_good_one_recovers(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """An invalid manifest is not applied: Ready turns False with ValidationFailed, the last good revision stays."""
+    good = repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        before = snapshot(emulator)
+        bad = repo.commit(manifest(("web", 8080, 80)).replace("8080", "80800"), "typo")
+        run.wait_condition("False", "ValidationFailed")
+        status = run.status()
+        assert snapshot(emulator) == before
+        assert status["lastAppliedRevision"] == f"main@sha1:{good}"
+        assert status["lastAttemptedRevision"] == f"main@sha1:{bad}"
+        stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+        assert (stalled["status"], stalled["reason"]) == ("True", "ValidationFailed")
+        assert "80800" in run.condition()["message"]
+        # The last good revision stays in force: drift is still healed meanwhile.
+        emulator.router.remove(8080, "TCP")
+        wait_for(lambda: 8080 in ports(emulator), 10, "the last good revision's mapping to be restored")
+        fixed = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "fix")
+        run.wait_condition("True", "ReconciliationSucceeded")
+        assert run.status()["lastAppliedRevision"] == f"main@sha1:{fixed}"
+    assert ports(emulator) == {8080, 2222}
+
+
+def test_drift_is_healed_and_foreign_mappings_are_never_touched(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """An owned mapping deleted or changed by another client is restored; a foreign one stays exactly as it was."""
+    emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+    with AgentRun(config(repo, emulator, tmp_path, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        foreign = [r for r in snapshot(emulator) if r[0] == 3074]
+        ssh = next(r for r in snapshot(emulator) if r[0] == 2222)
+        emulator.router.remove(8080, "TCP")
+        # Someone edits the owned ssh mapping in the router's web page: a new internal port.
+        emulator.router.add(2222, "TCP", "127.0.0.1", 2200, str(ssh[4]))
+        wait_for(lambda: 8080 in owned(emulator), 10, "the deleted mapping to come back")
+        wait_for(lambda: (2222, "TCP", "127.0.0.1", 22) in {r[:4] for r in snapshot(emulator)}, 10, "repair")
+        lines = [entry["msg"] for entry in run.log_lines()]
+    assert [r for r in snapshot(emulator) if r[0] == 3074] == foreign
+    assert any(m.startswith("restored 8080/tcp -> 127.0.0.1:80 (web)") for m in lines), lines
+
+
+def test_with_events_a_deletion_is_healed_in_seconds_not_at_the_interval(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """With GENA, a deletion by another client is healed in under 5 s although the interval is 300 s."""
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=300)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        wait_for(lambda: run.status()["events"]["subscribed"], 10, "the event subscription")
+        emulator.router.remove(8080, "TCP")
+        deleted = time.monotonic()
+        wait_for(lambda: 8080 in ports(emulator), 5, "the event-driven heal")
+        took = time.monotonic() - deleted
+    assert took < 5
+
+
+def test_without_events_the_agent_polls(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """A router that refuses SUBSCRIBE is polled at the interval instead, and the status says so."""
+    emulator.events = False
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=2, watch=300)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        emulator.router.remove(8080, "TCP")
+        wait_for(lambda: 8080 in ports(emulator), 2 * 1.1 + 2, "the poll to heal")
+        assert run.status()["events"]["subscribed"] is False
+    assert any("refused an event subscription" in e["msg"] for e in run.log_lines())
+
+
+def test_a_router_restart_is_noticed_and_the_table_restored(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """A reboot that wiped the table (uptime went back, subscribers forgotten) is healed before the interval."""
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=1)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        time.sleep(1.1)  # let the emulator's uptime reach 1 s, so the restart sets it back
+        emulator.reboot()
+        wait_for(lambda: ports(emulator) == {8080, 2222}, 10, "the table to be restored after the reboot")
+    assert any("restarted" in e["msg"] for e in run.log_lines())
+
+
+def test_a_new_wan_address_triggers_a_reconcile(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """A change of the router's external address is noticed between intervals and reconciled at once."""
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=1, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        passes = len(run.status()["results"])
+        emulator.router.external_ip = "203.0.113.77"
+        wait_for(lambda: len(run.status()["results"]) > passes, 5, "a reconcile after the address change")
+    assert any("WAN address changed" in e["msg"] and "203.0.113.77" in e["msg"] for e in run.log_lines())
+
+
+def test_short_leases_are_renewed_before_half_and_never_lapse(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """A 6 s lease is renewed (the interval is 300 s) and the mapping never disappears for 15 s."""
+    repo.commit(manifest(("web", 8080, 80), lease="6s"))
+    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=300, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        lowest = 6
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            rows = {e.external_port: emulator.router.remaining(e) for e in emulator.router.rows()}
+            assert 8080 in rows, "the lease lapsed"
+            lowest = min(lowest, rows[8080])
+            time.sleep(0.05)
+        renewals = [e for e in run.log_lines() if e["msg"].startswith("renewed the lease of 8080/tcp")]
+    assert len(renewals) >= 3
+    assert lowest >= 3  # renewed before half the lease had passed
+
+
+def test_a_source_that_fails_backs_off_and_keeps_the_router_converged(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """With the repository gone, Ready turns False (SourceFetchFailed), waits grow, and drift is still healed."""
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=60, watch=300, events=False, max_backoff=60)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        os.rename(repo.path, repo.path + ".gone")
+        emulator.router.remove(8080, "TCP")
+        run.agent.request_reconcile()
+        run.wait_condition("False", "SourceFetchFailed", timeout=10)
+        wait_for(lambda: 8080 in ports(emulator), 10, "the heal with the last good revision")
+        wait_for(lambda: len([r for r in run.status()["results"] if r["result"] == "failed"]) >= 3, 20, "retries")
+        waits = [e["next_run"] for e in run.log_lines() if e.get("reason") == "SourceFetchFailed"]
+    assert waits[1] > waits[0] and waits[2] > waits[1]  # exponential backoff
+    assert max(waits) < 60
+
+
+def test_the_router_going_away_is_reported_and_backed_off(repo: GitRepo, tmp_path: Any) -> None:
+    """An unreachable router turns Ready False with RouterUnreachable; the mappings come back when it does."""
+    router = Router()
+    first = EmulatorServer(router).start()
+    port = int(first.url.split(":")[2].split("/")[0])
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, first, tmp_path, interval=5, watch=1, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        first.stop()
+        run.wait_condition("False", "RouterUnreachable", timeout=10)
+        router.reboot()
+        back = EmulatorServer(router, port=port).start()
+        try:
+            returned = time.monotonic()
+            wait_for(lambda: ports(back) == {8080}, 10, "the mapping after the router came back")
+            assert time.monotonic() - returned <= 5 * 1.1 + 1
+            run.wait_condition("True", "ReconciliationSucceeded")
+        finally:
+            back.stop()
+
+
+def test_suspend_resume_and_reconcile_over_the_control_api(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """Suspended, the agent heals nothing and refuses to reconcile; resumed, it heals; reconcile returns the result."""
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=1, watch=300, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        assert call(run.listen, "suspend") == {"suspended": True}
+        run.wait_condition("False", "Suspended")
+        emulator.router.remove(8080, "TCP")
+        time.sleep(2.5)  # two intervals pass with nothing healed: proving an absence needs the time to pass
+        assert 8080 not in ports(emulator)
+        with pytest.raises(PortctlError, match="suspended"):
+            call(run.listen, "reconcile")
+        call(run.listen, "resume")
+        answer = call(run.listen, "reconcile", wait=10)
+        assert answer["done"] is True
+        wait_for(lambda: 8080 in ports(emulator), 5, "the heal after resume")
+        emulator.router.remove(8080, "TCP")
+        answer = call(run.listen, "reconcile", wait=10)
+    assert answer["result"]["result"] == "changed"
+    assert answer["result"]["changes"] == ["restored 8080/tcp -> 127.0.0.1:80 (web): it had gone from the router"]
+
+
+def test_health_readiness_status_and_metrics(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """/healthz, /readyz, /status and /metrics say what the agent is doing, with the documented names."""
+    emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+    commit = repo.commit(manifest(("web", 8080, 80), lease="1h"))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        assert run.get("/healthz")[0] == 200
+        run.wait_condition("True", "ReconciliationSucceeded")
+        assert run.get("/readyz")[0] == 200
+        status = run.status()
+        metrics = run.get("/metrics")[1].decode()
+        repo.commit("owner: [", "broken")
+        run.wait_condition("False", "ValidationFailed")
+        not_ready = run.get("/readyz")
+    assert status["inventory"][0]["mapping"] == "8080/tcp"
+    assert status["inventory"][0]["leaseExpiry"].endswith("Z")
+    assert status["results"][0]["revision"] == f"main@sha1:{commit}"
+    assert not_ready[0] == 503
+    assert json.loads(not_ready[1])["condition"]["reason"] == "ValidationFailed"
+    for line in (
+        'portctl_reconcile_total{result="changed"} 1.0',
+        'portctl_mappings{state="owned"} 1.0',
+        'portctl_mappings{state="foreign"} 1.0',
+        'portctl_igd_requests_total{action="AddPortMapping",upnp_error=""} 1.0',
+        f'portctl_info{{revision="main@sha1:{commit}",router="{emulator.udn}"}} 1.0',
+    ):
+        assert line in metrics, line
+    for name in (
+        "portctl_reconcile_duration_seconds_count",
+        'portctl_lease_expiry_timestamp_seconds{mapping="web 8080/tcp"}',
+        "portctl_last_success_timestamp_seconds",
+    ):
+        assert name in metrics, name
+
+
+def test_logs_are_json_lines_that_say_what_changed(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """Every log line is one JSON object; a reconcile line carries revision, router, duration and next run."""
+    commit = repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        lines = run.log_lines()
+    added = next(e for e in lines if e["msg"].startswith("added"))
+    done = next(e for e in lines if e["msg"].startswith("reconciled"))
+    assert added["msg"] == "added 8080/tcp -> 127.0.0.1:80 (web)"
+    assert added["revision"] == done["revision"] == f"main@sha1:{commit}"
+    assert done["router"] == emulator.url
+    assert isinstance(done["duration"], float) and isinstance(done["next_run"], float)
+
+
+def test_the_control_api_refuses_cross_site_and_rebinding_requests(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """POSTs without the control header, and requests addressed to a non-loopback host name, are refused."""
+    import urllib.error
+    import urllib.request
+
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        plain = urllib.request.Request(f"http://{run.listen}/suspend", data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(plain, timeout=5)
+        rebound = urllib.request.Request(f"http://{run.listen}/status", headers={"Host": "evil.example:9477"})
+        with pytest.raises(urllib.error.HTTPError) as misdirected:
+            urllib.request.urlopen(rebound, timeout=5)
+        suspended = run.status()["suspended"]
+    assert refused.value.code == 403
+    assert misdirected.value.code == 421
+    assert suspended is False
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: ClassVar[list[dict[str, Any]]] = []
+    handler = type("Hook", (_Hook,), {"received": received})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/portctl", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_webhook_hears_changes_and_new_failures_only(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """One POST per reconcile that changed the router, one when a failure starts; quiet passes send none."""
+    url, received = webhook
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, interval=1, webhook=url)) as run:
+        wait_for(lambda: len(received) == 1, 10, "the webhook for the first apply")
+        repo.commit("owner: [", "broken")
+        wait_for(lambda: len(received) == 2, 10, "the webhook for the failure")
+        wait_for(lambda: len(run.status()["results"]) >= 5, 10, "more passes")
+    assert received[0]["result"] == "changed" and received[0]["changes"] == ["added 8080/tcp -> 127.0.0.1:80 (web)"]
+    assert (received[1]["result"], received[1]["reason"]) == ("failed", "ValidationFailed")
+    assert len(received) == 2
+
+
+def test_sigterm_finishes_the_apply_and_release_on_exit_removes_only_owned_mappings(
+    repo: GitRepo, tmp_path: Any
+) -> None:
+    """SIGTERM in the middle of a slow apply lets it finish, then --release-on-exit deletes what the agent owns."""
+    from reconciler.emulator import PROFILES
+
+    with EmulatorServer(Router(PROFILES["slow"])) as slow:
+        slow.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "agent", "--repo", repo.path, "--router", slow.url,
+             "--workdir", str(tmp_path / "wd"), "--listen", "127.0.0.1:0", "--release-on-exit", "--timeout", "10"],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for(lambda: slow.router.calls["AddPortMapping"] >= 1, 60, "the apply to start")
+        agent.terminate()
+        _, err = agent.communicate(timeout=120)
+        lines = [json.loads(line) for line in err.splitlines()]
+        messages = [e["msg"] for e in lines]
+    assert agent.returncode == 0
+    assert "added 8080/tcp -> 127.0.0.1:80 (web)" in messages  # the apply was finished ...
+    assert "added 2222/tcp -> 127.0.0.1:22 (ssh)" in messages
+    assert "released 8080/tcp (web)" in messages and "released 2222/tcp (ssh)" in messages  # ... then released
+    assert ports(slow) == {3074}
+
+
+def test_signed_commits_only(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
+    """With --verify-signatures an unsigned commit is refused (VerificationFailed) and a signed one applied."""
+    key = str(tmp_path / "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    signers = str(tmp_path / "allowed_signers")
+    with open(key + ".pub") as f, open(signers, "w") as out:
+        out.write(f"admin@homelab.test {f.read()}")
+    signed = repo.commit(manifest(("web", 8080, 80)), sign_with=key + ".pub")
+    cfg = config(repo, emulator, tmp_path, verify_signatures=True, allowed_signers=signers, events=False)
+    with AgentRun(cfg) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        unsigned = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "unsigned")
+        run.wait_condition("False", "VerificationFailed")
+        status = run.status()
+        assert ports(emulator) == {8080}
+        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "signed", sign_with=key + ".pub")
+        run.wait_condition("True", "ReconciliationSucceeded")
+    assert status["lastAppliedRevision"] == f"main@sha1:{signed}"
+    assert unsigned[:12] in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
+    assert ports(emulator) == {8080, 2222}
