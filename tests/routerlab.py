@@ -169,18 +169,26 @@ table inet filter {{
         self.start_router()
         return self
 
-    def start_router(self, *, keep_leases: bool = False) -> None:
+    def start_router(self, *, keep_table: bool = False) -> None:
+        """Start the router; unless `keep_table`, with an empty table, as a reboot leaves most routers.
+
+        miniupnpd rebuilds its table from the lease file and from the nftables rules it finds, so
+        an empty start needs both gone.
+        """
         if self.emulator:
             self._start_emulator()
             return
         conf = os.path.join(self.workdir, "miniupnpd.conf")
         leases = os.path.join(self.workdir, "leases")
-        if not keep_leases and os.path.exists(leases):
-            os.remove(leases)
+        if not keep_table:
+            if os.path.exists(leases):
+                os.remove(leases)
+            for chain in ("miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"):
+                _sh("ip", "netns", "exec", self.rtr, "nft", "flush", "chain", "inet", "filter", chain)
         with open(conf, "w") as f:
             f.write(
                 f"ext_ifname={self.prefix}w1\nlistening_ip={self.prefix}l1\nhttp_port={HTTP_PORT}\n"
-                "enable_natpmp=yes\nenable_upnp=yes\nsystem_uptime=yes\n"
+                "enable_natpmp=yes\nenable_upnp=yes\nsystem_uptime=no\n"
                 f"secure_mode={'yes' if self.secure_mode else 'no'}\n"
                 f"force_igd_desc_v1={'yes' if self.igd1 else 'no'}\n"
                 f"uuid=3d3cec3a-8cf0-11e0-98ee-{abs(hash(self.prefix)) % 10**12:012d}\n"

@@ -1,0 +1,204 @@
+"""The agent on the LAN host, keeping real miniupnpd converged: commits, drift, events, a router restart, leases.
+
+The agent runs as `portctl agent` in the LAN namespace, exactly as a user would run it there, and is
+asked for its status with `portctl agent status --json`. The router's table is read with upnpc,
+and a mapping counts only when TCP from the internet namespace reaches the LAN server through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import routerlab
+from tests.agenthelp import GitRepo, manifest
+from tests.conftest import require_lab
+from tests.routerlab import LAN_IP, wait_for
+
+pytestmark = pytest.mark.router
+LISTEN = "127.0.0.1:9477"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[routerlab.Lab]:
+    require_lab()
+    the_lab = routerlab.Lab(prefix=f"pa{os.getpid() % 1000}").up()
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def fresh(lab: routerlab.Lab) -> routerlab.Lab:
+    """The lab's router restarted with an empty table."""
+    lab.stop_router()
+    lab.start_router()
+    return lab
+
+
+class RunningAgent:
+    def __init__(self, lab: routerlab.Lab, repo: GitRepo, workdir: str, *args: str) -> None:
+        self.lab = lab
+        self.log_path = os.path.join(workdir, "agent.log")
+        cmd = [sys.executable, "-m", "reconciler", "agent", "--repo", repo.path, "--router", lab.url]
+        cmd += ["--workdir", os.path.join(workdir, "checkout"), "--listen", LISTEN, *args]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", lab.lan, *cmd], stderr=log)
+
+    def status(self) -> dict[str, Any]:
+        out = self.lab.portctl("agent", "status", "--json", "--listen", LISTEN, router=False)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+
+    def ready(self) -> tuple[str, str]:
+        ready = next((c for c in self.status().get("conditions", []) if c["type"] == "Ready"), {})
+        return ready.get("status", ""), ready.get("reason", "")
+
+    def wait_ready(self, status: str, reason: str, timeout: float = 30) -> None:
+        wait_for(lambda: self.ready() == (status, reason), timeout, f"Ready={status} {reason}; log: {self.log()}")
+
+    def log(self) -> list[dict[str, Any]]:
+        with open(self.log_path) as f:
+            return [json.loads(line) for line in f if line.startswith("{")]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def agent(tmp_path: Any) -> Iterator[list[RunningAgent]]:
+    started: list[RunningAgent] = []
+    yield started
+    for a in started:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait(10)
+
+
+def leases(lab: routerlab.Lab) -> dict[int, int]:
+    """External port -> seconds of lease left, per upnpc -l."""
+    out = {}
+    for line in lab.upnpc("-l").stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0].isdigit() and parts[1] in ("TCP", "UDP") and parts[-1].isdigit():
+            out[int(parts[2].split("->")[0])] = int(parts[-1])
+    return out
+
+
+def test_commits_are_applied_invalid_ones_are_not_and_foreign_mappings_survive(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """Against miniupnpd: a commit is live within one interval, a broken one changes nothing, the fix recovers."""
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    lab.add_foreign(3074, "UDP", "Xbox Live")
+    foreign = {r for r in lab.table() if r[0] == 3074}
+    repo.commit(manifest(("web", 18080, 8000), client=LAN_IP))
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "5s")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    lab.serve(8000)
+    assert lab.reaches(18080)
+
+    commit = repo.commit(manifest(("web", 18080, 8000), ("ssh", 12222, 8000), client=LAN_IP))
+    committed = time.monotonic()
+    wait_for(lambda: 12222 in {r[0] for r in lab.table()}, 15, "the committed mapping")
+    assert time.monotonic() - committed <= 5 * 1.1 + 2
+    assert lab.reaches(12222)
+    wait_for(lambda: a.status()["lastAppliedRevision"] == f"main@sha1:{commit}", 10, "the status")
+
+    before = lab.table()
+    repo.commit(manifest(("web", 18080, 8000), client=LAN_IP).replace("18080", "180800"), "typo")
+    a.wait_ready("False", "ValidationFailed")
+    assert lab.table() == before
+    assert a.status()["lastAppliedRevision"] == f"main@sha1:{commit}"
+
+    repo.commit(manifest(("web", 18080, 8000), client=LAN_IP), "drop ssh")
+    a.wait_ready("True", "ReconciliationSucceeded")
+    wait_for(lambda: 12222 not in {r[0] for r in lab.table()}, 10, "ssh to be removed")
+    assert not lab.reaches(12222)
+    assert lab.reaches(18080)
+    assert {r for r in lab.table() if r[0] == 3074} == foreign
+    assert a.stop() == 0
+
+
+def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """miniupnpd's GENA event brings the agent back in under 5 s with a 300 s interval; foreign rows stay."""
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    lab.add_foreign(3074, "UDP", "Xbox Live")
+    repo.commit(manifest(("web", 18080, 8001), ("ssh", 12222, 8001), client=LAN_IP))
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "300s")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    wait_for(lambda: a.status()["events"]["subscribed"], 10, "the event subscription")
+    foreign = {r for r in lab.table() if r[0] == 3074}
+    assert "is redirected" not in lab.upnpc("-d", "18080", "TCP").stdout
+    deleted = time.monotonic()
+    wait_for(lambda: 18080 in {r[0] for r in lab.table()}, 5, "the event-driven heal")
+    took = time.monotonic() - deleted
+    lab.serve(8001)
+    assert lab.reaches(18080)
+    assert took < 5
+    assert {r for r in lab.table() if r[0] == 3074} == foreign
+    assert any(e["msg"].startswith("restored 18080/tcp") for e in a.log())
+
+
+def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """miniupnpd killed: RouterUnreachable while it is down; restarted empty: every owned mapping is back in time."""
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    repo.commit(manifest(("web", 18080, 8002), ("ssh", 12222, 8002), client=LAN_IP))
+    interval = 10
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", f"{interval}s", "--no-events")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    lab.stop_router()
+    a.wait_ready("False", "RouterUnreachable", timeout=interval * 2)
+    lab.start_router()  # no lease file kept: the table is empty
+    back = time.monotonic()
+    wait_for(
+        lambda: {r[0] for r in lab.table()} == {18080, 12222}, interval * 1.1 + 5, f"the restored table; log: {a.log()}"
+    )
+    assert time.monotonic() - back <= interval * 1.1 + 3
+    lab.serve(8002)
+    assert lab.reaches(18080) and lab.reaches(12222)
+    a.wait_ready("True", "ReconciliationSucceeded")
+
+
+def test_thirty_second_leases_never_lapse_over_three_minutes(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """With 30 s leases and a 60 s interval, the agent renews in time: the mappings are present every second."""
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    repo.commit(manifest(("web", 18080, 8003), ("ssh", 12222, 8003), lease="30s", client=LAN_IP))
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "60s", "--no-events")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    lab.serve(8003, lifetime=240)
+    lowest, checks = 30, 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        left = leases(lab)
+        assert 18080 in left and 12222 in left, f"a lease lapsed after {checks} checks: {left}"
+        lowest = min(lowest, left[18080], left[12222])
+        checks += 1
+        time.sleep(1)
+    renewed = [e for e in a.log() if e["msg"].startswith("renewed the lease of 18080/tcp")]
+    assert lab.reaches(18080)
+    assert checks >= 100
+    assert len(renewed) >= 180 / 30  # at least one renewal per lease period
+    assert lowest >= 10  # renewed before half the lease had gone, with room to spare
