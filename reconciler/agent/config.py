@@ -79,7 +79,10 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
         raise ConfigError(f"{where}: jitter must be a share between 0 and 1, such as 0.1")
     if config.allowed_signers and not config.verify_signatures:
         raise ConfigError(f"{where}: allowed-signers is only used with verify-signatures")
-    split_address(config.listen)
+    try:
+        split_address(config.listen)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: listen: {exc}") from exc
     return config
 
 

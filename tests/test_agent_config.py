@@ -1,0 +1,91 @@
+"""The agent's settings and its command-line client: one clear message for every bad input."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from reconciler.agent.config import AgentConfig, ConfigError, build
+from tests.helpers import portctl, write
+
+NO_FLAGS: dict[str, Any] = {}
+
+
+def test_the_config_file_uses_the_flag_names_and_flags_override_it(tmp_path: Any) -> None:
+    """Keys are the long flag names; a flag given on the command line wins over the file."""
+    path = write(tmp_path, "repo: https://git.example/homelab.git\ninterval: 5m\nverify-signatures: true\n", "a.yaml")
+    config = build(path, {"interval": "30s", "ref": None})
+    assert config == AgentConfig(repo="https://git.example/homelab.git", interval=30, verify_signatures=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "message"),
+    [
+        ("repo: x\nintervall: 5m\n", NO_FLAGS, "unknown setting 'intervall'"),
+        ("repo: x\ninterval: soon\n", NO_FLAGS, "interval: 'soon' is not a duration"),
+        ("repo: x\nrelease-on-exit: yes please\n", NO_FLAGS, "release-on-exit: 'yes please' is not true or false"),
+        ("repo: [\n", NO_FLAGS, "a.yaml:2: not valid YAML"),
+        ("- repo\n", NO_FLAGS, "expected a mapping of settings"),
+        ("interval: 60\n", NO_FLAGS, "give the manifest's source"),
+        ("repo: x\n", {"manifest": "m.yaml"}, "not both"),
+        ("repo: x\nlisten: localhost\n", NO_FLAGS, "a.yaml: listen: 'localhost' is not HOST:PORT"),
+        ("repo: x\njitter: 2\n", NO_FLAGS, "jitter must be a share between 0 and 1"),
+        ("repo: x\nallowed-signers: /etc/portctl/signers\n", NO_FLAGS, "only used with verify-signatures"),
+    ],
+)
+def test_bad_settings_are_refused_with_one_clear_message(
+    tmp_path: Any, text: str, flags: dict[str, Any], message: str
+) -> None:
+    """Every bad setting names the file and the setting."""
+    path = write(tmp_path, text, "a.yaml")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        build(path, flags)
+
+
+def test_a_bad_config_is_one_line_and_exit_1(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI prints the problem without a traceback and exits 1."""
+    path = write(tmp_path, "repo: x\ninterval: soon\n", "agent.yaml")
+    run = portctl(capsys, "agent", "--config", path)
+    assert run.code == 1
+    assert run.err == f"error: {path}: interval: 'soon' is not a duration (examples: 3600, 90m, 1h30m, 7d)\n"
+
+
+def test_the_client_says_when_no_agent_is_running(capsys: pytest.CaptureFixture[str]) -> None:
+    """`portctl agent status` with nothing listening explains itself and exits 1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]  # bound but not listening: connections are refused
+        run = portctl(capsys, "agent", "status", "--listen", f"127.0.0.1:{free}")
+    assert run.code == 1
+    assert run.err.startswith(f"error: no agent answers at 127.0.0.1:{free}")
+    assert "is `portctl agent` running?" in run.err
+
+
+def test_the_example_agent_config_is_valid() -> None:
+    """examples/agent.yaml, which the systemd unit and the Dockerfile use, loads."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = build(os.path.join(here, "examples", "agent.yaml"), NO_FLAGS)
+    assert config.repo and config.interval >= 60 and config.listen == "127.0.0.1:9477"
+
+
+def test_the_systemd_unit_is_valid_and_hardened(tmp_path: Any) -> None:
+    """examples/portctl-agent.service passes systemd-analyze verify and keeps its hardening settings."""
+    import shutil
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(here, "examples", "portctl-agent.service")) as f:
+        unit = f.read()
+    for setting in ("DynamicUser=yes", "NoNewPrivileges=yes", "Restart=on-failure", "ProtectSystem=strict"):
+        assert f"\n{setting}\n" in unit, setting
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    portctl_bin = os.path.join(os.path.dirname(sys.executable), "portctl")
+    path = write(tmp_path, unit.replace("/usr/local/bin/portctl", portctl_bin), "portctl-agent.service")
+    done = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
