@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client
 
-.PHONY: demo test lint typecheck system-deps clean
+.PHONY: demo test lint typecheck system-deps soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ demo: $(STAMP)
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+## soak: thousands of agent reconcile cycles against the emulator, with random drift and reboots
+soak: $(STAMP)
+	$(BIN)/python bench/agent_soak.py --cycles $(or $(CYCLES),3000)
+
 lint: $(STAMP)
-	$(BIN)/ruff check reconciler tests
+	$(BIN)/ruff check reconciler tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
