@@ -360,9 +360,12 @@ def test_sigterm_finishes_the_apply_and_release_on_exit_removes_only_owned_mappi
     repo: GitRepo, tmp_path: Any
 ) -> None:
     """SIGTERM in the middle of a slow apply lets it finish, then --release-on-exit deletes what the agent owns."""
+    from dataclasses import replace
+
     from reconciler.emulator import PROFILES
 
-    with EmulatorServer(Router(PROFILES["slow"])) as slow:
+    # Every request takes 0.4 s, so the signal lands while the apply is under way.
+    with EmulatorServer(Router(replace(PROFILES["slow"], delay=0.4))) as slow:
         slow.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
         repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
         agent = subprocess.Popen(

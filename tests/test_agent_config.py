@@ -89,3 +89,31 @@ def test_the_systemd_unit_is_valid_and_hardened(tmp_path: Any) -> None:
     path = write(tmp_path, unit.replace("/usr/local/bin/portctl", portctl_bin), "portctl-agent.service")
     done = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_local_manifest_file_is_a_source_whose_revision_follows_its_content(tmp_path: Any) -> None:
+    """--manifest FILE: the revision is a hash of the content, so an edit is a new revision; a missing file fails."""
+    from reconciler.agent.source import FileSource, SourceError
+
+    path = write(tmp_path, "owner: a\n")
+    source = FileSource(path)
+    first = source.fetch()
+    write(tmp_path, "owner: b\n")
+    second = source.fetch()
+    assert first.revision.startswith("sha256:") and first.revision != second.revision
+    assert second.path == path
+    os.remove(path)
+    with pytest.raises(SourceError, match="cannot read"):
+        source.fetch()
+
+
+def test_a_git_source_that_cannot_fetch_names_the_ref_and_the_remote(tmp_path: Any) -> None:
+    """A missing branch gives one SourceError naming what git could not do."""
+    from reconciler.agent.source import GitSource, SourceError
+    from tests.agenthelp import GitRepo
+
+    repo = GitRepo(str(tmp_path / "homelab"))
+    repo.commit("owner: a\n")
+    source = GitSource(repo.path, "production", "mappings.yaml", str(tmp_path / "checkout"))
+    with pytest.raises(SourceError, match=r"git could not fetch production from file://.*homelab"):
+        source.fetch()
