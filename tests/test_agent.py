@@ -405,3 +405,28 @@ def test_signed_commits_only(repo: GitRepo, emulator: EmulatorServer, tmp_path: 
     assert status["lastAppliedRevision"] == f"main@sha1:{signed}"
     assert unsigned[:12] in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
     assert ports(emulator) == {8080, 2222}
+
+
+def test_a_bug_in_one_pass_is_reported_and_the_loop_goes_on(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """An unexpected exception turns Ready False (InternalError, traceback in the log); the next pass recovers."""
+    repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path, events=False)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        working = run.agent.source
+
+        class Broken:
+            def describe(self) -> str:
+                return "broken"
+
+            def fetch(self) -> Any:
+                raise ZeroDivisionError("a bug")
+
+        run.agent.source = Broken()  # type: ignore[assignment]
+        run.wait_condition("False", "InternalError")
+        run.agent.source = working
+        run.wait_condition("True", "ReconciliationSucceeded")
+    crash = next(e for e in run.log_lines() if e["msg"].startswith("reconcile crashed"))
+    assert crash["msg"] == "reconcile crashed: ZeroDivisionError: a bug"
+    assert "Traceback" in crash["traceback"]

@@ -156,7 +156,16 @@ class Agent:
     def _pass(self) -> float:
         with self._tickets:
             serving = self._requested
-        outcome = self.reconcile()
+        try:
+            outcome = self.reconcile()
+        except Exception as exc:
+            # A bug in one pass must not end the loop that keeps the router converged: report it
+            # (with the traceback, for a bug report), start afresh and back off.
+            import traceback
+
+            self._drop_backend()
+            outcome = self._failed(st.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            self.log.error(f"reconcile crashed: {outcome.message}", traceback=traceback.format_exc())
         with self._tickets:
             self._completed = max(self._completed, serving)
             self._tickets.notify_all()

@@ -25,6 +25,7 @@ VALIDATION_FAILED = "ValidationFailed"
 PLAN_BLOCKED = "PlanBlocked"
 APPLY_FAILED = "ApplyFailed"
 SUSPENDED = "Suspended"
+INTERNAL_ERROR = "InternalError"  # a bug in portctl; the log has the traceback
 RESULTS_KEPT = 10
 
 
