@@ -99,13 +99,17 @@ def _request(method: str, event_url: str, timeout: float, **headers: str) -> Sub
     sid = (resp.getheader("SID") or "").strip()
     if not sid.startswith("uuid:") or len(sid) > 100:
         raise RouterProtocolError(f"{method} {event_url} answered without a usable SID")
-    return Subscription(sid, _seconds(resp.getheader("TIMEOUT") or ""))
+    return Subscription(sid, timeout_seconds(resp.getheader("TIMEOUT") or "", REQUESTED_SECONDS))
 
 
-def _seconds(header: str) -> int:
-    """`Second-1800` -> 1800; `infinite` or nonsense -> the requested time (renewing early is harmless)."""
+def timeout_seconds(header: str, limit: int) -> int:
+    """A GENA TIMEOUT header in seconds, at most `limit`: `Second-1800` -> 1800.
+
+    `infinite`, 0 or nonsense give `limit`: a subscriber renewing early loses nothing, and a
+    router keeping a subscription too long only sends events nobody hears.
+    """
     value = header.strip().lower().removeprefix("second-")
-    return min(int(value), REQUESTED_SECONDS) if value.isdigit() and int(value) > 0 else REQUESTED_SECONDS
+    return min(int(value), limit) if value.isdigit() and int(value) > 0 else limit
 
 
 def properties(body: bytes) -> dict[str, str]:

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..backends.gena import timeout_seconds
+
 EVENT_PATH = "/evt/IPConn"
 MAX_SECONDS = 1800
 
@@ -33,7 +35,7 @@ class Publisher:
         urls = re.findall(r"<([^>]+)>", callback_header)
         if not urls or urlsplit(urls[0]).scheme != "http":
             return None
-        seconds = _seconds(timeout_header)
+        seconds = timeout_seconds(timeout_header, MAX_SECONDS)
         sid = f"uuid:{uuid.uuid4()}"
         with self._lock:
             self._subscribers[sid] = _Subscriber(urls[0], time.monotonic() + seconds)
@@ -41,7 +43,7 @@ class Publisher:
         return sid, seconds
 
     def renew(self, sid: str, timeout_header: str) -> int | None:
-        seconds = _seconds(timeout_header)
+        seconds = timeout_seconds(timeout_header, MAX_SECONDS)
         with self._lock:
             sub = self._subscribers.get(sid)
             if sub is None or sub.expires < time.monotonic():
@@ -99,8 +101,3 @@ class Publisher:
             pass  # an unreachable subscriber misses this event, as on a real router
         finally:
             conn.close()
-
-
-def _seconds(header: str) -> int:
-    value = header.strip().lower().removeprefix("second-")
-    return min(int(value), MAX_SECONDS) if value.isdigit() else MAX_SECONDS
