@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import PortctlError
+from ..httpserve import BackgroundServer
 
 if TYPE_CHECKING:
     from .controller import Agent
@@ -38,23 +38,18 @@ class ControlServer:
     def __init__(self, agent: Agent, host: str, port: int) -> None:
         self.agent = agent
         self.loopback_only = _is_loopback(host)
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-control", daemon=True)
+        self._server = BackgroundServer(host, port, _handler(self), "portctl-control")
 
     @property
     def address(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"{host!s}:{port}"
+        return self._server.address
 
     def start(self) -> ControlServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     def status(self) -> dict[str, Any]:
         doc = self.agent.status.to_json()

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import http.client
 import secrets
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from .. import xmlsafe
 from ..errors import RouterError, RouterProtocolError, RouterUnreachable
+from ..httpserve import BackgroundServer
 
 MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
 REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
@@ -45,23 +44,18 @@ class EventListener:
         self.router_host = router_host
         self.on_event = on_event
         self.path = f"/portctl/events/{secrets.token_urlsafe(12)}"
-        self._httpd = _Server((host, port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-gena", daemon=True)
+        self._server = BackgroundServer(host, port, _handler(self), "portctl-gena")
 
     @property
     def callback(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{self.path}"
+        return f"http://{self._server.address}{self.path}"
 
     def start(self) -> EventListener:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 def subscribe(event_url: str, callback: str, timeout: float) -> Subscription:
@@ -118,16 +112,6 @@ def properties(body: bytes) -> dict[str, str]:
     if xmlsafe.local(root.tag) != "propertyset":
         raise RouterProtocolError("GENA event is not a propertyset")
     return {xmlsafe.local(var.tag): (var.text or "").strip() for prop in root for var in prop}
-
-
-class _Server(ThreadingHTTPServer):
-    def server_bind(self) -> None:
-        # Restarted agents must get their port back at once, not after TIME_WAIT.
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        super().server_bind()
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a router hanging up mid-NOTIFY is its own problem; the next poll covers it
 
 
 def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
