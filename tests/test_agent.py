@@ -108,9 +108,13 @@ def test_drift_is_healed_and_foreign_mappings_are_never_touched(
         emulator.router.add(2222, "TCP", "127.0.0.1", 2200, str(ssh[4]))
         wait_for(lambda: 8080 in owned(emulator), 10, "the deleted mapping to come back")
         wait_for(lambda: (2222, "TCP", "127.0.0.1", 22) in {r[:4] for r in snapshot(emulator)}, 10, "repair")
-        lines = [entry["msg"] for entry in run.log_lines()]
+        # The pass logs what it did once its apply has been read back: wait for that too.
+        wait_for(
+            lambda: any(e["msg"].startswith("restored 8080/tcp -> 127.0.0.1:80 (web)") for e in run.log_lines()),
+            10,
+            "the log of the heal",
+        )
     assert [r for r in snapshot(emulator) if r[0] == 3074] == foreign
-    assert any(m.startswith("restored 8080/tcp -> 127.0.0.1:80 (web)") for m in lines), lines
 
 
 def test_with_events_a_deletion_is_healed_in_seconds_not_at_the_interval(
@@ -195,7 +199,9 @@ def test_a_source_that_fails_backs_off_and_keeps_the_router_converged(
         run.agent.request_reconcile()
         run.wait_condition("False", "SourceFetchFailed", timeout=10)
         wait_for(lambda: 8080 in ports(emulator), 10, "the heal with the last good revision")
-        wait_for(lambda: len([r for r in run.status()["results"] if r["result"] == "failed"]) >= 3, 20, "retries")
+        wait_for(
+            lambda: len([e for e in run.log_lines() if e.get("reason") == "SourceFetchFailed"]) >= 3, 20, "retries"
+        )
         waits = [e["next_run"] for e in run.log_lines() if e.get("reason") == "SourceFetchFailed"]
     assert waits[1] > waits[0] and waits[2] > waits[1]  # exponential backoff
     assert max(waits) < 60
@@ -284,7 +290,7 @@ def test_logs_are_json_lines_that_say_what_changed(repo: GitRepo, emulator: Emul
     """Every log line is one JSON object; a reconcile line carries revision, router, duration and next run."""
     commit = repo.commit(manifest(("web", 8080, 80)))
     with AgentRun(config(repo, emulator, tmp_path)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
+        wait_for(lambda: any(e["msg"].startswith("reconciled") for e in run.log_lines()), 10, "the pass's log line")
         lines = run.log_lines()
     added = next(e for e in lines if e["msg"].startswith("added"))
     done = next(e for e in lines if e["msg"].startswith("reconciled"))
@@ -424,7 +430,8 @@ def test_a_bug_in_one_pass_is_reported_and_the_loop_goes_on(
                 raise ZeroDivisionError("a bug")
 
         run.agent.source = Broken()  # type: ignore[assignment]
-        run.wait_condition("False", "InternalError")
+        wait_for(lambda: any(e["msg"].startswith("reconcile crashed") for e in run.log_lines()), 10, "the crash log")
+        assert run.condition()["reason"] == "InternalError"
         run.agent.source = working
         run.wait_condition("True", "ReconciliationSucceeded")
     crash = next(e for e in run.log_lines() if e["msg"].startswith("reconcile crashed"))

@@ -151,7 +151,7 @@ def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
     assert lab.reaches(18080)
     assert took < 5
     assert {r for r in lab.table() if r[0] == 3074} == foreign
-    assert any(e["msg"].startswith("restored 18080/tcp") for e in a.log())
+    wait_for(lambda: any(e["msg"].startswith("restored 18080/tcp") for e in a.log()), 10, "the log of the heal")
 
 
 def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
