@@ -138,8 +138,9 @@ def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
             except (RouterError, ValueError):
                 self._answer(400)
                 return
-            self._answer(200)
+            # Accepted first, acknowledged after: a 200 means the event has been taken in.
             listener.on_event(Event(self.headers.get("SID", ""), seq, props))
+            self._answer(200)
 
         def _answer(self, status: int) -> None:
             self.send_response(status)
