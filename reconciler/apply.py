@@ -78,11 +78,11 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     for change in plan.changes:
         if change not in errors and not _holds(change, granted, table, backend):
             errors[change] = _mismatch(granted.get(change, change.after), table.get(change.key))
-    return _report(plan, errors)
+    return _report(plan, errors, tuple(table.values()))
 
 
-def _report(plan: Plan, errors: dict[Change, str]) -> ApplyReport:
-    return ApplyReport(tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes))
+def _report(plan: Plan, errors: dict[Change, str], table: tuple[PortMapping, ...] | None = None) -> ApplyReport:
+    return ApplyReport(tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes), table)
 
 
 def _canary(changes: tuple[Change, ...], local: str) -> Change | None:

@@ -162,6 +162,7 @@ class ChangeResult:
 @dataclass(frozen=True)
 class ApplyReport:
     results: tuple[ChangeResult, ...] = field(default_factory=tuple)
+    table: tuple[PortMapping, ...] | None = None  # the router's table as read back after the writes
 
     @property
     def ok(self) -> bool:

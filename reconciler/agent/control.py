@@ -148,8 +148,12 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
 
 
 def _ready(server: ControlServer) -> dict[str, Any] | None:
-    conditions = server.status()["conditions"]
-    return next((c for c in conditions if c["type"] == "Ready"), None)
+    from dataclasses import asdict
+
+    from .status import READY
+
+    condition = server.agent.status.condition(READY)
+    return asdict(condition) if condition else None
 
 
 # -- the client side: `portctl agent status|reconcile|suspend|resume` --------------------------

@@ -259,7 +259,11 @@ class Agent:
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
         for line in done:
             self.log.info(line)
-        table = backend.list_mappings() if plan.changes else list(facts.table)
+        # apply() read the table back after writing; a pass that wrote nothing has the one it planned from.
+        if report.table is not None:
+            table = list(report.table)
+        else:
+            table = backend.list_mappings() if plan.changes else list(facts.table)
         self._set_inventory(manifest, plan, table)
         if not report.ok:
             failed = "; ".join(f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed)
