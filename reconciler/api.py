@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from . import diff as _diff
 from . import routercache
 from .backends.base import Backend
-from .errors import DiscoveryError
+from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
 from .quirks import Quirk
 
@@ -34,22 +34,48 @@ def connect(
     timeout: float = 5.0,
     discovery_timeout: float = 3.0,
     on_request: Callable[[str, str], None] | None = None,
+    fresh: bool = False,
 ) -> Backend:
-    """A backend for the router at `url` (found by SSDP when None), knowing what it taught before."""
+    """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
+
+    Without `fresh`, what earlier runs cached is used: the router's description, and with no `url`
+    the location last found on this network, tried before any SSDP is sent.
+    """
     from .backends.upnp import UpnpBackend
 
-    if url is None:
-        from . import discovery
-
-        answers = discovery.discover(discovery_timeout, first=True)
-        if not answers:
-            raise DiscoveryError(
-                f"no Internet Gateway Device answered SSDP within {discovery_timeout:g}s; "
-                "give the router with --router URL or PORTCTL_ROUTER"
-            )
-        url = answers[0].location
-    backend = UpnpBackend(url, timeout=timeout, on_request=on_request)
+    backend: Backend
+    if url is not None:
+        backend = UpnpBackend(url, timeout=timeout, on_request=on_request, fresh=fresh)
+    else:
+        backend = _discovered(timeout, discovery_timeout, on_request, fresh)
     backend.learned = routercache.load(backend.info.udn)
+    return backend
+
+
+def _discovered(
+    timeout: float, discovery_timeout: float, on_request: Callable[[str, str], None] | None, fresh: bool
+) -> Backend:
+    from . import discovery
+    from .backends.upnp import UpnpBackend
+
+    network = discovery.network_key()
+    remembered = None if fresh else routercache.get("networks", network)
+    if remembered is not None:
+        try:
+            return UpnpBackend(str(remembered.get("location")), timeout=timeout, on_request=on_request)
+        except RouterError:
+            routercache.put("networks", network, None)  # gone or moved: ask the network again
+    answers = discovery.discover(discovery_timeout, first=True)
+    if not answers:
+        raise DiscoveryError(
+            f"no Internet Gateway Device answered SSDP within {discovery_timeout:g}s; "
+            "give the router with --router URL or PORTCTL_ROUTER"
+        )
+    found = answers[0]
+    backend = UpnpBackend(
+        found.location, timeout=timeout, on_request=on_request, config_id=found.config_id, fresh=fresh
+    )
+    routercache.put("networks", network, {"location": found.location})
     return backend
 
 

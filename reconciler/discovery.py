@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import xmlsafe
+
 SSDP_ADDR = ("239.255.255.250", 1900)
 SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
@@ -23,8 +25,9 @@ MAX_REPLY = 2048
 class Answer:
     location: str
     search_target: str
-    server: str
+    server: str  # as the router sent it, made printable
     source: str
+    config_id: str = ""  # CONFIGID.UPNP.ORG: changes whenever the router's description does
 
 
 def m_search(target: str, mx: int = 1) -> bytes:
@@ -48,9 +51,16 @@ def parse_message(data: bytes) -> tuple[str, dict[str, str]]:
     return lines[0].upper(), headers
 
 
-def parse_reply(data: bytes, source: str) -> Answer | None:
-    """A valid answer, or None. LOCATION must be http on the host that answered: anything on the
-    LAN can answer SSDP, and it must not send us to some other host."""
+def parse_reply(
+    data: bytes, source: str, *, gateway: str | None = None, subnets: list[ipaddress.IPv4Network] | None = None
+) -> Answer | None:
+    """A valid answer, or None.
+
+    Anything on the LAN can answer SSDP, so the LOCATION is followed only if it is an http URL whose
+    host is an address (no name to resolve) that is the responder or the default gateway, and that
+    lies on a subnet this host is directly attached to (`subnets`; None skips that check). So an
+    answer can never send portctl to loopback, to another host, or off the LAN.
+    """
     if len(data) > MAX_REPLY:
         return None
     start, headers = parse_message(data)
@@ -59,25 +69,71 @@ def parse_reply(data: bytes, source: str) -> Answer | None:
     location, target = headers.get("location", ""), headers.get("st", "")
     if target not in SEARCH_TARGETS:
         return None
-    parts = urlsplit(location)
-    if parts.scheme != "http" or parts.hostname != source:
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        host = ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
         return None
-    if ipaddress.ip_address(source).is_loopback:
+    if parts.scheme != "http" or str(host) not in (source, gateway):
         return None
-    return Answer(location, target, headers.get("server", "")[:200], source)
+    if host.is_loopback or host.is_multicast or host.is_unspecified or host.version != 4:
+        return None
+    if subnets is not None and not any(host in net for net in subnets):
+        return None
+    config_id = headers.get("configid.upnp.org", "")
+    return Answer(
+        location,
+        target,
+        xmlsafe.printable(headers.get("server", ""), 200),
+        source,
+        config_id if config_id.isdigit() and len(config_id) <= 8 else "",
+    )
+
+
+def _routes(route_table: str) -> list[list[str]]:
+    try:
+        with open(route_table, encoding="ascii") as f:
+            return [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return []
+
+
+def _address(hex_le: str) -> str:
+    return socket.inet_ntoa(struct.pack("<L", int(hex_le, 16)))
+
+
+def local_subnets(route_table: str = "/proc/net/route") -> list[ipaddress.IPv4Network]:
+    """The IPv4 subnets this host (this network namespace) reaches directly, without a gateway."""
+    nets = []
+    for row in _routes(route_table):
+        # Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+        if len(row) > 7 and row[1] != "00000000" and row[2] == "00000000":
+            nets.append(ipaddress.IPv4Network(f"{_address(row[1])}/{_address(row[7])}", strict=False))
+    return nets
+
+
+def network_key(arp_table: str = "/proc/net/arp") -> str:
+    """Names the network this host is on: its default gateway and that gateway's MAC address, so two
+    homes that both use 192.168.1.1 are told apart. "" when there is no default gateway."""
+    gateway = default_gateway()
+    if not gateway:
+        return ""
+    try:
+        with open(arp_table, encoding="ascii") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        rows = []
+    mac = next((row[3] for row in rows if len(row) > 3 and row[0] == gateway), "")
+    return f"{gateway}/{mac}" if mac and mac != "00:00:00:00:00:00" else gateway
 
 
 def default_gateway(route_table: str = "/proc/net/route") -> str | None:
     """The IPv4 default gateway of this host (of this network namespace), from the kernel's table."""
-    try:
-        with open(route_table, encoding="ascii") as f:
-            rows = [line.split() for line in f.readlines()[1:]]
-    except OSError:
-        return None
-    for row in rows:
-        # Iface Destination Gateway Flags ...: destination 0 is the default route; flag 2 is RTF_GATEWAY.
+    for row in _routes(route_table):
+        # Destination 0 is the default route; flag 2 is RTF_GATEWAY.
         if len(row) > 3 and row[1] == "00000000" and int(row[3], 16) & 2:
-            return socket.inet_ntoa(struct.pack("<L", int(row[2], 16)))
+            return _address(row[2])
     return None
 
 
@@ -90,6 +146,7 @@ def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
     deadline = time.monotonic() + timeout
     found: dict[str, Answer] = {}
     gateway = default_gateway()
+    subnets = local_subnets() or None  # no routing table to read (not Linux): skip that check
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
         for destination in ([(gateway, SSDP_ADDR[1])] if gateway else []) + [SSDP_ADDR]:
@@ -104,7 +161,7 @@ def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
                 data, (source, _port) = sock.recvfrom(MAX_REPLY + 1)
             except TimeoutError:
                 break
-            answer = parse_reply(data, source)
+            answer = parse_reply(data, source, gateway=gateway, subnets=subnets)
             if answer and answer.location not in found:
                 found[answer.location] = answer
                 if first:

@@ -44,3 +44,12 @@ def text(element: Element, name: str) -> str:
         if local(e.tag) == name:
             return (e.text or "").strip()
     return ""
+
+
+def printable(value: str, limit: int = 200) -> str:
+    """`value` safe to print or log: control and other invisible characters become \\xNN or \\uNNNN
+    escapes (no terminal escape sequences, no forged log lines), cut to `limit` characters."""
+    value = value[:limit]
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)

@@ -276,8 +276,9 @@ class Agent:
     def _connect(self, manifest: Manifest) -> Backend:
         if self._backend is None:
             url = api.router_url(self.config.router, manifest)
-            backend = api.connect(url, timeout=self.config.timeout, on_request=self.metrics.request)
             old = self.status.router
+            # Once connected, a reconnect reads the router afresh: it may have been replaced.
+            backend = api.connect(url, timeout=self.config.timeout, on_request=self.metrics.request, fresh=bool(old))
             if old and old != backend.info.udn:
                 self.log.warning(f"the router changed: {old} is now {backend.info.udn} at {backend.info.location}")
             self._backend = backend

@@ -1,15 +1,17 @@
-"""UPnP IGD over HTTP and SOAP: the only module that imports upnpclient or requests.
+"""UPnP IGD over HTTP and SOAP.
 
-Descriptions are fetched here with a size cap and parsed by `xmlsafe` (no DTDs, no entities),
-because upnpclient's own parser repairs malformed XML silently and one broken SCPD of an unrelated
-service would fail its whole Device. Actions go through upnpclient's SOAP client; its exceptions
-and requests' are translated into portctl's RouterError family at `_call`, the one place they can
-escape from.
+Descriptions are fetched with a size cap and parsed by `xmlsafe` (no DTDs, no entities); control
+messages are built and read by `soap`, over `http` (one kept-alive connection, a deadline per
+request). What a router answers can only ever surface as portctl's RouterError family.
+
+A router's description and chosen service are cached by location (and configId, when SSDP gave
+one), so a warm run goes straight to the control URL; a control URL that no longer answers as one
+sends the backend back to the description.
 
 Reading the table: Debian's miniupnpd 2.3.1 aborts (heap overflow) when GetListOfPortMappings would
-return more than 128 entries of one protocol, and NewNumberOfPorts does not prevent it. So the
-listing is used only when index LIST_SAFE_ENTRIES is past the end of the table; larger tables are
-read entry by entry with GetGenericPortMappingEntry, which is slow but cannot crash the router.
+return more than 128 entries of one protocol, and NewNumberOfPorts does not prevent it. `paging`
+decides which port ranges are safe to list; a table it cannot vouch for is read entry by entry with
+GetGenericPortMappingEntry, which is slow but cannot crash the router.
 
 What an error code means (retry, fall back, give up) is not decided here: every failed action is
 looked up in the fallback table, `quirks.RULES`, and what the router needed is recorded in
@@ -21,13 +23,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
-from .. import quirks, xmlsafe
+from .. import paging, quirks, routercache, xmlsafe
 from ..errors import (
-    ConnectionDropped,
     HttpStatusError,
     NotAnIGD,
     RouterError,
@@ -38,7 +39,9 @@ from ..errors import (
 )
 from ..models import MappingKey, PortMapping, Protocol, RouterInfo
 from ..quirks import Learned, Quirk, Then
+from . import soap
 from .base import Backend
+from .http import HttpClient
 
 # Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer; the
 # dslforum-org names are TR-064's, which some ISP boxes (Huawei HG531) use for their IGD too.
@@ -49,7 +52,6 @@ CONNECTION_SERVICES = (
     "urn:dslforum-org:service:WANIPConnection:1",
     "urn:dslforum-org:service:WANPPPConnection:1",
 )
-LIST_SAFE_ENTRIES = 96  # well under miniupnpd 2.3.1's 128, leaving room for concurrent adds
 MAX_ENTRIES = 2 * 65535  # no table can hold more distinct mappings; bounds a router that loops
 MAX_ADD_ATTEMPTS = 1 + len(Quirk)  # each quirk can adapt a mapping once
 T = TypeVar("T")
@@ -64,31 +66,131 @@ class _Service:
     event_url: str = ""
 
 
+DESCRIPTION_TTL = 3600.0  # seconds a cached description is trusted without a configId to check
+
+
+@dataclass(frozen=True)
+class _Description:
+    """What the description documents said, and which connection service was chosen."""
+
+    location: str
+    config_id: str
+    udn: str
+    friendly_name: str
+    igd_version: int
+    service: _Service
+    external_ip: str = ""
+
+    @classmethod
+    def cached(cls, location: str, config_id: str) -> _Description | None:
+        record = routercache.get("descriptions", location, DESCRIPTION_TTL)
+        if record is None or (config_id and record.get("config_id") != config_id):
+            return None
+        try:
+            svc = record["service"]
+            service = _Service(
+                str(svc["service_type"]),
+                str(svc["control_url"]),
+                str(svc["scpd_url"]),
+                frozenset(str(a) for a in svc["actions"]),
+                str(svc.get("event_url", "")),
+            )
+            return cls(
+                location,
+                str(record.get("config_id", "")),
+                str(record["udn"]),
+                str(record.get("friendly_name", "")),
+                int(record["igd_version"]),
+                service,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None  # written by another version; the router will be described again
+
+    def store(self) -> None:
+        svc = self.service
+        routercache.put(
+            "descriptions",
+            self.location,
+            {
+                "config_id": self.config_id,
+                "udn": self.udn,
+                "friendly_name": self.friendly_name[:100],
+                "igd_version": self.igd_version,
+                "service": {
+                    "service_type": svc.service_type,
+                    "control_url": svc.control_url,
+                    "scpd_url": svc.scpd_url,
+                    "event_url": svc.event_url,
+                    "actions": sorted(svc.actions),
+                },
+            },
+        )
+
+
 class UpnpBackend(Backend):
+    """A router at `location`. With `config_id` (from SSDP), a cached description is used only if it
+    was fetched under the same configId; `fresh` ignores the cache (after a reconnect, say, when the
+    router may have been replaced)."""
+
     def __init__(
-        self, location: str, *, timeout: float = 5.0, on_request: Callable[[str, str], None] | None = None
+        self,
+        location: str,
+        *,
+        timeout: float = 5.0,
+        on_request: Callable[[str, str], None] | None = None,
+        config_id: str = "",
+        fresh: bool = False,
     ) -> None:
         self.location = location
         self.timeout = timeout
         self.on_request = on_request
         parts = urlsplit(location)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme != "http" or not parts.hostname:
             raise RouterUnreachable(f"{location!r} is not an http:// URL of a router description")
         self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._port = parts.port or 80
+        self._clients: dict[tuple[str, int], HttpClient] = {}
         self._local = ""
         self.learned = Learned()
-        root = xmlsafe.parse(self._get(location, "device description"), f"device description at {location}")
-        device, candidates = self._connection_services(root)
-        self._service, external_ip = self._choose(candidates)
+        cached = None if fresh else _Description.cached(location, config_id)
+        if cached is not None:
+            try:
+                self._adopt(cached, self._external_address(cached.service))
+                return
+            except (RouterProtocolError, NotAnIGD):
+                pass  # the router changed under the same location: read its description again
+        described = self._describe(config_id)
+        self._adopt(described, described.external_ip)
+        described.store()
+
+    def _adopt(self, described: _Description, external_ip: str) -> None:
+        self._service = described.service
         self.info = RouterInfo(
-            location=location,
-            udn=xmlsafe.text(device, "UDN"),
-            friendly_name=xmlsafe.text(device, "friendlyName"),
-            igd_version=2 if xmlsafe.text(device, "deviceType").endswith(":2") else 1,
-            service_type=self._service.service_type,
+            location=self.location,
+            udn=described.udn,
+            friendly_name=described.friendly_name,
+            igd_version=described.igd_version,
+            service_type=described.service.service_type,
             external_ip=external_ip,
         )
+
+    def _describe(self, config_id: str) -> _Description:
+        root = xmlsafe.parse(self._get(self.location, "device description"), f"device description at {self.location}")
+        device, candidates = self._connection_services(root)
+        service, external_ip = self._choose(candidates)
+        return _Description(
+            location=self.location,
+            config_id=root.get("configId", "") or config_id,
+            udn=xmlsafe.printable(xmlsafe.text(device, "UDN")),
+            friendly_name=xmlsafe.printable(xmlsafe.text(device, "friendlyName"), 100),
+            igd_version=2 if xmlsafe.text(device, "deviceType").endswith(":2") else 1,
+            service=service,
+            external_ip=external_ip,
+        )
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
 
     # -- description -----------------------------------------------------------------------
 
@@ -164,6 +266,16 @@ class UpnpBackend(Backend):
     def _get(self, url: str, what: str) -> bytes:
         return _once_more("GET", lambda: self._counted("GET", lambda: self._get_once(url, what)))
 
+    def _client(self, url: str) -> tuple[HttpClient, str]:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != self._host:
+            raise RouterProtocolError(f"refusing to follow {url!r}: not http:// on the router's own address")
+        port = parts.port or 80
+        client = self._clients.get((self._host, port))
+        if client is None:
+            client = self._clients[(self._host, port)] = HttpClient(self._host, port, timeout=self.timeout)
+        return client, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
     def _counted(self, action: str, attempt: Callable[[], T]) -> T:
         """One request, reported to `on_request` with its UPnP error code ("" if it succeeded)."""
         if self.on_request is None:
@@ -183,74 +295,31 @@ class UpnpBackend(Backend):
         return result
 
     def _get_once(self, url: str, what: str) -> bytes:
-        import requests
-
-        try:
-            with requests.get(url, timeout=self.timeout, stream=True, proxies=_NO_PROXY) as resp:
-                if resp.status_code >= 500:
-                    raise HttpStatusError(f"{url} answered HTTP {resp.status_code} for the {what}", resp.status_code)
-                if resp.status_code != 200:
-                    raise NotAnIGD(f"{url} answered HTTP {resp.status_code} for the {what}")
-                body = b""
-                for chunk in resp.iter_content(65536):
-                    body += chunk
-                    if len(body) > xmlsafe.MAX_DOCUMENT_BYTES:
-                        raise RouterProtocolError(
-                            f"the {what} at {url} is larger than {xmlsafe.MAX_DOCUMENT_BYTES} bytes; refused"
-                        )
-                return body
-        except requests.Timeout as exc:
-            raise RouterUnreachable(f"router at {url} did not answer within {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise _unreachable(f"cannot reach router at {url}", exc) from exc
+        client, target = self._client(url)
+        resp = client.request("GET", target)
+        if resp.status >= 500:
+            raise HttpStatusError(f"{url} answered HTTP {resp.status} for the {what}", resp.status)
+        if resp.status != 200:
+            raise NotAnIGD(f"{url} answered HTTP {resp.status} for the {what}")
+        return resp.body
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _call(self, action: str, *, service: _Service | None = None, **args: str) -> dict[str, Any]:
+    def _call(self, action: str, *, service: _Service | None = None, **args: str) -> dict[str, str]:
         service = service or self._service
         if action not in service.actions:
             raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
         return _once_more(action, lambda: self._counted(action, lambda: self._soap(service, action, args)))
 
-    def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, Any]:
-        import requests
-        import upnpclient.soap as soap
-        from lxml.etree import XMLSyntaxError
-
-        soap.SOAP_TIMEOUT = self.timeout
-        client = soap.SOAP(service.control_url, service.service_type)
-        try:
-            return client.call(action, args)  # type: ignore[no-any-return]
-        except soap.SOAPError as exc:
-            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            desc = str(exc.args[1]) if len(exc.args) > 1 else ""
-            raise UpnpActionError(action, code, desc) from exc
-        except requests.Timeout as exc:
-            raise RouterUnreachable(f"{action}: router did not answer within {self.timeout:g}s") from exc
-        except requests.HTTPError as exc:
-            raise _http_error(action, exc) from exc
-        except requests.RequestException as exc:
-            raise _unreachable(f"{action}: cannot reach router", exc) from exc
-        except (
-            soap.SOAPProtocolError,
-            XMLSyntaxError,
-            IndexError,
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-        ) as exc:
-            # upnpclient surfaces malformed answers as whichever of these its parsing hits first;
-            # an error page that is well-formed XML (HTML 500) hides the HTTPError in the context.
-            if isinstance(exc.__context__, requests.HTTPError):
-                raise _http_error(action, exc.__context__) from exc
-            raise RouterProtocolError(
-                f"{action}: malformed answer from the router ({type(exc).__name__}: {exc})"
-            ) from exc
+    def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, str]:
+        client, target = self._client(service.control_url)
+        body = soap.envelope(service.service_type, action, args)
+        resp = client.request("POST", target, action, body, soap.headers(service.service_type, action))
+        return soap.answer(action, resp.status, resp.body)
 
     def _external_address(self, service: _Service) -> str:
         try:
-            return str(self._call("GetExternalIPAddress", service=service).get("NewExternalIPAddress") or "")
+            return _address_text(self._call("GetExternalIPAddress", service=service))
         except UpnpActionError:
             return ""
 
@@ -264,24 +333,67 @@ class UpnpBackend(Backend):
         return decision is not None and decision.then is then
 
     def list_mappings(self) -> list[PortMapping]:
-        listing = "GetListOfPortMappings" in self._service.actions and Quirk.NO_PORT_LISTING not in self.learned
-        if listing and self._fits_one_listing():
-            try:
-                return [m for proto in Protocol for m in self._list_range(proto, 1, 65535)]
-            except RouterError as exc:
-                if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
-                    raise
-                self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
-        return self._list_by_index()
+        rows = None
+        if "GetListOfPortMappings" in self._service.actions and Quirk.NO_PORT_LISTING not in self.learned:
+            pages = self._pages()
+            if pages is not None:
+                try:
+                    rows = [
+                        m for proto in Protocol for start, end in pages[proto] for m in self._list(proto, start, end)
+                    ]
+                except RouterError as exc:
+                    if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
+                        raise
+                    self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
+        if rows is None:
+            rows = self._list_by_index()
+        self._remember_ports(rows)
+        return rows
 
-    def _fits_one_listing(self) -> bool:
+    def _pages(self) -> dict[Protocol, list[tuple[int, int]]] | None:
+        """Port ranges to list per protocol, each safe for the router; None when no paging can be vouched for."""
+        if self._past_end(paging.SMALL_TABLE):
+            return {proto: paging.ranges([]) for proto in Protocol}
+        last = routercache.get("tables", self.info.udn) or {}
+        total = last.get("total")
+        if not isinstance(total, int) or not self._past_end(total + paging.GROWTH):
+            return None  # never read, or grown by more than the pages leave room for
         try:
-            self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(LIST_SAFE_ENTRIES))
+            return {proto: paging.ranges(int(c) for c in last[proto.value]) for proto in Protocol}
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _remember_ports(self, rows: list[PortMapping]) -> None:
+        """Where this table's ports lie, to cut the next read into safe pages; small tables need none."""
+        last = routercache.get("tables", self.info.udn)
+        if len(rows) <= paging.SMALL_TABLE and last is None:
+            return
+        now: dict[str, object] = {"total": len(rows)}
+        for proto in Protocol:
+            now[proto.value] = paging.cuts(m.key.external_port for m in rows if m.key.protocol is proto)
+        if last is None or any(last.get(k) != v for k, v in now.items()):
+            routercache.put("tables", self.info.udn, now)
+
+    def _past_end(self, index: int) -> bool:
+        """Does the table hold at most `index` entries? One GetGenericPortMappingEntry tells."""
+        try:
+            self._call("GetGenericPortMappingEntry", NewPortMappingIndex=str(index))
         except RouterError as exc:
             if not self._means("GetGenericPortMappingEntry", exc, Then.END):
                 raise
             return True
         return False
+
+    def _list(self, protocol: Protocol, start: int, end: int) -> list[PortMapping]:
+        """One page; continued where a router that honours NewNumberOfPorts cut it short."""
+        rows: list[PortMapping] = []
+        while start <= end:
+            page = self._list_range(protocol, start, end)
+            rows += page
+            if len(page) < paging.PAGE_LIMIT:
+                break
+            start = max(m.key.external_port for m in page) + 1
+        return rows
 
     def _list_range(self, protocol: Protocol, start: int, end: int) -> list[PortMapping]:
         try:
@@ -291,15 +403,13 @@ class UpnpBackend(Backend):
                 NewEndPort=str(end),
                 NewProtocol=protocol.value,
                 NewManage="1",
-                NewNumberOfPorts="1000",
+                NewNumberOfPorts=str(paging.PAGE_LIMIT),
             )
         except UpnpActionError as exc:
             if self._means("GetListOfPortMappings", exc, Then.EMPTY):
                 return []
             raise
         listing = out.get("NewPortListing") or ""
-        if isinstance(listing, bytes):
-            listing = listing.decode("utf-8", "replace")
         if not listing.strip():
             return []
         root = xmlsafe.parse(listing, "GetListOfPortMappings listing")
@@ -417,7 +527,7 @@ class UpnpBackend(Backend):
         return self._service.event_url
 
     def external_address(self) -> str:
-        return str(self._call("GetExternalIPAddress").get("NewExternalIPAddress") or "")
+        return _address_text(self._call("GetExternalIPAddress"))
 
     def uptime(self) -> int | None:
         try:
@@ -435,9 +545,6 @@ class UpnpBackend(Backend):
                     raise RouterUnreachable(f"no route to the router at {self._host}: {exc}") from exc
                 self._local = str(s.getsockname()[0])
         return self._local
-
-
-_NO_PROXY = {"http": "", "https": ""}  # a LAN router is never reached through an HTTP proxy
 
 
 def _services(device: Element) -> list[Element]:
@@ -464,13 +571,18 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
     enabled = fields.get("NewEnabled", "1").strip().lower() not in ("0", "false", "no")
     return PortMapping(
         key=MappingKey(port, protocol),
-        internal_client=fields.get("NewInternalClient", "").strip(),
+        internal_client=xmlsafe.printable(fields.get("NewInternalClient", "").strip(), 64),
         internal_port=internal_port,
-        description=fields.get("NewPortMappingDescription", ""),
+        # Printable, so a foreign row cannot put terminal escapes into a plan or a log line.
+        description=xmlsafe.printable(fields.get("NewPortMappingDescription", ""), 256),
         lease=lease,
         enabled=enabled,
-        remote_host=fields.get("NewRemoteHost", "").strip(),
+        remote_host=xmlsafe.printable(fields.get("NewRemoteHost", "").strip(), 64),
     )
+
+
+def _address_text(out: dict[str, str]) -> str:
+    return xmlsafe.printable(out.get("NewExternalIPAddress", "").strip(), 64)
 
 
 def _once_more(action: str, attempt: Callable[[], T]) -> T:
@@ -482,28 +594,6 @@ def _once_more(action: str, attempt: Callable[[], T]) -> T:
         if decision is None or decision.then is not Then.AGAIN:
             raise
         return attempt()
-
-
-def _http_error(action: str, exc: Any) -> HttpStatusError:
-    """An HTTP error status that carried no UPnP fault (exc is a requests.HTTPError)."""
-    status = exc.response.status_code if exc.response is not None else 0
-    return HttpStatusError(f"{action} failed: HTTP {status or '?'} without a UPnP error code", status)
-
-
-def _unreachable(what: str, exc: Exception) -> RouterUnreachable:
-    """A connection failure: dropped after connecting (worth one retry), or never made."""
-    text = str(exc)
-    if any(hint in text for hint in ("Connection aborted", "RemoteDisconnected", "reset by peer", "BadStatusLine")):
-        return ConnectionDropped(f"{what}: the router closed the connection without answering")
-    return RouterUnreachable(f"{what}: {_reason(exc)}")
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for hint in ("Connection refused", "No route to host", "Name or service not known", "timed out"):
-        if hint in text:
-            return hint.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 __all__ = ["RouterError", "UpnpBackend"]

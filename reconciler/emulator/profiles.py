@@ -33,6 +33,7 @@ class Profile:
     # Reading the table.
     index_end: int | str = 713  # what GetGenericPortMappingEntry answers past the end; "http-500": a bare 500
     list_resets: bool = False  # GetListOfPortMappings is advertised but drops the connection
+    list_abort_over: int = 0  # a listing of more entries than this kills the daemon (0: no limit)
     # The wire.
     strict_soap: bool = False  # exact SOAPAction, no leading whitespace, prefixed action element
     delay: float = 0.0  # seconds before every answer
@@ -170,6 +171,12 @@ _PROFILES = (
         "one request in five is answered with a bare HTTP 500 or a dropped connection",
         "overloaded ISP boxes, Wi-Fi mesh nodes",
         flaky_every=5,
+    ),
+    Profile(
+        "miniupnpd-2.3.1",
+        "GetListOfPortMappings of more than 128 entries crashes the daemon, which restarts empty",
+        "Debian 12's miniupnpd 2.3.1 (fixed upstream in 2.3.4)",
+        list_abort_over=128,
     ),
     Profile("ssdp-odd-port", "SSDP answers come from a port other than 1900", "various", ssdp="odd-port"),
     Profile(

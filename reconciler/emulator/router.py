@@ -76,6 +76,7 @@ class Router:
         # Called (outside the lock) after every change to the table: the server's GENA eventing.
         self.on_change: list[Callable[[int], None]] = []
         self.calls: collections.Counter[str] = collections.Counter()
+        self.crashes = 0  # listings that would have killed the daemon (profile list_abort_over)
         self._faults: list[tuple[str, int]] = []
         self._lock = threading.Lock()
 
@@ -249,7 +250,14 @@ class Router:
                 and (manage or e.internal_client == client)
             ),
             key=lambda e: e.external_port,
-        )[:limit]
+        )
+        if self.profile.list_abort_over and len(rows) > self.profile.list_abort_over:
+            # NewNumberOfPorts is no protection: the daemon dies and comes back with nothing.
+            self.crashes += 1
+            self.entries.clear()
+            self.booted = self.clock()
+            raise WireFault("drop")
+        rows = rows[:limit]
         if not rows:
             raise Fault(730)
         body = "".join(

@@ -261,6 +261,9 @@ def _fault(code: int, description: str = "InvalidAction") -> tuple[int, bytes]:
 def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, a kept-alive client waits for its
+        # own delayed ACK (40 ms) before the body arrives.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
             pass  # the emulator is quiet; tests read the router's state instead

@@ -1,0 +1,147 @@
+"""HTTP/1.1 to one router: one kept-alive connection, a deadline per request, a cap on every body.
+
+Written on http.client rather than requests because a router is one host on the LAN: there is no
+proxy to honour, no redirect to follow, no TLS, and what matters is different. A request must end
+by its deadline even when the router trickles bytes (a per-read timeout never fires then), no body
+may grow past a cap (a hostile answer must not fill memory), and the connection is reused where the
+router keeps it open, which saves a TCP handshake per action on routers that allow it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from ..errors import ConnectionDropped, RouterProtocolError, RouterUnreachable
+
+MAX_BODY_BYTES = 1 << 20
+_CHUNK = 65536
+# Raised when a kept-alive connection was closed by the router while idle: send again on a new one.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str]  # names lower-cased
+
+
+class HttpClient:
+    """Requests to `host`:`port`, one at a time (a lock serialises callers on other threads)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, max_body: int = MAX_BODY_BYTES) -> None:
+        self.host, self.port, self.timeout, self.max_body = host, port, timeout, max_body
+        self.connections = 0  # TCP connections opened, for tests and the benchmark
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def request(
+        self, method: str, path: str, action: str = "", body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Response:
+        """Send one request and read the whole answer; RouterError naming `action` and the URL when that fails."""
+        what = _What(action, f"http://{self.host}:{self.port}{path}")
+        with self._lock:
+            reused = self._conn is not None
+            try:
+                return self._exchange(method, path, what, body, headers or {})
+            except _STALE:
+                self.close()
+                if not reused:
+                    raise ConnectionDropped(f"{what}: the router closed the connection without answering") from None
+            # The router closed a connection it had kept open; the request never reached it.
+            try:
+                return self._exchange(method, path, what, body, headers or {})
+            except _STALE:
+                self.close()
+                raise ConnectionDropped(f"{what}: the router closed the connection without answering") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _exchange(self, method: str, path: str, what: _What, body: bytes, headers: dict[str, str]) -> Response:
+        deadline = time.monotonic() + self.timeout
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body or None, headers=headers)
+            self._settle(conn, deadline)
+            resp = conn.getresponse()
+            data = self._read(resp, deadline, what)
+        except _STALE:
+            raise
+        except TimeoutError as exc:
+            self.close()
+            raise RouterUnreachable(f"{what}: the router did not answer within {self.timeout:g}s") from exc
+        except http.client.HTTPException as exc:
+            self.close()
+            raise RouterProtocolError(f"{what}: malformed HTTP answer ({type(exc).__name__})") from exc
+        except OSError as exc:
+            self.close()
+            raise RouterUnreachable(f"{what.unreachable}: {_reason(exc)}") from exc
+        if resp.will_close:
+            self.close()
+        return Response(resp.status, data, {k.lower(): v for k, v in resp.getheaders()})
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn.connect()
+            # A request is one small write; never hold it back waiting for an ACK (Nagle).
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn = conn
+            self.connections += 1
+        return self._conn
+
+    def _read(self, resp: http.client.HTTPResponse, deadline: float, what: _What) -> bytes:
+        declared = resp.getheader("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            self.close()
+            raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            self._settle(self._conn, deadline)
+            chunk = resp.read(_CHUNK)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > self.max_body:
+                self.close()
+                raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
+            parts.append(chunk)
+
+    def _settle(self, conn: http.client.HTTPConnection | None, deadline: float) -> None:
+        """Give the next socket operation only what is left of the request's deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(left)
+
+
+@dataclass(frozen=True)
+class _What:
+    """How a failed request is named in messages: the action (if any) and the URL."""
+
+    action: str
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.url}" if self.action else self.url
+
+    @property
+    def unreachable(self) -> str:
+        return f"{self.action + ': ' if self.action else ''}cannot reach router at {self.url}"
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "name or service not known"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
