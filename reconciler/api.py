@@ -108,10 +108,26 @@ def resolve(manifest: Manifest, backend: Backend) -> Manifest:
     return replace(manifest, mappings=mappings)
 
 
-def plan(manifest: Manifest, facts: Facts, *, renew_below: float = _diff.RENEW_BELOW) -> Plan:
+def plan(
+    manifest: Manifest,
+    facts: Facts,
+    *,
+    renew_below: float = _diff.RENEW_BELOW,
+    max_deletions: int | None = None,
+    allow_empty: bool = False,
+) -> Plan:
+    """The plan for `manifest`; blocked (nothing may be applied) where it breaks the manifest's
+    policy or the deletion guards: more than `max_deletions`, or an empty manifest pruning all."""
+    from . import policy
+
     backend = facts.backend
     local = backend.local_address() if Quirk.SECURE_MODE in backend.learned else ""
-    return _diff.diff(resolve(manifest, backend), facts.table, backend.info, backend.learned, local, renew_below)
+    resolved = resolve(manifest, backend)
+    planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
+    refused = policy.refusals(resolved, planned, max_deletions=max_deletions, allow_empty=allow_empty)
+    if not refused:
+        return planned
+    return replace(planned, blocked="; ".join(filter(None, [planned.blocked, *refused])))
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:

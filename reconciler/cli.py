@@ -62,6 +62,23 @@ def _parser() -> argparse.ArgumentParser:
             help="seconds to wait for each router request (default 5)",
         )
 
+    def guards(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--max-deletions", type=int, metavar="N", help="refuse a plan that deletes more than N mappings")
+        c.add_argument(
+            "--allow-empty",
+            action="store_true",
+            help="let a manifest with no mappings prune every mapping its owner holds (refused otherwise)",
+        )
+
+    def locking(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=60.0,
+            metavar="S",
+            help="seconds to wait while another portctl applies to the same router (default 60)",
+        )
+
     c = command("validate", _validate, "check a manifest offline")
     c.add_argument("file")
 
@@ -71,17 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     c.add_argument("--out", metavar="PLAN.json", help="save the plan for a later apply")
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    guards(c)
 
     c = command("apply", _apply, "make the router match the manifest (or a saved plan)")
     c.add_argument("file", metavar="FILE|PLAN.json")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="apply without asking")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
+    guards(c)
+    locking(c)
 
     c = command("destroy", _destroy, "remove every mapping this manifest's owner holds")
     c.add_argument("file")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="destroy without asking")
+    locking(c)
 
     c = command("show", _show, "the router and every mapping it holds")
     c.add_argument("file", nargs="?", help="a manifest, to mark its owner's mappings")
@@ -154,7 +175,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     m = manifest.load(args.file)
     with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
-        plan = api.plan(m, api.read(backend))
+        plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     doc = render.plan_json(plan)
     if args.out:
         _write_json(args.out, doc)
@@ -170,26 +191,46 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from . import api, manifest, planfile
+    from . import api, lock, manifest, planfile
 
     if args.file.endswith(".json"):
         saved = planfile.load(args.file)
         url = api.router_url(args.router, None) or (saved.router.location if saved.router else None)
-        with api.session(url, timeout=args.timeout) as backend:
+        with api.session(url, timeout=args.timeout) as backend, lock.held(backend.info.udn, args.lock_timeout):
             facts = api.read(backend)
             planfile.check_current(saved, facts.table, backend.info)
+            _guard_saved(saved, args)
             # Saving a plan and applying it is the approval.
             return _execute(saved, backend, True, args)
     m = manifest.load(args.file)
-    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
-        return _execute(api.plan(m, api.read(backend)), backend, args.auto_approve, args)
+    # Read and write under the router's lock: another portctl's writes would make the plan stale.
+    with (
+        api.session(api.router_url(args.router, m), timeout=args.timeout) as backend,
+        lock.held(backend.info.udn, args.lock_timeout),
+    ):
+        plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        return _execute(plan, backend, args.auto_approve, args)
+
+
+def _guard_saved(saved: Plan, args: argparse.Namespace) -> None:
+    """--max-deletions holds for a saved plan too (its other guards were applied when it was made)."""
+    from .models import Action
+
+    deletes = sum(1 for c in saved.changes if c.action is Action.REMOVE or c.replace)
+    if args.max_deletions is not None and deletes > args.max_deletions:
+        raise ConflictError(
+            f"the saved plan deletes {deletes} mappings, more than --max-deletions {args.max_deletions}"
+        )
 
 
 def _destroy(args: argparse.Namespace) -> int:
-    from . import api, manifest
+    from . import api, lock, manifest
 
     m = manifest.load(args.file)
-    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+    with (
+        api.session(api.router_url(args.router, m), timeout=args.timeout) as backend,
+        lock.held(backend.info.udn, args.lock_timeout),
+    ):
         plan = api.destroy_plan(m, api.read(backend))
         args.json = False
         return _execute(plan, backend, args.auto_approve, args)

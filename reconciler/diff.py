@@ -40,7 +40,7 @@ def target(owner: str, d: DesiredMapping, key: MappingKey | None = None) -> Port
         key=key,
         internal_client=d.internal_client,
         internal_port=d.internal_port,
-        description=ownership.describe(owner, key, d.name, d.description),
+        description=ownership.describe(owner, key, d.name, d.description, protect=d.protect),
         lease=d.lease,
         remote_host=d.remote_host,
     )
@@ -109,7 +109,7 @@ def diff(
     for key, name in sorted(owned.items()):
         if key in placed:
             continue
-        if manifest.prune:
+        if manifest.prune and not ownership.is_protected(rows[key].description):
             changes.append(Change(Action.REMOVE, name or str(key), key, rows[key], None, "no longer declared"))
         else:
             kept.append(rows[key])
@@ -215,10 +215,12 @@ def _update(d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below
 
 
 def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, ...]:
-    from deepdiff import DeepDiff
-
     before = _comparable(have, want)
     after = {f: asdict(want)[f] for f in _COMPARED}
+    if before == after:
+        return ()  # the usual case; deepdiff's import alone costs more than a whole no-op plan
+    from deepdiff import DeepDiff
+
     delta: dict[str, Any] = DeepDiff(before, after)
     out = []
     for kind in ("values_changed", "type_changes"):

@@ -6,6 +6,7 @@
     ├── ApprovalError                 apply/destroy was not approved
     ├── ConflictError                 the plan has conflicts that block any write
     ├── DiscoveryError                no IGD answered SSDP
+    ├── LockTimeout                   another portctl kept the router's lock past --lock-timeout
     └── RouterError                   talking to the router failed
         ├── RouterUnreachable         connection refused, no route, DNS, timeout
         │   └── ConnectionDropped     the router closed the connection without answering
@@ -92,6 +93,10 @@ class ConflictError(PortctlError):
 
 class DiscoveryError(PortctlError):
     """No Internet Gateway Device answered SSDP discovery."""
+
+
+class LockTimeout(PortctlError):
+    """Another portctl process is writing to the same router and did not finish in time."""
 
 
 class RouterError(PortctlError):

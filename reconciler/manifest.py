@@ -13,10 +13,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from . import ownership
-from .durations import parse_duration
+from . import ownership, policy
+from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
-from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Protocol
+from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
 
 API_VERSION = "portctl/v1"
 SCHEMA_URL = "https://portctl.dev/schemas/portctl.schema.json"
@@ -60,6 +60,8 @@ def parse(text: str, path: str = "<manifest>") -> Manifest:
     if not problems:
         problems += _schema_problems(doc)
         problems += _semantic_problems(doc)
+        if not problems:
+            _remember_valid(doc.data)
     if problems:
         raise ManifestError(sorted(problems, key=lambda p: (p.line, p.column)))
     return _build(data, path, doc)
@@ -153,7 +155,29 @@ def json_path(at: Path) -> str:
     return out
 
 
+def _digest(data: Any) -> str:
+    """Names a parsed document under this schema and this portctl: the same digest, the same verdict."""
+    import hashlib
+
+    from . import __version__
+
+    canonical = json.dumps([__version__, schema(), data], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _remember_valid(data: Any) -> None:
+    from . import routercache
+
+    routercache.put("valid_manifests", _digest(data), {})
+
+
 def _schema_problems(doc: _Document) -> Iterator[Problem]:
+    # Importing jsonschema costs more than the rest of a plan on a small table; a document that
+    # passed this schema before passes it again, so only a new one pays for it.
+    from . import routercache
+
+    if routercache.get("valid_manifests", _digest(doc.data)) is not None:
+        return
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(schema())
@@ -200,6 +224,11 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
     defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     if isinstance(defaults.get("lease"), str):
         yield from _lease_problems(doc, ("defaults", "lease"), defaults["lease"])
+    rules, breaches = _policy(data)
+    for where, message in breaches:
+        yield doc.problem(where, message)
+    if isinstance(defaults.get("lease"), str | int) and not policy.lease_allowed(rules, _lease(defaults["lease"])):
+        yield doc.problem(("defaults", "lease"), f"longer than policy.max_lease ({format_duration(rules.max_lease)})")
     mappings = data.get("mappings")
     if not isinstance(mappings, list):
         return
@@ -223,6 +252,7 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
         ext = _port_range(m.get("external_port"))
         internal = m.get("internal_port", m.get("external_port"))
         intr = _port_range(internal)
+        yield from _mapping_policy_problems(doc, at, m, rules, ext, intr, "lease" in defaults)
         for field, rng in (("external_port", ext), ("internal_port", intr)):
             if isinstance(m.get(field), str) and rng and not 1 <= rng[0] <= rng[1] <= 65535:
                 yield doc.problem((*at, field), f"{m.get(field)!r} is not a range of ports 1-65535, low-high")
@@ -259,6 +289,78 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
                     f"routers keep {ownership.MAX_DESCRIPTION_BYTES}: shorten it by "
                     f"{size - ownership.MAX_DESCRIPTION_BYTES}",
                 )
+
+
+def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
+    """The manifest's policy, and what is wrong with it (values the schema accepted)."""
+    raw = data.get("policy") if isinstance(data.get("policy"), dict) else {}
+    assert isinstance(raw, dict)
+    breaches: list[tuple[Path, str]] = []
+    nets = []
+    for i, cidr in enumerate(raw.get("allowed_internal_clients") or []):
+        try:
+            nets.append(str(ipaddress.IPv4Network(cidr, strict=False)))
+        except ValueError:
+            breaches.append(
+                (("policy", "allowed_internal_clients", i), f"{cidr!r} is not an IPv4 network such as 192.168.1.0/24")
+            )
+    ports = []
+    for i, value in enumerate(raw.get("allowed_external_ports") or []):
+        rng = _port_range(value)
+        if rng and 1 <= rng[0] <= rng[1] <= 65535:
+            ports.append(rng)
+        elif rng:
+            breaches.append(
+                (("policy", "allowed_external_ports", i), f"{value!r} is not a range of ports 1-65535, low-high")
+            )
+    max_lease = raw.get("max_lease")
+    limit = _lease(max_lease) if isinstance(max_lease, str | int) else 0
+    return Policy(tuple(nets), tuple(ports), limit), breaches
+
+
+def _lease(value: str | int) -> int:
+    """Seconds, 0 for permanent (or for text the schema reports)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return 0 if value == "permanent" else parse_duration(value)
+    except ValueError:
+        return 0
+
+
+def _mapping_policy_problems(
+    doc: _Document,
+    at: Path,
+    m: dict[str, Any],
+    rules: Policy,
+    ext: tuple[int, int] | None,
+    intr: tuple[int, int] | None,
+    inherits_lease: bool,
+) -> Iterator[Problem]:
+    """Breaches of the manifest's own policy and sensitive ports, for values written in the mapping."""
+    client = m.get("internal_client")
+    if isinstance(client, str) and client != "auto" and not policy.client_allowed(rules, client):
+        yield doc.problem((*at, "internal_client"), f"{client} is outside policy.allowed_internal_clients")
+    lease = m.get("lease")
+    if isinstance(lease, str | int) and not policy.lease_allowed(rules, _lease(lease)):
+        yield doc.problem((*at, "lease"), f"longer than policy.max_lease ({format_duration(rules.max_lease)})")
+    elif lease is None and not inherits_lease and rules.max_lease:
+        yield doc.problem(
+            at, f"no lease given, so permanent, which policy.max_lease ({format_duration(rules.max_lease)}) refuses"
+        )
+    if not (ext and intr and 1 <= ext[0] <= ext[1] <= 65535 and intr[1] - intr[0] == ext[1] - ext[0]):
+        return
+    outside = [p for p in range(ext[0], ext[1] + 1) if not policy.port_allowed(rules, p)]
+    if outside:
+        yield doc.problem((*at, "external_port"), f"port {outside[0]} is outside policy.allowed_external_ports")
+    if m.get("allow_sensitive") is not True:
+        for offset in range(ext[1] - ext[0] + 1):
+            why = policy.sensitive(ext[0] + offset, intr[0] + offset)
+            if why:
+                yield doc.problem(
+                    (*at, "external_port"), f"exposes {why} to the internet; set allow_sensitive: true if that is meant"
+                )
+                break
 
 
 def _lease_problems(doc: _Document, at: Path, value: str) -> Iterator[Problem]:
@@ -324,6 +426,8 @@ def _build(data: dict[str, Any], path: str, doc: _Document) -> Manifest:
                         on_conflict=OnConflict(m.get("on_conflict", "fail")),
                         allow_same_port=bool(m.get("allow_same_port", False)),
                         line=doc.where(("mappings", i))[0],
+                        protect=bool(m.get("protect", False)),
+                        allow_sensitive=bool(m.get("allow_sensitive", False)),
                     )
                 )
     router = data.get("router", {})
@@ -334,6 +438,7 @@ def _build(data: dict[str, Any], path: str, doc: _Document) -> Manifest:
         router.get("url"),
         data.get("prune", True),
         bool(router.get("allow_private_wan", False)),
+        _policy(data)[0],
     )
 
 

@@ -67,6 +67,17 @@ class DesiredMapping:
     on_conflict: OnConflict = OnConflict.FAIL
     allow_same_port: bool = False  # on a router that requires equal ports, forward to the external port
     line: int = 0  # where the mapping is declared, for messages
+    protect: bool = False  # marked on the router; prune and destroy leave it alone
+    allow_sensitive: bool = False  # a privileged port or a risky service (SSH, RDP...) may be exposed
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the manifest allows its own mappings; empty means no limit."""
+
+    allowed_internal_clients: tuple[str, ...] = ()  # IPv4 CIDRs
+    allowed_external_ports: tuple[tuple[int, int], ...] = ()  # inclusive ranges
+    max_lease: int = 0  # seconds; 0: no limit (then permanent leases are allowed)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class Manifest:
     router_url: str | None = None
     prune: bool = True
     allow_private_wan: bool = False  # map even when the router's WAN address is private (double NAT)
+    policy: Policy = Policy()
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ class Plan:
     changes: tuple[Change, ...]
     foreign: tuple[PortMapping, ...]
     conflicts: tuple[Conflict, ...] = ()
-    kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off
+    kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off or it is protected
     router: RouterInfo | None = None
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
     blocked: str = ""  # why no mapping can be made on this router at all (CGNAT, WAN down)

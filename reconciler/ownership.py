@@ -2,12 +2,14 @@
 
 There is no state file; the router's descriptions are the inventory. A description portctl writes is
 
-    pc:OOOOKKKK NAME[ DESCRIPTION]
+    pc:OOOOKKKK [!]NAME[ DESCRIPTION]
 
 OOOO is a hash of the owner, KKKK a hash of the owner and the mapping's external port and
 protocol. The tag is 11 characters so it survives routers that cut descriptions to 16; binding it
 to the port means a tag copied onto another port or protocol no longer matches and that mapping
-counts as foreign. The name follows in clear text for people reading `upnpc -l`.
+counts as foreign. The name follows in clear text for people reading `upnpc -l`; a "!" before it
+marks a protected mapping, which prune and destroy never delete. The mark lives on the router
+because a mapping removed from the manifest must still be known to be protected.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 from .models import MappingKey
 
 PREFIX = "pc:"
+PROTECTED = "!"
 TAG_LENGTH = len(PREFIX) + 8
 # miniupnpd 2.3.1 returns garbage past 63 bytes; most routers keep at least this much.
 MAX_DESCRIPTION_BYTES = 63
@@ -32,9 +35,9 @@ def tag(owner: str, key: MappingKey) -> str:
     return f"{PREFIX}{_code(owner)}{_code(owner, str(key.external_port), key.protocol.value)}"
 
 
-def describe(owner: str, key: MappingKey, name: str, description: str = "") -> str:
+def describe(owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
     """The router description for a mapping this owner makes."""
-    text = f"{tag(owner, key)} {name}"
+    text = f"{tag(owner, key)} {PROTECTED if protect else ''}{name}"
     return f"{text} {description}" if description else text
 
 
@@ -49,7 +52,12 @@ def owned_name(owner: str, key: MappingKey, description: str) -> str | None:
     rest = description[len(expected) :]
     if rest and not rest.startswith(" "):
         return None
-    return rest[1:].split(" ", 1)[0]
+    return rest[1:].split(" ", 1)[0].removeprefix(PROTECTED)
+
+
+def is_protected(description: str) -> bool:
+    """Does this (owned) row carry the protected mark?"""
+    return description[TAG_LENGTH : TAG_LENGTH + 2] == f" {PROTECTED}"
 
 
 def is_owned(owner: str, key: MappingKey, description: str) -> bool:

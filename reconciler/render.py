@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from . import ownership
+from . import ownership, policy
 from .durations import format_duration
 from .models import Action, ApplyReport, Change, Conflict, Plan, PortMapping, RouterInfo
 from .quirks import MEANING, Learned
@@ -70,8 +70,12 @@ def plan_text(plan: Plan, style: Style) -> str:
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
     if plan.kept:
         out.append("")
-        out.append("Owned but no longer declared, kept because prune is off:")
-        out += [f"    {m.key}  -> {_target(m)}  {m.description!r}" for m in plan.kept]
+        out.append("Owned but no longer declared, kept (prune is off, or the mapping is protected):")
+        out += [
+            f"    {m.key}  -> {_target(m)}  {m.description!r}"
+            + ("  (protected)" if ownership.is_protected(m.description) else "")
+            for m in plan.kept
+        ]
     if plan.foreign:
         out.append("")
         out.append(style("dim", f"Foreign mappings, left alone ({len(plan.foreign)}):"))
@@ -87,7 +91,22 @@ def _conflict_text(k: Conflict) -> str:
     return f"{k.reason}: {_target(k.holder)} {k.holder.description!r}"
 
 
+def sensitive(c: Change) -> str:
+    """Why this write exposes something sensitive ("" if it does not): flagged in every plan."""
+    if c.after is None or c.action is Action.RENEW:
+        return ""
+    return policy.sensitive(c.after.key.external_port, c.after.internal_port)
+
+
 def _change_lines(c: Change, width: int, style: Style) -> list[str]:
+    lines = _change_text(c, width, style)
+    why = sensitive(c)
+    if why:
+        lines[0] += style("!", f"  [sensitive: {why}]")
+    return lines
+
+
+def _change_text(c: Change, width: int, style: Style) -> list[str]:
     symbol = "-/+" if c.replace else _SYMBOL[c.action]
     head = f"  {symbol:<3} {c.name:<{width}} {c.key!s:<11}"
     if c.action == Action.ADD and c.after:
@@ -170,6 +189,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "reason": c.reason,
                 "replace": c.replace,
                 "same_port_ok": c.same_port_ok,
+                "sensitive": sensitive(c),
                 "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
             }
             for c in plan.changes

@@ -169,7 +169,7 @@ table inet filter {{
         self.start_router()
         return self
 
-    def start_router(self, *, keep_table: bool = False) -> None:
+    def start_router(self, *, keep_table: bool = False, wait: float = 15) -> None:
         """Start the router; unless `keep_table`, with an empty table, as a reboot leaves most routers.
 
         miniupnpd rebuilds its table from the lease file and from the nftables rules it finds, so
@@ -201,7 +201,8 @@ table inet filter {{
             stdout=log,
             stderr=log,
         )
-        wait_for(self._answers, 15, "miniupnpd to serve its description")
+        # miniupnpd loads its lease file before it serves: a second or so per hundred mappings.
+        wait_for(self._answers, wait, "miniupnpd to serve its description")
 
     def _start_emulator(self) -> None:
         log = open(os.path.join(self.workdir, "emulator.log"), "ab")  # noqa: SIM115 - owned by the process

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import api, ownership
+from .. import api, lock, ownership
 from ..apply import apply
 from ..backends.base import Backend
-from ..errors import ManifestError, PortctlError, RouterError, RouterUnreachable
+from ..errors import LockTimeout, ManifestError, PortctlError, RouterError, RouterUnreachable
 from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
 from . import status as st
 from .config import AgentConfig
@@ -36,6 +36,7 @@ from .source import Artifact, FileSource, GitSource, SourceError
 
 RENEW_BELOW = 0.6  # renew once less than 60% of a lease is left ...
 RENEW_WAKE = 0.55  # ... and wake for it when 55% is left, so renewal is done before half
+LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on the same router
 MIN_WAIT = 1.0
 FIRST_BACKOFF = 2.0
 
@@ -197,6 +198,8 @@ class Agent:
             self._drop_backend()
             reason = st.ROUTER_UNREACHABLE if isinstance(exc, RouterUnreachable) else st.ROUTER_ERROR
             return self._failed(reason, str(exc))
+        except LockTimeout as exc:
+            return self._failed(st.LOCKED, str(exc))
         if problem:
             return self._failed(*problem, changes=changes)
         if trouble:
@@ -248,6 +251,11 @@ class Agent:
     def _converge(self, manifest: Manifest) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
         backend = self._connect(manifest)
+        # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
+        with lock.held(backend.info.udn, LOCK_TIMEOUT):
+            return self._converge_locked(manifest, backend)
+
+    def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         facts = api.read(backend)
         plan = api.plan(manifest, facts, renew_below=RENEW_BELOW)
         before = {e.mapping for e in self.status.inventory}

@@ -19,6 +19,7 @@ SUCCEEDED = "ReconciliationSucceeded"
 PROGRESSING = "Progressing"
 ROUTER_UNREACHABLE = "RouterUnreachable"
 ROUTER_ERROR = "RouterError"
+LOCKED = "Locked"  # another portctl held the router's lock for the whole wait
 SOURCE_FETCH_FAILED = "SourceFetchFailed"
 VERIFICATION_FAILED = "VerificationFailed"
 VALIDATION_FAILED = "ValidationFailed"

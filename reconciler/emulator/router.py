@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 from xml.sax.saxutils import escape
 
 from ..errors import UPNP_ERROR_NAMES
@@ -77,6 +78,8 @@ class Router:
         self.on_change: list[Callable[[int], None]] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self.crashes = 0  # listings that would have killed the daemon (profile list_abort_over)
+        self.journal: list[tuple[str, Args]] = []  # every write, in the order the router took them
+        self._wire_faults: list[list[Any]] = []  # [action, calls to let through first, kind]
         self._faults: list[tuple[str, int]] = []
         self._lock = threading.Lock()
 
@@ -86,6 +89,14 @@ class Router:
         """Answer the next call of `action` with UPnP error `code` (once)."""
         with self._lock:
             self._faults.append((action, code))
+
+    def inject(self, action: str, kind: str, *, after: int = 0) -> None:
+        """Let `after` calls of `action` through, then fail the next one on the wire: "drop" (the
+        router did the work but hung up before answering), "http-500" (did the work, answered a bare
+        500), "stall" (did the work, answered nothing until the client gave up) or "reboot" (the
+        router restarted: the table is gone and the call was never done)."""
+        with self._lock:
+            self._wire_faults.append([action, after, kind])
 
     def add(self, port: int, protocol: str, client: str, internal_port: int, description: str, lease: int = 0) -> None:
         """Put a row in the table directly, as another client on the LAN would."""
@@ -147,10 +158,29 @@ class Router:
                     del self._faults[i]
                     raise Fault(code)
             self._expire()
+            fault = self._due_fault(action)
+            if fault == "reboot":
+                self.entries.clear()
+                self.booted = self.clock()
+                raise WireFault("drop")
             out = handler(args, client)
+            if action in ("AddPortMapping", "DeletePortMapping"):
+                self.journal.append((action, dict(args)))
         if action in ("AddPortMapping", "DeletePortMapping"):
             self._changed()
+        if fault:
+            raise WireFault(fault)
         return out
+
+    def _due_fault(self, action: str) -> str:
+        for i, (name, after, kind) in enumerate(self._wire_faults):
+            if name == action:
+                if after:
+                    self._wire_faults[i][1] -= 1
+                    return ""
+                del self._wire_faults[i]
+                return str(kind)
+        return ""
 
     def _external_ip(self, args: Args, client: str) -> Args:
         return {"NewExternalIPAddress": self.external_ip if self.connected else "0.0.0.0"}

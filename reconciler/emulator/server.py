@@ -94,6 +94,7 @@ class EmulatorServer:
         self.controls = {CONTROL_PATH: self.router}
         if self.profile.dead_wan_first:
             self.controls[DEAD_CONTROL_PATH] = Router(self.profile, connected=False)
+        self.stall = 3.0  # seconds a "stall" fault holds the answer back
         self.events = True  # answer SUBSCRIBE; False imitates routers that list an eventSubURL but refuse it
         self.publisher = Publisher()
         self.router.on_change.append(self.publisher.publish)
@@ -280,6 +281,9 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _wire(self, kind: str) -> None:
+            if kind == "stall":
+                time.sleep(server.stall)  # longer than the client waits: it gives up first
+                kind = "drop"
             if kind == "drop":
                 self.close_connection = True  # hang up without a status line
             else:

@@ -1,0 +1,47 @@
+"""One writer per router: an advisory lock per router UDN, so two portctl processes applying to the
+same router never interleave their reads and writes (each would plan from a table the other is
+changing). The lock is flock(2) on a file, so it dies with its process and needs no cleanup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+
+from . import routercache
+from .errors import LockTimeout
+
+POLL = 0.05  # seconds between attempts while another process holds the lock
+
+
+def path(udn: str) -> str:
+    name = hashlib.sha256(udn.encode()).hexdigest()[:20]  # a UDN comes from the network: never a path
+    return os.path.join(routercache.directory(), "locks", f"{name}.lock")
+
+
+@contextlib.contextmanager
+def held(udn: str, timeout: float) -> Iterator[None]:
+    """Hold the router's lock for the block, waiting up to `timeout` seconds for another holder."""
+    where = path(udn)
+    os.makedirs(os.path.dirname(where), exist_ok=True)
+    fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"another portctl is applying to router {udn} and did not finish within "
+                        f"{timeout:g}s (lock {where}); try again, or raise --lock-timeout"
+                    ) from None
+                time.sleep(POLL)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
