@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
-DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client
+DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client curl
 
-.PHONY: demo test lint typecheck system-deps soak clean
+.PHONY: demo test lint typecheck system-deps soak bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(STAMP) system-deps lint typecheck
 ## soak: thousands of agent reconcile cycles against the emulator, with random drift and reboots
 soak: $(STAMP)
 	$(BIN)/python bench/agent_soak.py --cycles $(or $(CYCLES),3000)
+
+## bench: portctl plan against upnpc -l on real miniupnpd in namespaces (root; about 25 min with 300)
+SIZES ?= 0,100,300
+REPEAT ?= 3
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/plan_vs_upnpc.py --sizes $(SIZES) --repeat $(REPEAT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

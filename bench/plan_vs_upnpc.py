@@ -88,7 +88,7 @@ table inet bench {{
             self.lab.run(self.lab.rtr, "nft", "flush", "chain", "inet", "filter", chain)
         with open(os.path.join(self.lab.workdir, "leases"), "w") as f:
             f.write(lease_file(count))
-        self.lab.start_router(keep_table=True, wait=30 + count)
+        self.lab.start_router(keep_table=True, wait=60 + 3 * count)
 
 
 def machine() -> str:

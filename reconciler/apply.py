@@ -61,7 +61,14 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     for change in order:
         attempt(change)
     if stopped:
-        return _report(plan, errors)
+        # The router stopped answering (or restarted) part-way: check what it still holds, if it
+        # answers now, so the report never calls done a write that a restart wiped.
+        try:
+            table = {m.key: m for m in backend.list_mappings()}
+        except RouterError:
+            return _report(plan, errors)  # what the router acknowledged is all there is to go by
+        _verify(plan, errors, granted, table, backend)
+        return _report(plan, errors, tuple(table.values()))
 
     table = {m.key: m for m in backend.list_mappings()}
     retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
@@ -75,10 +82,21 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
             errors[change] = str(exc)
     if retry:
         table = {m.key: m for m in backend.list_mappings()}
+    _verify(plan, errors, granted, table, backend)
+    return _report(plan, errors, tuple(table.values()))
+
+
+def _verify(
+    plan: Plan,
+    errors: dict[Change, str],
+    granted: dict[Change, PortMapping],
+    table: dict[MappingKey, PortMapping],
+    backend: Backend,
+) -> None:
+    """A change counts as done only if the table read back holds it."""
     for change in plan.changes:
         if change not in errors and not _holds(change, granted, table, backend):
             errors[change] = _mismatch(granted.get(change, change.after), table.get(change.key))
-    return _report(plan, errors, tuple(table.values()))
 
 
 def _report(plan: Plan, errors: dict[Change, str], table: tuple[PortMapping, ...] | None = None) -> ApplyReport:

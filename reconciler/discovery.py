@@ -69,14 +69,16 @@ def parse_reply(
     location, target = headers.get("location", ""), headers.get("st", "")
     if target not in SEARCH_TARGETS:
         return None
+    if not (location.isascii() and location.isprintable()) or " " in location:
+        return None  # urlsplit would quietly strip control characters that the raw string keeps
     try:
         parts = urlsplit(location)
         parts.port  # noqa: B018 - raises ValueError for a port that is not one
         host = ipaddress.ip_address(parts.hostname or "")
     except ValueError:
         return None
-    if parts.scheme != "http" or str(host) not in (source, gateway):
-        return None
+    if parts.scheme != "http" or str(host) not in (source, gateway) or "@" in parts.netloc:
+        return None  # userinfo in a LOCATION only ever serves to disguise the host
     if host.is_loopback or host.is_multicast or host.is_unspecified or host.version != 4:
         return None
     if subnets is not None and not any(host in net for net in subnets):

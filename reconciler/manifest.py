@@ -297,7 +297,9 @@ def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
     assert isinstance(raw, dict)
     breaches: list[tuple[Path, str]] = []
     nets = []
-    for i, cidr in enumerate(raw.get("allowed_internal_clients") or []):
+    for i, cidr in enumerate(_list(raw.get("allowed_internal_clients"))):
+        if not isinstance(cidr, str):
+            continue  # the schema reports it
         try:
             nets.append(str(ipaddress.IPv4Network(cidr, strict=False)))
         except ValueError:
@@ -305,7 +307,7 @@ def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
                 (("policy", "allowed_internal_clients", i), f"{cidr!r} is not an IPv4 network such as 192.168.1.0/24")
             )
     ports = []
-    for i, value in enumerate(raw.get("allowed_external_ports") or []):
+    for i, value in enumerate(_list(raw.get("allowed_external_ports"))):
         rng = _port_range(value)
         if rng and 1 <= rng[0] <= rng[1] <= 65535:
             ports.append(rng)
@@ -316,6 +318,10 @@ def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
     max_lease = raw.get("max_lease")
     limit = _lease(max_lease) if isinstance(max_lease, str | int) else 0
     return Policy(tuple(nets), tuple(ports), limit), breaches
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _lease(value: str | int) -> int:

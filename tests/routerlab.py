@@ -231,7 +231,10 @@ table inet filter {{
         if self._daemon is not None and self._daemon.poll() is not None:
             raise RuntimeError(f"the router exited; see the log in {self.workdir}")
         probe = f"import urllib.request; urllib.request.urlopen({self.url!r}, timeout=1).read()"
-        return self.run(self.lan, sys.executable, "-c", probe, check=False).returncode == 0
+        try:
+            return self.run(self.lan, sys.executable, "-c", probe, check=False, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False  # busy (loading a big lease file): not serving yet
 
     def down(self) -> None:
         for s in self._servers:

@@ -98,6 +98,11 @@ class Router:
         with self._lock:
             self._wire_faults.append([action, after, kind])
 
+    def heal(self) -> None:
+        """Forget the wire faults still pending: the router works again."""
+        with self._lock:
+            self._wire_faults.clear()
+
     def add(self, port: int, protocol: str, client: str, internal_port: int, description: str, lease: int = 0) -> None:
         """Put a row in the table directly, as another client on the LAN would."""
         with self._lock:

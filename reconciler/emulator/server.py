@@ -118,7 +118,9 @@ class EmulatorServer:
             return self.requests
 
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="portctl-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="portctl-emulator", daemon=True
+        )  # a short poll: stop() returns at once, which hundreds of property-test examples notice
         self._thread.start()
         return self
 

@@ -1,0 +1,75 @@
+"""A router that fails in the middle of an apply: the report says what was done, the exit is non-zero,
+and the next apply converges from whatever the router holds. The foreign mapping never changes.
+
+The emulator's fault injection does the work and then loses the answer (drop, bare 500, stall past
+the client's timeout), or restarts with an empty table (reboot). The real-router version kills
+miniupnpd between two writes (tests/test_real_faults.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler import ownership
+from reconciler.emulator import EmulatorServer, Router
+from tests.helpers import portctl, snapshot, write
+
+FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
+MANIFEST = """\
+apiVersion: portctl/v1
+owner: faults
+mappings:
+  - name: games
+    external_port: 27015-27020
+"""
+
+
+def owned(server: EmulatorServer) -> set[int]:
+    return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}
+
+
+@pytest.mark.parametrize("kind", ["drop", "http-500", "stall", "reboot"])
+def test_a_fault_mid_apply_is_reported_and_the_next_apply_converges(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    with EmulatorServer(Router(igd_version=2)) as server:
+        server.stall = 2.0
+        server.router.add(*FOREIGN)
+        path = write(tmp_path, MANIFEST)
+        # From the third add on, the router stays broken for longer than retries can bridge.
+        server.router.inject("AddPortMapping", kind, after=2)
+        for _ in range(8):
+            server.router.inject("AddPortMapping", kind)
+        run = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--timeout", "1", "--no-color")
+        assert run.code == 1, run.out + run.err
+        assert "Traceback" not in run.err
+        assert "Run apply again to finish" in run.out
+        # The report is true: what it calls done is on the router, and it names a failure.
+        done = {int(line.split()[3].split("/")[0]) for line in run.out.splitlines() if line.startswith("  done ")}
+        failed = [line for line in run.out.splitlines() if line.startswith("  FAILED ")]
+        assert failed and done <= owned(server)
+        assert len(done) + len(failed) == 6
+        if kind != "reboot":  # a reboot loses the foreign row too: the router's doing, not portctl's
+            assert [r for r in snapshot(server) if r[0] == FOREIGN[0]] == [FOREIGN]
+        server.router.heal()
+        again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve")
+        assert again.code == 0, again.out + again.err
+        assert owned(server) == set(range(27015, 27021))
+        plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode")
+        assert plan.code == 0 and "Plan: 0 to add, 0 to change, 0 to remove." in plan.out
+        assert all(int(args["NewExternalPort"]) != FOREIGN[0] for _, args in server.router.journal)
+
+
+def test_a_router_rebooting_mid_apply_loses_earlier_writes_and_the_next_apply_restores_them(
+    tmp_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reboot wipes the two mappings already made; the read-back catches it, and the next apply redoes them."""
+    with EmulatorServer(Router(igd_version=2)) as server:
+        path = write(tmp_path, MANIFEST)
+        server.router.inject("AddPortMapping", "reboot", after=2)
+        run = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
+        assert run.code == 1
+        assert len(server.router.rows()) < 6
+        again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve")
+        assert again.code == 0
+        assert owned(server) == set(range(27015, 27021))
