@@ -55,7 +55,7 @@ def test_a_commit_is_applied_within_one_interval(repo: GitRepo, emulator: Emulat
     with AgentRun(cfg) as run:
         run.wait_condition("True", "ReconciliationSucceeded")
         assert ports(emulator) == {8080}
-        commit = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+        commit = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
         committed = time.monotonic()
         wait_for(lambda: 2222 in ports(emulator), 10, "the new mapping")
         took = time.monotonic() - committed
@@ -87,7 +87,7 @@ def test_an_invalid_commit_changes_nothing_and_the_next_good_one_recovers(
         # The last good revision stays in force: drift is still healed meanwhile.
         emulator.router.remove(8080, "TCP")
         wait_for(lambda: 8080 in ports(emulator), 10, "the last good revision's mapping to be restored")
-        fixed = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "fix")
+        fixed = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "fix")
         run.wait_condition("True", "ReconciliationSucceeded")
         assert run.status()["lastAppliedRevision"] == f"main@sha1:{fixed}"
     assert ports(emulator) == {8080, 2222}
@@ -98,7 +98,7 @@ def test_drift_is_healed_and_foreign_mappings_are_never_touched(
 ) -> None:
     """An owned mapping deleted or changed by another client is restored; a foreign one stays exactly as it was."""
     emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
-    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
     with AgentRun(config(repo, emulator, tmp_path, events=False)) as run:
         run.wait_condition("True", "ReconciliationSucceeded")
         foreign = [r for r in snapshot(emulator) if r[0] == 3074]
@@ -107,7 +107,7 @@ def test_drift_is_healed_and_foreign_mappings_are_never_touched(
         # Someone edits the owned ssh mapping in the router's web page: a new internal port.
         emulator.router.add(2222, "TCP", "127.0.0.1", 2200, str(ssh[4]))
         wait_for(lambda: 8080 in owned(emulator), 10, "the deleted mapping to come back")
-        wait_for(lambda: (2222, "TCP", "127.0.0.1", 22) in {r[:4] for r in snapshot(emulator)}, 10, "repair")
+        wait_for(lambda: (2222, "TCP", "127.0.0.1", 2200) in {r[:4] for r in snapshot(emulator)}, 10, "repair")
         # The pass logs what it did once its apply has been read back: wait for that too.
         wait_for(
             lambda: any(e["msg"].startswith("restored 8080/tcp -> 127.0.0.1:80 (web)") for e in run.log_lines()),
@@ -148,7 +148,7 @@ def test_a_router_restart_is_noticed_and_the_table_restored(
     repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
 ) -> None:
     """A reboot that wiped the table (uptime went back, subscribers forgotten) is healed before the interval."""
-    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
     with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=1)) as run:
         run.wait_condition("True", "ReconciliationSucceeded")
         time.sleep(1.1)  # let the emulator's uptime reach 1 s, so the restart sets it back
@@ -373,7 +373,7 @@ def test_sigterm_finishes_the_apply_and_release_on_exit_removes_only_owned_mappi
     # Every request takes 0.4 s, so the signal lands while the apply is under way.
     with EmulatorServer(Router(replace(PROFILES["slow"], delay=0.4))) as slow:
         slow.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
-        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)))
+        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
         agent = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "agent", "--repo", repo.path, "--router", slow.url,
              "--workdir", str(tmp_path / "wd"), "--listen", "127.0.0.1:0", "--release-on-exit", "--timeout", "10"],
@@ -402,11 +402,11 @@ def test_signed_commits_only(repo: GitRepo, emulator: EmulatorServer, tmp_path: 
     cfg = config(repo, emulator, tmp_path, verify_signatures=True, allowed_signers=signers, events=False)
     with AgentRun(cfg) as run:
         run.wait_condition("True", "ReconciliationSucceeded")
-        unsigned = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "unsigned")
+        unsigned = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "unsigned")
         run.wait_condition("False", "VerificationFailed")
         status = run.status()
         assert ports(emulator) == {8080}
-        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 22)), "signed", sign_with=key + ".pub")
+        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "signed", sign_with=key + ".pub")
         run.wait_condition("True", "ReconciliationSucceeded")
     assert status["lastAppliedRevision"] == f"main@sha1:{signed}"
     assert unsigned[:12] in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]

@@ -126,7 +126,7 @@ def test_lease_past_half_is_renewed(tmp_path: str, capsys: pytest.CaptureFixture
         path = write(
             tmp_path,
             "apiVersion: portctl/v1\nowner: t\nmappings:\n"
-            "  - {name: rdp, external_port: 3389, lease: 2h, internal_client: 127.0.0.1}\n",
+            "  - {name: rdp, external_port: 3389, lease: 2h, internal_client: 127.0.0.1, allow_sensitive: true}\n",
         )
         assert apply(capsys, path, server) == 0
         now[0] += 3000  # 70 minutes left of 2 hours: not yet due
