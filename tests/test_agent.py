@@ -386,7 +386,7 @@ def test_sigterm_finishes_the_apply_and_release_on_exit_removes_only_owned_mappi
         messages = [e["msg"] for e in lines]
     assert agent.returncode == 0
     assert "added 8080/tcp -> 127.0.0.1:80 (web)" in messages  # the apply was finished ...
-    assert "added 2222/tcp -> 127.0.0.1:22 (ssh)" in messages
+    assert "added 2222/tcp -> 127.0.0.1:2200 (ssh)" in messages
     assert "released 8080/tcp (web)" in messages and "released 2222/tcp (ssh)" in messages  # ... then released
     assert ports(slow) == {3074}
 
