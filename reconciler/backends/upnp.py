@@ -333,39 +333,39 @@ class UpnpBackend(Backend):
         return decision is not None and decision.then is then
 
     def list_mappings(self) -> list[PortMapping]:
+        if "GetListOfPortMappings" not in self._service.actions or Quirk.NO_PORT_LISTING in self.learned:
+            return self._list_by_index()
+        last = routercache.get("tables", self.info.udn)
         rows = None
-        if "GetListOfPortMappings" in self._service.actions and Quirk.NO_PORT_LISTING not in self.learned:
-            pages = self._pages()
-            if pages is not None:
-                try:
-                    rows = [
-                        m for proto in Protocol for start, end in pages[proto] for m in self._list(proto, start, end)
-                    ]
-                except RouterError as exc:
-                    if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
-                        raise
-                    self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
+        pages = self._pages(last)
+        if pages is not None:
+            try:
+                rows = [m for proto in Protocol for start, end in pages[proto] for m in self._list(proto, start, end)]
+            except RouterError as exc:
+                if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
+                    raise
+                self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
         if rows is None:
             rows = self._list_by_index()
-        self._remember_ports(rows)
+        self._remember_ports(rows, last)
         return rows
 
-    def _pages(self) -> dict[Protocol, list[tuple[int, int]]] | None:
-        """Port ranges to list per protocol, each safe for the router; None when no paging can be vouched for."""
+    def _pages(self, last: dict[str, object] | None) -> dict[Protocol, list[tuple[int, int]]] | None:
+        """Port ranges to list per protocol, each safe for the router, given where the ports lay
+        `last` time; None when no paging can be vouched for."""
         if self._past_end(paging.SMALL_TABLE):
             return {proto: paging.ranges([]) for proto in Protocol}
-        last = routercache.get("tables", self.info.udn) or {}
+        last = last or {}
         total = last.get("total")
-        if not isinstance(total, int) or not self._past_end(total + paging.GROWTH):
-            return None  # never read, or grown by more than the pages leave room for
-        try:
-            return {proto: paging.ranges(int(c) for c in last[proto.value]) for proto in Protocol}
-        except (KeyError, TypeError, ValueError):
-            return None
+        cut_points = {proto: _ints(last.get(proto.value)) for proto in Protocol}
+        if not isinstance(total, int) or any(c is None for c in cut_points.values()):
+            return None  # never read with listings
+        if not self._past_end(total + paging.GROWTH):
+            return None  # grown by more than the pages leave room for
+        return {proto: paging.ranges(points or []) for proto, points in cut_points.items()}
 
-    def _remember_ports(self, rows: list[PortMapping]) -> None:
+    def _remember_ports(self, rows: list[PortMapping], last: dict[str, object] | None) -> None:
         """Where this table's ports lie, to cut the next read into safe pages; small tables need none."""
-        last = routercache.get("tables", self.info.udn)
         if len(rows) <= paging.SMALL_TABLE and last is None:
             return
         now: dict[str, object] = {"total": len(rows)}
@@ -579,6 +579,13 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
         enabled=enabled,
         remote_host=xmlsafe.printable(fields.get("NewRemoteHost", "").strip(), 64),
     )
+
+
+def _ints(value: object) -> list[int] | None:
+    """A list of integers from the cache, or None for anything else."""
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return value
+    return None
 
 
 def _address_text(out: dict[str, str]) -> str:
