@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--verify-signatures", action="store_const", const=True, help="apply only signed commits")
     c.add_argument("--allowed-signers", metavar="FILE", help="SSH allowed-signers file for --verify-signatures")
     c.add_argument("--release-on-exit", action="store_const", const=True, help="delete owned mappings on shutdown")
+    c.add_argument("--max-deletions", type=int, metavar="N", help="refuse a pass that deletes more than N mappings")
+    c.add_argument(
+        "--allow-empty", action="store_const", const=True, help="let an empty manifest prune every owned mapping"
+    )
     c.add_argument("--no-events", dest="events", action="store_const", const=False, help="poll; no GENA events")
     c.add_argument("--webhook", metavar="URL", help="POST a JSON event here on changes and failures")
     c.add_argument("--workdir", metavar="DIR", help="where to check the repository out")
@@ -376,6 +380,7 @@ def _agent(args: argparse.Namespace) -> int:
         for k in (
             "repo", "ref", "path", "manifest", "interval", "listen", "router", "timeout",
             "verify_signatures", "allowed_signers", "release_on_exit", "events", "webhook", "workdir",
+            "max_deletions", "allow_empty",
         )
     }  # fmt: skip
     config = agent_config.build(args.config, flags)

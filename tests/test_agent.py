@@ -207,6 +207,25 @@ def test_a_source_that_fails_backs_off_and_keeps_the_router_converged(
     assert max(waits) < 60
 
 
+def test_an_empty_manifest_does_not_prune_everything_unless_allowed(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """A commit that empties the manifest is refused as PlanBlocked (a broken generator, a bad merge);
+    with allow-empty it is applied. The foreign mapping stays throughout."""
+    emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        repo.commit(manifest(), "oops")
+        run.wait_condition("False", "PlanBlocked")
+        assert "pass --allow-empty if that is meant" in run.condition()["message"]
+        assert owned(emulator) == {8080, 2222}
+    with AgentRun(config(repo, emulator, tmp_path, allow_empty=True)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        assert owned(emulator) == set()
+    assert ports(emulator) == {3074}
+
+
 def test_the_router_going_away_is_reported_and_backed_off(repo: GitRepo, tmp_path: Any) -> None:
     """An unreachable router turns Ready False with RouterUnreachable; the mappings come back when it does."""
     router = Router()

@@ -36,6 +36,8 @@ class AgentConfig:
     verify_signatures: bool = False
     allowed_signers: str | None = None
     release_on_exit: bool = False
+    max_deletions: int | None = None  # refuse a pass that would delete more mappings than this
+    allow_empty: bool = False  # let an empty manifest prune everything the owner holds
     events: bool = True  # subscribe to the router's GENA events where offered
     events_port: int = 0
     webhook: str | None = None
@@ -56,8 +58,8 @@ class AgentConfig:
 
 
 _DURATIONS = {"interval", "max_backoff", "watch"}
-_BOOLS = {"verify_signatures", "release_on_exit", "events"}
-_NUMBERS = {"timeout": float, "jitter": float, "events_port": int}
+_BOOLS = {"verify_signatures", "release_on_exit", "allow_empty", "events"}
+_NUMBERS = {"timeout": float, "jitter": float, "events_port": int, "max_deletions": int}
 
 
 def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
@@ -77,6 +79,8 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
         raise ConfigError(f"{where}: interval must be at least 1s")
     if not 0 <= config.jitter < 1:
         raise ConfigError(f"{where}: jitter must be a share between 0 and 1, such as 0.1")
+    if config.max_deletions is not None and config.max_deletions < 0:
+        raise ConfigError(f"{where}: max-deletions must be 0 or more")
     if config.allowed_signers and not config.verify_signatures:
         raise ConfigError(f"{where}: allowed-signers is only used with verify-signatures")
     try:

@@ -257,7 +257,13 @@ class Agent:
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         facts = api.read(backend)
-        plan = api.plan(manifest, facts, renew_below=RENEW_BELOW)
+        plan = api.plan(
+            manifest,
+            facts,
+            renew_below=RENEW_BELOW,
+            max_deletions=self.config.max_deletions,
+            allow_empty=self.config.allow_empty,
+        )
         before = {e.mapping for e in self.status.inventory}
         if plan.blocked:
             self._set_inventory(manifest, plan, list(facts.table))
