@@ -61,6 +61,12 @@ def test_a_changed_config_id_or_a_moved_control_url_reads_the_description_again(
     routercache.put("descriptions", emulator.url, stale)
     sent, rows = read(emulator)
     assert sent["GET"] >= 2 and rows == 0  # the 404 sent it back to the description, and the read worked
+    stale = routercache.get("descriptions", emulator.url)
+    assert stale is not None
+    stale["service"]["service_type"] = "urn:schemas-upnp-org:service:WANPPPConnection:1"
+    routercache.put("descriptions", emulator.url, stale)
+    sent, rows = read(emulator)
+    assert sent["GET"] >= 2 and rows == 0  # 401 for the cached service type: described again
 
 
 def test_one_connection_serves_a_whole_plan(emulator: EmulatorServer) -> None:

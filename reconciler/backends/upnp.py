@@ -154,11 +154,17 @@ class UpnpBackend(Backend):
         self.learned = Learned()
         cached = None if fresh else _Description.cached(location, config_id)
         if cached is not None:
+            external_ip: str | None
             try:
-                self._adopt(cached, self._external_address(cached.service))
-                return
+                external_ip = _address_text(self._call("GetExternalIPAddress", service=cached.service))
+            except UpnpActionError as exc:
+                # 401: the control URL no longer serves that service; any other fault is its answer.
+                external_ip = None if exc.code == 401 else ""
             except (RouterProtocolError, NotAnIGD):
-                pass  # the router changed under the same location: read its description again
+                external_ip = None  # the router changed under the same location: describe it again
+            if external_ip is not None:
+                self._adopt(cached, external_ip)
+                return
         described = self._describe(config_id)
         self._adopt(described, described.external_ip)
         described.store()
