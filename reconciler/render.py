@@ -68,14 +68,13 @@ def plan_text(plan: Plan, style: Style) -> str:
             out.append(style("!", f"  ! {k.name:<{width}} {k.key!s:<11}") + f" {_conflict_text(k)}")
     else:
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
-    if plan.kept:
-        out.append("")
-        out.append("Owned but no longer declared, kept (prune is off, or the mapping is protected):")
-        out += [
-            f"    {m.key}  -> {_target(m)}  {m.description!r}"
-            + ("  (protected)" if ownership.is_protected(m.description) else "")
-            for m in plan.kept
-        ]
+    protected = [m for m in plan.kept if ownership.is_protected(m.description)]
+    for title, rows in (
+        ("Owned but no longer declared, kept because prune is off:", [m for m in plan.kept if m not in protected]),
+        ("Owned but no longer declared, kept because it is protected:", protected),
+    ):
+        if rows:
+            out += ["", title, *(f"    {m.key}  -> {_target(m)}  {m.description!r}" for m in rows)]
     if plan.foreign:
         out.append("")
         out.append(style("dim", f"Foreign mappings, left alone ({len(plan.foreign)}):"))

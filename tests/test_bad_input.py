@@ -82,7 +82,7 @@ def test_every_problem_is_listed_not_just_the_first(tmp_path: str, capsys: pytes
     path = write(
         tmp_path,
         "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 70000}\n"
-        "  - {name: b, external_port: 1, protocol: icmp}\n",
+        "  - {name: b, external_port: 2000, protocol: icmp}\n",
     )
     run = portctl(capsys, "validate", path)
     lines = run.err.strip().splitlines()

@@ -157,7 +157,7 @@ def test_protected_mappings_survive_prune_and_destroy_until_unprotected(
     # Dropped from the manifest: prune removes web, keeps vpn.
     write(tmp_path, manifest("  - {name: other, external_port: 8081}\n"))
     code, out, _ = apply(capsys, router, path, "--no-color")
-    assert code == 0 and "(protected)" in out
+    assert code == 0 and "kept because it is protected" in out
     assert owned_ports(router) == {51820, 8081}
     assert portctl(capsys, "destroy", path, "--router", router.url, "--auto-approve").code == 0
     assert owned_ports(router) == {51820}

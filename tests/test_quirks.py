@@ -183,7 +183,8 @@ def test_privileged_port_refused_then_a_conflict_up_front(
 ) -> None:
     """A port below 1024 on a router that refuses them fails with the remedy; next time the plan says so first."""
     server = serve(Router(PROFILES["no-privileged-ports"]))
-    path = write(tmp_path, BASE + "  - name: https\n    external_port: 443\n    internal_client: 127.0.0.1\n")
+    https = "  - name: https\n    external_port: 443\n    internal_client: 127.0.0.1\n    allow_sensitive: true\n"
+    path = write(tmp_path, BASE + https)
     c = cycle(capsys, server, path)
     assert c.applied.code == 1
     assert "choose an external port of 1024 or more" in c.applied.out

@@ -24,7 +24,7 @@ defaults:
   internal_client: {LAN_IP}
 mappings:
   - name: games
-    external_port: 27015-27026
+    external_port: 27015-27074
 """
 
 
@@ -65,7 +65,7 @@ def test_miniupnpd_killed_mid_apply_then_restarted(lab: routerlab.Lab, tmp_path:
     lab.start_router(keep_table=True)  # back from its lease file, as after a crash
     again = lab.portctl("apply", path, "--auto-approve", "--no-color")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert owned(lab) == set(range(27015, 27027))
+    assert owned(lab) == set(range(27015, 27075))
     assert {row for row in lab.table() if row[0] == 9999} == foreign
     lab.serve(27020)
     assert lab.reaches(27020)
