@@ -65,12 +65,16 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         # answers now, so the report never calls done a write that a restart wiped.
         try:
             table = {m.key: m for m in backend.list_mappings()}
-        except RouterError:
-            return _report(plan, errors)  # what the router acknowledged is all there is to go by
+        except RouterError as exc:
+            return _report(plan, errors, unverified=str(exc))
         _verify(plan, errors, granted, table, backend)
         return _report(plan, errors, tuple(table.values()))
 
-    table = {m.key: m for m in backend.list_mappings()}
+    try:
+        table = {m.key: m for m in backend.list_mappings()}
+    except RouterError as exc:
+        # Every write was acknowledged, but the router went away before it could be read back.
+        return _report(plan, errors, unverified=str(exc))
     retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
     for change in retry:
         # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace it.
@@ -81,7 +85,10 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         except RouterError as exc:
             errors[change] = str(exc)
     if retry:
-        table = {m.key: m for m in backend.list_mappings()}
+        try:
+            table = {m.key: m for m in backend.list_mappings()}
+        except RouterError as exc:
+            return _report(plan, errors, unverified=str(exc))
     _verify(plan, errors, granted, table, backend)
     return _report(plan, errors, tuple(table.values()))
 
@@ -99,8 +106,11 @@ def _verify(
             errors[change] = _mismatch(granted.get(change, change.after), table.get(change.key))
 
 
-def _report(plan: Plan, errors: dict[Change, str], table: tuple[PortMapping, ...] | None = None) -> ApplyReport:
-    return ApplyReport(tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes), table)
+def _report(
+    plan: Plan, errors: dict[Change, str], table: tuple[PortMapping, ...] | None = None, *, unverified: str = ""
+) -> ApplyReport:
+    results = tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes)
+    return ApplyReport(results, table, unverified)
 
 
 def _canary(changes: tuple[Change, ...], local: str) -> Change | None:

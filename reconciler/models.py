@@ -175,10 +175,11 @@ class ChangeResult:
 class ApplyReport:
     results: tuple[ChangeResult, ...] = field(default_factory=tuple)
     table: tuple[PortMapping, ...] | None = None  # the router's table as read back after the writes
+    unverified: str = ""  # why the table could not be read back: the "done" rows are only acknowledged
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return all(r.ok for r in self.results) and not self.unverified
 
     @property
     def failed(self) -> tuple[ChangeResult, ...]:

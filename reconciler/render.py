@@ -134,6 +134,9 @@ def report_text(report: ApplyReport, style: Style) -> str:
         out.append(line + ("" if r.ok else f": {r.error}"))
     done = sum(1 for r in report.results if r.ok)
     out.append("")
+    if report.unverified:
+        out.append(style("!", f"Not verified: the table could not be read back ({report.unverified})."))
+        out.append('"done" means the router acknowledged the write.')
     out.append(f"Apply: {done} done, {len(report.results) - done} failed.")
     return "\n".join(out)
 
@@ -215,6 +218,7 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "ok": report.ok,
+        "unverified": report.unverified,
         "results": [
             {
                 "action": r.change.action.value,

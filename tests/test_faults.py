@@ -73,3 +73,23 @@ def test_a_router_rebooting_mid_apply_loses_earlier_writes_and_the_next_apply_re
         again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve")
         assert again.code == 0
         assert owned(server) == set(range(27015, 27021))
+
+
+def test_a_router_gone_before_the_read_back_leaves_an_unverified_report(
+    tmp_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every write acknowledged, then no answer to the read-back: the report says so and exits 1.
+
+    (A dropped or refused read falls back to another way of reading; a stall past the timeout does not.)"""
+    with EmulatorServer(Router(igd_version=2)) as server:
+        path = write(tmp_path, MANIFEST)
+        server.stall = 2.0
+        # The plan's own read (one listing per protocol) passes; the read-back stalls past --timeout.
+        server.router.inject("GetListOfPortMappings", "stall", after=2)
+        run = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color", "--timeout", "1")
+        assert run.code == 1 and "Traceback" not in run.err
+        assert "Not verified: the table could not be read back" in run.out
+        assert "Apply: 6 done, 0 failed." in run.out
+        server.router.heal()
+        plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode")
+        assert plan.code == 0 and owned(server) == set(range(27015, 27021))

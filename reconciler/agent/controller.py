@@ -281,7 +281,7 @@ class Agent:
         self._set_inventory(manifest, plan, table)
         if not report.ok:
             failed = "; ".join(f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed)
-            return done, (st.APPLY_FAILED, failed)
+            return done, (st.APPLY_FAILED, failed or f"not verified: {report.unverified}")
         if plan.conflicts:
             names = "; ".join(f"{k.name} {k.key}: {k.reason}" for k in plan.conflicts)
             return done, ("Conflict", f"not placed: {names}")
