@@ -63,18 +63,11 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     if stopped:
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
-        try:
-            table = {m.key: m for m in backend.list_mappings()}
-        except RouterError as exc:
-            return _report(plan, errors, unverified=str(exc))
-        _verify(plan, errors, granted, table, backend)
-        return _report(plan, errors, tuple(table.values()))
-
-    try:
-        table = {m.key: m for m in backend.list_mappings()}
-    except RouterError as exc:
+        return _verified(plan, errors, granted, backend)
+    table, unreadable = _read_back(backend)
+    if table is None:
         # Every write was acknowledged, but the router went away before it could be read back.
-        return _report(plan, errors, unverified=str(exc))
+        return _report(plan, errors, unverified=unreadable)
     retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
     for change in retry:
         # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace it.
@@ -84,11 +77,30 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
                 granted[change] = got
         except RouterError as exc:
             errors[change] = str(exc)
-    if retry:
-        try:
-            table = {m.key: m for m in backend.list_mappings()}
-        except RouterError as exc:
-            return _report(plan, errors, unverified=str(exc))
+    return _verified(plan, errors, granted, backend, None if retry else table)
+
+
+def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, str]:
+    """The router's table by key, or None and why it could not be read."""
+    try:
+        return {m.key: m for m in backend.list_mappings()}, ""
+    except RouterError as exc:
+        return None, str(exc)
+
+
+def _verified(
+    plan: Plan,
+    errors: dict[Change, str],
+    granted: dict[Change, PortMapping],
+    backend: Backend,
+    table: dict[MappingKey, PortMapping] | None = None,
+) -> ApplyReport:
+    """The report, each change done only if the table (read now unless given) holds it; a table that
+    cannot be read leaves the report unverified."""
+    if table is None:
+        table, unreadable = _read_back(backend)
+        if table is None:
+            return _report(plan, errors, unverified=unreadable)
     _verify(plan, errors, granted, table, backend)
     return _report(plan, errors, tuple(table.values()))
 
