@@ -218,13 +218,11 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _guard_saved(saved: Plan, args: argparse.Namespace) -> None:
     """--max-deletions holds for a saved plan too (its other guards were applied when it was made)."""
-    from .models import Action
+    from .policy import too_many_deletions
 
-    deletes = sum(1 for c in saved.changes if c.action is Action.REMOVE or c.replace)
-    if args.max_deletions is not None and deletes > args.max_deletions:
-        raise ConflictError(
-            f"the saved plan deletes {deletes} mappings, more than --max-deletions {args.max_deletions}"
-        )
+    refusal = too_many_deletions(saved, args.max_deletions)
+    if refusal:
+        raise ConflictError(f"{refusal}; nothing was changed")
 
 
 def _destroy(args: argparse.Namespace) -> int:

@@ -61,13 +61,21 @@ def refusals(
             )
         if not port_allowed(manifest.policy, row.key.external_port):
             out.append(f"{name} {row.key} is outside policy.allowed_external_ports")
-    removals = sum(1 for c in plan.changes if c.action is Action.REMOVE or c.replace)
+    too_many = too_many_deletions(plan, max_deletions)
+    if too_many:
+        out.append(too_many)
     deletes = sum(1 for c in plan.changes if c.action is Action.REMOVE)
-    if max_deletions is not None and removals > max_deletions:
-        out.append(f"the plan deletes {removals} mappings, more than --max-deletions {max_deletions}")
     if not manifest.mappings and manifest.prune and deletes and not allow_empty:
         out.append(
             f"the manifest declares no mappings, so prune would delete all {deletes} this owner holds; "
             "pass --allow-empty if that is meant"
         )
     return out
+
+
+def too_many_deletions(plan: Plan, max_deletions: int | None) -> str:
+    """Why `plan` breaks --max-deletions (a replace deletes too), or "" when it does not."""
+    deletes = sum(1 for c in plan.changes if c.action is Action.REMOVE or c.replace)
+    if max_deletions is None or deletes <= max_deletions:
+        return ""
+    return f"the plan deletes {deletes} mappings, more than --max-deletions {max_deletions}"
