@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from reconciler import ownership
 from reconciler.cli import main
 from reconciler.emulator import EmulatorServer
 
@@ -52,3 +53,12 @@ mappings:
     protocol: both
     internal_client: 127.0.0.1
 """
+
+
+# Another client's mapping, put on an emulator before a test writes, to check it is never touched.
+FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
+
+
+def owned_ports(server: EmulatorServer) -> set[int]:
+    """External ports of the rows carrying a portctl tag."""
+    return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import ownership
 from reconciler.emulator import EmulatorServer, Router
-from tests.helpers import portctl, snapshot, write
+from tests.helpers import FOREIGN, owned_ports, portctl, snapshot, write
 
-FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
 MANIFEST = """\
 apiVersion: portctl/v1
 owner: faults
@@ -22,10 +20,6 @@ mappings:
   - name: games
     external_port: 27015-27020
 """
-
-
-def owned(server: EmulatorServer) -> set[int]:
-    return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}
 
 
 @pytest.mark.parametrize("kind", ["drop", "http-500", "stall", "reboot"])
@@ -47,14 +41,14 @@ def test_a_fault_mid_apply_is_reported_and_the_next_apply_converges(
         # The report is true: what it calls done is on the router, and it names a failure.
         done = {int(line.split()[3].split("/")[0]) for line in run.out.splitlines() if line.startswith("  done ")}
         failed = [line for line in run.out.splitlines() if line.startswith("  FAILED ")]
-        assert failed and done <= owned(server)
+        assert failed and done <= owned_ports(server)
         assert len(done) + len(failed) == 6
         if kind != "reboot":  # a reboot loses the foreign row too: the router's doing, not portctl's
             assert [r for r in snapshot(server) if r[0] == FOREIGN[0]] == [FOREIGN]
         server.router.heal()
         again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve")
         assert again.code == 0, again.out + again.err
-        assert owned(server) == set(range(27015, 27021))
+        assert owned_ports(server) == set(range(27015, 27021))
         plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode")
         assert plan.code == 0 and "Plan: 0 to add, 0 to change, 0 to remove." in plan.out
         assert all(int(args["NewExternalPort"]) != FOREIGN[0] for _, args in server.router.journal)
@@ -72,7 +66,7 @@ def test_a_router_rebooting_mid_apply_loses_earlier_writes_and_the_next_apply_re
         assert len(server.router.rows()) < 6
         again = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve")
         assert again.code == 0
-        assert owned(server) == set(range(27015, 27021))
+        assert owned_ports(server) == set(range(27015, 27021))
 
 
 def test_a_router_gone_before_the_read_back_leaves_an_unverified_report(
@@ -92,4 +86,4 @@ def test_a_router_gone_before_the_read_back_leaves_an_unverified_report(
         assert "Apply: 6 done, 0 failed." in run.out
         server.router.heal()
         plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode")
-        assert plan.code == 0 and owned(server) == set(range(27015, 27021))
+        assert plan.code == 0 and owned_ports(server) == set(range(27015, 27021))

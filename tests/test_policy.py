@@ -18,9 +18,7 @@ from reconciler import lock, ownership
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.emulator.profiles import PROFILES
 from reconciler.models import MappingKey, Protocol
-from tests.helpers import portctl, snapshot, write
-
-FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
+from tests.helpers import FOREIGN, owned_ports, portctl, snapshot, write
 
 
 def manifest(mappings: str, *, policy: str = "", head: str = "") -> str:
@@ -36,10 +34,6 @@ def router() -> Iterator[EmulatorServer]:
 
 def foreign_rows(server: EmulatorServer) -> list[tuple[object, ...]]:
     return [row for row in snapshot(server) if row[0] == FOREIGN[0]]
-
-
-def owned_ports(server: EmulatorServer) -> set[int]:
-    return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}
 
 
 def apply(capsys: pytest.CaptureFixture[str], server: EmulatorServer, path: str, *extra: str) -> tuple[int, str, str]:
