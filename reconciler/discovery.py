@@ -19,6 +19,7 @@ SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
 )
 MAX_REPLY = 2048
+ROUTE_TABLE = "/proc/net/route"  # the kernel's IPv4 routes, of this network namespace
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,9 @@ def parse_reply(
     )
 
 
-def _routes(route_table: str) -> list[list[str]]:
+def _routes(route_table: str | None) -> list[list[str]]:
     try:
-        with open(route_table, encoding="ascii") as f:
+        with open(route_table or ROUTE_TABLE, encoding="ascii") as f:
             return [line.split() for line in f.readlines()[1:]]
     except OSError:
         return []
@@ -105,7 +106,7 @@ def _address(hex_le: str) -> str:
     return socket.inet_ntoa(struct.pack("<L", int(hex_le, 16)))
 
 
-def local_subnets(route_table: str = "/proc/net/route") -> list[ipaddress.IPv4Network]:
+def local_subnets(route_table: str | None = None) -> list[ipaddress.IPv4Network]:
     """The IPv4 subnets this host (this network namespace) reaches directly, without a gateway."""
     nets = []
     for row in _routes(route_table):
@@ -130,7 +131,7 @@ def network_key(arp_table: str = "/proc/net/arp") -> str:
     return f"{gateway}/{mac}" if mac and mac != "00:00:00:00:00:00" else gateway
 
 
-def default_gateway(route_table: str = "/proc/net/route") -> str | None:
+def default_gateway(route_table: str | None = None) -> str | None:
     """The IPv4 default gateway of this host (of this network namespace), from the kernel's table."""
     for row in _routes(route_table):
         # Destination 0 is the default route; flag 2 is RTF_GATEWAY.

@@ -55,11 +55,19 @@ Answer = int | str  # a UPnP error code, HTTP_5XX or DROPPED
 
 @dataclass(frozen=True)
 class Request:
-    """The request an answer refers to, as far as a rule needs to know it."""
+    """The request an answer refers to, as far as a rule needs to know it.
+
+    An unknown `local` or `lan` is never read as "this host" or "on the LAN": a rule that needs them
+    does not match, and nothing is learned from the answer.
+    """
 
     mapping: PortMapping | None = None
-    local: str = ""  # this host's address towards the router
+    local: str = ""  # this host's address towards the router; "" when unknown
     same_port_ok: bool = False  # the manifest allows internal_port := external_port
+    lan: tuple[ipaddress.IPv4Network, ...] | None = None  # subnets this host is attached to; None: unknown
+    # A mapping to another host that the router holds or granted ("" if none seen): it is not in
+    # secure mode, or was not when that mapping was made.
+    other_host_held: str = ""
 
 
 class Then(enum.Enum):
@@ -89,8 +97,69 @@ def _other_host(r: Request) -> bool:
     return r.mapping is not None and bool(r.local) and r.mapping.internal_client != r.local
 
 
+def _this_host(r: Request) -> bool:
+    return r.mapping is not None and bool(r.local) and r.mapping.internal_client == r.local
+
+
+def _not_this_host(r: Request) -> bool:
+    """Another host, or this host's address is unknown: the refusal may be about who asked."""
+    return r.mapping is not None and not _this_host(r)
+
+
+def _on_lan(r: Request) -> bool | None:
+    """Is the mapping's internal client on a subnet this host is attached to? None: cannot tell."""
+    if r.mapping is None or r.lan is None:
+        return None
+    try:
+        client = ipaddress.ip_address(r.mapping.internal_client)
+    except ValueError:
+        return False
+    return any(client in net for net in r.lan)
+
+
+def _off_lan(r: Request) -> bool:
+    return _other_host(r) and _on_lan(r) is False
+
+
+def _surely_secure_mode(r: Request) -> bool:
+    """A refusal that only secure mode explains: another host on this LAN, at a port that permission
+    rules rarely refuse, on a router not known to hold a mapping to another host."""
+    return (
+        _other_host(r)
+        and _on_lan(r) is True
+        and not r.other_host_held
+        and r.mapping is not None
+        and r.mapping.key.external_port >= 1024
+    )
+
+
 def _privileged(r: Request) -> bool:
-    return r.mapping is not None and r.mapping.key.external_port < 1024 and not _other_host(r)
+    return r.mapping is not None and r.mapping.key.external_port < 1024 and _this_host(r)
+
+
+def _not_on_lan_why(r: Request) -> str:
+    assert r.mapping is not None
+    lan = ", ".join(str(n) for n in r.lan or ())
+    return (
+        f"{r.mapping.internal_client} is not on this host's LAN ({lan}); the router may refuse mappings to it "
+        "(secure mode, permission rules). Check internal_client for a typo"
+    )
+
+
+def _another_host_why(r: Request) -> str:
+    assert r.mapping is not None
+    client, port = r.mapping.internal_client, r.mapping.key.external_port
+    this = f"this host is {r.local}" if r.local else "this host's address towards the router is unknown"
+    why = (
+        f"the router refused the mapping to {client}. Either it is in secure mode (it only maps ports to the "
+        f"host that asks, and {this}: run portctl on {client}, or turn off secure mode, miniupnpd: secure_mode=no), "
+        f"or its permission rules refuse {client} or port {port} (miniupnpd: the allow/deny lines of miniupnpd.conf)"
+    )
+    if r.other_host_held:
+        why += f". It holds a mapping to {r.other_host_held}, so secure mode is unlikely"
+    elif port < 1024:
+        why += ". Permission rules often refuse ports below 1024"
+    return why
 
 
 @dataclass(frozen=True)
@@ -100,7 +169,8 @@ class Rule:
     then: Then
     learn: Quirk | None = None
     when: Callable[[Request], bool] = _always
-    why: str = ""  # for REFUSE and STOP without a quirk: what happened and what to change
+    # For REFUSE and STOP without a quirk: what happened and what to change.
+    why: str | Callable[[Request], str] = ""
 
 
 def _rule(
@@ -109,7 +179,7 @@ def _rule(
     then: Then,
     learn: Quirk | None = None,
     when: Callable[[Request], bool] = _always,
-    why: str = "",
+    why: str | Callable[[Request], str] = "",
 ) -> Rule:
     return Rule(action, frozenset(answers), then, learn, when, why)
 
@@ -153,8 +223,15 @@ RULES: tuple[Rule, ...] = (
     _rule(ADD, {726}, Then.RETRY, Quirk.WILDCARD_REMOTE_ONLY),
     # Routers that only accept AddAnyPortMapping-style wildcards: 727, nothing portctl can place.
     _rule(ADD, {727}, Then.STOP, Quirk.WILDCARD_EXTERNAL_ONLY),
+    # An internal client off this host's LAN (a typo, another subnet): miniupnpd refuses it in secure
+    # mode and by its default permission rules alike. It says nothing about other mappings: never learned.
+    _rule(ADD, {606, 718}, Then.REFUSE, when=_off_lan, why=_not_on_lan_why),
     # miniupnpd secure_mode=yes: 606 on IGD v2, 718 on IGD v1, for a client other than the caller.
-    _rule(ADD, {606, 718}, Then.STOP, Quirk.SECURE_MODE, _other_host),
+    # Learned only when nothing else explains the refusal (see _surely_secure_mode).
+    _rule(ADD, {606, 718}, Then.STOP, Quirk.SECURE_MODE, _surely_secure_mode),
+    # Another host where secure mode is in doubt: miniupnpd's permission rules (allow/deny lines)
+    # answer the same codes. This mapping is refused; the others are still tried.
+    _rule(ADD, {606, 718}, Then.REFUSE, when=_not_this_host, why=_another_host_why),
     # TP-Link ER605, miniupnpd's default permission rules: nothing below 1024.
     _rule(ADD, {606, 718, 729}, Then.REFUSE, Quirk.NO_PRIVILEGED_PORTS, _privileged),
     # miniupnpd behind a private or CGNAT WAN address: 501 for every add (the plan says so up front).
@@ -225,7 +302,8 @@ def decide(action: str, exc: RouterError, request: Request | None = None, *, aga
             continue
         if rule.then is Then.AGAIN and not again:
             continue
-        return Decision(rule.then, rule.learn, rule.why or (remedy(rule.learn, request) if rule.learn else ""))
+        why = rule.why(request) if callable(rule.why) else rule.why
+        return Decision(rule.then, rule.learn, why or (remedy(rule.learn, request) if rule.learn else ""))
     return None
 
 
@@ -244,7 +322,7 @@ def adapt(quirk: Quirk, m: PortMapping, request: Request) -> PortMapping | str:
         return replace(m, internal_port=m.key.external_port) if request.same_port_ok else remedy(quirk, request)
     if quirk is Quirk.NO_PRIVILEGED_PORTS and m.key.external_port < 1024:
         return remedy(quirk, request)
-    if quirk is Quirk.SECURE_MODE and request.local and m.internal_client != request.local:
+    if quirk is Quirk.SECURE_MODE and m.internal_client != request.local:  # unknown local: not this host
         return remedy(quirk, request)
     if quirk is Quirk.WILDCARD_EXTERNAL_ONLY:
         return remedy(quirk, request)
@@ -264,9 +342,11 @@ def remedy(quirk: Quirk, request: Request) -> str:
         return f"the router {MEANING[quirk]}; choose an external port of 1024 or more"
     if quirk is Quirk.SECURE_MODE:
         client = m.internal_client if m else "that host"
+        this = f"this host is {request.local}" if request.local else "this host's address towards it is unknown"
         return (
-            f"the router {MEANING[quirk]}, and this host is {request.local or 'another address'}. "
-            f"Run portctl on {client}, or turn off secure mode on the router (miniupnpd: secure_mode=no)"
+            f"the router {MEANING[quirk]}, and {this}. "
+            f"Run portctl on {client}, or turn off secure mode on the router (miniupnpd: secure_mode=no). "
+            "If secure mode is off, its permission rules refuse the mapping (miniupnpd: allow/deny lines)"
         )
     if quirk is Quirk.WILDCARD_EXTERNAL_ONLY:
         return f"the router {MEANING[quirk]} (727); portctl cannot manage mappings on it"

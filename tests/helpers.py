@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import struct
 from dataclasses import dataclass
 
 import pytest
@@ -62,3 +65,15 @@ FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
 def owned_ports(server: EmulatorServer) -> set[int]:
     """External ports of the rows carrying a portctl tag."""
     return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}
+
+
+def route_table(tmp_path: os.PathLike[str], *networks: str) -> str:
+    """A file in /proc/net/route's format with a directly attached route per network, as the kernel lists them."""
+
+    def hex_le(address: ipaddress.IPv4Address) -> str:
+        return f"{struct.unpack('<L', socket.inet_aton(str(address)))[0]:08X}"
+
+    lines = ["Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT"]
+    for n in map(ipaddress.IPv4Network, networks):
+        lines.append(f"eth0\t{hex_le(n.network_address)}\t00000000\t0001\t0\t0\t0\t{hex_le(n.netmask)}\t0\t0\t0")
+    return write(tmp_path, "\n".join(lines) + "\n", "route")

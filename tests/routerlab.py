@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 
 LAN_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, NET_IP = "192.168.77.2", "192.168.77.1", "11.22.33.1", "11.22.33.2"
 HTTP_PORT = 5000
+# miniupnpd's permission rules, first match wins: any port for the LAN, nothing else.
+OPEN_RULES = ("allow 1-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535")
+# The rules of miniupnpd's sample configuration: unprivileged ports for the LAN, nothing else.
+SAMPLE_RULES = ("allow 1024-65535 192.168.77.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535")
 
 # Answers every connection with a greeting; stops by itself after `lifetime` seconds.
 _SERVER = """
@@ -70,6 +74,7 @@ class Lab:
     prefix: str
     igd1: bool = False
     secure_mode: bool = False
+    rules: tuple[str, ...] = OPEN_RULES  # miniupnpd's allow/deny lines
     emulator: str = ""  # a quirk profile: run portctl's emulator (with SSDP) as the router instead of miniupnpd
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
@@ -192,8 +197,7 @@ table inet filter {{
                 f"secure_mode={'yes' if self.secure_mode else 'no'}\n"
                 f"force_igd_desc_v1={'yes' if self.igd1 else 'no'}\n"
                 f"uuid=3d3cec3a-8cf0-11e0-98ee-{abs(hash(self.prefix)) % 10**12:012d}\n"
-                f"lease_file={leases}\n"
-                "allow 1-65535 192.168.77.0/24 1-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+                f"lease_file={leases}\n" + "".join(f"{rule}\n" for rule in self.rules)
             )
         log = open(os.path.join(self.workdir, "miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the daemon
         self._daemon = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import replace
 
@@ -125,7 +126,8 @@ def test_docs_table_covers_every_profile_and_quirk() -> None:
 
 ROW = PortMapping(MappingKey(8080, Protocol.TCP), "192.168.1.10", 80, "pc:abcdefgh web", lease=3600)
 HERE = quirks.Request(ROW, local="192.168.1.10")
-ELSEWHERE = quirks.Request(ROW, local="192.168.1.20")
+# portctl on another host of the same LAN: the one case that can teach secure mode.
+ELSEWHERE = quirks.Request(ROW, local="192.168.1.20", lan=(ipaddress.IPv4Network("192.168.1.0/24"),))
 T, Q = quirks.Then, quirks.Quirk
 
 
@@ -147,6 +149,13 @@ T, Q = quirks.Then, quirks.Quirk
         ("AddPortMapping", UpnpActionError("AddPortMapping", 606), ELSEWHERE, T.STOP, Q.SECURE_MODE),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 718), ELSEWHERE, T.STOP, Q.SECURE_MODE),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 718), HERE, T.REFUSE, None),
+        (
+            "AddPortMapping",
+            UpnpActionError("AddPortMapping", 606),
+            replace(HERE, mapping=replace(ROW, key=MappingKey(443, Protocol.TCP))),
+            T.REFUSE,
+            Q.NO_PRIVILEGED_PORTS,
+        ),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 729), HERE, T.REFUSE, None),
         ("DeletePortMapping", UpnpActionError("DeletePortMapping", 714), HERE, T.DONE, None),
         ("DeletePortMapping", UpnpActionError("DeletePortMapping", 606), ELSEWHERE, T.STOP, Q.SECURE_MODE),

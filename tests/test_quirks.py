@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -9,11 +10,14 @@ from dataclasses import dataclass, replace
 import pytest
 import requests
 
-from reconciler import quirks, routercache
+from reconciler import discovery, quirks, routercache
 from reconciler.emulator import PROFILES, EmulatorServer, Router
-from tests.helpers import Run, portctl, snapshot, write
+from reconciler.errors import UpnpActionError
+from reconciler.models import MappingKey, PortMapping, Protocol
+from tests.helpers import FOREIGN, Run, portctl, route_table, snapshot, write
 
 LAN = "127.0.0.1"  # the emulator sees portctl's requests coming from here
+EMULATED_LAN = "192.168.1.0/24"  # the subnet the emulator tests call this host's LAN
 
 BASE = """\
 apiVersion: portctl/v1
@@ -242,9 +246,16 @@ def test_wildcard_external_only_stops_at_the_first_refusal(
     assert server.router.calls["AddPortMapping"] == 1
 
 
+@pytest.fixture
+def lan(tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This host is attached to EMULATED_LAN only, whatever the machine running the tests is on."""
+    monkeypatch.setattr(discovery, "ROUTE_TABLE", route_table(tmp_path, EMULATED_LAN))
+    return EMULATED_LAN
+
+
 @pytest.mark.parametrize("igd_version", [1, 2])
 def test_secure_mode_refuses_another_host_before_any_write(
-    igd_version: int, tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+    igd_version: int, tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], lan: str
 ) -> None:
     """A mapping for another LAN host is tried first, refused (606/718), and nothing else is written."""
     server = serve(Router(PROFILES["secure-mode"], igd_version=igd_version))
@@ -258,6 +269,129 @@ def test_secure_mode_refuses_another_host_before_any_write(
     assert c.second.code == 1
     assert "! nas" in c.second.out
     assert server.router.calls["AddPortMapping"] == 1
+
+
+# Another client's mapping to this very host: it proves nothing about secure mode, and must stay as it was.
+LOCAL_FOREIGN = (9999, "TCP", LAN, 9999, "someone else's game server")
+OFF_LAN = BASE + "  - name: typo\n    external_port: 5001\n    internal_client: 10.0.0.5\n"
+
+
+def failure(run: Run, name: str) -> str:
+    """The apply report's line for the failed change of mapping `name`."""
+    return next(line for line in run.out.splitlines() if line.strip().startswith("FAILED") and f" {name} " in line)
+
+
+def cached_text() -> str:
+    with open(routercache.path()) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize(("profile", "igd_version"), [("secure-mode", 1), ("secure-mode", 2), ("permission-rules", 2)])
+def test_off_lan_client_is_refused_alone_and_teaches_nothing(
+    profile: str,
+    igd_version: int,
+    tmp_path: str,
+    capsys: pytest.CaptureFixture[str],
+    serve: type[EmulatorServer],
+    lan: str,
+) -> None:
+    """A client on no subnet of this host is refused alone, with both causes named; nothing is learned."""
+    server = serve(Router(PROFILES[profile], igd_version=igd_version))
+    server.router.add(*LOCAL_FOREIGN)
+    c = cycle(capsys, server, write(tmp_path, OFF_LAN))
+    assert c.applied.code == 1
+    refusal = failure(c.applied, "typo")
+    assert "10.0.0.5 is not on this host's LAN (192.168.1.0/24)" in refusal
+    assert "(secure mode, permission rules)" in refusal
+    assert owned_rows(server) == {(8080, "TCP"), (27015, "TCP"), (27015, "UDP")}  # the siblings were applied
+    assert snapshot(server)[0] == LOCAL_FOREIGN and len(snapshot(server)) == 4
+    assert quirks.Quirk.SECURE_MODE not in learned(server)
+    assert "secure-mode" not in cached_text()
+    assert "Traceback" not in c.applied.err
+
+
+def test_off_lan_typo_does_not_block_another_owners_lan_host(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], lan: str
+) -> None:
+    """After a typo's refusal, another owner's mapping to a LAN host is planned and applied as usual."""
+    server = serve(Router(PROFILES["permission-rules"]))
+    server.router.add(*LOCAL_FOREIGN)
+    assert cycle(capsys, server, write(tmp_path, OFF_LAN)).applied.code == 1
+    other = "apiVersion: portctl/v1\nowner: other\nmappings:\n"
+    other += "  - {name: nas, external_port: 5002, internal_client: 192.168.1.50}\n"
+    c = cycle(capsys, server, write(tmp_path, other, "other.yaml"))
+    assert c.applied.code == 0, c.applied.out + c.applied.err
+    assert c.second.code == 0
+    assert (5002, "TCP", "192.168.1.50", 5002) in {row[:4] for row in snapshot(server)}
+    assert LOCAL_FOREIGN in snapshot(server)
+
+
+def test_privileged_port_for_another_host_names_both_causes_and_teaches_nothing(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], lan: str
+) -> None:
+    """606 for another LAN host's port 443 may be permission rules or secure mode: both are said, none learned."""
+    server = serve(Router(PROFILES["permission-rules"]))
+    server.router.add(*LOCAL_FOREIGN)
+    https = "  - name: https\n    external_port: 443\n    internal_client: 192.168.1.50\n    allow_sensitive: true\n"
+    c = cycle(capsys, server, write(tmp_path, BASE + https))
+    assert c.applied.code == 1
+    refusal = failure(c.applied, "https")
+    assert "606" in refusal and "secure mode" in refusal and "permission rules" in refusal
+    assert owned_rows(server) == {(8080, "TCP"), (27015, "TCP"), (27015, "UDP")}
+    assert learned(server).quirks == {}
+    assert LOCAL_FOREIGN in snapshot(server)
+
+
+def test_a_mapping_to_another_host_in_the_table_disproves_secure_mode(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], lan: str
+) -> None:
+    """While the router lists a mapping to another host, a refusal for a LAN host is not learned as secure mode."""
+    server = serve(Router(PROFILES["secure-mode"]))
+    server.router.add(*FOREIGN)
+    path = write(tmp_path, BASE + "  - name: nas\n    external_port: 5001\n    internal_client: 192.168.1.50\n")
+    c = cycle(capsys, server, path)
+    assert c.applied.code == 1
+    refusal = failure(c.applied, "nas")
+    assert "It holds a mapping to 192.168.1.77 (9999/tcp), so secure mode is unlikely" in refusal
+    assert "permission rules" in refusal
+    assert owned_rows(server) == {(8080, "TCP"), (27015, "TCP"), (27015, "UDP")}
+    assert quirks.Quirk.SECURE_MODE not in learned(server)
+    assert snapshot(server)[0] == FOREIGN
+
+
+def _nas(port: int = 5001, client: str = "192.168.1.50") -> PortMapping:
+    return PortMapping(MappingKey(port, Protocol.TCP), client, port, "pc:x")
+
+
+_LAN = (ipaddress.IPv4Network(EMULATED_LAN),)
+
+
+@pytest.mark.parametrize(
+    ("request_", "then", "learn"),
+    [
+        (quirks.Request(_nas(443), "", lan=_LAN), quirks.Then.REFUSE, None),  # this host's address unknown
+        (quirks.Request(_nas(), "192.168.1.2", lan=None), quirks.Then.REFUSE, None),  # its subnets unknown
+        (quirks.Request(_nas(client="10.0.0.5"), "192.168.1.2", lan=_LAN), quirks.Then.REFUSE, None),
+        (quirks.Request(_nas(443), "192.168.1.2", lan=_LAN), quirks.Then.REFUSE, None),
+        (quirks.Request(_nas(), "192.168.1.2", lan=_LAN, other_host_held="192.168.1.9"), quirks.Then.REFUSE, None),
+    ],
+)
+@pytest.mark.parametrize("code", [606, 718])
+def test_secure_mode_is_learned_only_without_doubt(
+    request_: quirks.Request, then: quirks.Then, learn: quirks.Quirk | None, code: int
+) -> None:
+    """A refusal in doubt (an unknown host or LAN, off the LAN, a privileged port, another host's mapping held)
+    is refused alone and teaches nothing; test_pure's table has the case that does teach secure mode."""
+    decision = quirks.decide("AddPortMapping", UpnpActionError("AddPortMapping", code), request_)
+    assert decision is not None
+    assert (decision.then, decision.learn) == (then, learn)
+
+
+def test_learned_secure_mode_refuses_another_host_when_this_hosts_address_is_unknown() -> None:
+    """An unknown local address is not taken for the mapping's host: the planner refuses it."""
+    learned_ = quirks.Learned({quirks.Quirk.SECURE_MODE: "AddPortMapping answered 606"})
+    shaped = quirks.shape(_nas(), learned_, quirks.Request(local=""))
+    assert isinstance(shaped, str) and "address towards it is unknown" in shaped
 
 
 def test_secure_mode_converges_for_this_host(

@@ -27,7 +27,7 @@ from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
-from .. import paging, quirks, routercache, xmlsafe
+from .. import discovery, paging, quirks, routercache, xmlsafe
 from ..errors import (
     HttpStatusError,
     NotAnIGD,
@@ -151,6 +151,9 @@ class UpnpBackend(Backend):
         self._port = parts.port or 80
         self._clients: dict[tuple[str, int], HttpClient] = {}
         self._local = ""
+        # A mapping to another host seen in the table or granted by the router; what disproves
+        # secure mode when a later add is refused.
+        self._other_host_held = ""
         self.learned = Learned()
         cached = None if fresh else _Description.cached(location, config_id)
         if cached is not None:
@@ -329,9 +332,27 @@ class UpnpBackend(Backend):
         except UpnpActionError:
             return ""
 
+    def _request(self, mapping: PortMapping | None, same_port_ok: bool = False) -> quirks.Request:
+        """What the fallback table needs to judge a refusal of `mapping`."""
+        return quirks.Request(
+            mapping,
+            self._local_or_unknown(),
+            same_port_ok,
+            lan=tuple(discovery.local_subnets()) or None,  # no routing table to read: unknown
+            other_host_held=self._other_host_held,
+        )
+
+    def _saw(self, rows: list[PortMapping], *, whole_table: bool = False) -> None:
+        """Note a mapping to another host among `rows`; a whole table read replaces older evidence."""
+        local = self._local_or_unknown()
+        other = next((m for m in rows if local and m.internal_client not in ("", local)), None)
+        if other is not None:
+            self._other_host_held = f"{other.internal_client} ({other.key})"
+        elif whole_table:
+            self._other_host_held = ""
+
     def _decide(self, action: str, exc: RouterError, mapping: PortMapping | None = None) -> quirks.Decision | None:
-        request = quirks.Request(mapping, self._local_or_empty())
-        return quirks.decide(action, exc, request)
+        return quirks.decide(action, exc, self._request(mapping))
 
     def _means(self, action: str, exc: RouterError, then: Then) -> bool:
         """Does the fallback table read this failure of a table read as `then`?"""
@@ -354,6 +375,7 @@ class UpnpBackend(Backend):
         if rows is None:
             rows = self._list_by_index()
         self._remember_ports(rows, last)
+        self._saw(rows, whole_table=True)
         return rows
 
     def _pages(self, last: dict[str, object] | None) -> dict[Protocol, list[tuple[int, int]]] | None:
@@ -464,7 +486,7 @@ class UpnpBackend(Backend):
             try:
                 self._add(want)
             except UpnpActionError as exc:
-                request = quirks.Request(want, self._local_or_empty(), same_port_ok)
+                request = self._request(want, same_port_ok)
                 decision = quirks.decide("AddPortMapping", exc, request)
                 if decision is None:
                     raise
@@ -489,6 +511,7 @@ class UpnpBackend(Backend):
             # (402 for some other bad argument) taught nothing.
             for quirk, evidence in adapted_by:
                 self.learned.learn(quirk, evidence)
+            self._saw([want])
             return want
         raise RouterProtocolError(f"AddPortMapping: the router kept refusing after {MAX_ADD_ATTEMPTS} fallbacks")
 
@@ -523,7 +546,8 @@ class UpnpBackend(Backend):
                 self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}")
             raise RouterRefused("DeletePortMapping", exc.code, decision.why, stop=decision.then is Then.STOP) from exc
 
-    def _local_or_empty(self) -> str:
+    def _local_or_unknown(self) -> str:
+        """This host's address, or "" when it cannot be told; quirks.Request never takes "" for this host."""
         try:
             return self.local_address()
         except RouterUnreachable:

@@ -29,6 +29,9 @@ class Profile:
     below_1024_error: int = 0  # for external ports below 1024
     add_error: int = 0  # for every add
     secure_mode: bool = False  # only the internal client itself may add or delete its mapping
+    # Permission rules (miniupnpd's allow/deny lines): internal clients outside these networks are
+    # refused with 606 (IGD v2) or 718 (IGD v1); empty: every client is allowed.
+    permitted_clients: tuple[str, ...] = ()
     description_limit: int = 0  # characters kept of a description; 0: all
     # Reading the table.
     index_end: int | str = 713  # what GetGenericPortMappingEntry answers past the end; "http-500": a bare 500
@@ -164,6 +167,13 @@ _PROFILES = (
         "a mapping for another LAN address fails with 606 (IGD v2) or 718 (IGD v1); so does deleting one",
         "miniupnpd secure_mode=yes (most Linux-based routers)",
         secure_mode=True,
+    ),
+    Profile(
+        "permission-rules",
+        "a mapping to a client outside the LAN (192.168.1.0/24) or below port 1024 fails with 606",
+        "miniupnpd's sample permission rules (allow 1024-65535 on the LAN, deny the rest)",
+        permitted_clients=("127.0.0.0/8", "192.168.1.0/24"),
+        below_1024_error=606,
     ),
     Profile("slow", "every answer is delayed 2 s", "overloaded ISP boxes", delay=2.0),
     Profile(

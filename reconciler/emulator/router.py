@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -224,6 +225,8 @@ class Router:
             raise Fault(402)
         if self.secure_mode and internal_client != client:
             raise Fault(606 if self.igd_version >= 2 else 718)
+        if not _permitted(internal_client, self.profile.permitted_clients):
+            raise Fault(606 if self.igd_version >= 2 else 718)
         enabled = _bool(args, "NewEnabled")
         lease = _uint(args, "NewLeaseDuration", 0xFFFFFFFF)
         remote_host = args.get("NewRemoteHost", "").strip()
@@ -387,3 +390,14 @@ def _listing_fields(e: Entry, remaining: int) -> dict[str, str]:
         "NewDescription": e.description,
         "NewLeaseTime": str(remaining),
     }
+
+
+def _permitted(client: str, networks: tuple[str, ...]) -> bool:
+    """Do the permission rules allow `client`? With no rules, every client is allowed."""
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n) for n in networks)
