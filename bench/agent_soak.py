@@ -83,7 +83,8 @@ def main() -> int:
     server = EmulatorServer(Router(igd_version=2)).start()
     router = server.router
     log = _NullLog()
-    config = AgentConfig(manifest=path, router=server.url, interval=300, watch=300, events=False, timeout=5.0)
+    # The soak writes the manifest and asks for a pass at once: no settle interval to wait out.
+    config = AgentConfig(manifest=path, router=server.url, interval=300, watch=300, events=False, timeout=5.0, settle=0)
     agent = Agent(config, log=JsonLog(log))
     loop = threading.Thread(target=agent.run, daemon=True)
     loop.start()

@@ -202,3 +202,35 @@ def test_thirty_second_leases_never_lapse_over_three_minutes(
     assert checks >= 100
     assert len(renewed) >= 180 / 30  # at least one renewal per lease period
     assert lowest >= 10  # renewed before half the lease had gone, with room to spare
+
+
+def test_after_a_quick_restart_events_are_live_again_and_a_deletion_is_healed_before_the_interval(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """miniupnpd restarted quickly (table kept, subscribers forgotten): the agent subscribes again, /status
+    says events are live, and a deletion is healed long before the 300 s interval; foreign rows stay."""
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    lab.add_foreign(3074, "UDP", "Xbox Live")
+    repo.commit(manifest(("web", 18080, 8004), ("ssh", 12222, 8004), client=LAN_IP))
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "300s")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    wait_for(lambda: a.status()["events"]["live"], 30, "the event subscription")
+
+    def subscriptions() -> int:
+        return len([e for e in a.log() if e["msg"].startswith("subscribed to router events")])
+
+    assert subscriptions() == 1
+    lab.stop_router()
+    lab.start_router(keep_table=True)
+    foreign = {r for r in lab.table() if r[0] == 3074}
+    # The agent's checks between passes (every 15 s) see the router booted again: a new subscription.
+    wait_for(lambda: subscriptions() >= 2, 90, f"a new event subscription; log: {a.log()}")
+    wait_for(lambda: a.status()["events"]["live"], 30, "events live again")
+    events = a.status()["events"]
+    assert "is redirected" not in lab.upnpc("-d", "18080", "TCP").stdout
+    wait_for(lambda: 18080 in {r[0] for r in lab.table()}, 60, f"the heal; log: {a.log()}")
+    assert events["live"] is True and events["sid_age"] is not None and events["lastRenewal"]
+    assert {r for r in lab.table() if r[0] == 3074} == foreign
+    assert a.stop() == 0

@@ -26,6 +26,7 @@ class AgentConfig:
     ref: str = "main"
     path: str = "mappings.yaml"
     manifest: str | None = None  # follow a local file instead of a repository
+    settle: int = 2  # seconds a local file must stay unchanged before it is used (it may be mid-write)
     interval: int = 60  # seconds between reconciles (before jitter)
     jitter: float = 0.1  # each wait is the interval +/- this share, so a fleet does not pulse
     max_backoff: int = 300  # the longest wait after failures (capped at the interval)
@@ -57,7 +58,7 @@ class AgentConfig:
         return os.path.join(base, "checkout")
 
 
-_DURATIONS = {"interval", "max_backoff", "watch"}
+_DURATIONS = {"interval", "max_backoff", "watch", "settle"}
 _BOOLS = {"verify_signatures", "release_on_exit", "allow_empty", "events"}
 _NUMBERS = {"timeout": float, "jitter": float, "events_port": int, "max_deletions": int}
 

@@ -10,7 +10,15 @@ Failure decisions, as in Flux's controllers:
   good manifest in force, Ready=False with the reason;
 - the manifest is invalid or its commit unverified: stall until the source changes, and keep
   converging the router to the last good revision meanwhile;
-- a declared mapping conflicts with a foreign one: apply everything else, Ready=False.
+- a declared mapping conflicts with a foreign one: apply everything else, Ready=False;
+- anything else a pass raises (a revision that crashes the loader, odd text from the router, a
+  bug): report it (logged once while it recurs, a condition with a reason, counted) and keep
+  healing to the last good revision;
+- a local manifest that is still changing (an editor or a deploy mid-write): keep the last good
+  revision until the file has been still for the settle interval.
+
+Scheduling reads `clock` (time.monotonic unless a test hands in another); wall-clock stamps and
+pass durations are real time.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import api, lock, ownership
 from ..apply import apply
 from ..backends.base import Backend
-from ..errors import LockTimeout, ManifestError, PortctlError, RouterError, RouterUnreachable
+from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
 from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
 from . import status as st
 from .config import AgentConfig
@@ -32,13 +42,16 @@ from .events import Events
 from .logs import JsonLog
 from .metrics import Metrics
 from .notify import Webhook
-from .source import Artifact, FileSource, GitSource, SourceError
+from .source import Artifact, FileSource, GitSource, SourceError, Unsettled
+from .watch import Sample
+from .watch import read as read_watch
 
 RENEW_BELOW = 0.6  # renew once less than 60% of a lease is left ...
 RENEW_WAKE = 0.55  # ... and wake for it when 55% is left, so renewal is done before half
 LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on the same router
 MIN_WAIT = 1.0
 FIRST_BACKOFF = 2.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -51,13 +64,16 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, log: JsonLog | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, *, log: JsonLog | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.log = log or JsonLog()
+        self.clock = clock
         self.status = st.Status()
         self.metrics = Metrics()
         self.source: FileSource | GitSource = (
-            FileSource(config.manifest)
+            FileSource(config.manifest, settle=config.settle, clock=clock)
             if config.manifest
             else GitSource(
                 config.repo or "",
@@ -70,7 +86,7 @@ class Agent:
         )
         self.webhook = Webhook(config.webhook, self.log) if config.webhook else None
         self._wake = threading.Event()
-        self.events = Events(self.config, self.log, self.request_reconcile, self._wake.set)
+        self.events = Events(self.config, self.log, self.request_reconcile, self._wake.set, clock)
         self._stop = threading.Event()
         self._tickets = threading.Condition()
         self._requested = 0  # reconcile requests taken (control API, events)
@@ -78,10 +94,14 @@ class Agent:
         self._backend: Backend | None = None
         self._manifest: Manifest | None = None  # the last good manifest: what stays in force
         self._revision = ""  # ... and its revision
-        self._bad_revision = ""  # the newest revision, when it failed validation or verification
+        # The newest revision when it could not be taken into force, and why (reason, message).
+        self._bad_revision = ""
+        self._bad_trouble: tuple[str, str] = ("", "")
         self._failures = 0
         self._last_reason = ""
-        self._watched: tuple[str, int | None] | None = None  # (WAN address, uptime) at the last check
+        self._errors_logged: set[str] = set()  # errors of passes already logged since the last success
+        self._step_problems: dict[str, str] = {}  # step between passes -> the problem it has, as logged
+        self._watched: Sample | None = None  # the router's address and uptime at the last check
         # For renewals: what the router should hold, and the leases it had left when last read.
         self._desired: dict[MappingKey, PortMapping] = {}
         self._leases: dict[MappingKey, int] = {}
@@ -128,31 +148,58 @@ class Agent:
 
     def run(self) -> None:
         """Reconcile until stop(); then release the owned mappings if asked to."""
-        now = time.monotonic()
+        now = self.clock()
         next_pass, next_watch = now, now + self.config.watch
         self.log.info("agent started", source=self.source.describe(), interval=self.config.interval)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                now = time.monotonic()
+                now = self.clock()
                 if self.status.suspended:
                     next_pass = now + self.config.interval
                 elif now >= next_pass or self._requested > self._completed:
-                    next_pass = time.monotonic() + self._pass()
-                    next_watch = time.monotonic() + self.config.watch
+                    next_pass = self.clock() + self._pass()
+                    next_watch = self.clock() + self.config.watch
                     continue
                 elif now >= next_watch:
-                    if self._watch():
+                    next_watch = now + self.config.watch
+                    if self._guarded("checking the router", self._watch, False):
                         next_pass = now
                         continue
-                    next_watch = now + self.config.watch
-                due = self.events.tend()
+                due = self._guarded("tending the event subscription", self.events.tend, None)
                 if due is not None:
                     next_pass = min(next_pass, due)
-                wake_at = min(next_pass, next_watch, self.events.next_renewal)
-                self._wake.wait(max(0.0, wake_at - time.monotonic()))
+                wake_at = min(next_pass, next_watch, self.events.next_due)
+                self._wake.wait(max(0.0, wake_at - self.clock()))
         finally:
             self._shutdown()
+
+    def _guarded(self, what: str, step: Callable[[], _T], fallback: _T) -> _T:
+        """Run a step of the loop between passes; an exception is reported, never the end of the loop."""
+        try:
+            done = step()
+        except Exception as exc:
+            self._note(what, st.INTERNAL_ERROR, f"{what} failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+            return fallback
+        self._note(what, "", "")
+        return done
+
+    def _note(self, what: str, reason: str, message: str, detail: str = "") -> None:
+        """Count and log a problem of a step between passes; logged when it starts or changes, not while it recurs."""
+        if not message:
+            self._step_problems.pop(what, None)
+            return
+        self.metrics.errors.labels(reason).inc()
+        if self._step_problems.get(what) != message:
+            self._step_problems[what] = message
+            self.log.error(message, reason=reason, traceback=detail or None)
+
+    def _log_once(self, reason: str, message: str, detail: str = "") -> None:
+        """Log an error of a pass the first time it is seen since the last success, not at every retry."""
+        key = f"{reason}: {message}"
+        if key not in self._errors_logged:
+            self._errors_logged.add(key)
+            self.log.error(message, reason=reason, traceback=detail or None)
 
     def _pass(self) -> float:
         with self._tickets:
@@ -162,11 +209,12 @@ class Agent:
         except Exception as exc:
             # A bug in one pass must not end the loop that keeps the router converged: report it
             # (with the traceback, for a bug report), start afresh and back off.
-            import traceback
-
             self._drop_backend()
-            outcome = self._failed(st.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-            self.log.error(f"reconcile crashed: {outcome.message}", traceback=traceback.format_exc())
+            message = f"{type(exc).__name__}: {exc}"
+            self._log_once(st.INTERNAL_ERROR, f"reconcile crashed: {message}", traceback.format_exc())
+            outcome = self._failed(st.INTERNAL_ERROR, message)
+            self.metrics.reconciles.labels("failed").inc()
+            self._report(outcome, time.time(), 0.0)
         with self._tickets:
             self._completed = max(self._completed, serving)
             self._tickets.notify_all()
@@ -184,14 +232,15 @@ class Agent:
         return outcome
 
     def _reconcile(self) -> Outcome:
-        artifact, trouble = self._fetch()
+        artifact, trouble, settling = self._fetch()
         if artifact is not None:
             self.status.last_attempted_revision = artifact.revision
             trouble = self._load(artifact) or trouble
         if self._manifest is None:
+            if settling is not None and trouble is None:
+                return self._settling(settling, None)
             reason, message = trouble or (st.SOURCE_FETCH_FAILED, "no manifest yet")
-            stalled = reason in (st.VALIDATION_FAILED, st.VERIFICATION_FAILED)
-            return self._failed(reason, message, stalled=stalled)
+            return self._failed(reason, message, stalled=self._stalls(trouble))
         try:
             changes, problem = self._converge(self._manifest)
         except RouterError as exc:
@@ -200,13 +249,17 @@ class Agent:
             return self._failed(reason, str(exc))
         except LockTimeout as exc:
             return self._failed(st.LOCKED, str(exc))
+        except Exception as exc:
+            # Odd answers from the router or a bug: start afresh with the router and back off.
+            self._drop_backend()
+            return self._failed(*self._crashed(exc))
         if problem:
             return self._failed(*problem, changes=changes)
         if trouble:
             # The router holds the last good revision, but the newest one is not in force.
-            stalled = trouble[0] in (st.VALIDATION_FAILED, st.VERIFICATION_FAILED)
-            return self._failed(*trouble, stalled=stalled, changes=changes)
+            return self._failed(*trouble, stalled=self._stalls(trouble), changes=changes)
         self._failures = 0
+        self._errors_logged.clear()
         self.status.last_applied_revision = self._revision
         self.status.last_success = time.time()
         self.status.last_success_monotonic = time.monotonic()
@@ -215,38 +268,82 @@ class Agent:
         self.status.set(st.READY, "True", st.SUCCEEDED, message)
         self.status.set(st.RECONCILING, "False", st.SUCCEEDED, message)
         self.status.set(st.STALLED, "False", st.SUCCEEDED, "")
-        return Outcome("changed" if changes else "unchanged", st.SUCCEEDED, message, self._next_wait(), changes)
+        result = "changed" if changes else "unchanged"
+        if settling is not None:
+            return self._settling(settling, Outcome(result, st.SUCCEEDED, message, self._next_wait(), changes))
+        return Outcome(result, st.SUCCEEDED, message, self._next_wait(), changes)
 
-    def _fetch(self) -> tuple[Artifact | None, tuple[str, str] | None]:
+    def _fetch(self) -> tuple[Artifact | None, tuple[str, str] | None, Unsettled | None]:
         try:
-            return self.source.fetch(), None
+            return self.source.fetch(), None, None
+        except Unsettled as exc:
+            return None, None, exc
         except SourceError as exc:
-            return None, (exc.reason, str(exc))
+            return None, (exc.reason, str(exc)), None
+        except Exception as exc:
+            return None, self._crashed(exc), None
+
+    def _crashed(self, exc: Exception) -> tuple[str, str]:
+        """An unexpected exception in a pass: logged with its traceback once while it recurs."""
+        message = f"{type(exc).__name__}: {exc}"
+        self._log_once(st.INTERNAL_ERROR, f"reconcile crashed: {message}", traceback.format_exc())
+        return st.INTERNAL_ERROR, message
+
+    def _stalls(self, trouble: tuple[str, str] | None) -> bool:
+        """Retrying cannot help until the source changes: the newest revision cannot be taken into force."""
+        return trouble is not None and (
+            trouble[0] in (st.VALIDATION_FAILED, st.VERIFICATION_FAILED)
+            or (bool(self._bad_revision) and trouble == self._bad_trouble)
+        )
+
+    def _settling(self, settling: Unsettled, converged: Outcome | None) -> Outcome:
+        """The local manifest is still changing: look again once it may have settled."""
+        kept = self._revision or "nothing"
+        message = f"{settling}; {kept} stays in force meanwhile"
+        self.status.set(st.RECONCILING, "True", st.SOURCE_SETTLING, message)
+        if converged is None:
+            self.status.set(st.READY, "Unknown", st.SOURCE_SETTLING, message)
+            return Outcome("unchanged", st.SOURCE_SETTLING, message, max(MIN_WAIT, settling.retry_in))
+        wait = max(MIN_WAIT, min(converged.wait, settling.retry_in))
+        return Outcome(converged.result, converged.reason, f"{converged.message}; {message}", wait, converged.changes)
 
     def _load(self, artifact: Artifact) -> tuple[str, str] | None:
-        """Take a new revision into force if it validates; the last good one stays otherwise."""
+        """Take a new revision into force if it loads; the last good one stays otherwise."""
         if artifact.revision == self._revision:
             return None
         if artifact.revision == self._bad_revision:
-            return st.VALIDATION_FAILED, f"{artifact.revision} is invalid; {self._revision or 'nothing'} stays in force"
-        from .. import manifest
-
+            return self._bad_trouble
+        kept = self._revision or "nothing"
         try:
-            loaded = manifest.load(artifact.path)
+            loaded = _load_manifest(artifact)
         except ManifestError as exc:
-            self._bad_revision = artifact.revision
-            kept = self._revision or "nothing"
             self.log.error(
                 f"{artifact.revision} is not applied: the manifest is invalid; {kept} stays in force",
                 revision=artifact.revision,
                 error=str(exc),
             )
-            return st.VALIDATION_FAILED, f"{artifact.revision} is invalid, {kept} stays in force: {exc}"
-        old = self._revision
-        self._manifest, self._revision, self._bad_revision = loaded, artifact.revision, ""
-        self.log.bind(revision=artifact.revision)
-        self.log.info(f"new revision {artifact.revision}" + (f" (was {old})" if old else ""))
-        return None
+            trouble = (st.VALIDATION_FAILED, f"{artifact.revision} is invalid, {kept} stays in force: {exc}")
+        except Exception as exc:
+            # A revision that crashes the loader is as unusable as an invalid one, and stays so:
+            # it is not tried again until the source changes, and the last good one stays in force.
+            self.log.error(
+                f"{artifact.revision} is not applied: loading it crashed; {kept} stays in force",
+                revision=artifact.revision,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
+            trouble = (
+                st.INTERNAL_ERROR,
+                f"{artifact.revision} could not be loaded ({type(exc).__name__}: {exc}), {kept} stays in force",
+            )
+        else:
+            old = self._revision
+            self._manifest, self._revision, self._bad_revision = loaded, artifact.revision, ""
+            self.log.bind(revision=artifact.revision)
+            self.log.info(f"new revision {artifact.revision}" + (f" (was {old})" if old else ""))
+            return None
+        self._bad_revision, self._bad_trouble = artifact.revision, trouble
+        return trouble
 
     def _converge(self, manifest: Manifest) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
@@ -320,7 +417,7 @@ class Agent:
         self.status.inventory = tuple(entries)
         self._desired = {m.key: m for m in plan.desired}
         self._leases = {row.key: row.lease for row in table if row.key in self._desired}
-        self._read_at = time.monotonic()
+        self._read_at = self.clock()
         owned = len(entries)
         self.metrics.mappings.labels("owned").set(owned)
         self.metrics.mappings.labels("declared").set(len(plan.desired) + len(plan.conflicts))
@@ -333,7 +430,7 @@ class Agent:
     def _next_wait(self) -> float:
         """The interval with jitter, or sooner when an owned lease needs renewing first."""
         wait = self.config.interval * (1 + self._random.uniform(-self.config.jitter, self.config.jitter))
-        elapsed = time.monotonic() - self._read_at
+        elapsed = self.clock() - self._read_at
         for key, want in self._desired.items():
             left = self._leases.get(key, 0)
             if left:
@@ -362,7 +459,16 @@ class Agent:
         self.status.record(result)
         fields: dict[str, Any] = {"duration": round(duration, 3), "next_run": round(outcome.wait, 1)}
         if outcome.result == "failed":
-            self.log.error(f"reconcile failed ({outcome.reason}): {outcome.message}", reason=outcome.reason, **fields)
+            self.metrics.errors.labels(outcome.reason).inc()
+            key = f"{outcome.reason}: {outcome.message}"
+            if key in self._errors_logged:
+                # The same failure as before: every pass is on record, its error is not repeated.
+                self.log.info(f"reconcile failed again ({outcome.reason})", reason=outcome.reason, **fields)
+            else:
+                self._errors_logged.add(key)
+                self.log.error(
+                    f"reconcile failed ({outcome.reason}): {outcome.message}", reason=outcome.reason, **fields
+                )
         else:
             self.log.info(f"reconciled: {outcome.message}", **fields)
         newly_failed = outcome.result == "failed" and outcome.reason != self._last_reason
@@ -386,18 +492,23 @@ class Agent:
         old, self._watched = self._watched, seen
         if old is None:
             return False
-        if seen[0] != old[0]:
-            self.log.warning(f"the router's WAN address changed from {old[0] or 'none'} to {seen[0] or 'none'}")
+        if seen.address != old.address:
+            self.log.warning(
+                f"the router's WAN address changed from {old.address or 'none'} to {seen.address or 'none'}"
+            )
             return True
-        if seen[1] is not None and old[1] is not None and seen[1] < old[1]:
+        if seen.booted_after(old):
+            # It forgot its event subscribers too: _drop_backend() has the subscription made again.
             self.log.warning("the router restarted (its uptime went back); checking its table")
             self._drop_backend()
             return True
         return False
 
-    @staticmethod
-    def _read_watch(backend: Backend) -> tuple[str, int | None]:
-        return backend.external_address(), backend.uptime()
+    def _read_watch(self, backend: Backend) -> Sample:
+        sample = read_watch(backend, self.clock)
+        # With the uptime unknown, restarts are noticed by the event subscription and the passes only.
+        self._note("reading the router's uptime", st.ROUTER_ERROR, sample.problem)
+        return sample
 
     def _shutdown(self) -> None:
         self.events.close()
@@ -417,6 +528,19 @@ class Agent:
                 self.log.info(f"released {r.change.key} ({r.change.name})")
             else:
                 self.log.error(f"could not release {r.change.key} ({r.change.name}): {r.error}")
+
+
+def _load_manifest(artifact: Artifact) -> Manifest:
+    """The artifact's manifest: the bytes the source checked when it has them, else the file."""
+    from .. import manifest
+
+    if artifact.content is None:
+        return manifest.load(artifact.path)
+    try:
+        text = artifact.content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([Problem(artifact.path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
+    return manifest.parse(text, artifact.path)
 
 
 def _without_conflicts(plan: Plan) -> Plan:

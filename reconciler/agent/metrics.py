@@ -40,6 +40,12 @@ class Metrics:
             ["action", "upnp_error"],
             registry=r,
         )
+        self.errors = Counter(
+            "portctl_errors",
+            "Errors by reason: each failed pass, a revision that failed to load, a check between passes that failed.",
+            ["reason"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "portctl_last_success_timestamp_seconds", "When a reconcile last converged the router.", registry=r
         )

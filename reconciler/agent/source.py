@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import PortctlError
@@ -23,6 +25,16 @@ class SourceError(PortctlError):
     reason = "SourceFetchFailed"
 
 
+class Unsettled(SourceError):
+    """The local file changed within the settle interval: it may be half-written, so it is not used yet."""
+
+    reason = "SourceSettling"
+
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in  # seconds until it has been still for the whole settle interval
+
+
 class VerificationError(SourceError):
     """The fetched commit is unsigned, or signed by someone not allowed."""
 
@@ -33,13 +45,24 @@ class VerificationError(SourceError):
 class Artifact:
     revision: str  # main@sha1:<40 hex> for git, sha256:<hex> for a local file
     path: str  # the manifest on disk, as fetched
+    content: bytes | None = None  # what was checked, when the file on disk may change after the fetch
 
 
 class FileSource:
-    """A manifest file on this machine; its revision is a hash of its content."""
+    """A manifest file on this machine; its revision is a hash of its content.
 
-    def __init__(self, path: str) -> None:
+    An editor or a deploy writes a file in several steps, and a half-written manifest may well
+    parse (a list cut short is still a list) and so prune whatever it has not reached yet. With a
+    `settle` interval, a file is used only once its size, mtime and content have stayed the same
+    for that long on `clock`; until then fetch() raises Unsettled and the last good revision stays.
+    """
+
+    def __init__(self, path: str, *, settle: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self.settle = settle
+        self.clock = clock
+        self._seen: tuple[int, int, str] | None = None  # (size, mtime_ns, sha256) as last read
+        self._since = 0.0  # when it was first read so
 
     def describe(self) -> str:
         return self.path
@@ -47,10 +70,24 @@ class FileSource:
     def fetch(self) -> Artifact:
         try:
             with open(self.path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
+                stat = os.fstat(f.fileno())
+                content = f.read()
         except OSError as exc:
             raise SourceError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        return Artifact(f"sha256:{digest[:12]}", self.path)
+        digest = hashlib.sha256(content).hexdigest()
+        seen = (stat.st_size, stat.st_mtime_ns, digest)
+        now = self.clock()
+        if seen != self._seen:
+            self._seen, self._since = seen, now
+        left = self._since + self.settle - now
+        if left > 0:
+            raise Unsettled(
+                f"{self.path} changed {now - self._since:.0f}s ago; it is used once it has been unchanged "
+                f"for {self.settle:g}s",
+                left,
+            )
+        # The bytes checked are the bytes loaded: a write after this fetch is the next revision.
+        return Artifact(f"sha256:{digest[:12]}", self.path, content)
 
 
 class GitSource:

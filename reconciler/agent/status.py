@@ -26,6 +26,7 @@ VALIDATION_FAILED = "ValidationFailed"
 PLAN_BLOCKED = "PlanBlocked"
 APPLY_FAILED = "ApplyFailed"
 SUSPENDED = "Suspended"
+SOURCE_SETTLING = "SourceSettling"  # the local manifest is still being written; the last good one stays
 INTERNAL_ERROR = "InternalError"  # a bug in portctl; the log has the traceback
 RESULTS_KEPT = 10
 

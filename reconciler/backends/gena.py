@@ -103,7 +103,12 @@ def timeout_seconds(header: str, limit: int) -> int:
     router keeping a subscription too long only sends events nobody hears.
     """
     value = header.strip().lower().removeprefix("second-")
-    return min(int(value), limit) if value.isdigit() and int(value) > 0 else limit
+    # isdigit() alone admits digits int() refuses ("²"): only ASCII digits are a number here.
+    return min(int(value), limit) if _decimal(value) and int(value) > 0 else limit
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def properties(body: bytes) -> dict[str, str]:
@@ -129,7 +134,7 @@ def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
                 self._answer(412)
                 return
             length = self.headers.get("Content-Length", "")
-            if not length.isdigit() or int(length) > MAX_EVENT_BYTES:
+            if not _decimal(length) or int(length) > MAX_EVENT_BYTES:
                 self._answer(413)
                 return
             try:

@@ -1,0 +1,51 @@
+"""The cheap check between passes: the router's WAN address and uptime, and whether it restarted.
+
+A restart is a boot moment that moved forward, not an uptime smaller than the last one seen: a
+router that restarted quickly can show more uptime at the next check than it had at the last, and
+its event subscribers are gone all the same. Each reading brackets the moment the router answered
+between two clock readings, so a slow answer never looks like a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..backends.base import Backend
+from ..errors import RouterError
+
+UPTIME_GRAIN = 1.0  # routers count uptime in whole seconds
+
+
+@dataclass(frozen=True)
+class Sample:
+    address: str
+    uptime: int | None  # None: the router does not say, or said something that is not a number
+    sent: float  # the clock when the uptime was asked for ...
+    answered: float  # ... and when the answer was in
+    problem: str = ""  # why the uptime is unknown, when the router's answer could not be read
+
+    def booted_after(self, other: Sample) -> bool:
+        """Did the router boot after it answered `other`? Only when nothing else can explain the readings."""
+        if self.uptime is None or other.uptime is None:
+            return False
+        # The earliest this boot can have been, against the latest the other one can have been.
+        earliest_boot = self.sent - self.uptime - UPTIME_GRAIN
+        latest_boot = other.answered - other.uptime
+        return earliest_boot > latest_boot
+
+
+def read(backend: Backend, clock: Callable[[], float]) -> Sample:
+    """The router's address and uptime; RouterError when it does not answer."""
+    address = backend.external_address()
+    sent = clock()
+    problem = ""
+    try:
+        uptime = backend.uptime()
+    except RouterError:
+        raise
+    except Exception as exc:  # odd text from the router (digits int() refuses) must not stop the checks
+        uptime, problem = None, f"the router's uptime could not be read: {type(exc).__name__}: {exc}"
+    if uptime is not None and not 0 <= uptime < 2**32:
+        uptime, problem = None, f"the router's uptime {uptime} is out of range"
+    return Sample(address, uptime, sent, clock(), problem)
