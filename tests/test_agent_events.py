@@ -14,6 +14,7 @@ from reconciler.agent.events import Events
 from reconciler.agent.logs import JsonLog
 from reconciler.agent.watch import Sample
 from reconciler.emulator import EmulatorServer
+from tests.agenthelp import Clock
 
 
 @pytest.mark.parametrize(
@@ -35,14 +36,6 @@ def test_a_restart_is_a_boot_moment_that_moved_forward(
     before = Sample("203.0.113.7", *old)
     after = Sample("203.0.113.7", *new)
     assert after.booted_after(before) is restarted
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_subscription_the_router_forgot_is_made_again_and_followed_by_a_reconcile(

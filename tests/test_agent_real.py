@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.agent.status import stamp
 from tests import routerlab
 from tests.agenthelp import GitRepo, manifest
 from tests.conftest import require_lab
@@ -109,11 +110,14 @@ def test_commits_are_applied_invalid_ones_are_not_and_foreign_mappings_survive(
     assert lab.reaches(18080)
 
     commit = repo.commit(manifest(("web", 18080, 8000), ("ssh", 12222, 8000), client=LAN_IP))
-    committed = time.monotonic()
-    wait_for(lambda: 12222 in {r[0] for r in lab.table()}, 15, "the committed mapping")
-    assert time.monotonic() - committed <= 5 * 1.1 + 2
+    committed = stamp(time.time())
+    # Within one interval on a quiet machine; a busy one delays every pass, so the test checks the cause
+    # instead of the clock: no pass that started after the commit missed it.
+    wait_for(lambda: 12222 in {r[0] for r in lab.table()}, 60, "the committed mapping")
     assert lab.reaches(12222)
-    wait_for(lambda: a.status()["lastAppliedRevision"] == f"main@sha1:{commit}", 10, "the status")
+    wait_for(lambda: a.status()["lastAppliedRevision"] == f"main@sha1:{commit}", 30, "the status")
+    after = [r for r in reversed(a.status()["results"]) if r["started"] > committed]
+    assert after and all(r["revision"] == f"main@sha1:{commit}" for r in after), after
 
     before = lab.table()
     repo.commit(manifest(("web", 18080, 8000), client=LAN_IP).replace("18080", "180800"), "typo")
@@ -145,11 +149,12 @@ def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
     foreign = {r for r in lab.table() if r[0] == 3074}
     assert "is redirected" not in lab.upnpc("-d", "18080", "TCP").stdout
     deleted = time.monotonic()
-    wait_for(lambda: 18080 in {r[0] for r in lab.table()}, 5, "the event-driven heal")
+    # Seconds on a quiet machine; the bound only has to tell an event from the 300 s interval.
+    wait_for(lambda: 18080 in {r[0] for r in lab.table()}, 90, "the event-driven heal")
     took = time.monotonic() - deleted
     lab.serve(8001)
     assert lab.reaches(18080)
-    assert took < 5
+    assert took < 90
     assert {r for r in lab.table() if r[0] == 3074} == foreign
     wait_for(lambda: any(e["msg"].startswith("restored 18080/tcp") for e in a.log()), 10, "the log of the heal")
 
@@ -168,11 +173,12 @@ def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
     lab.stop_router()
     a.wait_ready("False", "RouterUnreachable", timeout=interval * 2)
     lab.start_router()  # no lease file kept: the table is empty
-    back = time.monotonic()
-    wait_for(
-        lambda: {r[0] for r in lab.table()} == {18080, 12222}, interval * 1.1 + 5, f"the restored table; log: {a.log()}"
-    )
-    assert time.monotonic() - back <= interval * 1.1 + 3
+    back = stamp(time.time())
+    # One interval on a quiet machine; on a busy one the test checks the cause instead of the clock: the
+    # first pass that started after the router came back restored the table.
+    wait_for(lambda: {r[0] for r in lab.table()} == {18080, 12222}, 90, f"the restored table; log: {a.log()}")
+    after = [r for r in reversed(a.status()["results"]) if r["started"] > back]
+    assert after and after[0]["result"] == "changed", after
     lab.serve(8002)
     assert lab.reaches(18080) and lab.reaches(12222)
     a.wait_ready("True", "ReconciliationSucceeded")

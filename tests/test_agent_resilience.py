@@ -3,62 +3,19 @@ the router, a manifest file caught mid-write. Passes are driven one at a time on
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from typing import Any
 
 import pytest
 
 from reconciler.agent.config import AgentConfig
-from reconciler.agent.controller import Agent
-from reconciler.agent.logs import JsonLog
 from reconciler.agent.source import FileSource, Unsettled
 from reconciler.emulator import EmulatorServer
-from tests.agenthelp import AgentRun, manifest
+from tests.agenthelp import AgentRun, Clock, Driven, manifest
 from tests.helpers import snapshot
 from tests.routerlab import wait_for
 
 FOREIGN = (3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
-
-
-class Clock:
-    """Monotonic time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Driven:
-    """An agent whose passes the test runs one at a time (no loop thread), on its own clock."""
-
-    def __init__(self, path: str, router: EmulatorServer, **settings: Any) -> None:
-        self.logs = io.StringIO()
-        self.clock = Clock()
-        config = AgentConfig(manifest=path, router=router.url, events=False, timeout=5.0, **settings)
-        self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock)
-
-    def condition(self, kind: str) -> tuple[str, str]:
-        c = self.agent.status.condition(kind)
-        return (c.status, c.reason) if c else ("", "")
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.logs.getvalue().splitlines()]
-
-    def errors(self) -> list[str]:
-        return [e["msg"] for e in self.log_lines() if e["level"] == "error"]
-
-    def metric(self, line: str) -> float:
-        for text in self.agent.metrics.exposition().decode().splitlines():
-            if text.startswith(line + " "):
-                return float(text.split()[-1])
-        return 0.0
 
 
 def write(path: str, text: str) -> None:
