@@ -3,7 +3,6 @@ valid manifests: each gets a located problem and exit 1, quickly, or builds exac
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -164,10 +163,3 @@ def test_every_schema_pattern_means_the_same_in_python_and_in_ecmascript() -> No
             for value in (sample, sample + "\n", "\n" + sample, sample + "\n\n", sample.replace("1", "\n", 1)):
                 assert bool(re.search(pattern, value)) == bool(re.search(ecmascript, value)), (pattern, value)
             assert not re.search(pattern, sample + "\n"), (pattern, sample)
-
-
-def test_the_published_schema_is_the_packaged_one() -> None:
-    """schemas/portctl.schema.json (editors, README) is what validation uses."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(here, "schemas", "portctl.schema.json"), encoding="utf-8") as f:
-        assert json.load(f) == manifest.schema()
