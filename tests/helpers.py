@@ -62,3 +62,11 @@ FOREIGN = (9999, "TCP", "192.168.1.77", 9999, "someone else's game server")
 def owned_ports(server: EmulatorServer) -> set[int]:
     """External ports of the rows carrying a portctl tag."""
     return {e.external_port for e in server.router.rows() if e.description.startswith(ownership.PREFIX)}
+
+
+def billion_laughs() -> str:
+    """Ten aliases of ten aliases, nine times over: 10^10 values from a few hundred bytes."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"

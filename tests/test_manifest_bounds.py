@@ -15,19 +15,11 @@ import pytest
 from reconciler import manifest
 from reconciler.errors import ManifestError
 from reconciler.yamldoc import MAX_BYTES, MAX_DEPTH
-from tests.helpers import portctl, write
+from tests.helpers import billion_laughs, portctl, write
 
 HEAD = "apiVersion: portctl/v1\nowner: x\nmappings:\n"
 LIMIT_SECONDS = 60  # generous: a busy shared machine; without the bounds these run for minutes or forever
 MEMORY_BYTES = 1 << 30
-
-
-def billion_laughs() -> str:
-    """Ten aliases of ten aliases, nine times over: 10^10 values from a few hundred bytes."""
-    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
-    for i in range(1, 10):
-        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
-    return "\n".join(lines) + "\n"
 
 
 def _limit_memory() -> None:
