@@ -332,14 +332,25 @@ def shape(m: PortMapping, learned: Learned, request: Request) -> PortMapping | s
     return m
 
 
+def same_description(held: str, sent: str) -> bool:
+    """Does a router holding `held` hold the description `sent`?
+
+    miniupnpd (and portctl's own reading of a listing) drops trailing whitespace: that is not drift.
+    """
+    return held.rstrip() == sent.rstrip()
+
+
 def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, minimum: int) -> bool:
     """Learn from a row read back after writing `sent`; True if the difference is a known quirk.
 
-    A description that comes back as a prefix of what was sent, at least `minimum` characters long
-    (the ownership tag), is a router cutting descriptions short, not drift.
+    A description that comes back as a strict prefix of what was sent, at least `minimum` characters
+    long (the ownership tag), is a router cutting descriptions short, not drift; one that lost only
+    trailing whitespace is the same description, and teaches nothing.
     """
     d = row.description
-    if d != sent.description and len(d) >= minimum and sent.description.startswith(d):
+    if same_description(d, sent.description):
+        return True
+    if len(d) >= minimum and sent.description.startswith(d):
         if learned.description_limit != len(d):
             learned.description_limit = len(d)
             learned.changed = True
