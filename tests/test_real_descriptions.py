@@ -32,9 +32,7 @@ def clean(lab: Lab) -> Lab:
     return lab
 
 
-def test_trailing_space_teaches_nothing_and_the_next_description_is_written_whole(
-    clean: Lab, tmp_path: str
-) -> None:
+def test_trailing_space_teaches_nothing_and_the_next_description_is_written_whole(clean: Lab, tmp_path: str) -> None:
     """A description ending in a space teaches no truncation; the next mapping's description is written whole."""
     foreign = {r for r in clean.table() if r[0] == FOREIGN[0]}
     path = write(tmp_path, SPACED)
