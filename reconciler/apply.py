@@ -149,7 +149,7 @@ def _write(change: Change, backend: Backend) -> PortMapping | None:
         # AddPortMapping overwrites a row of the same client silently: make sure the port is
         # still free (or already ours, from an interrupted apply) before writing.
         row = backend.get_mapping(change.key)
-        if row is not None and row.description != change.after.description:
+        if row is not None and not quirks.same_description(row.description, change.after.description):
             raise _Taken(
                 f"{change.key} was taken by {row.internal_client}:{row.internal_port} {row.description!r} "
                 "after the plan was read; it was left alone. Run plan again"

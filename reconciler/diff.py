@@ -236,6 +236,8 @@ def _comparable(have: PortMapping, want: PortMapping) -> dict[str, object]:
         # Many routers (miniupnpd among them) accept a remote host but list it back empty:
         # that is not drift.
         row["remote_host"] = want.remote_host
+    if quirks.same_description(have.description, want.description):
+        row["description"] = want.description  # trailing whitespace the router dropped is not drift
     return {f: row[f] for f in _COMPARED}
 
 

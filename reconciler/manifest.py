@@ -1,6 +1,7 @@
-"""Manifest file -> YAML with positions -> JSON Schema -> semantic checks -> Manifest.
+"""Manifest file -> YAML with positions (yamldoc) -> JSON Schema -> semantic checks -> Manifest.
 
-Every problem carries file:line:col and a JSON path, and all of them are reported at once.
+Every problem carries file:line:col and a JSON path, and all of them are reported at once. What
+passes every check builds exactly the rows it says: a check that cannot read a value reports it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from . import ownership, policy
 from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
 from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
+from .yamldoc import MAX_BYTES, Document, Path, oversize
 
 API_VERSION = "portctl/v1"
 SCHEMA_URL = "https://portctl.dev/schemas/portctl.schema.json"
-
-Path = tuple[str | int, ...]
+MAX_ROWS = 4096  # router mappings once ranges and `both` expand; a router takes one write per row
 
 # What a value should look like, for messages about values that match no allowed shape.
 _HINTS = {
@@ -46,142 +47,76 @@ def schema() -> dict[str, Any]:
 
 def load(path: str) -> Manifest:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # a huge file is refused without reading it all
+        too_big = oversize(raw, path)
+        if too_big:
+            raise ManifestError([too_big])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError([Problem(path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
     return parse(text, path)
 
 
 def parse(text: str, path: str = "<manifest>") -> Manifest:
-    doc = _Document(text, path)
+    doc = Document(text, path)
     data = doc.data
     problems = list(doc.problems)
     if not problems:
-        problems += _schema_problems(doc)
-        problems += _semantic_problems(doc)
+        problems += _schema_problems(doc, text)
+        # A value the schema refused is not refused again by a check that could not read it either.
+        refused = {p.path for p in problems}
+        problems += [p for p in _semantic_problems(doc) if p.path not in refused]
         if not problems:
-            _remember_valid(doc.data)
+            _remember_valid(text)
     if problems:
         raise ManifestError(sorted(problems, key=lambda p: (p.line, p.column)))
     return _build(data, path, doc)
 
 
-class _Document:
-    """YAML parsed into plain data, remembering where each value and key stands."""
+def _digest(text: str) -> str:
+    """Names a manifest's exact text under this schema and this portctl: the same digest, the same verdict.
 
-    def __init__(self, text: str, path: str) -> None:
-        import yaml
-
-        self.path = path
-        self.problems: list[Problem] = []
-        self.values: dict[Path, tuple[int, int]] = {}
-        self.keys: dict[Path, tuple[int, int]] = {}
-        self.data: Any = None
-        try:
-            loader = _loader_class()(text)
-            try:
-                node = loader.get_single_node()
-                if node is None:
-                    self.problems.append(Problem(path, 1, 1, "", "the manifest is empty"))
-                    return
-                self.data = self._convert(node, (), loader)
-            finally:
-                loader.dispose()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            what = " ".join(s for s in (exc.context, exc.problem) if s)
-            self.problems.append(Problem(path, line, col, "", f"invalid YAML: {what}"))
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(path, 0, 0, "", f"invalid YAML: {exc}"))
-
-    def _convert(self, node: Any, at: Path, loader: Any) -> Any:
-        import yaml
-
-        self.values[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node)
-                if not isinstance(key, str):
-                    key = str(key)
-                if key in out:
-                    line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                    self.problems.append(Problem(self.path, line, col, json_path(at), f"duplicate key {key!r}"))
-                    continue
-                self.keys[(*at, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                out[key] = self._convert(value_node, (*at, key), loader)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(n, (*at, i), loader) for i, n in enumerate(node.value)]
-        return loader.construct_object(node)
-
-    def where(self, at: Path, *, key: bool = False) -> tuple[int, int]:
-        table = self.keys if key else self.values
-        while at not in table and at:
-            at = at[:-1]
-        return table.get(at, (0, 0))
-
-    def problem(self, at: Path, message: str, *, key: bool = False) -> Problem:
-        line, col = self.where(at, key=key)
-        return Problem(self.path, line, col, json_path(at), message)
-
-
-@cache
-def _loader_class() -> type:
-    """A safe loader that reads YAML 1.2 scalars: no sexagesimal `22:22` and no `yes`/`no` booleans."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    bool_tag, int_tag = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
-    Loader.yaml_implicit_resolvers = {
-        first: [(t, rx) for t, rx in resolvers if t not in (bool_tag, int_tag)]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    Loader.add_implicit_resolver(
-        int_tag, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-    )
-    return Loader
-
-
-def json_path(at: Path) -> str:
-    out = "$"
-    for part in at:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def _digest(data: Any) -> str:
-    """Names a parsed document under this schema and this portctl: the same digest, the same verdict."""
+    The text, not the data read from it: `2024-01-01` and `"2024-01-01"` read as a date and a string,
+    which any rendering of the data may spell alike.
+    """
     import hashlib
 
     from . import __version__
 
-    canonical = json.dumps([__version__, schema(), data], sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    digest = hashlib.sha256()
+    for part in (__version__, json.dumps(schema(), sort_keys=True), text):
+        encoded = part.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+    return digest.hexdigest()
 
 
-def _remember_valid(data: Any) -> None:
+def _remember_valid(text: str) -> None:
     from . import routercache
 
-    routercache.put("valid_manifests", _digest(data), {})
+    routercache.put("valid_manifests", _digest(text), {})
 
 
-def _schema_problems(doc: _Document) -> Iterator[Problem]:
-    # Importing jsonschema costs more than the rest of a plan on a small table; a document that
+@cache
+def _validator() -> Any:
+    """The schema's validator, where an integer is an int: JSON counts 8080.0 as one, and YAML
+    reads `8080.0` as a float that the rows built from it would not accept."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(Draft202012Validator, type_checker=checker)(schema())
+
+
+def _schema_problems(doc: Document, text: str) -> Iterator[Problem]:
+    # Importing jsonschema costs more than the rest of a plan on a small table; a text that
     # passed this schema before passes it again, so only a new one pays for it.
     from . import routercache
 
-    if routercache.get("valid_manifests", _digest(doc.data)) is not None:
+    if routercache.get("valid_manifests", _digest(text)) is not None:
         return
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(schema())
-    for error in validator.iter_errors(doc.data):
+    for error in _validator().iter_errors(doc.data):
         at: Path = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = sorted(error.schema.get("properties", {}))
@@ -193,6 +128,8 @@ def _schema_problems(doc: _Document) -> Iterator[Problem]:
 
 def _message(error: Any, at: Path) -> str:
     """jsonschema's message, made specific for values that match none of several shapes."""
+    if error.validator == "maxItems":  # jsonschema's message repeats the whole list
+        return f"{len(error.instance)} items; at most {error.validator_value}"
     specific = _specific(error)
     if specific is not None and specific.validator not in ("pattern", "const", "type", "enum"):
         return str(specific.message)
@@ -215,7 +152,7 @@ def _specific(error: Any) -> Any:
     return _specific(meant[0][0])
 
 
-def _semantic_problems(doc: _Document) -> Iterator[Problem]:
+def _semantic_problems(doc: Document) -> Iterator[Problem]:
     """What the schema cannot say. Checks only values the schema accepted, so nothing here crashes."""
     data = doc.data
     if not isinstance(data, dict):
@@ -224,6 +161,10 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
     defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     if isinstance(defaults.get("lease"), str):
         yield from _lease_problems(doc, ("defaults", "lease"), defaults["lease"])
+    yield from _protocol_problems(doc, ("defaults", "protocol"), defaults.get("protocol"))
+    raw_policy = data.get("policy")
+    if isinstance(raw_policy, dict) and isinstance(raw_policy.get("max_lease"), str):
+        yield from _lease_problems(doc, ("policy", "max_lease"), raw_policy["max_lease"])
     rules, breaches = _policy(data)
     for where, message in breaches:
         yield doc.problem(where, message)
@@ -234,6 +175,7 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
         return
     names: dict[str, int] = {}
     claimed: dict[MappingKey, str] = {}
+    rows = 0
     for i, m in enumerate(mappings):
         if not isinstance(m, dict):
             continue
@@ -249,13 +191,27 @@ def _semantic_problems(doc: _Document) -> Iterator[Problem]:
             value = m.get(field)
             if isinstance(value, str) and value not in ("", "auto"):
                 yield from _address_problems(doc, (*at, field), value)
+        yield from _protocol_problems(doc, (*at, "protocol"), m.get("protocol"))
         ext = _port_range(m.get("external_port"))
         internal = m.get("internal_port", m.get("external_port"))
         intr = _port_range(internal)
+        if ext and 1 <= ext[0] <= ext[1] <= 65535:
+            # Checked before any loop over the range's ports, so 1-65535 a thousand times is quick.
+            rows += (ext[1] - ext[0] + 1) * len(_protocols(m.get("protocol", defaults.get("protocol", "tcp"))))
+            if rows > MAX_ROWS:
+                yield doc.problem(
+                    (*at, "external_port"),
+                    f"the manifest declares more than {MAX_ROWS} router mappings by here "
+                    "(a range is one mapping per port and protocol)",
+                )
+                return
         yield from _mapping_policy_problems(doc, at, m, rules, ext, intr, "lease" in defaults)
         for field, rng in (("external_port", ext), ("internal_port", intr)):
-            if isinstance(m.get(field), str) and rng and not 1 <= rng[0] <= rng[1] <= 65535:
-                yield doc.problem((*at, field), f"{m.get(field)!r} is not a range of ports 1-65535, low-high")
+            value = m.get(field)
+            if isinstance(value, str) and rng is None:
+                yield doc.problem((*at, field), f"{value!r} is not {_HINTS[field]}")
+            elif isinstance(value, str) and rng and not 1 <= rng[0] <= rng[1] <= 65535:
+                yield doc.problem((*at, field), f"{value!r} is not a range of ports 1-65535, low-high")
         if not (ext and 1 <= ext[0] <= ext[1] <= 65535):
             continue
         if intr and intr[1] - intr[0] != ext[1] - ext[0]:
@@ -335,7 +291,7 @@ def _lease(value: str | int) -> int:
 
 
 def _mapping_policy_problems(
-    doc: _Document,
+    doc: Document,
     at: Path,
     m: dict[str, Any],
     rules: Policy,
@@ -369,21 +325,28 @@ def _mapping_policy_problems(
                 break
 
 
-def _lease_problems(doc: _Document, at: Path, value: str) -> Iterator[Problem]:
+def _lease_problems(doc: Document, at: Path, value: str) -> Iterator[Problem]:
     """Leases written as text; integers are bounded by the schema."""
     if value == "permanent":
         return
     try:
         seconds = parse_duration(value)
     except ValueError:
-        return  # the schema's pattern reports it
+        yield doc.problem(at, f"{value!r} is not {_HINTS['lease']}")
+        return
     if seconds == 0:
         yield doc.problem(at, "a lease of 0 is ambiguous between routers: write permanent")
     elif seconds > MAX_LEASE:
         yield doc.problem(at, f"{value!r} is longer than 7d, the longest lease IGD allows: use permanent")
 
 
-def _address_problems(doc: _Document, at: Path, value: str) -> Iterator[Problem]:
+def _protocol_problems(doc: Document, at: Path, value: object) -> Iterator[Problem]:
+    """A protocol written as text that names none: it would build no rows, and prune would delete."""
+    if isinstance(value, str) and not _protocols(value):
+        yield doc.problem(at, f"{value!r} is not {_HINTS['protocol']}")
+
+
+def _address_problems(doc: Document, at: Path, value: str) -> Iterator[Problem]:
     try:
         address = ipaddress.IPv4Address(value)
     except ValueError:
@@ -402,13 +365,13 @@ def _port_range(value: Any) -> tuple[int, int] | None:
 
 
 def _protocols(value: Any) -> tuple[Protocol, ...]:
-    text = str(value).upper()
+    text = value.upper() if isinstance(value, str) else ""
     if text == "BOTH":
         return (Protocol.TCP, Protocol.UDP)
     return (Protocol(text),) if text in ("TCP", "UDP") else ()
 
 
-def _build(data: dict[str, Any], path: str, doc: _Document) -> Manifest:
+def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
     owner = data["owner"]
     defaults = data.get("defaults", {})
     out: list[DesiredMapping] = []
@@ -418,7 +381,9 @@ def _build(data: dict[str, Any], path: str, doc: _Document) -> Manifest:
         assert ext is not None and intr is not None  # checked above
         lease_value = m.get("lease", defaults.get("lease", "permanent"))
         lease = 0 if lease_value == "permanent" else parse_duration(lease_value)
-        for proto in _protocols(m.get("protocol", defaults.get("protocol", "tcp"))):
+        protocols = _protocols(m.get("protocol", defaults.get("protocol", "tcp")))
+        assert protocols  # checked above: a mapping that builds no rows would be pruned
+        for proto in protocols:
             for offset in range(ext[1] - ext[0] + 1):
                 out.append(
                     DesiredMapping(

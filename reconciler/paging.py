@@ -1,7 +1,8 @@
 """Which port ranges are safe to read with one GetListOfPortMappings each.
 
-Debian's miniupnpd 2.3.1 aborts when one listing would hold more than PAGE_LIMIT entries, whatever
-NewNumberOfPorts says, so the table is read in port ranges. Where the ports lie is only known from
+Debian's miniupnpd 2.3.1 overflows its buffer when one listing's range holds more than PAGE_LIMIT
+entries, whatever NewNumberOfPorts says (a few past it answer PAGE_LIMIT, the newest; more crash it),
+so the table is read in port ranges. Where the ports lie is only known from
 the last read, so the ranges are cut to hold at most PAGE_TARGET entries each as of then: a range
 can take PAGE_LIMIT - PAGE_TARGET new entries before it is unsafe, and the backend checks (with one
 GetGenericPortMappingEntry) that the table has not grown by more than that in all.

@@ -33,6 +33,7 @@ class Quirk(enum.StrEnum):
     SECURE_MODE = "secure-mode"
     NO_PORT_LISTING = "no-port-listing"
     TRUNCATES_DESCRIPTIONS = "truncates-descriptions"
+    CAPS_LISTINGS = "caps-listings"
 
 
 # What each quirk means, as `portctl show` and the plan say it.
@@ -46,6 +47,7 @@ MEANING: dict[Quirk, str] = {
     Quirk.SECURE_MODE: "only maps ports to the host that asks (secure mode)",
     Quirk.NO_PORT_LISTING: "advertises GetListOfPortMappings but it fails; the table is read entry by entry",
     Quirk.TRUNCATES_DESCRIPTIONS: "cuts descriptions short",
+    Quirk.CAPS_LISTINGS: "answers GetListOfPortMappings with fewer rows than asked; full pages are read again in parts",
 }
 
 HTTP_5XX = "HTTP 5xx without a UPnP fault"
@@ -362,6 +364,7 @@ class Learned:
 
     quirks: dict[Quirk, str] = field(default_factory=dict)  # quirk -> what showed it
     description_limit: int = 0  # characters kept, for TRUNCATES_DESCRIPTIONS
+    list_cap: int = 0  # rows one GetListOfPortMappings answers at most, for CAPS_LISTINGS
     changed: bool = False  # learned something this run, so the cache needs writing
 
     def learn(self, quirk: Quirk, evidence: str) -> None:
@@ -381,6 +384,7 @@ class Learned:
         return {
             "quirks": {q.value: e for q, e in sorted(self.quirks.items())},
             "description_limit": self.description_limit,
+            "list_cap": self.list_cap,
         }
 
     @classmethod
@@ -396,7 +400,18 @@ class Learned:
         limit = doc.get("description_limit")
         if isinstance(limit, int) and 0 < limit < 256:
             learned.description_limit = limit
+        cap = doc.get("list_cap")
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+            learned.list_cap = cap
         return learned
+
+
+def learn_list_cap(learned: Learned, cap: int, evidence: str) -> None:
+    """A listing answered `cap` rows of a range that held more: a page that full is not complete."""
+    if not learned.list_cap or cap < learned.list_cap:
+        learned.list_cap = cap
+        learned.changed = True
+    learned.learn(Quirk.CAPS_LISTINGS, evidence)
 
 
 def shape(m: PortMapping, learned: Learned, request: Request) -> PortMapping | str:
@@ -412,14 +427,25 @@ def shape(m: PortMapping, learned: Learned, request: Request) -> PortMapping | s
     return m
 
 
+def same_description(held: str, sent: str) -> bool:
+    """Does a router holding `held` hold the description `sent`?
+
+    miniupnpd (and portctl's own reading of a listing) drops trailing whitespace: that is not drift.
+    """
+    return held.rstrip() == sent.rstrip()
+
+
 def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, minimum: int) -> bool:
     """Learn from a row read back after writing `sent`; True if the difference is a known quirk.
 
-    A description that comes back as a prefix of what was sent, at least `minimum` characters long
-    (the ownership tag), is a router cutting descriptions short, not drift.
+    A description that comes back as a strict prefix of what was sent, at least `minimum` characters
+    long (the ownership tag), is a router cutting descriptions short, not drift; one that lost only
+    trailing whitespace is the same description, and teaches nothing.
     """
     d = row.description
-    if d != sent.description and len(d) >= minimum and sent.description.startswith(d):
+    if same_description(d, sent.description):
+        return True
+    if len(d) >= minimum and sent.description.startswith(d):
         if learned.description_limit != len(d):
             learned.description_limit = len(d)
             learned.changed = True

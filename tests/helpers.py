@@ -77,3 +77,11 @@ def route_table(tmp_path: os.PathLike[str], *networks: str) -> str:
     for n in map(ipaddress.IPv4Network, networks):
         lines.append(f"eth0\t{hex_le(n.network_address)}\t00000000\t0001\t0\t0\t0\t{hex_le(n.netmask)}\t0\t0\t0")
     return write(tmp_path, "\n".join(lines) + "\n", "route")
+
+
+def billion_laughs() -> str:
+    """Ten aliases of ten aliases, nine times over: 10^10 values from a few hundred bytes."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ from reconciler.errors import PortctlError
 from reconciler.models import MappingKey, Protocol
 from reconciler.ownership import is_owned
 from tests.agenthelp import AgentRun, Clock, Driven, GitRepo, manifest
-from tests.helpers import snapshot
+from tests.helpers import billion_laughs, snapshot
 from tests.routerlab import wait_for
 
 
@@ -467,3 +467,22 @@ def test_a_bug_in_one_pass_is_reported_and_the_loop_goes_on(
     crash = next(e for e in run.log_lines() if e["msg"].startswith("reconcile crashed"))
     assert crash["msg"] == "reconcile crashed: ZeroDivisionError: a bug"
     assert "Traceback" in crash["traceback"]
+
+
+def test_a_billion_laughs_commit_is_refused_quickly_and_the_last_good_revision_stays(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """Aliases of aliases are ValidationFailed with file and line; the last good revision stays; the agent stops."""
+    good = repo.commit(manifest(("web", 8080, 80)))
+    with AgentRun(config(repo, emulator, tmp_path)) as run:
+        run.wait_condition("True", "ReconciliationSucceeded")
+        before = snapshot(emulator)
+        bad = repo.commit(manifest(("web", 8080, 80)) + billion_laughs(), "aliases")
+        run.wait_condition("False", "ValidationFailed", timeout=60)
+        status = run.status()
+        assert "mappings.yaml:" in run.condition()["message"]
+        assert "expands to more than 50000 values" in run.condition()["message"]
+        assert status["lastAppliedRevision"] == f"main@sha1:{good}"
+        assert status["lastAttemptedRevision"] == f"main@sha1:{bad}"
+        assert run.get("/healthz")[0] == 200
+    assert snapshot(emulator) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.emulator import EmulatorServer
-from tests.helpers import MANIFEST, portctl, snapshot, write
+from tests.helpers import FOREIGN, MANIFEST, portctl, snapshot, write
 
 BAD_MANIFESTS = [
     # (manifest text, what the message must say)
@@ -53,6 +53,46 @@ BAD_MANIFESTS = [
     ("apiVersion: portctl/v1\nmappings: []\n", "$: 'owner' is a required property"),
     ("owner: x\nowner: y\napiVersion: portctl/v1\nmappings: []\n", "mappings.yaml:2:1: $: duplicate key 'owner'"),
     ("", "the manifest is empty"),
+    # Values that passed the schema's `$`-anchored patterns with a final newline: they built no rows
+    # (so prune deleted the live mapping) or crashed after validation.
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n"
+        "  - name: a\n    external_port: 8080\n    protocol: |\n      udp\n",
+        "mappings.yaml:6:15: $.mappings[0].protocol: 'udp\\n' is not tcp, udp or both",
+    ),
+    (
+        'apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 8080, lease: "90m\\n"}\n',
+        "mappings.yaml:4:43: $.mappings[0].lease: '90m\\n' is not seconds, a duration",
+    ),
+    (
+        'apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: "8000-8001\\n"}\n',
+        "mappings.yaml:4:30: $.mappings[0].external_port: '8000-8001\\n' is not a port 1-65535 or a range",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - name: |\n      a\n    external_port: 8080\n",
+        "mappings.yaml:4:11: $.mappings[0].name: 'a\\n' is not 1-24 letters",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\ndefaults:\n  lease: |\n    permanent\nmappings:\n"
+        "  - {name: a, external_port: 8080}\n",
+        "mappings.yaml:4:10: $.defaults.lease: 'permanent\\n' is not seconds",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 8080.0}\n",
+        "$.mappings[0].external_port: 8080.0 is not a port 1-65535 or a range",
+    ),
+    (
+        "apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: 8080, lease: 3600.0}\n",
+        "$.mappings[0].lease: 3600.0 is not seconds",
+    ),
+    (
+        'apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: !!int "\u0668\u0660\u0668\u0660"}\n',
+        "mappings.yaml:4:30: $.mappings[0].external_port: '\u0668\u0660\u0668\u0660' is not a valid !!int",
+    ),
+    (
+        'apiVersion: portctl/v1\nowner: x\nmappings:\n  - {name: a, external_port: !!int "\u00b2"}\n',
+        "'\u00b2' is not a valid !!int",
+    ),
 ]
 
 
@@ -189,3 +229,25 @@ def test_apply_without_terminal_or_approval_changes_nothing(
     assert run.code == 1
     assert "pass --auto-approve" in run.err
     assert snapshot(emulator) == []
+
+
+def test_a_protocol_written_as_a_block_scalar_does_not_prune_the_live_mapping(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], emulator: EmulatorServer
+) -> None:
+    """`protocol: |` then `udp` reads as 'udp\\n': refused with its line, and the owned UDP mapping stays."""
+    emulator.router.add(*FOREIGN)
+    text = "apiVersion: portctl/v1\nowner: test\nmappings:\n  - name: game\n    external_port: 27015\n"
+    good = write(tmp_path, text + "    protocol: udp\n    internal_client: 127.0.0.1\n")
+    assert portctl(capsys, "apply", good, "--router", emulator.url, "--auto-approve").code == 0
+    before = snapshot(emulator)
+    assert [(row[0], row[1]) for row in before if row[0] == 27015] == [(27015, "UDP")]
+    block = write(tmp_path, text + "    protocol: |\n      udp\n    internal_client: 127.0.0.1\n")
+    for command in (
+        ["plan", block, "--router", emulator.url],
+        ["apply", block, "--router", emulator.url, "--auto-approve"],
+    ):
+        run = portctl(capsys, *command)
+        assert run.code == 1
+        assert "mappings.yaml:6:15: $.mappings[0].protocol: 'udp\\n' is not tcp, udp or both" in run.err
+    assert snapshot(emulator) == before
+    assert emulator.router.calls["DeletePortMapping"] == 0

@@ -1,6 +1,7 @@
 """Property tests (hypothesis): manifest parsing never fails other than with located problems, and
-for any declared set against any router table, applying the plan on the emulator leaves exactly the
-declared owned rows and every foreign row as it was.
+manifests written through YAML features (block scalars, tags, anchors, dates, non-ASCII digits) that
+validate build exactly the rows they say, and for any declared set against any router table, applying
+the plan on the emulator leaves exactly the declared owned rows and every foreign row as it was.
 
 The example counts are fixed (derandomize=True, so CI runs the same cases every time) and are the
 figures README gives.
@@ -8,9 +9,15 @@ figures README gives.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
+import time
+from typing import Any
+
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconciler import api, manifest, ownership
@@ -177,3 +184,179 @@ def test_applying_any_plan_yields_exactly_the_declared_rows_and_leaves_foreign_o
     again = api.plan(m, api.read(backend), allow_empty=True)  # and a second plan has nothing to do
     assert not [c for c in again.changes if c.action.value != "renew"]
     backend.close()
+
+
+# -- YAML features: what validates builds exactly what it says --------------------------------------
+
+YAML_EXAMPLES = 300
+TIME_BOUND = 10.0  # seconds for one parse: generous, it only catches a parse that runs away
+INVALID = None  # the oracle's verdict for a value no manifest may accept
+
+
+def _string(text: str) -> st.SearchStrategy[tuple[str, object]]:
+    """`text` written as YAML strings of every style, each with the Python string it reads as."""
+    styles = [(json.dumps(text), text), (f"!!str {json.dumps(text)}", text)]
+    if "\n" not in text:
+        styles.append((f"'{text}'", text))
+    if "\n" not in text.rstrip("\n") and text.strip() == text.rstrip("\n") and text.strip():
+        line = text.rstrip("\n")
+        kept = line + "\n"
+        styles += [(f"|\n      {line}\n", kept), (f"|-\n      {line}\n", line), (f">\n      {line}\n", kept)]
+        styles += [(f"|+\n      {line}\n\n", kept + "\n")]
+    if re.fullmatch(r"[a-z][a-z0-9.]*", text) and text not in ("true", "false", "null"):
+        styles.append((text, text))
+    return st.sampled_from(styles)
+
+
+def _integer(n: int) -> st.SearchStrategy[tuple[str, object]]:
+    """`n` written as YAML 1.2 integers (decimal, hex, octal, !!int), and as things that are not one."""
+    arabic = "".join(chr(0x660 + int(d)) for d in str(abs(n)))
+    return st.sampled_from(
+        [
+            (str(n), n),
+            (hex(n) if n >= 0 else str(n), n),
+            (f"0o{n:o}" if n >= 0 else str(n), n),
+            (f'!!int "{n}"', n),
+            (f"{n}.0", float(n)),  # a float, even when whole
+            (f'!!int "{arabic}"', "unreadable"),
+            (f'!!int "{n}\u00b2"', "unreadable"),
+            (f"!!str {n}", str(n)),
+        ]
+    )
+
+
+_OTHER = st.sampled_from(
+    [
+        ("2024-01-02", dt.date(2024, 1, 2)),
+        ("!!timestamp 2024-01-02 10:00:00", dt.datetime(2024, 1, 2, 10)),
+        ("!!binary dWRw", b"udp"),
+        ("!!bool true", True),
+        ("null", None),
+        ("[udp]", ["udp"]),
+    ]
+)
+
+
+def _clean(pair: tuple[str, object]) -> bool:
+    """A rendering that reads back as the value written (the interesting refusals come from the rest)."""
+    return not isinstance(pair[1], float) and pair[1] != "unreadable" and not pair[0].startswith(("|\n", ">", "|+"))
+
+
+def _mostly(valid: list[Any], anything: list[Any]) -> st.SearchStrategy[tuple[str, object]]:
+    """Three in four values are valid ones, cleanly written, so accepted manifests are common too."""
+
+    def render(value: Any) -> st.SearchStrategy[tuple[str, object]]:
+        return _integer(value) if isinstance(value, int) else _string(value)
+
+    clean = st.sampled_from(valid).flatmap(render).filter(_clean)
+    return st.one_of(clean, clean, clean, st.sampled_from(anything).flatmap(render), _OTHER)
+
+
+_protocol_value = _mostly(["tcp", "udp", "both", "TCP", "Udp"], ["udp", "icmp", "udp\n", "tcp ", "\u0442cp"])
+_port_value = _mostly(
+    [30000, 30005, "30001-30003"],
+    [30000, 0, 70000, 65536, "30001-30003", "30003-30001", "30001-30003\n", "30001-70000", "3000\u00b2-30003"],
+)
+_lease_value = _mostly(
+    [1, 3600, 604800, "permanent", "90m", "1h30m", "7d", "3600"],
+    [3600, 0, 604801, -5, "permanent", "8d", "0", "90m\n", "permanent\n", "\u0663m"],
+)
+_client_value = _mostly(
+    ["auto", "10.0.0.5"], ["auto", "10.0.0.5", "10.0.0.5\n", "auto\n", "0.0.0.0", "10.0.0.256", "\u0661.0.0.5"]
+)
+
+
+def _protocols_of(value: object) -> tuple[Protocol, ...] | None:
+    if not isinstance(value, str) or value.lower() not in ("tcp", "udp", "both"):
+        return INVALID
+    return (Protocol.TCP, Protocol.UDP) if value.lower() == "both" else (Protocol(value.upper()),)
+
+
+def _ports_of(value: object) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value) if 1 <= value <= 65535 else INVALID
+    match = re.fullmatch(r"([0-9]{1,5})-([0-9]{1,5})", value) if isinstance(value, str) else None
+    if not match or "\n" in value:  # type: ignore[operator]
+        return INVALID
+    low, high = int(match[1]), int(match[2])
+    return (low, high) if 1 <= low <= high <= 65535 else INVALID
+
+
+def _lease_of(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 1 <= value <= 604800 else INVALID
+    if value == "permanent":
+        return 0
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]+|(?:[0-9]+[smhdw])+", value) or "\n" in value:
+        return INVALID
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    seconds = int(value) if value.isascii() and value.isdigit() else 0
+    for n, unit in re.findall(r"([0-9]+)([smhdw])", value):
+        seconds += int(n) * units[unit]
+    return seconds if 1 <= seconds <= 604800 else INVALID
+
+
+def _client_of(value: object) -> str | None:
+    if value == "auto":
+        return "auto"
+    parts = value.split(".") if isinstance(value, str) and value.isascii() and "\n" not in value else []
+    if len(parts) != 4 or not all(p.isdigit() and int(p) <= 255 and str(int(p)) == p for p in parts):
+        return INVALID
+    return value if value not in ("0.0.0.0", "255.255.255.255") and not 224 <= int(parts[0]) <= 239 else INVALID  # type: ignore[return-value]
+
+
+@settings(max_examples=YAML_EXAMPLES, derandomize=True, deadline=None)
+@given(
+    protocol=_protocol_value,
+    port=_port_value,
+    lease=_lease_value,
+    client=_client_value,
+    in_defaults=st.booleans(),
+)
+def test_yaml_features_build_exactly_what_they_say_or_located_problems(
+    protocol: tuple[str, object],
+    port: tuple[str, object],
+    lease: tuple[str, object],
+    client: tuple[str, object],
+    in_defaults: bool,
+) -> None:
+    """Block scalars, quoting, tags, anchors and aliases, dates, non-ASCII digits, final newlines:
+    a manifest that validates holds exactly the rows its values say; any other gets located problems."""
+    (protocol_yaml, protocol_read), (port_yaml, port_read) = protocol, port
+    (lease_yaml, lease_read), (client_yaml, client_read) = lease, client
+    # The first mapping anchors its protocol and lease; the second takes them by alias (or from defaults).
+    head = "apiVersion: portctl/v1\nowner: prop\n"
+    if in_defaults:
+        head += f"defaults:\n  protocol: &p {protocol_yaml}\n  lease: &l {lease_yaml}\n"
+        first = "  - name: first\n"
+    else:
+        first = f"  - name: first\n    protocol: &p {protocol_yaml}\n    lease: &l {lease_yaml}\n"
+    first += f"    external_port: {port_yaml}\n    internal_client: {client_yaml}\n    allow_sensitive: true\n"
+    second = "  - name: second\n    external_port: 40000\n    internal_client: 10.0.0.9\n"
+    second += "" if in_defaults else "    protocol: *p\n    lease: *l\n"
+    text = head + "mappings:\n" + first + second
+
+    protocols, ports = _protocols_of(protocol_read), _ports_of(port_read)
+    seconds, address = _lease_of(lease_read), _client_of(client_read)
+    started = time.monotonic()
+    try:
+        m = manifest.parse(text, "m.yaml")
+    except ManifestError as exc:
+        assert time.monotonic() - started < TIME_BOUND
+        assert exc.problems and all(p.file == "m.yaml" and p.line >= 1 for p in exc.problems), exc
+        assert INVALID in (protocols, ports, seconds, address), f"refused a valid manifest:\n{text}\n{exc}"
+        event("refused")
+        return
+    assert time.monotonic() - started < TIME_BOUND
+    assert protocols and ports and seconds is not None and address, f"accepted an invalid manifest:\n{text}"
+    said = {
+        (name, MappingKey(p, proto), client_, lease_)
+        for name, (low, high), client_ in (("first", ports, address), ("second", (40000, 40000), "10.0.0.9"))
+        for proto in protocols
+        for p in range(low, high + 1)
+        for lease_ in (seconds,)
+    }
+    built = {(d.name, d.key, d.internal_client, d.lease) for d in m.mappings}
+    event("valid")
+    assert built == said
+    assert all(d.internal_port == d.key.external_port for d in m.mappings)

@@ -25,7 +25,11 @@ def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "1x", "h", "1h 30m", "-5"])
+@pytest.mark.parametrize(
+    "text",
+    # A final newline, spaces, and digits str.isdigit() takes but a duration does not: '²', Arabic-Indic.
+    ["", "soon", "1x", "h", "1h 30m", "-5", "90m\n", " 90", "\u00b2", "\u0663\u0666\u0660\u0660", "9" * 5000],
+)
 def test_parse_duration_rejects(text: str) -> None:
     """Anything that is not a duration is a ValueError naming it."""
     with pytest.raises(ValueError, match="is not a duration"):

@@ -492,3 +492,43 @@ def test_unreadable_cache_is_ignored(
     c = cycle(capsys, server, write(tmp_path, BASE))
     assert c.second.code == 0
     assert quirks.Quirk.PERMANENT_ONLY in learned(server)
+
+
+SPACED = """\
+apiVersion: portctl/v1
+owner: quirks
+mappings:
+  - {name: web, external_port: 8080, internal_client: 127.0.0.1, description: 'proxy '}
+"""
+LONG = "  - {name: game, external_port: 8081, internal_client: 127.0.0.1, description: 'a description well past 16'}\n"
+
+
+def test_trailing_space_lost_on_read_back_is_not_a_cut(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """A description read back without its trailing space teaches nothing; the next one is written whole."""
+    server = serve(Router(PROFILES["spec"]))
+    server.router.add(*FOREIGN)
+    path = write(tmp_path, SPACED)
+    assert cycle(capsys, server, path).second.code == 0
+    write(tmp_path, SPACED + LONG)
+    c = cycle(capsys, server, path)
+    assert c.applied.code == 0, c.applied.out + c.applied.err
+    assert c.second.code == 0, c.second.out
+    assert quirks.Quirk.TRUNCATES_DESCRIPTIONS not in learned(server)
+    assert learned(server).description_limit == 0
+    held = {e.external_port: e.description for e in server.router.rows()}
+    assert held[8080].endswith(" proxy ") and held[8081].endswith(" game a description well past 16")
+    assert [r for r in snapshot(server) if r[0] == FOREIGN[0]] == [FOREIGN]
+
+
+def test_a_router_that_cuts_is_still_learned_when_the_description_ends_in_a_space(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer]
+) -> None:
+    """The whitespace rule explains only lost whitespace: a real cut to 16 characters is still learned."""
+    server = serve(Router(PROFILES["truncates-descriptions"]))
+    c = cycle(capsys, server, write(tmp_path, SPACED + LONG))
+    assert c.second.code == 0, c.second.out
+    assert quirks.Quirk.TRUNCATES_DESCRIPTIONS in learned(server)
+    assert learned(server).description_limit == 16
+    assert all(len(e.description) == 16 for e in server.router.rows())

@@ -93,7 +93,7 @@ def test_large_tables_are_paged_so_no_listing_crashes_miniupnpd_2_3_1() -> None:
         pages = warm["GetListOfPortMappings"]
         assert rows == 600
         assert pages == 2 * -(-300 // paging.PAGE_TARGET)  # 5 ranges per protocol
-        assert sum(warm.values()) <= 3 + pages
+        assert sum(warm.values()) <= 4 + pages  # the fourth: the pages held the whole table
         # 60 new rows crowded into one range: within the room each range leaves, still paged.
         fill(router, 60, 20000, protocols=("TCP",))
         grown, rows = read(server)
@@ -110,7 +110,7 @@ def test_the_emulated_crash_is_real() -> None:
     """The control for the test above: one listing of the whole range does kill the emulated daemon."""
     router = Router(PROFILES["miniupnpd-2.3.1"])
     with EmulatorServer(router) as server:
-        fill(router, 130, 10000, protocols=("TCP",))
+        fill(router, 140, 10000, protocols=("TCP",))
         backend = UpnpBackend(server.url)
         backend._list_range(Protocol.TCP, 1, 65535)  # dropped, then retried on the emptied table
         assert router.crashes == 1 and router.rows() == []

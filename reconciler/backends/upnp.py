@@ -8,10 +8,12 @@ A router's description and chosen service are cached by location (and configId, 
 one), so a warm run goes straight to the control URL; a control URL that no longer answers as one
 sends the backend back to the description.
 
-Reading the table: Debian's miniupnpd 2.3.1 aborts (heap overflow) when GetListOfPortMappings would
-return more than 128 entries of one protocol, and NewNumberOfPorts does not prevent it. `paging`
-decides which port ranges are safe to list; a table it cannot vouch for is read entry by entry with
-GetGenericPortMappingEntry, which is slow but cannot crash the router.
+Reading the table: Debian's miniupnpd 2.3.1 overflows a 128-entry buffer when a GetListOfPortMappings
+range holds more than 128 entries of one protocol: up to 132 it answers 128 of them, the newest, not
+the lowest ports; past that it crashes, and NewNumberOfPorts does not prevent it. `paging` decides
+which port ranges are safe to list; a table it cannot vouch for is read entry by entry with
+GetGenericPortMappingEntry, which is slow but cannot crash the router. A page that comes back full is
+read again in parts, and one GetGenericPortMappingEntry checks that the pages held the whole table.
 
 What an error code means (retry, fall back, give up) is not decided here: every failed action is
 looked up in the fallback table, `quirks.RULES`, and what the router needed is recorded in
@@ -55,6 +57,19 @@ CONNECTION_SERVICES = (
 MAX_ENTRIES = 2 * 65535  # no table can hold more distinct mappings; bounds a router that loops
 MAX_ADD_ATTEMPTS = 1 + len(Quirk)  # each quirk can adapt a mapping once
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What one GetListOfPortMappings gave for one port range."""
+
+    protocol: Protocol
+    start: int
+    end: int
+    rows: tuple[PortMapping, ...]
+
+    def covers(self, key: MappingKey) -> bool:
+        return key.protocol is self.protocol and self.start <= key.external_port <= self.end
 
 
 @dataclass(frozen=True)
@@ -366,12 +381,20 @@ class UpnpBackend(Backend):
         rows = None
         pages = self._pages(last)
         if pages is not None:
+            read: list[_Page] = []
             try:
-                rows = [m for proto in Protocol for start, end in pages[proto] for m in self._list(proto, start, end)]
+                for proto in Protocol:
+                    for start, end in pages[proto]:
+                        read += self._list(proto, start, end)
+                rows = [m for page in read for m in page.rows]
             except RouterError as exc:
                 if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
                     raise
                 self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
+            if rows is not None and not self._past_end(len(rows)):
+                # The table holds more than the pages gave: some page was cut short without looking full.
+                rows = self._list_by_index()
+                self._learn_cap(read, rows)
         if rows is None:
             rows = self._list_by_index()
         self._remember_ports(rows, last)
@@ -412,16 +435,32 @@ class UpnpBackend(Backend):
             return True
         return False
 
-    def _list(self, protocol: Protocol, start: int, end: int) -> list[PortMapping]:
-        """One page; continued where a router that honours NewNumberOfPorts cut it short."""
-        rows: list[PortMapping] = []
-        while start <= end:
-            page = self._list_range(protocol, start, end)
-            rows += page
-            if len(page) < paging.PAGE_LIMIT:
-                break
-            start = max(m.key.external_port for m in page) + 1
-        return rows
+    def _list(self, protocol: Protocol, start: int, end: int) -> list[_Page]:
+        """The pages that read one range. A full page is never taken as complete: miniupnpd 2.3.1
+        answers 128 of a range's rows, the newest, not the lowest ports. The range is split at the
+        middle of what it gave, and each part read again, until every page came back short."""
+        rows = self._list_range(protocol, start, end)
+        cap = min(paging.PAGE_LIMIT, self.learned.list_cap or paging.PAGE_LIMIT)
+        if len(rows) < cap or start == end:
+            return [_Page(protocol, start, end, tuple(rows))]
+        ports = sorted(m.key.external_port for m in rows)
+        middle = min(max(ports[len(ports) // 2 - 1], start), end - 1)
+        return self._list(protocol, start, middle) + self._list(protocol, middle + 1, end)
+
+    def _learn_cap(self, pages: list[_Page], table: list[PortMapping]) -> None:
+        """Remember a cap from pages that the whole table shows were cut short, so later reads split them."""
+        cut = []
+        for page in pages:
+            held = sum(1 for m in table if page.covers(m.key))
+            if page.rows and held > len(page.rows):
+                cut.append((len(page.rows), held, page))
+        if cut:
+            got, held, page = min(cut, key=lambda c: c[0])
+            evidence = (
+                f"GetListOfPortMappings answered {got} of the {held} {page.protocol.value} mappings "
+                f"in ports {page.start}-{page.end}"
+            )
+            quirks.learn_list_cap(self.learned, got, evidence)
 
     def _list_range(self, protocol: Protocol, start: int, end: int) -> list[PortMapping]:
         try:

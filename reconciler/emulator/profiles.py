@@ -37,6 +37,7 @@ class Profile:
     index_end: int | str = 713  # what GetGenericPortMappingEntry answers past the end; "http-500": a bare 500
     list_resets: bool = False  # GetListOfPortMappings is advertised but drops the connection
     list_abort_over: int = 0  # a listing of more entries than this kills the daemon (0: no limit)
+    list_cap: int = 0  # a listing answers at most this many rows, the newest first, not the lowest ports (0: all)
     # The wire.
     strict_soap: bool = False  # exact SOAPAction, no leading whitespace, prefixed action element
     delay: float = 0.0  # seconds before every answer
@@ -184,9 +185,11 @@ _PROFILES = (
     ),
     Profile(
         "miniupnpd-2.3.1",
-        "GetListOfPortMappings of more than 128 entries crashes the daemon, which restarts empty",
+        "GetListOfPortMappings answers 128 of a range's entries, the newest first; of more than 132 it "
+        "crashes the daemon, which restarts empty",
         "Debian 12's miniupnpd 2.3.1 (fixed upstream in 2.3.4)",
-        list_abort_over=128,
+        list_abort_over=132,
+        list_cap=128,
     ),
     Profile("ssdp-odd-port", "SSDP answers come from a port other than 1900", "various", ssdp="odd-port"),
     Profile(

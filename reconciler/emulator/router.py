@@ -295,6 +295,10 @@ class Router:
             self.entries.clear()
             self.booted = self.clock()
             raise WireFault("drop")
+        if self.profile.list_cap:
+            # Table order, newest first (miniupnpd walks its rule list): a capped page is not the lowest ports.
+            age = {id(e): i for i, e in enumerate(self.entries)}
+            rows = sorted(rows, key=lambda e: age[id(e)], reverse=True)[: self.profile.list_cap]
         rows = rows[:limit]
         if not rows:
             raise Fault(730)
