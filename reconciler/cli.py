@@ -263,7 +263,10 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
     else:
         print()
         print(render.report_text(report, style))
-        if not report.ok:
+        if report.skipped:
+            print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
+            print("Run plan again to see the router as it is now.")
+        elif not report.ok:
             print("Some changes failed; the router holds the rest. Run apply again to finish.")
     return EXIT_OK if report.ok else EXIT_ERROR
 
