@@ -45,12 +45,16 @@ def schema() -> dict[str, Any]:
 
 
 def load(path: str) -> Manifest:
+    return parse(read(path), path)
+
+
+def read(path: str) -> str:
+    """The manifest's text, as parse() takes it (and a saved plan keeps it)."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError([Problem(path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
-    return parse(text, path)
 
 
 def parse(text: str, path: str = "<manifest>") -> Manifest:

@@ -7,6 +7,7 @@ not see is skipped and reported, and the other app's row is exactly as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -166,3 +167,27 @@ def test_change_skips_a_row_another_app_took_meanwhile(
     assert code == 1, shown
     assert f"SKIPPED change web {port}/tcp: moved: the row is no longer the one the plan saw" in shown
     assert "Traceback" not in shown
+
+
+def test_saved_plan_edited_to_remove_a_foreign_mapping_writes_nothing(lab: routerlab.Lab, tmp_path: str) -> None:
+    """A saved plan with a foreign mapping added as a removal is refused; the router is as it was."""
+    lab.add_foreign(7501, "TCP", "another app mapping", internal_port=7511)
+    path = write(tmp_path, manifest("recheck-saved", mapping("web", 7502, 80)))
+    saved = os.path.join(tmp_path, "plan.json")
+    assert lab.portctl("plan", path, "--out", saved).returncode == 0
+    with open(saved, encoding="utf-8") as f:
+        doc = json.load(f)
+    foreign = next(m for m in doc["foreign"] if m["key"]["external_port"] == 7501)
+    doc["changes"].insert(
+        0, {**doc["changes"][0], "action": "remove", "key": foreign["key"], "before": foreign, "after": None}
+    )
+    with open(saved, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+    before = lab.table()
+    r = lab.portctl("apply", saved, "--no-color")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert lab.table() == before
+    assert (7501, "TCP", LAN_IP, 7511, "another app mapping") in before
+    assert r.stderr.startswith(f"error: {saved}: the router changed since the plan was saved, or the plan was edited")
+    assert "only in the saved plan: remove web 7501/tcp" in r.stderr
+    assert "Traceback" not in r.stderr
