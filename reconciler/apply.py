@@ -13,8 +13,8 @@ from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan,
 Progress = Callable[[Change], None]
 
 
-class _Taken(ConflictError):
-    """The port was free when the plan was read and is not now."""
+class _Skipped(ConflictError):
+    """The row a write would touch is no longer the one the plan saw, so the write was not made."""
 
 
 def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> ApplyReport:
@@ -34,6 +34,7 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     if not plan.changes:
         return ApplyReport()
     errors: dict[Change, str] = {}
+    skipped: set[Change] = set()
     granted: dict[Change, PortMapping] = {}
     stopped = ""
 
@@ -53,7 +54,10 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         except RouterRefused as exc:
             errors[change] = str(exc)
             stopped = str(exc) if exc.stop else ""
-        except (RouterError, _Taken) as exc:
+        except _Skipped as exc:
+            errors[change] = str(exc)
+            skipped.add(change)
+        except RouterError as exc:
             errors[change] = str(exc)
 
     first = _canary(plan.changes, _local(backend))
@@ -63,21 +67,25 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     if stopped:
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
-        return _verified(plan, errors, granted, backend)
+        return _verified(plan, errors, skipped, granted, backend)
     table, unreadable = _read_back(backend)
     if table is None:
         # Every write was acknowledged, but the router went away before it could be read back.
-        return _report(plan, errors, unverified=unreadable)
+        return _report(plan, errors, skipped, unverified=unreadable)
     retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
     for change in retry:
-        # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace it.
+        # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace the
+        # row just read back, if it is still there unchanged.
         try:
-            got = _write(replace(change, replace=True), backend)
+            got = _write(replace(change, replace=True), backend, table.get(change.key))
             if got is not None:
                 granted[change] = got
+        except _Skipped as exc:
+            errors[change] = str(exc)
+            skipped.add(change)
         except RouterError as exc:
             errors[change] = str(exc)
-    return _verified(plan, errors, granted, backend, None if retry else table)
+    return _verified(plan, errors, skipped, granted, backend, None if retry else table)
 
 
 def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, str]:
@@ -91,6 +99,7 @@ def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, 
 def _verified(
     plan: Plan,
     errors: dict[Change, str],
+    skipped: set[Change],
     granted: dict[Change, PortMapping],
     backend: Backend,
     table: dict[MappingKey, PortMapping] | None = None,
@@ -100,9 +109,9 @@ def _verified(
     if table is None:
         table, unreadable = _read_back(backend)
         if table is None:
-            return _report(plan, errors, unverified=unreadable)
+            return _report(plan, errors, skipped, unverified=unreadable)
     _verify(plan, errors, granted, table, backend)
-    return _report(plan, errors, tuple(table.values()))
+    return _report(plan, errors, skipped, tuple(table.values()))
 
 
 def _verify(
@@ -119,9 +128,14 @@ def _verify(
 
 
 def _report(
-    plan: Plan, errors: dict[Change, str], table: tuple[PortMapping, ...] | None = None, *, unverified: str = ""
+    plan: Plan,
+    errors: dict[Change, str],
+    skipped: set[Change],
+    table: tuple[PortMapping, ...] | None = None,
+    *,
+    unverified: str = "",
 ) -> ApplyReport:
-    results = tuple(ChangeResult(c, c not in errors, errors.get(c, "")) for c in plan.changes)
+    results = tuple(ChangeResult(c, c not in errors, errors.get(c, ""), c in skipped) for c in plan.changes)
     return ApplyReport(results, table, unverified)
 
 
@@ -138,23 +152,53 @@ def _local(backend: Backend) -> str:
         return ""
 
 
-def _write(change: Change, backend: Backend) -> PortMapping | None:
-    """Perform one change; returns the row the router granted, if the change adds one."""
-    if change.action == Action.REMOVE or change.replace:
-        assert change.before is not None
-        backend.delete_mapping(change.before)
+def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> PortMapping | None:
+    """Perform one change; returns the row the router granted, if the change adds one.
+
+    The table may have moved since the plan read it (another app, another host), and neither
+    DeletePortMapping nor AddPortMapping asks whose row it hits: each write first reads the one row
+    it touches and is skipped unless that row is still `seen` (the plan's `before`), or the port
+    still free for an add. A row already gone needs no delete; its port is free for the add.
+    """
+    seen = seen or change.before
+    row = backend.get_mapping(change.key)
+    if row is not None and change.action is not Action.ADD:
+        assert seen is not None
+        if not _same_row(row, seen):
+            raise _Skipped(
+                f"moved: the row is no longer the one the plan saw (it saw {_row_text(seen)}, the router "
+                f"now holds {_row_text(row)}); it was left alone. Run plan again"
+            )
+        if change.action is Action.REMOVE or change.replace:
+            backend.delete_mapping(seen)
+            # Between this delete and the add below another app can take the port: read it again.
+            row = backend.get_mapping(change.key) if change.after is not None else None
+        else:
+            row = None  # ours and as planned: AddPortMapping updates it in place
     if change.after is None:
         return None
-    if change.action == Action.ADD:
-        # AddPortMapping overwrites a row of the same client silently: make sure the port is
-        # still free (or already ours, from an interrupted apply) before writing.
-        row = backend.get_mapping(change.key)
-        if row is not None and not quirks.same_description(row.description, change.after.description):
-            raise _Taken(
-                f"{change.key} was taken by {row.internal_client}:{row.internal_port} {row.description!r} "
-                "after the plan was read; it was left alone. Run plan again"
-            )
+    if row is not None and not quirks.same_description(row.description, change.after.description):
+        # A row with our very description is ours, left by an interrupted apply: re-adding is safe.
+        raise _Skipped(
+            f"taken: another mapping now holds the port ({_row_text(row)} took it after the plan "
+            "was read); it was left alone. Run plan again"
+        )
     return backend.add_mapping(change.after, same_port_ok=change.same_port_ok)
+
+
+def _same_row(row: PortMapping, seen: PortMapping) -> bool:
+    """Is `row` (read just now) the row the plan saw? Lease time counts down and is not compared;
+    miniupnpd pads descriptions past 63 bytes with garbage that can differ between two reads."""
+    cut = ownership.MAX_DESCRIPTION_BYTES
+    return (
+        row.internal_client == seen.internal_client
+        and row.internal_port == seen.internal_port
+        and row.description[:cut] == seen.description[:cut]
+    )
+
+
+def _row_text(row: PortMapping) -> str:
+    return f"{row.internal_client}:{row.internal_port} {row.description!r}"
 
 
 def _in_place(change: Change) -> bool:

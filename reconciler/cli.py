@@ -175,14 +175,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from . import api, manifest, render
+    from . import api, manifest, planfile, render
 
-    m = manifest.load(args.file)
+    text = manifest.read(args.file)
+    m = manifest.parse(text, args.file)
     with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     doc = render.plan_json(plan)
     if args.out:
-        _write_json(args.out, doc)
+        guards = {"max_deletions": args.max_deletions, "allow_empty": args.allow_empty}
+        _write_json(args.out, planfile.document(plan, args.file, text, **guards))
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -198,14 +200,24 @@ def _apply(args: argparse.Namespace) -> int:
     from . import api, lock, manifest, planfile
 
     if args.file.endswith(".json"):
+        # A saved plan is trusted with nothing: plan again from the manifest it carries, against
+        # the router as it is now, and write that plan only if it is the one saved.
         saved = planfile.load(args.file)
-        url = api.router_url(args.router, None) or (saved.router.location if saved.router else None)
+        m = manifest.parse(saved.manifest_text, f"{args.file} (the manifest {saved.manifest_path} it was made from)")
+        url = api.router_url(args.router, m) or (saved.plan.router.location if saved.plan.router else None)
         with api.session(url, timeout=args.timeout) as backend, lock.held(backend.info.udn, args.lock_timeout):
             facts = api.read(backend)
-            planfile.check_current(saved, facts.table, backend.info)
-            _guard_saved(saved, args)
+            planfile.check_current(saved.plan, facts.table, backend.info)
+            deletions = [n for n in (saved.max_deletions, args.max_deletions) if n is not None]
+            plan = api.plan(
+                m,
+                facts,
+                max_deletions=min(deletions) if deletions else None,
+                allow_empty=saved.allow_empty or args.allow_empty,
+            )
+            planfile.check_replanned(args.file, saved.plan, plan)
             # Saving a plan and applying it is the approval.
-            return _execute(saved, backend, True, args)
+            return _execute(plan, backend, True, args)
     m = manifest.load(args.file)
     # Read and write under the router's lock: another portctl's writes would make the plan stale.
     with (
@@ -214,15 +226,6 @@ def _apply(args: argparse.Namespace) -> int:
     ):
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
         return _execute(plan, backend, args.auto_approve, args)
-
-
-def _guard_saved(saved: Plan, args: argparse.Namespace) -> None:
-    """--max-deletions holds for a saved plan too (its other guards were applied when it was made)."""
-    from .policy import too_many_deletions
-
-    refusal = too_many_deletions(saved, args.max_deletions)
-    if refusal:
-        raise ConflictError(f"{refusal}; nothing was changed")
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -263,7 +266,10 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
     else:
         print()
         print(render.report_text(report, style))
-        if not report.ok:
+        if report.skipped:
+            print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
+            print("Run plan again to see the router as it is now.")
+        elif not report.ok:
             print("Some changes failed; the router holds the rest. Run apply again to finish.")
     return EXIT_OK if report.ok else EXIT_ERROR
 

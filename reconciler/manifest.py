@@ -46,16 +46,20 @@ def schema() -> dict[str, Any]:
 
 
 def load(path: str) -> Manifest:
+    return parse(read(path), path)
+
+
+def read(path: str) -> str:
+    """The manifest's text, as parse() takes it (and a saved plan keeps it)."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_BYTES + 1)  # a huge file is refused without reading it all
         too_big = oversize(raw, path)
         if too_big:
             raise ManifestError([too_big])
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError([Problem(path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
-    return parse(text, path)
 
 
 def parse(text: str, path: str = "<manifest>") -> Manifest:

@@ -169,6 +169,7 @@ class ChangeResult:
     change: Change
     ok: bool
     error: str = ""
+    skipped: bool = False  # not written: the row it would touch was no longer the one the plan saw
 
 
 @dataclass(frozen=True)
@@ -183,4 +184,9 @@ class ApplyReport:
 
     @property
     def failed(self) -> tuple[ChangeResult, ...]:
+        """Every change not done, skipped ones included."""
         return tuple(r for r in self.results if not r.ok)
+
+    @property
+    def skipped(self) -> tuple[ChangeResult, ...]:
+        return tuple(r for r in self.results if r.skipped)

@@ -129,15 +129,17 @@ def report_text(report: ApplyReport, style: Style) -> str:
     out = []
     for r in report.results:
         c = r.change
-        mark = style("+", "done  ") if r.ok else style("!", "FAILED")
+        mark = style("+", "done   ") if r.ok else style("!", "SKIPPED" if r.skipped else "FAILED ")
         line = f"  {mark} {c.action.value:<6} {c.name} {c.key}"
         out.append(line + ("" if r.ok else f": {r.error}"))
     done = sum(1 for r in report.results if r.ok)
+    skipped = len(report.skipped)
     out.append("")
     if report.unverified:
         out.append(style("!", f"Not verified: the table could not be read back ({report.unverified})."))
         out.append('"done" means the router acknowledged the write.')
-    out.append(f"Apply: {done} done, {len(report.results) - done} failed.")
+    tail = f", {skipped} skipped" if skipped else ""
+    out.append(f"Apply: {done} done, {len(report.results) - done - skipped} failed{tail}.")
     return "\n".join(out)
 
 
@@ -225,6 +227,7 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
                 "name": r.change.name,
                 "key": str(r.change.key),
                 "ok": r.ok,
+                "skipped": r.skipped,
                 "error": r.error,
             }
             for r in report.results

@@ -228,5 +228,6 @@ def test_port_taken_after_the_plan_is_left_alone(emulator: EmulatorServer) -> No
     report = apply_plan(plan, backend)
     failed = {r.change.key: r.error for r in report.failed}
     assert list(failed) == [MappingKey(8080, Protocol.TCP)]
-    assert "was taken by 127.0.0.1:8081 'another app' after the plan was read" in failed[MappingKey(8080, Protocol.TCP)]
+    error = failed[MappingKey(8080, Protocol.TCP)]
+    assert "taken: another mapping now holds the port (127.0.0.1:8081 'another app' took it after the plan" in error
     assert (8080, "TCP", "127.0.0.1", 8081, "another app") in snapshot(emulator)
