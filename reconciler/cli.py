@@ -277,16 +277,16 @@ def _confirm() -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from . import api, manifest, render
+    from . import api, diff, manifest, render
 
     m = manifest.load(args.file) if args.file else None
     with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
         table = backend.list_mappings()
-    owner = m.owner if m else None
+    owned = diff.owned_rows(m, table, backend.learned) if m else {}
     if args.json:
         from dataclasses import asdict
 
-        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owner)} for r in table]
+        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {
             "format_version": render.FORMAT_VERSION,
             "router": asdict(backend.info),
@@ -295,7 +295,7 @@ def _show(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(render.table_text(backend.info, table, owner, _style(args), backend.learned))
+        print(render.table_text(backend.info, table, owned, _style(args), backend.learned))
     return EXIT_OK
 
 

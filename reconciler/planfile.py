@@ -81,4 +81,5 @@ def _change(d: dict[str, Any]) -> Change:
         tuple(FieldChange(f["field"], f["before"], f["after"]) for f in d["fields"]),
         bool(d["replace"]),
         bool(d.get("same_port_ok", False)),
+        str(d.get("note", "")),
     )

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import api, lock, ownership
+from .. import api, diff, lock
 from ..apply import apply
 from ..backends.base import Backend
 from ..errors import LockTimeout, ManifestError, PortctlError, RouterError, RouterUnreachable
@@ -311,9 +311,10 @@ class Agent:
     def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping]) -> None:
         now = time.time()
         entries = []
+        claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None)
         for row in table:
-            name = ownership.owned_name(manifest.owner, row.key, row.description)
-            if name is not None:
+            if row.key in claims:
+                name = claims[row.key].name
                 target = f"{row.internal_client}:{row.internal_port}"
                 expires = now + row.lease if row.lease else None
                 entries.append(st.InventoryEntry(name, str(row.key), target, expires))
