@@ -328,11 +328,16 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .manifest import STARTER
+    import secrets
+    import socket
+    import string
 
+    from .manifest import starter, starter_owner
+
+    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
     try:
         with open(args.file, "x", encoding="utf-8") as f:
-            f.write(STARTER)
+            f.write(starter(starter_owner(socket.gethostname(), token)))
     except FileExistsError as exc:
         raise PortctlError(f"{args.file} exists; not overwriting it") from exc
     except OSError as exc:
