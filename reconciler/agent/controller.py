@@ -438,6 +438,6 @@ def _words(change: Change, was_owned: bool) -> str:
     if change.action == Action.RENEW:
         return f"renewed the lease of {what}"
     if change.action == Action.REMOVE:
-        return f"removed {what}: {change.reason}"
+        return f"removed {what}: {change.reason}" + (f"; it {change.note}" if change.note else "")
     fields = ", ".join(f"{f.field} {f.before} -> {f.after}" for f in change.fields)
     return f"changed {what}: {fields or change.reason}"
