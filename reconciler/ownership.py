@@ -37,7 +37,6 @@ TAG_LENGTH = len(PREFIX) + CODE_CHARS
 MIN_KEPT = 16
 # miniupnpd 2.3.1 returns garbage past 63 bytes; most routers keep at least this much.
 MAX_DESCRIPTION_BYTES = 63
-_LEGACY_CHARS = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")  # the schema's pattern for a mapping name
 
 
