@@ -12,7 +12,6 @@ from . import routercache
 from .backends.base import Backend
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
-from .quirks import Quirk
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def plan(
     from . import policy
 
     backend = facts.backend
-    local = backend.local_address() if Quirk.SECURE_MODE in backend.learned else ""
+    local = _local(backend)
     resolved = resolve(manifest, backend)
     planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
     refused = policy.refusals(resolved, planned, max_deletions=max_deletions, allow_empty=allow_empty)
@@ -131,4 +130,12 @@ def plan(
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:
-    return _diff.destroy(manifest, facts.table, facts.backend.info)
+    return _diff.destroy(manifest, facts.table, facts.backend.info, _local(facts.backend))
+
+
+def _local(backend: Backend) -> str:
+    """This host's address towards the router, "" when there is no route to it (then the reads fail anyway)."""
+    try:
+        return backend.local_address()
+    except RouterError:
+        return ""

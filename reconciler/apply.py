@@ -218,7 +218,7 @@ def _holds(
     if change.action == Action.RENEW and change.before and row.lease and row.lease <= change.before.lease:
         return False
     same_description = row.description == want.description or quirks.observe_readback(
-        want, row, backend.learned, ownership.TAG_LENGTH
+        want, row, backend.learned, ownership.MIN_KEPT
     )
     return (
         row.internal_client == want.internal_client

@@ -283,16 +283,16 @@ def _confirm() -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from . import api, manifest, render
+    from . import api, diff, manifest, render
 
     m = manifest.load(args.file) if args.file else None
     with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
         table = backend.list_mappings()
-    owner = m.owner if m else None
+    owned = diff.owned_rows(m, table, backend.learned) if m else {}
     if args.json:
         from dataclasses import asdict
 
-        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owner)} for r in table]
+        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {
             "format_version": render.FORMAT_VERSION,
             "router": asdict(backend.info),
@@ -301,7 +301,7 @@ def _show(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(render.table_text(backend.info, table, owner, _style(args), backend.learned))
+        print(render.table_text(backend.info, table, owned, _style(args), backend.learned))
     return EXIT_OK
 
 
@@ -334,11 +334,16 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .manifest import STARTER
+    import secrets
+    import socket
+    import string
 
+    from .manifest import starter, starter_owner
+
+    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
     try:
         with open(args.file, "x", encoding="utf-8") as f:
-            f.write(STARTER)
+            f.write(starter(starter_owner(socket.gethostname(), token)))
     except FileExistsError as exc:
         raise PortctlError(f"{args.file} exists; not overwriting it") from exc
     except OSError as exc:

@@ -2,6 +2,8 @@
 
 Ownership is read from descriptions (see ownership.py): a row carrying this owner's tag for its
 own key is owned, every other row is foreign and is never changed unless a mapping says takeover.
+An owned row carrying the legacy tag is re-tagged (replaced); an owned row that points at another
+host than this one is flagged when it would be removed: another installation may share the owner.
 """
 
 from __future__ import annotations
@@ -53,20 +55,20 @@ def diff(
     learned: quirks.Learned | None = None,
     local: str = "",
     renew_below: float = RENEW_BELOW,
+    claims: dict[MappingKey, ownership.Claim] | None = None,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
-    `local` is this host's address towards the router; it matters on routers in secure mode.
-    A lease is renewed once less than `renew_below` of it is left.
+    `local` is this host's address towards the router ("" if unknown); it matters on routers in
+    secure mode, and names the host in a removal of a mapping that points elsewhere.
+    A lease is renewed once less than `renew_below` of it is left. `claims` overrides which rows
+    are owned (destroy reads them with the whole manifest, then plans as if it declared nothing).
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
     rows = {m.key: m for m in table}
-    owned: dict[MappingKey, str] = {}
-    for key, row in rows.items():
-        name = ownership.owned_name(owner, key, row.description)
-        if name is not None:
-            owned[key] = name
+    claims = owned_rows(manifest, table, learned) if claims is None else claims
+    owned = {key: c.name for key, c in claims.items()}
 
     placed, conflicts = _place(manifest, rows, owned)
     changes: list[Change] = []
@@ -102,6 +104,8 @@ def diff(
             )
         else:
             change = _update(d, have, want, renew_below)
+            if change is not None and claims[key].legacy:
+                change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
             if change is not None:
                 changes.append(change)
 
@@ -109,8 +113,13 @@ def diff(
     for key, name in sorted(owned.items()):
         if key in placed:
             continue
-        if manifest.prune and not ownership.is_protected(rows[key].description):
-            changes.append(Change(Action.REMOVE, name or str(key), key, rows[key], None, "no longer declared"))
+        if manifest.prune and not claims[key].protected:
+            row = rows[key]
+            changes.append(
+                Change(
+                    Action.REMOVE, name or str(key), key, row, None, "no longer declared", note=_elsewhere(row, local)
+                )
+            )
         else:
             kept.append(rows[key])
     foreign = tuple(m for k, m in sorted(rows.items()) if k not in owned and k not in taken_over)
@@ -128,6 +137,36 @@ def diff(
         quirks=tuple(quirks.MEANING[q] for q in quirks.Quirk if q in learned),
         desired=tuple(sorted(desired, key=lambda m: m.key)),
     )
+
+
+def owned_rows(
+    manifest: Manifest, table: list[PortMapping], learned: quirks.Learned | None = None
+) -> dict[MappingKey, ownership.Claim]:
+    """The rows of `table` that `manifest`'s owner holds, and what their descriptions say."""
+    at = _names_at(manifest)
+    cut = learned.description_limit if learned else 0
+    claims = {}
+    for row in table:
+        found = ownership.claim(manifest.owner, row.key, row.description, at.get(row.key, ()), cut)
+        if found is not None:
+            claims[row.key] = found
+    return claims
+
+
+def _names_at(manifest: Manifest) -> dict[MappingKey, set[str]]:
+    """The names the manifest may place at each key: its own, or within a next_free window."""
+    at: dict[MappingKey, set[str]] = {}
+    for d in manifest.mappings:
+        shifts = range(NEXT_FREE_WINDOW + 1) if d.on_conflict == OnConflict.NEXT_FREE else range(1)
+        for shift in shifts:
+            at.setdefault(MappingKey(d.key.external_port + shift, d.key.protocol), set()).add(d.name)
+    return at
+
+
+def _elsewhere(row: PortMapping, local: str) -> str:
+    if not local or row.internal_client in ("", local):
+        return ""
+    return f"points at {row.internal_client}, not this host ({local}): another installation with the same owner?"
 
 
 def _order(c: Change) -> tuple[int, MappingKey]:
@@ -245,6 +284,7 @@ def _lease_text(seconds: int) -> str:
     return "permanent" if seconds == 0 else format_duration(seconds)
 
 
-def destroy(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None) -> Plan:
+def destroy(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None, local: str = "") -> Plan:
     """The plan that removes every mapping this owner holds."""
-    return diff(replace(manifest, mappings=(), prune=True), table, router)
+    claims = owned_rows(manifest, table)
+    return diff(replace(manifest, mappings=(), prune=True), table, router, local=local, claims=claims)

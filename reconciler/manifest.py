@@ -417,11 +417,12 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
     )
 
 
-STARTER = f"""\
-# yaml-language-server: $schema={SCHEMA_URL}
-apiVersion: {API_VERSION}
+_STARTER = """\
+# yaml-language-server: $schema={schema}
+apiVersion: {api}
 # Every mapping portctl makes carries this owner's tag; it never touches other mappings.
-owner: homelab
+# Keep the owner unique to this installation: two hosts sharing one prune each other's mappings.
+owner: {owner}
 # router:
 #   url: http://192.168.1.1:5000/rootDesc.xml   # default: SSDP discovery
 defaults:
@@ -435,3 +436,18 @@ mappings:
     protocol: tcp
     description: web server
 """
+
+
+def starter(owner: str) -> str:
+    """The manifest `portctl init` writes."""
+    return _STARTER.format(schema=SCHEMA_URL, api=API_VERSION, owner=owner)
+
+
+def starter_owner(hostname: str, token: str) -> str:
+    """An owner unique to an installation: `homelab-<hostname>-<token>`, valid for the schema.
+
+    The token (random, from the caller) keeps two hosts apart even when they share a hostname.
+    """
+    room = 32 - len("homelab-") - len(token) - 1
+    host = re.sub(r"[^a-z0-9-]+", "-", hostname.split(".")[0].lower())[:room].strip("-")
+    return "-".join(part for part in ("homelab", host, token) if part)

@@ -121,6 +121,7 @@ class Change:
     fields: tuple[FieldChange, ...] = ()
     replace: bool = False
     same_port_ok: bool = False  # the manifest allows forwarding to the external port number instead
+    note: str = ""  # what the user should know before approving (a removal pointing at another host)
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,7 @@ def _change(value: object, at: str) -> Change:
         _list(d, "fields", at, _field),
         _bool(d, "replace", at),
         _bool(d, "same_port_ok", at),
+        _text(d, "note", at, 2000),
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any
 
 from . import ownership, policy
 from .durations import format_duration
-from .models import Action, ApplyReport, Change, Conflict, Plan, PortMapping, RouterInfo
+from .models import Action, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
 from .quirks import MEANING, Learned
 
 FORMAT_VERSION = "1"
@@ -114,7 +115,8 @@ def _change_text(c: Change, width: int, style: Style) -> list[str]:
             detail += f"  ({c.reason})"
         return [style("+", head) + detail]
     if c.action == Action.REMOVE and c.before:
-        return [style("-", head) + f" -> {_target(c.before)}  ({c.reason})"]
+        lines = [style("-", head) + f" -> {_target(c.before)}  ({c.reason})"]
+        return lines + ([style("!", f"        {c.note}")] if c.note else [])
     if c.action == Action.RENEW:
         return [style("~", head) + f" renew ({c.reason})"]
     lines = [style(symbol, head) + f" ({c.reason})"]
@@ -144,8 +146,13 @@ def report_text(report: ApplyReport, style: Style) -> str:
 
 
 def table_text(
-    info: RouterInfo, table: list[PortMapping], owner: str | None, style: Style, learned: Learned | None = None
+    info: RouterInfo,
+    table: list[PortMapping],
+    owned: Collection[MappingKey],
+    style: Style,
+    learned: Learned | None = None,
 ) -> str:
+    """The router's table; the rows at `owned` keys are marked as the manifest's owner's."""
     out = [router_line(info), ""]
     if learned and learned.quirks:
         out.append("Learned about this router (portctl plans for it):")
@@ -155,14 +162,14 @@ def table_text(
     if not table:
         out.append("The router holds no port mappings.")
     for m in sorted(table, key=lambda m: m.key):
-        who = owner_label(m, owner)
+        who = owner_label(m, owned)
         row = f"  {m.key!s:<11} -> {_target(m):<21} lease {lease_text(m.lease):<10} {who:<8} {m.description!r}"
         out.append(row if who == "owned" else style("dim", row))
     return "\n".join(out)
 
 
-def owner_label(m: PortMapping, owner: str | None) -> str:
-    if owner and ownership.is_owned(owner, m.key, m.description):
+def owner_label(m: PortMapping, owned: Collection[MappingKey]) -> str:
+    if m.key in owned:
         return "owned"
     return "portctl" if m.description.startswith(ownership.PREFIX) else "foreign"
 
@@ -193,6 +200,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "reason": c.reason,
                 "replace": c.replace,
                 "same_port_ok": c.same_port_ok,
+                "note": c.note,
                 "sensitive": sensitive(c),
                 "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
             }

@@ -147,7 +147,7 @@ def test_protected_mappings_survive_prune_and_destroy_until_unprotected(
     assert apply(capsys, router, path)[0] == 0
     vpn = next(e for e in router.router.rows() if e.external_port == 51820)
     assert ownership.is_protected(vpn.description)
-    assert ownership.owned_name("pol", MappingKey(51820, Protocol.UDP), vpn.description) == "vpn"
+    assert ownership.claim("pol", MappingKey(51820, Protocol.UDP), vpn.description) == ownership.Claim("vpn", True)
     # Dropped from the manifest: prune removes web, keeps vpn.
     write(tmp_path, manifest("  - {name: other, external_port: 8081}\n"))
     code, out, _ = apply(capsys, router, path, "--no-color")
@@ -209,7 +209,8 @@ def test_two_processes_applying_at_once_do_not_interleave(tmp_path: str) -> None
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs
-        owners = [args["NewPortMappingDescription"][:7] for action, args in server.router.journal]
+        # Each owner writes its own range of ports: the port says whose write it was.
+        owners = [int(args["NewExternalPort"]) // 1000 for action, args in server.router.journal]
         assert len(owners) == 30
         assert owners[:15] == [owners[0]] * 15 and owners[15:] == [owners[15]] * 15 and owners[0] != owners[15]
         assert foreign_rows(server) == [FOREIGN]

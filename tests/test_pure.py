@@ -45,7 +45,7 @@ def test_format_duration(seconds: int, text: str) -> None:
 def test_tag_fits_routers_that_cut_descriptions_to_16() -> None:
     """An owned description cut to 16 characters is still recognised as owned."""
     description = ownership.describe("homelab", TCP80, "a-long-mapping-name", "words")
-    assert ownership.owned_name("homelab", TCP80, description[:16]) is not None
+    assert ownership.claim("homelab", TCP80, description[:16]) is not None
 
 
 @pytest.mark.parametrize(

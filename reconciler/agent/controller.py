@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .. import api, lock, ownership
+from .. import api, diff, lock
 from ..apply import apply
 from ..backends.base import Backend
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
@@ -408,9 +408,10 @@ class Agent:
     def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping]) -> None:
         now = time.time()
         entries = []
+        claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None)
         for row in table:
-            name = ownership.owned_name(manifest.owner, row.key, row.description)
-            if name is not None:
+            if row.key in claims:
+                name = claims[row.key].name
                 target = f"{row.internal_client}:{row.internal_port}"
                 expires = now + row.lease if row.lease else None
                 entries.append(st.InventoryEntry(name, str(row.key), target, expires))
@@ -561,6 +562,6 @@ def _words(change: Change, was_owned: bool) -> str:
     if change.action == Action.RENEW:
         return f"renewed the lease of {what}"
     if change.action == Action.REMOVE:
-        return f"removed {what}: {change.reason}"
+        return f"removed {what}: {change.reason}" + (f"; it {change.note}" if change.note else "")
     fields = ", ".join(f"{f.field} {f.before} -> {f.after}" for f in change.fields)
     return f"changed {what}: {fields or change.reason}"
