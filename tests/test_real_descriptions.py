@@ -19,7 +19,7 @@ pytestmark = pytest.mark.router
 
 FOREIGN = (6100, "TCP", "another app's mapping")
 SPACED = "apiVersion: portctl/v1\nowner: lab\nmappings:\n  - {name: web, external_port: 7101, description: 'proxy '}\n"
-LONG = "  - {name: game, external_port: 7102, description: 'a description well past the first one'}\n"
+LONG = "  - {name: game, external_port: 7102, description: 'well past the first one'}\n"
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_trailing_space_teaches_nothing_and_the_next_description_is_written_whol
     write(tmp_path, SPACED + LONG)
     second = clean.portctl("apply", path, "--auto-approve", "--no-color")
     assert second.returncode == 0, second.stdout + second.stderr
-    whole = ownership.describe("lab", MappingKey(7102, Protocol.TCP), "game", "a description well past the first one")
+    whole = ownership.describe("lab", MappingKey(7102, Protocol.TCP), "game", "well past the first one")
     assert {r[4] for r in clean.table() if r[0] == 7102} == {whole}
     again = clean.portctl("plan", path, "--detailed-exitcode", "--no-color")
     assert again.returncode == 0, again.stdout + again.stderr
