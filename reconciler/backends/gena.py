@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from .. import xmlsafe
 from ..errors import RouterError, RouterProtocolError, RouterUnreachable
 from ..httpserve import BackgroundServer
+from ..numbers import NotANumber, ascii_int
 
 MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
 REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
@@ -93,17 +94,30 @@ def _request(method: str, event_url: str, timeout: float, **headers: str) -> Sub
     sid = (resp.getheader("SID") or "").strip()
     if not sid.startswith("uuid:") or len(sid) > 100:
         raise RouterProtocolError(f"{method} {event_url} answered without a usable SID")
-    return Subscription(sid, timeout_seconds(resp.getheader("TIMEOUT") or "", REQUESTED_SECONDS))
+    try:
+        seconds = timeout_seconds(resp.getheader("TIMEOUT") or "", REQUESTED_SECONDS)
+    except NotANumber as exc:
+        raise RouterProtocolError(f"{method} {event_url} answered a malformed TIMEOUT header: {exc}") from None
+    return Subscription(sid, seconds)
 
 
 def timeout_seconds(header: str, limit: int) -> int:
     """A GENA TIMEOUT header in seconds, at most `limit`: `Second-1800` -> 1800.
 
-    `infinite`, 0 or nonsense give `limit`: a subscriber renewing early loses nothing, and a
-    router keeping a subscription too long only sends events nobody hears.
+    `infinite`, 0 or no header give `limit`: a subscriber renewing early loses nothing, and a
+    router keeping a subscription too long only sends events nobody hears. Anything else is not a
+    TIMEOUT header: NotANumber.
     """
-    value = header.strip().lower().removeprefix("second-")
-    return min(int(value), limit) if value.isdigit() and int(value) > 0 else limit
+    value = header.strip().lower()
+    if value in ("", "infinite", "second-infinite"):
+        return limit
+    try:
+        if not value.startswith("second-"):
+            raise NotANumber(value, "Second-N")
+        seconds = ascii_int(value.removeprefix("second-"), max_digits=10)
+    except NotANumber:
+        raise NotANumber(header, "a TIMEOUT such as Second-1800") from None
+    return min(seconds, limit) if seconds > 0 else limit
 
 
 def properties(body: bytes) -> dict[str, str]:
@@ -128,14 +142,17 @@ def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("NT") != "upnp:event" or self.headers.get("NTS") != "upnp:propchange":
                 self._answer(412)
                 return
-            length = self.headers.get("Content-Length", "")
-            if not length.isdigit() or int(length) > MAX_EVENT_BYTES:
+            try:
+                length = ascii_int(self.headers.get("Content-Length", "").strip(), max_digits=8)
+            except NotANumber:
+                length = MAX_EVENT_BYTES + 1
+            if length > MAX_EVENT_BYTES:
                 self._answer(413)
                 return
             try:
-                props = properties(self.rfile.read(int(length)))
-                seq = int(self.headers.get("SEQ", "0"))
-            except (RouterError, ValueError):
+                props = properties(self.rfile.read(length))
+                seq = ascii_int(self.headers.get("SEQ", "0").strip(), max_digits=10)
+            except (RouterError, NotANumber):
                 self._answer(400)
                 return
             # Accepted first, acknowledged after: a 200 means the event has been taken in.

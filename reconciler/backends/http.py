@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import ConnectionDropped, RouterProtocolError, RouterUnreachable
+from ..numbers import NotANumber, ascii_int
 
 MAX_BODY_BYTES = 1 << 20
 _CHUNK = 65536
@@ -99,9 +100,15 @@ class HttpClient:
 
     def _read(self, resp: http.client.HTTPResponse, deadline: float, what: _What) -> bytes:
         declared = resp.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            self.close()
-            raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
+        if declared is not None:
+            try:
+                length = ascii_int(declared.strip(), max_digits=20)
+            except NotANumber as exc:
+                self.close()
+                raise RouterProtocolError(f"{what}: malformed HTTP answer (Content-Length {exc})") from None
+            if length > self.max_body:
+                self.close()
+                raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
         parts: list[bytes] = []
         size = 0
         while True:
