@@ -9,7 +9,6 @@ only on the listener's unguessable path.
 
 from __future__ import annotations
 
-import http.client
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from .. import xmlsafe
-from ..errors import RouterError, RouterProtocolError, RouterUnreachable
+from ..errors import RouterError, RouterProtocolError
 from ..httpserve import BackgroundServer
 from ..numbers import NotANumber, ascii_int
+from .http import HttpClient
 
 MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
 REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
@@ -78,24 +78,22 @@ def _request(method: str, event_url: str, timeout: float, **headers: str) -> Sub
         raise RouterProtocolError(f"the router's event URL {event_url!r} is not an http:// URL")
     if method == "SUBSCRIBE":
         headers["TIMEOUT"] = f"Second-{REQUESTED_SECONDS}"
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    # One request by one deadline (a router trickling its answer cannot hold the agent's loop),
+    # and a small cap: a subscription's answer has no body worth reading.
+    client = HttpClient(parts.hostname, parts.port or 80, timeout=timeout, max_body=4096)
     try:
-        conn.request(method, parts.path or "/", headers=headers)
-        resp = conn.getresponse()
-        resp.read(4096)
-    except (OSError, http.client.HTTPException) as exc:
-        raise RouterUnreachable(f"{method} {event_url} failed: {exc}") from exc
+        resp = client.request(method, parts.path or "/", method, headers=headers)
     finally:
-        conn.close()
+        client.close()
     if resp.status != 200:
         raise RouterProtocolError(f"{method} {event_url} answered HTTP {resp.status}")
     if method == "UNSUBSCRIBE":
         return Subscription(headers["SID"], 0)
-    sid = (resp.getheader("SID") or "").strip()
+    sid = resp.headers.get("sid", "").strip()
     if not sid.startswith("uuid:") or len(sid) > 100:
         raise RouterProtocolError(f"{method} {event_url} answered without a usable SID")
     try:
-        seconds = timeout_seconds(resp.getheader("TIMEOUT") or "", REQUESTED_SECONDS)
+        seconds = timeout_seconds(resp.headers.get("timeout", ""), REQUESTED_SECONDS)
     except NotANumber as exc:
         raise RouterProtocolError(f"{method} {event_url} answered a malformed TIMEOUT header: {exc}") from None
     return Subscription(sid, seconds)
