@@ -11,9 +11,9 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__
+from . import __version__, numbers
 from .errors import ApprovalError, ConflictError, PortctlError
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .models import Plan
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,14 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         c.add_argument(
             "--timeout",
-            type=float,
+            type=_seconds,
             default=5.0,
             metavar="S",
             help="seconds to wait for each router request (default 5)",
         )
 
     def guards(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--max-deletions", type=int, metavar="N", help="refuse a plan that deletes more than N mappings")
+        c.add_argument(
+            "--max-deletions", type=_count, metavar="N", help="refuse a plan that deletes more than N mappings"
+        )
         c.add_argument(
             "--allow-empty",
             action="store_true",
@@ -73,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     def locking(c: argparse.ArgumentParser) -> None:
         c.add_argument(
             "--lock-timeout",
-            type=float,
+            type=_seconds_or_zero,
             default=60.0,
             metavar="S",
             help="seconds to wait while another portctl applies to the same router (default 60)",
@@ -110,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
 
     c = command("discover", _discover, "list the gateways that answer SSDP")
-    c.add_argument("--timeout", type=float, default=3.0, metavar="S")
+    c.add_argument("--timeout", type=_seconds, default=3.0, metavar="S")
     c.add_argument("--json", action="store_true")
 
     c = command("init", _init, "write a starter manifest")
@@ -118,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("emulate", _emulate, "run the built-in IGD emulator (on loopback unless --host)")
     c.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
-    c.add_argument("--port", type=int, default=5000)
+    c.add_argument("--port", type=_port, default=5000)
     c.add_argument("--igd", type=int, choices=(1, 2), help="IGD version (default: the profile's)")
     c.add_argument("--profile", default="spec", help="how the router bends the spec; --profile list shows them")
     c.add_argument(
@@ -143,24 +146,55 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--interval", metavar="DURATION", help="time between reconciles, such as 60s or 5m (default 60s)")
     c.add_argument("--listen", metavar="HOST:PORT", help="health, status, metrics and control (127.0.0.1:9477)")
     c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: router.url, SSDP)")
-    c.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for each router request (5)")
+    c.add_argument("--timeout", type=_seconds, metavar="S", help="seconds to wait for each router request (5)")
     c.add_argument("--verify-signatures", action="store_const", const=True, help="apply only signed commits")
     c.add_argument("--allowed-signers", metavar="FILE", help="SSH allowed-signers file for --verify-signatures")
     c.add_argument("--release-on-exit", action="store_const", const=True, help="delete owned mappings on shutdown")
-    c.add_argument("--max-deletions", type=int, metavar="N", help="refuse a pass that deletes more than N mappings")
+    c.add_argument("--max-deletions", type=_count, metavar="N", help="refuse a pass that deletes more than N mappings")
     c.add_argument(
         "--allow-empty", action="store_const", const=True, help="let an empty manifest prune every owned mapping"
     )
     c.add_argument("--no-events", dest="events", action="store_const", const=False, help="poll; no GENA events")
     c.add_argument("--webhook", metavar="URL", help="POST a JSON event here on changes and failures")
     c.add_argument("--workdir", metavar="DIR", help="where to check the repository out")
-    c.add_argument("--wait", type=float, default=60.0, metavar="S", help="reconcile: how long to wait for the result")
+    c.add_argument(
+        "--wait", type=_seconds_or_zero, default=60.0, metavar="S", help="reconcile: how long to wait for the result"
+    )
     c.add_argument("--json", action="store_true", help="status: print the whole status document")
 
     c = command("demo", _demo, "plan and apply a manifest against the emulator (or --router)")
     c.add_argument("file", nargs="?", default=os.path.join("examples", "homelab.yaml"))
     router(c)
     return p
+
+
+# -- argument types: argparse turns their ArgumentTypeError into one usage line and exit 2 ------
+
+
+def _seconds(text: str) -> float:
+    return _number(lambda: numbers.seconds(text))
+
+
+def _seconds_or_zero(text: str) -> float:
+    return _number(lambda: numbers.seconds(text, allow_zero=True))
+
+
+def _count(text: str) -> int:
+    return _number(lambda: numbers.ascii_int(text, max_digits=9))
+
+
+def _port(text: str) -> int:
+    port = _number(lambda: numbers.ascii_int(text, max_digits=5))
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return port
+
+
+def _number(parse: Callable[[], T]) -> T:
+    try:
+        return parse()
+    except numbers.NotANumber as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -419,7 +453,12 @@ def _agent_client(args: argparse.Namespace) -> int:
     from .agent.control import call
 
     listen = args.listen or (agent_config.build(args.config, {"manifest": "-"}).listen if args.config else None)
-    doc = call(listen or agent_config.DEFAULT_LISTEN, args.verb, wait=args.wait)
+    listen = listen or agent_config.DEFAULT_LISTEN
+    try:
+        agent_config.split_address(listen)
+    except agent_config.ConfigError as exc:
+        raise agent_config.ConfigError(f"--listen: {exc}") from None
+    doc = call(listen, args.verb, wait=args.wait)
     if args.verb == "status":
         if args.json:
             print(json.dumps(doc, indent=2))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import xmlsafe
+from .numbers import NotANumber, ascii_int
 
 SSDP_ADDR = ("239.255.255.250", 1900)
 SEARCH_TARGETS = (
@@ -84,13 +85,16 @@ def parse_reply(
         return None
     if subnets is not None and not any(host in net for net in subnets):
         return None
-    config_id = headers.get("configid.upnp.org", "")
+    try:
+        config_id = str(ascii_int(headers.get("configid.upnp.org", ""), max_digits=8))
+    except NotANumber:
+        config_id = ""  # optional: without it, a cached description is trusted for its TTL
     return Answer(
         location,
         target,
         xmlsafe.printable(headers.get("server", ""), 200),
         source,
-        config_id if config_id.isdigit() and len(config_id) <= 8 else "",
+        config_id,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .numbers import NotANumber
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The manifest schema's lease pattern says the same. Whole text, ASCII digits (str.isdigit() takes
 # '²', which int() refuses) and a bounded count of them (int() of thousands of digits is refused).
@@ -20,7 +22,7 @@ def parse_duration(text: str | int) -> int:
     if _SECONDS.fullmatch(s):
         return int(s)
     if not _DURATION.fullmatch(s):
-        raise ValueError(f"{text!r} is not a duration (examples: 3600, 90m, 1h30m, 7d)")
+        raise NotANumber(str(text), "a duration (examples: 3600, 90m, 1h30m, 7d)")
     return sum(int(n) * _UNITS[u] for n, u in _PART.findall(s))
 
 

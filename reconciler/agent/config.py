@@ -7,11 +7,13 @@ one vocabulary serves the command line, the file, the systemd unit and the docs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..durations import parse_duration
 from ..errors import PortctlError
+from ..numbers import NotANumber, ascii_int, seconds
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
 
@@ -60,7 +62,13 @@ class AgentConfig:
 
 _DURATIONS = {"interval", "max_backoff", "watch", "settle"}
 _BOOLS = {"verify_signatures", "release_on_exit", "allow_empty", "events"}
-_NUMBERS = {"timeout": float, "jitter": float, "events_port": int, "max_deletions": int}
+# Integers are read as the text they would be on the command line: ASCII digits only.
+_NUMBERS: dict[str, Callable[[Any], float]] = {
+    "timeout": seconds,
+    "jitter": float,
+    "events_port": lambda value: ascii_int(str(value), max_digits=5),
+    "max_deletions": lambda value: ascii_int(str(value), max_digits=9),
+}
 
 
 def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
@@ -80,6 +88,8 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
         raise ConfigError(f"{where}: interval must be at least 1s")
     if not 0 <= config.jitter < 1:
         raise ConfigError(f"{where}: jitter must be a share between 0 and 1, such as 0.1")
+    if not 0 <= config.events_port <= 65535:
+        raise ConfigError(f"{where}: events-port must be a port (0 to 65535)")
     if config.max_deletions is not None and config.max_deletions < 0:
         raise ConfigError(f"{where}: max-deletions must be 0 or more")
     if config.allowed_signers and not config.verify_signatures:
@@ -93,9 +103,13 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
 
 def split_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    try:
+        number = ascii_int(port, max_digits=5)
+    except NotANumber:
+        number = -1
+    if not sep or not host or not 0 <= number <= 65535:
         raise ConfigError(f"{text!r} is not HOST:PORT (for example {DEFAULT_LISTEN})")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def _read(file: str) -> dict[str, Any]:
@@ -135,7 +149,7 @@ def _convert(key: str, value: Any, where: str) -> Any:
                 raise ValueError(f"{value!r} is not true or false")
             return value
         if key in _NUMBERS:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError(f"{value!r} is not a number")
             return _NUMBERS[key](value)
     except (TypeError, ValueError) as exc:

@@ -9,7 +9,6 @@ only on the listener's unguessable path.
 
 from __future__ import annotations
 
-import http.client
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from .. import xmlsafe
-from ..errors import RouterError, RouterProtocolError, RouterUnreachable
+from ..errors import RouterError, RouterProtocolError
 from ..httpserve import BackgroundServer
+from ..numbers import NotANumber, ascii_int
+from .http import HttpClient
 
 MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
 REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
@@ -77,38 +78,44 @@ def _request(method: str, event_url: str, timeout: float, **headers: str) -> Sub
         raise RouterProtocolError(f"the router's event URL {event_url!r} is not an http:// URL")
     if method == "SUBSCRIBE":
         headers["TIMEOUT"] = f"Second-{REQUESTED_SECONDS}"
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    # One request by one deadline (a router trickling its answer cannot hold the agent's loop),
+    # and a small cap: a subscription's answer has no body worth reading.
+    client = HttpClient(parts.hostname, parts.port or 80, timeout=timeout, max_body=4096)
     try:
-        conn.request(method, parts.path or "/", headers=headers)
-        resp = conn.getresponse()
-        resp.read(4096)
-    except (OSError, http.client.HTTPException) as exc:
-        raise RouterUnreachable(f"{method} {event_url} failed: {exc}") from exc
+        resp = client.request(method, parts.path or "/", method, headers=headers)
     finally:
-        conn.close()
+        client.close()
     if resp.status != 200:
         raise RouterProtocolError(f"{method} {event_url} answered HTTP {resp.status}")
     if method == "UNSUBSCRIBE":
         return Subscription(headers["SID"], 0)
-    sid = (resp.getheader("SID") or "").strip()
+    sid = resp.headers.get("sid", "").strip()
     if not sid.startswith("uuid:") or len(sid) > 100:
         raise RouterProtocolError(f"{method} {event_url} answered without a usable SID")
-    return Subscription(sid, timeout_seconds(resp.getheader("TIMEOUT") or "", REQUESTED_SECONDS))
+    try:
+        seconds = timeout_seconds(resp.headers.get("timeout", ""), REQUESTED_SECONDS)
+    except NotANumber as exc:
+        raise RouterProtocolError(f"{method} {event_url} answered a malformed TIMEOUT header: {exc}") from None
+    return Subscription(sid, seconds)
 
 
 def timeout_seconds(header: str, limit: int) -> int:
     """A GENA TIMEOUT header in seconds, at most `limit`: `Second-1800` -> 1800.
 
-    `infinite`, 0 or nonsense give `limit`: a subscriber renewing early loses nothing, and a
-    router keeping a subscription too long only sends events nobody hears.
+    `infinite`, 0 or no header give `limit`: a subscriber renewing early loses nothing, and a
+    router keeping a subscription too long only sends events nobody hears. Anything else is not a
+    TIMEOUT header: NotANumber.
     """
-    value = header.strip().lower().removeprefix("second-")
-    # isdigit() alone admits digits int() refuses ("²"): only ASCII digits are a number here.
-    return min(int(value), limit) if _decimal(value) and int(value) > 0 else limit
-
-
-def _decimal(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    value = header.strip().lower()
+    if value in ("", "infinite", "second-infinite"):
+        return limit
+    try:
+        if not value.startswith("second-"):
+            raise NotANumber(value, "Second-N")
+        seconds = ascii_int(value.removeprefix("second-"), max_digits=10)
+    except NotANumber:
+        raise NotANumber(header, "a TIMEOUT such as Second-1800") from None
+    return min(seconds, limit) if seconds > 0 else limit
 
 
 def properties(body: bytes) -> dict[str, str]:
@@ -133,14 +140,17 @@ def _handler(listener: EventListener) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("NT") != "upnp:event" or self.headers.get("NTS") != "upnp:propchange":
                 self._answer(412)
                 return
-            length = self.headers.get("Content-Length", "")
-            if not _decimal(length) or int(length) > MAX_EVENT_BYTES:
+            try:
+                length = ascii_int(self.headers.get("Content-Length", "").strip(), max_digits=8)
+            except NotANumber:
+                length = MAX_EVENT_BYTES + 1
+            if length > MAX_EVENT_BYTES:
                 self._answer(413)
                 return
             try:
-                props = properties(self.rfile.read(int(length)))
-                seq = int(self.headers.get("SEQ", "0"))
-            except (RouterError, ValueError):
+                props = properties(self.rfile.read(length))
+                seq = ascii_int(self.headers.get("SEQ", "0").strip(), max_digits=10)
+            except (RouterError, NotANumber):
                 self._answer(400)
                 return
             # Accepted first, acknowledged after: a 200 means the event has been taken in.

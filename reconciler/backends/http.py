@@ -5,6 +5,9 @@ proxy to honour, no redirect to follow, no TLS, and what matters is different. A
 by its deadline even when the router trickles bytes (a per-read timeout never fires then), no body
 may grow past a cap (a hostile answer must not fill memory), and the connection is reused where the
 router keeps it open, which saves a TCP handshake per action on routers that allow it.
+
+The deadline is the socket's (`deadline.DeadlineSocket`): connect, send, status line, headers and
+body all end by one instant, so a router that trickles bytes cannot hold a request past it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from dataclasses import dataclass
 
 from ..errors import ConnectionDropped, RouterProtocolError, RouterUnreachable
+from ..numbers import NotANumber, ascii_int
+from .deadline import Clock, DeadlineSocket
 
 MAX_BODY_BYTES = 1 << 20
 _CHUNK = 65536
@@ -33,10 +38,13 @@ class Response:
 class HttpClient:
     """Requests to `host`:`port`, one at a time (a lock serialises callers on other threads)."""
 
-    def __init__(self, host: str, port: int, *, timeout: float, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float, max_body: int = MAX_BODY_BYTES, clock: Clock = time.monotonic
+    ) -> None:
         self.host, self.port, self.timeout, self.max_body = host, port, timeout, max_body
+        self.clock = clock
         self.connections = 0  # TCP connections opened, for tests and the benchmark
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | None = None
         self._lock = threading.Lock()
 
     def request(
@@ -65,13 +73,12 @@ class HttpClient:
             self._conn = None
 
     def _exchange(self, method: str, path: str, what: _What, body: bytes, headers: dict[str, str]) -> Response:
-        deadline = time.monotonic() + self.timeout
+        deadline = self.clock() + self.timeout
         try:
-            conn = self._connection()
+            conn = self._connection(deadline)
             conn.request(method, path, body=body or None, headers=headers)
-            self._settle(conn, deadline)
             resp = conn.getresponse()
-            data = self._read(resp, deadline, what)
+            data = self._read(resp, what)
         except _STALE:
             raise
         except TimeoutError as exc:
@@ -87,25 +94,28 @@ class HttpClient:
             self.close()
         return Response(resp.status, data, {k.lower(): v for k, v in resp.getheaders()})
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, deadline: float) -> _Connection:
         if self._conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = _Connection(self.host, self.port, self.clock).by(deadline)
             conn.connect()
-            # A request is one small write; never hold it back waiting for an ACK (Nagle).
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conn = conn
             self.connections += 1
-        return self._conn
+        return self._conn.by(deadline)
 
-    def _read(self, resp: http.client.HTTPResponse, deadline: float, what: _What) -> bytes:
+    def _read(self, resp: http.client.HTTPResponse, what: _What) -> bytes:
         declared = resp.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            self.close()
-            raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
+        if declared is not None:
+            try:
+                length = ascii_int(declared.strip(), max_digits=20)
+            except NotANumber as exc:
+                self.close()
+                raise RouterProtocolError(f"{what}: malformed HTTP answer (Content-Length {exc})") from None
+            if length > self.max_body:
+                self.close()
+                raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
         parts: list[bytes] = []
         size = 0
         while True:
-            self._settle(self._conn, deadline)
             chunk = resp.read(_CHUNK)
             if not chunk:
                 return b"".join(parts)
@@ -115,13 +125,26 @@ class HttpClient:
                 raise RouterProtocolError(f"{what}: the answer is larger than {self.max_body} bytes; refused")
             parts.append(chunk)
 
-    def _settle(self, conn: http.client.HTTPConnection | None, deadline: float) -> None:
-        """Give the next socket operation only what is left of the request's deadline."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        if conn is not None and conn.sock is not None:
-            conn.sock.settimeout(left)
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTPConnection on a DeadlineSocket: a request through it ends by the deadline set with `by`."""
+
+    def __init__(self, host: str, port: int, clock: Clock) -> None:
+        super().__init__(host, port)
+        self.clock = clock
+        self.deadline = 0.0
+
+    def by(self, deadline: float) -> _Connection:
+        self.deadline = deadline
+        if isinstance(self.sock, DeadlineSocket):
+            self.sock.deadline = deadline
+        return self
+
+    def connect(self) -> None:
+        sock = DeadlineSocket.connect_by(self.host, self.port, self.deadline, self.clock)
+        # A request is one small write; never hold it back waiting for an ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
 
 
 @dataclass(frozen=True)

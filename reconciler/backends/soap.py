@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 from .. import xmlsafe
 from ..errors import HttpStatusError, RouterProtocolError, UpnpActionError
+from ..numbers import NotANumber, ascii_int
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENCODING_STYLE = "http://schemas.xmlsoap.org/soap/encoding/"
@@ -60,11 +61,13 @@ def _fault(root: Element, action: str) -> tuple[int, str] | None:
     error = next((e for e in fault.iter() if xmlsafe.local(e.tag) == "UPnPError"), fault)
     code = next((e.text or "" for e in error.iter() if xmlsafe.local(e.tag) == "errorCode"), "").strip()
     description = next((e.text or "" for e in error.iter() if xmlsafe.local(e.tag) == "errorDescription"), "")
-    if not code.isdigit() or len(code) > 4:
+    try:
+        number = ascii_int(code, max_digits=4)
+    except NotANumber as exc:
         raise RouterProtocolError(
-            f"{action}: malformed answer from the router (a SOAP fault without a UPnP error code: {code[:20]!r})"
-        )
-    return int(code), xmlsafe.printable(description.strip())
+            f"{action}: malformed answer from the router (a SOAP fault without a UPnP error code: errorCode {exc})"
+        ) from None
+    return number, xmlsafe.printable(description.strip())
 
 
 def _value(arg: Element) -> str:

@@ -40,6 +40,7 @@ from ..errors import (
     UpnpActionError,
 )
 from ..models import MappingKey, PortMapping, Protocol, RouterInfo
+from ..numbers import NotANumber, ascii_int
 from ..quirks import Learned, Quirk, Then
 from . import soap
 from .base import Backend
@@ -488,7 +489,7 @@ class UpnpBackend(Backend):
                 fields["NewPortMappingDescription"] = fields.get("NewDescription", "")
                 fields["NewLeaseDuration"] = fields.get("NewLeaseTime", "0")
                 rows.append(fields)
-        return [m for m in map(_mapping, rows) if m is not None]
+        return [m for m in (_mapping(row, "GetListOfPortMappings") for row in rows) if m is not None]
 
     def _list_by_index(self) -> list[PortMapping]:
         seen: dict[MappingKey, PortMapping] = {}
@@ -499,7 +500,7 @@ class UpnpBackend(Backend):
                 if self._means("GetGenericPortMappingEntry", exc, Then.END):
                     break
                 raise
-            mapping = _mapping({k: "" if v is None else str(v) for k, v in out.items()})
+            mapping = _mapping({k: "" if v is None else str(v) for k, v in out.items()}, "GetGenericPortMappingEntry")
             if mapping is not None:
                 seen.setdefault(mapping.key, mapping)
         return list(seen.values())
@@ -517,7 +518,10 @@ class UpnpBackend(Backend):
                 return None
             raise
         fields = {k: "" if v is None else str(v) for k, v in out.items()}
-        return _mapping({**fields, "NewExternalPort": str(key.external_port), "NewProtocol": key.protocol.value})
+        return _mapping(
+            {**fields, "NewExternalPort": str(key.external_port), "NewProtocol": key.protocol.value},
+            "GetSpecificPortMappingEntry",
+        )
 
     def add_mapping(self, mapping: PortMapping, *, same_port_ok: bool = False) -> PortMapping:
         want, adapted_by = mapping, list[tuple[Quirk, str]]()
@@ -603,7 +607,9 @@ class UpnpBackend(Backend):
             value = str(self._call("GetStatusInfo").get("NewUptime") or "")
         except UpnpActionError:
             return None
-        return int(value) if value.isdigit() else None
+        if not value.strip():
+            return None  # a router that does not count its uptime
+        return _number(value.strip(), "GetStatusInfo", "NewUptime")
 
     def local_address(self) -> str:
         if not self._local:
@@ -626,15 +632,16 @@ def _services(device: Element) -> list[Element]:
     return out
 
 
-def _mapping(fields: dict[str, str]) -> PortMapping | None:
-    """A table row, or None for a row that no declared mapping could be (unknown protocol, bad port)."""
+def _mapping(fields: dict[str, str], action: str) -> PortMapping | None:
+    """A table row `action` answered, or None for a row that no declared mapping could be (unknown
+    protocol, port out of range). A number that is not one makes the answer malformed."""
     try:
         protocol = Protocol(fields.get("NewProtocol", "").strip().upper())
-        port = int(fields.get("NewExternalPort", ""))
-        internal_port = int(fields.get("NewInternalPort") or 0)
-        lease = int(fields.get("NewLeaseDuration") or 0)
     except ValueError:
         return None
+    port = _number(fields.get("NewExternalPort", "").strip(), action, "NewExternalPort")
+    internal_port = _number(fields.get("NewInternalPort", "").strip() or "0", action, "NewInternalPort")
+    lease = _number(fields.get("NewLeaseDuration", "").strip() or "0", action, "NewLeaseDuration")
     if not 0 < port < 65536:
         return None
     enabled = fields.get("NewEnabled", "1").strip().lower() not in ("0", "false", "no")
@@ -648,6 +655,14 @@ def _mapping(fields: dict[str, str]) -> PortMapping | None:
         enabled=enabled,
         remote_host=xmlsafe.printable(fields.get("NewRemoteHost", "").strip(), 64),
     )
+
+
+def _number(text: str, action: str, field: str) -> int:
+    """A whole number the router sent (ports, leases, uptime are ui2/ui4: ten digits at most)."""
+    try:
+        return ascii_int(text, max_digits=10)
+    except NotANumber as exc:
+        raise RouterProtocolError(f"{action}: malformed answer from the router ({field} {exc})") from None
 
 
 def _ints(value: object) -> list[int] | None:

@@ -35,7 +35,7 @@ class Publisher:
         urls = re.findall(r"<([^>]+)>", callback_header)
         if not urls or urlsplit(urls[0]).scheme != "http":
             return None
-        seconds = timeout_seconds(timeout_header, MAX_SECONDS)
+        seconds = _granted(timeout_header)
         sid = f"uuid:{uuid.uuid4()}"
         with self._lock:
             self._subscribers[sid] = _Subscriber(urls[0], time.monotonic() + seconds)
@@ -43,7 +43,7 @@ class Publisher:
         return sid, seconds
 
     def renew(self, sid: str, timeout_header: str) -> int | None:
-        seconds = timeout_seconds(timeout_header, MAX_SECONDS)
+        seconds = _granted(timeout_header)
         with self._lock:
             sub = self._subscribers.get(sid)
             if sub is None or sub.expires < time.monotonic():
@@ -101,3 +101,11 @@ class Publisher:
             pass  # an unreachable subscriber misses this event, as on a real router
         finally:
             conn.close()
+
+
+def _granted(timeout_header: str) -> int:
+    """What a subscriber asked for, at most MAX_SECONDS; a TIMEOUT that is not one gets the most."""
+    try:
+        return timeout_seconds(timeout_header, MAX_SECONDS)
+    except ValueError:
+        return MAX_SECONDS
