@@ -264,7 +264,7 @@ def test_plan_against_a_hostile_router_is_one_error_in_time(
 
 def agent_config(router: HostileRouter, tmp_path: Any, **kw: Any) -> AgentConfig:
     path = write(tmp_path, manifest(("web", 8080, 80)))
-    settings: dict[str, Any] = {"interval": 60, "watch": 1, "timeout": TIMEOUT, "events": False}
+    settings: dict[str, Any] = {"interval": 60, "watch": 1, "timeout": TIMEOUT, "events": False, "settle": 0}
     settings.update(kw)
     return AgentConfig(manifest=path, router=router.url, **settings)
 
@@ -302,6 +302,7 @@ def test_agent_survives_an_uptime_in_superscript(
             TIMEOUT + SLACK,
             "the watch check's error in the log",
         )
+        run.agent.request_reconcile()
         keeps_running(run, 2)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends.base import Backend
-from ..errors import RouterError
+from ..errors import RouterError, RouterProtocolError
 
 UPTIME_GRAIN = 1.0  # routers count uptime in whole seconds
 
@@ -42,6 +42,8 @@ def read(backend: Backend, clock: Callable[[], float]) -> Sample:
     problem = ""
     try:
         uptime = backend.uptime()
+    except RouterProtocolError as exc:  # it answered, with something that is not an uptime
+        uptime, problem = None, f"the router's uptime could not be read: {exc}"
     except RouterError:
         raise
     except Exception as exc:  # odd text from the router (digits int() refuses) must not stop the checks
