@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-## demo: plan and apply examples/homelab.yaml against the built-in emulator, or ROUTER=URL
+## demo: plan and apply examples/demo.yaml on the built-in emulator; with ROUTER=URL it asks first
+## (owner portctl-demo, never prunes; without a terminal it changes nothing and exits 1)
 demo: $(STAMP)
-	$(BIN)/portctl demo $(if $(ROUTER),--router $(ROUTER)) $(or $(FILE),examples/homelab.yaml)
+	$(BIN)/portctl demo $(if $(ROUTER),--router $(ROUTER)) $(or $(FILE),examples/demo.yaml)
 
 ## test: lint, then every test; as root it installs what the real-router tests need
 test: $(STAMP) system-deps lint typecheck

@@ -162,8 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--json", action="store_true", help="status: print the whole status document")
 
-    c = command("demo", _demo, "plan and apply a manifest against the emulator (or --router)")
-    c.add_argument("file", nargs="?", default=os.path.join("examples", "homelab.yaml"))
+    c = command("demo", _demo, "plan and apply a demo manifest on the built-in emulator (or ask first on --router)")
+    c.description = (
+        "Plan, apply, plan again and show examples/demo.yaml (or FILE) on the built-in IGD emulator, "
+        "without asking. With --router or PORTCTL_ROUTER the demo runs on that router as apply would "
+        "without --auto-approve: it shows the plan and asks, writes only as owner portctl-demo, never "
+        "prunes and never takes over; without a terminal to ask on it changes nothing and exits 1."
+    )
+    c.add_argument("file", nargs="?", default=os.path.join("examples", "demo.yaml"))
     router(c)
     return p
 
@@ -501,18 +507,18 @@ def _status_text(doc: dict[str, Any]) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     """plan, apply, plan again, show: the whole loop in one command."""
+    url = args.router or os.environ.get("PORTCTL_ROUTER")
+    return _demo_real(args, url) if url else _demo_emulated(args)
+
+
+def _demo_emulated(args: argparse.Namespace) -> int:
+    """On the built-in emulator nothing real is at stake: every step runs without asking."""
     from .emulator import EmulatorServer, Router
 
-    server = None
-    url = args.router or os.environ.get("PORTCTL_ROUTER")
-    if url is None:
-        server = EmulatorServer(Router()).start()
-        # Another device's mapping, which portctl must leave alone.
-        server.router.add(3074, "UDP", "127.0.0.1", 3074, "Xbox Live (a game console)")
-        url = server.url
-        print(f"Started the built-in IGD emulator at {url}\n")
-    color = ["--no-color"] if args.no_color else []
-    common = ["--router", url, "--timeout", str(args.timeout), *color]
+    server = EmulatorServer(Router()).start()
+    # Another device's mapping, which portctl must leave alone.
+    server.router.add(3074, "UDP", "127.0.0.1", 3074, "Xbox Live (a game console)")
+    print(f"Started the built-in IGD emulator at {server.url}\n")
     try:
         for step in (
             ["plan", args.file],
@@ -520,15 +526,49 @@ def _demo(args: argparse.Namespace) -> int:
             ["plan", args.file, "--detailed-exitcode"],
             ["show", args.file],
         ):
-            print(f"$ portctl {' '.join(step)}")
-            code = main([*step, *common])
-            print()
+            code = _demo_step(step, server.url, args)
             if code != EXIT_OK:
                 return code
     finally:
-        if server:
-            server.stop()
+        server.stop()
     return EXIT_OK
+
+
+def _demo_real(args: argparse.Namespace, url: str) -> int:
+    """On a real router the demo is `apply` with its approval: it asks, and writes nothing unasked."""
+    from . import demo, manifest
+
+    text = manifest.read(args.file)
+    demo.check_for_real_router(manifest.parse(text, args.file), text)
+    print(
+        f"The demo on the router at {url}: it writes only as owner {demo.OWNER!r}, never prunes, "
+        "and changes nothing until you answer yes.\n"
+    )
+    code = _demo_step(["plan", args.file, "--detailed-exitcode"], url, args)
+    if code == EXIT_CHANGES:
+        if not sys.stdin.isatty():
+            raise ApprovalError(
+                "the demo changes a real router only after you answer 'yes' on a terminal, and its input is "
+                "not a terminal: nothing was changed. Run it in a terminal, or use `portctl apply` on a "
+                "manifest of your own"
+            )
+        code = _demo_step(["apply", args.file], url, args)
+        if code == EXIT_OK:
+            code = _demo_step(["plan", args.file, "--detailed-exitcode"], url, args)
+    if code != EXIT_OK:
+        return code
+    code = _demo_step(["show", args.file], url, args)
+    print(f"To remove what the demo made: portctl destroy {args.file} --router {url}")
+    return code
+
+
+def _demo_step(step: list[str], url: str, args: argparse.Namespace) -> int:
+    """One command of the demo, printed as a user would type it, then run."""
+    print(f"$ portctl {' '.join(step)}")
+    color = ["--no-color"] if args.no_color else []
+    code = main([*step, "--router", url, "--timeout", str(args.timeout), *color])
+    print(flush=True)  # before any error on stderr, where a pipe would otherwise put it first
+    return code
 
 
 def _style(args: argparse.Namespace) -> Any:
