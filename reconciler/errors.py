@@ -11,6 +11,7 @@
         ├── RouterUnreachable         connection refused, no route, DNS, timeout
         │   └── ConnectionDropped     the router closed the connection without answering
         ├── NotAnIGD                  the device answered but offers no WAN connection service
+        ├── ActionNotOffered          the router's service description does not list the action
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
         │   └── HttpStatusError       an HTTP error status that carried no UPnP fault
         └── UpnpActionError           the router answered an action with a UPnP fault code
@@ -109,6 +110,17 @@ class RouterUnreachable(RouterError):
 
 class NotAnIGD(RouterError):
     """The device answered but is not an Internet Gateway Device with a WAN connection service."""
+
+
+class ActionNotOffered(RouterError):
+    """The router's service description (SCPD) does not list the action, so it was never sent.
+
+    Not a UPnP fault: the router did not answer anything, it just does not offer this.
+    """
+
+    def __init__(self, action: str, where: str) -> None:
+        super().__init__(f"the router does not offer {action} (its service description at {where} does not list it)")
+        self.action = action
 
 
 class ConnectionDropped(RouterUnreachable):

@@ -31,6 +31,7 @@ from xml.etree.ElementTree import Element
 
 from .. import discovery, paging, quirks, routercache, xmlsafe
 from ..errors import (
+    ActionNotOffered,
     HttpStatusError,
     NotAnIGD,
     RouterError,
@@ -178,7 +179,7 @@ class UpnpBackend(Backend):
             except UpnpActionError as exc:
                 # 401: the control URL no longer serves that service; any other fault is its answer.
                 external_ip = None if exc.code == 401 else ""
-            except (RouterProtocolError, NotAnIGD):
+            except (RouterProtocolError, NotAnIGD, ActionNotOffered):
                 external_ip = None  # the router changed under the same location: describe it again
             if external_ip is not None:
                 self._adopt(cached, external_ip)
@@ -332,7 +333,7 @@ class UpnpBackend(Backend):
     def _call(self, action: str, *, service: _Service | None = None, **args: str) -> dict[str, str]:
         service = service or self._service
         if action not in service.actions:
-            raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
+            raise ActionNotOffered(action, service.scpd_url)
         return _once_more(action, lambda: self._counted(action, lambda: self._soap(service, action, args)))
 
     def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, str]:
@@ -344,7 +345,7 @@ class UpnpBackend(Backend):
     def _external_address(self, service: _Service) -> str:
         try:
             return _address_text(self._call("GetExternalIPAddress", service=service))
-        except UpnpActionError:
+        except (UpnpActionError, ActionNotOffered):
             return ""
 
     def _request(self, mapping: PortMapping | None, same_port_ok: bool = False) -> quirks.Request:
@@ -601,7 +602,7 @@ class UpnpBackend(Backend):
     def uptime(self) -> int | None:
         try:
             value = str(self._call("GetStatusInfo").get("NewUptime") or "")
-        except UpnpActionError:
+        except (UpnpActionError, ActionNotOffered):
             return None
         return int(value) if value.isdigit() else None
 
