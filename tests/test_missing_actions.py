@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from reconciler import api
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.emulator.router import Args
 from tests.helpers import FOREIGN, MANIFEST, portctl, snapshot, write
@@ -43,11 +42,3 @@ def test_an_action_the_router_does_not_offer_is_named_not_reported_as_fault_401(
     assert "Traceback" not in run.err
     assert snapshot(no_add) == before
     assert no_add.router.calls["AddPortMapping"] == 0  # never sent: the description already said no
-
-
-def test_a_router_without_get_status_info_has_no_uptime() -> None:
-    """A missing GetStatusInfo means no uptime to go by, not an error."""
-    with EmulatorServer(_Without("GetStatusInfo")) as server:
-        backend = api.connect(server.url)
-        assert backend.uptime() is None
-        assert backend.external_address() == server.router.external_ip
