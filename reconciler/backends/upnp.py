@@ -352,7 +352,7 @@ class UpnpBackend(Backend):
         """What the fallback table needs to judge a refusal of `mapping`."""
         return quirks.Request(
             mapping,
-            self._local_or_unknown(),
+            self.local_or_unknown(),
             same_port_ok,
             lan=tuple(discovery.local_subnets()) or None,  # no routing table to read: unknown
             other_host_held=self._other_host_held,
@@ -360,7 +360,7 @@ class UpnpBackend(Backend):
 
     def _saw(self, rows: list[PortMapping], *, whole_table: bool = False) -> None:
         """Note a mapping to another host among `rows`; a whole table read replaces older evidence."""
-        local = self._local_or_unknown()
+        local = self.local_or_unknown()
         other = next((m for m in rows if local and m.internal_client not in ("", local)), None)
         if other is not None:
             self._other_host_held = f"{other.internal_client} ({other.key})"
@@ -585,13 +585,6 @@ class UpnpBackend(Backend):
             if decision.learn:
                 self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}")
             raise RouterRefused("DeletePortMapping", exc.code, decision.why, stop=decision.then is Then.STOP) from exc
-
-    def _local_or_unknown(self) -> str:
-        """This host's address, or "" when it cannot be told; quirks.Request never takes "" for this host."""
-        try:
-            return self.local_address()
-        except RouterUnreachable:
-            return ""
 
     def event_url(self) -> str:
         return self._service.event_url
