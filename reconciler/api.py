@@ -1,4 +1,5 @@
-"""The stages in order: connect, read the facts, plan, apply. The CLI (and later the agent) call these."""
+"""The stages before any write, in order: connect, read the facts, plan (apply.py does the writes).
+The CLI and the agent both call these."""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@
         └── UpnpActionError           the router answered an action with a UPnP fault code
             └── RouterRefused         a fault the fallback table (quirks.py) says is final
 
-Only backends raise RouterError; they translate the UPnP library's and the HTTP library's
-exceptions at that boundary so nothing above them knows those libraries exist.
+Only backends raise RouterError (and xmlsafe, the parser they read the router's XML with); they
+translate socket, http.client and XML parser exceptions at that boundary, so nothing above them
+handles those. portctl speaks SOAP itself: there is no UPnP library underneath.
 This module imports nothing from the package.
 """
 
@@ -153,8 +154,9 @@ class UpnpActionError(RouterError):
 class RouterRefused(UpnpActionError):
     """A fault that no retry can fix: the message says what the user has to change.
 
-    `stop` means the refusal holds for every write to this router (secure mode, CGNAT), so an apply
-    stops at once instead of sending more requests that would be refused the same way.
+    `stop` means the refusal holds for every write to this router (secure mode, a router that maps no
+    specific external port), so an apply stops at once instead of sending more requests that would be
+    refused the same way.
     """
 
     def __init__(self, action: str, code: int, remedy: str, *, stop: bool = False) -> None:
