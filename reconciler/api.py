@@ -1,4 +1,5 @@
-"""The stages in order: connect, read the facts, plan, apply. The CLI (and later the agent) call these."""
+"""The stages before any write, in order: connect, read the facts, plan (apply.py does the writes).
+The CLI and the agent both call these."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def plan(
     from . import policy
 
     backend = facts.backend
-    local = _local(backend)
+    local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
     planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
     refused = policy.refusals(resolved, planned, max_deletions=max_deletions, allow_empty=allow_empty)
@@ -130,12 +131,4 @@ def plan(
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:
-    return _diff.destroy(manifest, facts.table, facts.backend.info, _local(facts.backend))
-
-
-def _local(backend: Backend) -> str:
-    """This host's address towards the router, "" when there is no route to it (then the reads fail anyway)."""
-    try:
-        return backend.local_address()
-    except RouterError:
-        return ""
+    return _diff.destroy(manifest, facts.table, facts.backend.info, facts.backend.local_or_unknown())

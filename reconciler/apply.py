@@ -21,8 +21,8 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     """Write every change, continuing past failed ones; a later apply finishes what failed.
 
     Nothing is written when the plan is blocked or has conflicts. The first write is an add, for
-    another host if there is one: a router that refuses every write of that kind (secure mode,
-    CGNAT) then refuses it before anything else has changed, and the apply stops there. After
+    another host if there is one: a router that refuses every write of that kind (secure mode)
+    then refuses it before anything else has changed, and the apply stops there. After
     writing, the table is read back and a change counts as done only if the router now holds what
     it granted.
     """
@@ -60,7 +60,7 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         except RouterError as exc:
             errors[change] = str(exc)
 
-    first = _canary(plan.changes, _local(backend))
+    first = _canary(plan.changes, backend.local_or_unknown())
     order = [first, *(c for c in plan.changes if c is not first)] if first else list(plan.changes)
     for change in order:
         attempt(change)
@@ -139,17 +139,12 @@ def _report(
     return ApplyReport(results, table, unverified)
 
 
-def _canary(changes: tuple[Change, ...], local: str) -> Change | None:
+def _canary(changes: tuple[Change, ...], local: str | None) -> Change | None:
+    """The add to write first: one for another host if any. With this host's address unknown no
+    add is known to be for another host; the fallback table then refuses each one alone."""
     adds = [c for c in changes if c.action == Action.ADD and c.after is not None]
-    others = [c for c in adds if c.after is not None and local and c.after.internal_client != local]
+    others = [c for c in adds if c.after is not None and local is not None and c.after.internal_client != local]
     return (others or adds)[0] if adds else None
-
-
-def _local(backend: Backend) -> str:
-    try:
-        return backend.local_address()
-    except RouterError:
-        return ""
 
 
 def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> PortMapping | None:

@@ -53,13 +53,13 @@ def diff(
     table: list[PortMapping],
     router: RouterInfo | None = None,
     learned: quirks.Learned | None = None,
-    local: str = "",
+    local: str | None = None,
     renew_below: float = RENEW_BELOW,
     claims: dict[MappingKey, ownership.Claim] | None = None,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
-    `local` is this host's address towards the router ("" if unknown); it matters on routers in
+    `local` is this host's address towards the router (None if unknown); it matters on routers in
     secure mode, and names the host in a removal of a mapping that points elsewhere.
     A lease is renewed once less than `renew_below` of it is left. `claims` overrides which rows
     are owned (destroy reads them with the whole manifest, then plans as if it declared nothing).
@@ -163,7 +163,7 @@ def _names_at(manifest: Manifest) -> dict[MappingKey, set[str]]:
     return at
 
 
-def _elsewhere(row: PortMapping, local: str) -> str:
+def _elsewhere(row: PortMapping, local: str | None) -> str:
     if not local or row.internal_client in ("", local):
         return ""
     return f"points at {row.internal_client}, not this host ({local}): another installation with the same owner?"
@@ -284,7 +284,9 @@ def _lease_text(seconds: int) -> str:
     return "permanent" if seconds == 0 else format_duration(seconds)
 
 
-def destroy(manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None, local: str = "") -> Plan:
+def destroy(
+    manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None, local: str | None = None
+) -> Plan:
     """The plan that removes every mapping this owner holds."""
     claims = owned_rows(manifest, table)
     return diff(replace(manifest, mappings=(), prune=True), table, router, local=local, claims=claims)

@@ -11,13 +11,15 @@
         ├── RouterUnreachable         connection refused, no route, DNS, timeout
         │   └── ConnectionDropped     the router closed the connection without answering
         ├── NotAnIGD                  the device answered but offers no WAN connection service
+        ├── ActionNotOffered          the router's service description does not list the action
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
         │   └── HttpStatusError       an HTTP error status that carried no UPnP fault
         └── UpnpActionError           the router answered an action with a UPnP fault code
             └── RouterRefused         a fault the fallback table (quirks.py) says is final
 
-Only backends raise RouterError; they translate the UPnP library's and the HTTP library's
-exceptions at that boundary so nothing above them knows those libraries exist.
+Only backends raise RouterError (and xmlsafe, the parser they read the router's XML with); they
+translate socket, http.client and XML parser exceptions at that boundary, so nothing above them
+handles those. portctl speaks SOAP itself: there is no UPnP library underneath.
 This module imports nothing from the package.
 """
 
@@ -111,6 +113,17 @@ class NotAnIGD(RouterError):
     """The device answered but is not an Internet Gateway Device with a WAN connection service."""
 
 
+class ActionNotOffered(RouterError):
+    """The router's service description (SCPD) does not list the action, so it was never sent.
+
+    Not a UPnP fault: the router did not answer anything, it just does not offer this.
+    """
+
+    def __init__(self, action: str, where: str) -> None:
+        super().__init__(f"the router does not offer {action} (its service description at {where} does not list it)")
+        self.action = action
+
+
 class ConnectionDropped(RouterUnreachable):
     """The router accepted the connection and closed it without an answer (reset, hang-up)."""
 
@@ -141,8 +154,9 @@ class UpnpActionError(RouterError):
 class RouterRefused(UpnpActionError):
     """A fault that no retry can fix: the message says what the user has to change.
 
-    `stop` means the refusal holds for every write to this router (secure mode, CGNAT), so an apply
-    stops at once instead of sending more requests that would be refused the same way.
+    `stop` means the refusal holds for every write to this router (secure mode, a router that maps no
+    specific external port), so an apply stops at once instead of sending more requests that would be
+    refused the same way.
     """
 
     def __init__(self, action: str, code: int, remedy: str, *, stop: bool = False) -> None:

@@ -402,7 +402,6 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
                         allow_same_port=bool(m.get("allow_same_port", False)),
                         line=doc.where(("mappings", i))[0],
                         protect=bool(m.get("protect", False)),
-                        allow_sensitive=bool(m.get("allow_sensitive", False)),
                     )
                 )
     router = data.get("router", {})

@@ -1,4 +1,5 @@
-"""The values that flow between the stages: frozen dataclasses with no behaviour beyond display."""
+"""The values that flow between the stages: frozen dataclasses, with no I/O and no behaviour beyond
+counting and summing up what they hold (Plan.summary, ApplyReport.ok)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,6 @@ class DesiredMapping:
     allow_same_port: bool = False  # on a router that requires equal ports, forward to the external port
     line: int = 0  # where the mapping is declared, for messages
     protect: bool = False  # marked on the router; prune and destroy leave it alone
-    allow_sensitive: bool = False  # a privileged port or a risky service (SSH, RDP...) may be exposed
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,9 @@ class Plan:
     kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off or it is protected
     router: RouterInfo | None = None
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
-    blocked: str = ""  # why no mapping can be made on this router at all (CGNAT, WAN down)
+    # Why nothing in this plan may be applied: the router can map nothing (CGNAT, WAN down), or the
+    # manifest's policy or the deletion guards refuse the plan.
+    blocked: str = ""
     quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
     desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
 

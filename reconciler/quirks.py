@@ -64,7 +64,7 @@ class Request:
     """
 
     mapping: PortMapping | None = None
-    local: str = ""  # this host's address towards the router; "" when unknown
+    local: str | None = None  # this host's address towards the router; None (or "") when unknown
     same_port_ok: bool = False  # the manifest allows internal_port := external_port
     lan: tuple[ipaddress.IPv4Network, ...] | None = None  # subnets this host is attached to; None: unknown
     # A mapping to another host that the router holds or granted ("" if none seen): it is not in

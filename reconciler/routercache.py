@@ -5,6 +5,7 @@
   fetches no description documents.
 - networks: the last router location found on each network, so a warm run needs no discovery.
 - tables: the ports each router's table held, keyed by UDN, to page the next listing safely.
+- valid_manifests: digests of manifest texts that passed the schema, so an unchanged one skips jsonschema.
 
 The file lives in $PORTCTL_CACHE_DIR, else $XDG_CACHE_HOME/portctl, else ~/.cache/portctl. It is a
 cache: unreadable or unknown content is ignored (the router's answers re-teach it), and failing to
@@ -65,7 +66,11 @@ def get(section: str, key: str, max_age: float | None = None) -> Record | None:
 
 
 def put(section: str, key: str, record: Record | None) -> None:
-    """Store (or with None, forget) `record`; atomic, so concurrent runs never leave a torn file."""
+    """Store (or with None, forget) `record`.
+
+    The file is replaced atomically, so a reader never sees it half-written; but nothing locks the
+    read-modify-write, so of two runs writing at once, one's update can be lost (it is re-learned).
+    """
     if not key:
         return
     doc = _read()

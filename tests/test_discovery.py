@@ -16,6 +16,8 @@ from tests import routerlab
 from tests.conftest import require_lab
 from tests.helpers import write
 
+pytestmark = pytest.mark.router
+
 MANIFEST = """\
 apiVersion: portctl/v1
 owner: discovery

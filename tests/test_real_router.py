@@ -14,6 +14,8 @@ from tests.helpers import write
 from tests.routerlab import LAN_IP, Lab, wait_for
 from tests.test_bad_input import BAD_MANIFESTS
 
+pytestmark = pytest.mark.router
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 OWNERS = {  # example file -> the router rows it declares
     "minecraft.yaml": {(25565, "TCP", 25565)},

@@ -16,6 +16,8 @@ from tests.conftest import require_lab
 from tests.helpers import write
 from tests.routerlab import LAN_IP, SAMPLE_RULES, Lab
 
+pytestmark = pytest.mark.router
+
 THIS_HOST = """\
 apiVersion: portctl/v1
 owner: secure

@@ -1,4 +1,5 @@
-"""Ways of talking to a router. Only modules in this package do network I/O with one."""
+"""Ways of talking to a router: its description, control and event URLs. Only modules in this package
+send a router requests; finding one by SSDP is discovery.py's job."""
 
 from .base import Backend
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 
+from ..errors import RouterUnreachable
 from ..models import MappingKey, PortMapping, RouterInfo
 from ..quirks import Learned
 
@@ -38,7 +39,19 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def local_address(self) -> str:
-        """This host's address on the interface that reaches the router."""
+        """This host's address on the interface that reaches the router; RouterUnreachable when
+        there is no route to it."""
+
+    def local_or_unknown(self) -> str | None:
+        """This host's address towards the router, or None when it cannot be told.
+
+        None is not "" on purpose: an unknown address must never compare equal (or unequal) to a
+        mapping's client by accident; the planner and the fallback table read None as unknown.
+        """
+        try:
+            return self.local_address()
+        except RouterUnreachable:
+            return None
 
     @abc.abstractmethod
     def external_address(self) -> str:

@@ -31,6 +31,7 @@ from xml.etree.ElementTree import Element
 
 from .. import discovery, paging, quirks, routercache, xmlsafe
 from ..errors import (
+    ActionNotOffered,
     HttpStatusError,
     NotAnIGD,
     RouterError,
@@ -179,7 +180,7 @@ class UpnpBackend(Backend):
             except UpnpActionError as exc:
                 # 401: the control URL no longer serves that service; any other fault is its answer.
                 external_ip = None if exc.code == 401 else ""
-            except (RouterProtocolError, NotAnIGD):
+            except (RouterProtocolError, NotAnIGD, ActionNotOffered):
                 external_ip = None  # the router changed under the same location: describe it again
             if external_ip is not None:
                 self._adopt(cached, external_ip)
@@ -333,7 +334,7 @@ class UpnpBackend(Backend):
     def _call(self, action: str, *, service: _Service | None = None, **args: str) -> dict[str, str]:
         service = service or self._service
         if action not in service.actions:
-            raise UpnpActionError(action, 401, "InvalidAction (not in the service description)")
+            raise ActionNotOffered(action, service.scpd_url)
         return _once_more(action, lambda: self._counted(action, lambda: self._soap(service, action, args)))
 
     def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, str]:
@@ -345,14 +346,14 @@ class UpnpBackend(Backend):
     def _external_address(self, service: _Service) -> str:
         try:
             return _address_text(self._call("GetExternalIPAddress", service=service))
-        except UpnpActionError:
+        except (UpnpActionError, ActionNotOffered):
             return ""
 
     def _request(self, mapping: PortMapping | None, same_port_ok: bool = False) -> quirks.Request:
         """What the fallback table needs to judge a refusal of `mapping`."""
         return quirks.Request(
             mapping,
-            self._local_or_unknown(),
+            self.local_or_unknown(),
             same_port_ok,
             lan=tuple(discovery.local_subnets()) or None,  # no routing table to read: unknown
             other_host_held=self._other_host_held,
@@ -360,7 +361,7 @@ class UpnpBackend(Backend):
 
     def _saw(self, rows: list[PortMapping], *, whole_table: bool = False) -> None:
         """Note a mapping to another host among `rows`; a whole table read replaces older evidence."""
-        local = self._local_or_unknown()
+        local = self.local_or_unknown()
         other = next((m for m in rows if local and m.internal_client not in ("", local)), None)
         if other is not None:
             self._other_host_held = f"{other.internal_client} ({other.key})"
@@ -589,13 +590,6 @@ class UpnpBackend(Backend):
                 self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}")
             raise RouterRefused("DeletePortMapping", exc.code, decision.why, stop=decision.then is Then.STOP) from exc
 
-    def _local_or_unknown(self) -> str:
-        """This host's address, or "" when it cannot be told; quirks.Request never takes "" for this host."""
-        try:
-            return self.local_address()
-        except RouterUnreachable:
-            return ""
-
     def event_url(self) -> str:
         return self._service.event_url
 
@@ -605,7 +599,7 @@ class UpnpBackend(Backend):
     def uptime(self) -> int | None:
         try:
             value = str(self._call("GetStatusInfo").get("NewUptime") or "")
-        except UpnpActionError:
+        except (UpnpActionError, ActionNotOffered):
             return None
         if not value.strip():
             return None  # a router that does not count its uptime
