@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -34,6 +35,7 @@ def connect(
     discovery_timeout: float = 3.0,
     on_request: Callable[[str, str], None] | None = None,
     fresh: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> Backend:
     """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
 
@@ -47,7 +49,7 @@ def connect(
         backend = UpnpBackend(url, timeout=timeout, on_request=on_request, fresh=fresh)
     else:
         backend = _discovered(timeout, discovery_timeout, on_request, fresh)
-    backend.learned = routercache.load(backend.info.udn)
+    backend.learned = routercache.load(backend.info.udn, clock())
     return backend
 
 

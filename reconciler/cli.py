@@ -269,6 +269,9 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
         if report.skipped:
             print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
             print("Run plan again to see the router as it is now.")
+        elif not report.ok and all(r.final for r in report.failed):
+            print("The router refused the changes marked FAILED; running apply again would be refused the same way.")
+            print("Change what each says first.")
         elif not report.ok:
             print("Some changes failed; the router holds the rest. Run apply again to finish.")
     return EXIT_OK if report.ok else EXIT_ERROR

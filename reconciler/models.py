@@ -66,6 +66,8 @@ class DesiredMapping:
     remote_host: str = ""
     on_conflict: OnConflict = OnConflict.FAIL
     allow_same_port: bool = False  # on a router that requires equal ports, forward to the external port
+    allow_permanent: bool = False  # on a router that takes only permanent leases, map it permanently
+    allow_any_remote_host: bool = False  # on a router that cannot restrict remote hosts, open it to all
     line: int = 0  # where the mapping is declared, for messages
     protect: bool = False  # marked on the router; prune and destroy leave it alone
     allow_sensitive: bool = False  # a privileged port or a risky service (SSH, RDP...) may be exposed
@@ -109,6 +111,18 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """A field a plan writes other than the manifest asked, because the router needs it."""
+
+    field: str  # lease, remote_host or internal_port
+    asked: object
+    written: object
+    need: str  # the router's need, as `portctl forget` names it (permanent-only...)
+    allowed_by: str = ""  # the manifest opt-in that allowed widening; "" for a narrowing
+    proven: bool = True  # False: planned on a suspicion (allowed, so it blocks nothing)
+
+
+@dataclass(frozen=True)
 class Change:
     """One write the plan intends. `replace` means delete then add (the router cannot edit in place)."""
 
@@ -122,6 +136,8 @@ class Change:
     replace: bool = False
     same_port_ok: bool = False  # the manifest allows forwarding to the external port number instead
     note: str = ""  # what the user should know before approving (a removal pointing at another host)
+    adapted: tuple[Adaptation, ...] = ()  # where `after` differs from the manifest, for the router's needs
+    allowed: tuple[str, ...] = ()  # the widening opt-ins its mapping gives (allow_permanent...)
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ class ChangeResult:
     ok: bool
     error: str = ""
     skipped: bool = False  # not written: the row it would touch was no longer the one the plan saw
+    final: bool = False  # refused in a way a rerun repeats (the manifest or the router must change)
 
 
 @dataclass(frozen=True)

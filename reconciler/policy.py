@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from .durations import format_duration
 from .models import Action, Manifest, Plan, Policy
 
 # Services whose exposure to the internet is the usual way into a home network.
@@ -61,6 +62,11 @@ def refusals(
             )
         if not port_allowed(manifest.policy, row.key.external_port):
             out.append(f"{name} {row.key} is outside policy.allowed_external_ports")
+        if not lease_allowed(manifest.policy, row.lease):
+            out.append(
+                f"{name} {row.key} would be written with a {_lease_words(row.lease)} lease (as the router needs it), "
+                f"longer than policy.max_lease ({format_duration(manifest.policy.max_lease)})"
+            )
     too_many = too_many_deletions(plan, max_deletions)
     if too_many:
         out.append(too_many)
@@ -71,6 +77,10 @@ def refusals(
             "pass --allow-empty if that is meant"
         )
     return out
+
+
+def _lease_words(seconds: int) -> str:
+    return "permanent" if seconds == 0 else format_duration(seconds)
 
 
 def too_many_deletions(plan: Plan, max_deletions: int | None) -> str:
