@@ -137,3 +137,61 @@ def test_policy_max_lease_is_judged_on_the_row_as_written(
 
 def learned(server: EmulatorServer) -> quirks.Learned:
     return routercache.load(server.udn, time.time())
+
+
+@pytest.mark.parametrize("server", ["wildcard-remote-only"], indirect=True)
+def test_forget_drops_a_lesson_so_the_router_is_asked_again(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], server: EmulatorServer
+) -> None:
+    """`portctl forget NEED` (the command the blocking message names) clears what was learned."""
+    path = write(tmp_path, RESTRICTED)
+    assert run(capsys, server, "apply", path, "--auto-approve")[0] == 1
+    assert quirks.Quirk.WILDCARD_REMOTE_ONLY in learned(server)
+    code, out = run(capsys, server, "forget", "no-such-need")
+    assert code == 1 and "no such need: no-such-need" in out
+    code, out = run(capsys, server, "forget", "wildcard-remote-only")
+    assert code == 0, out
+    assert "Forgot what" in out and "wildcard-remote-only" in out
+    assert quirks.Quirk.WILDCARD_REMOTE_ONLY not in learned(server)
+    code, out = run(capsys, server, "plan", path)
+    assert code == 0, out  # planned as declared again: the router will be asked
+    assert "from 198.51.100.7" in out and "! admin" not in out
+
+
+def test_a_suspicion_never_blocks_a_mapping(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], emulator: EmulatorServer
+) -> None:
+    """A need only suspected (an old cache entry, a 402) is named, and the mapping is planned as declared."""
+    now = time.time()
+    suspicion = quirks.Lesson("AddPortMapping answered 726 (an old cache entry)", False, now)
+    routercache.save(emulator.udn, quirks.Learned({quirks.Quirk.WILDCARD_REMOTE_ONLY: suspicion}))
+    path = write(tmp_path, RESTRICTED)
+    code, out = run(capsys, emulator, "plan", path)
+    assert code == 0, out
+    assert "-> 127.0.0.1:8443  lease 1h  from 198.51.100.7" in out
+    assert "cannot restrict a mapping to one remote host [wildcard-remote-only] (suspected" in out
+    assert run(capsys, emulator, "apply", path, "--auto-approve")[0] == 0
+    assert {e.external_port: e.remote_host for e in emulator.router.rows()}[8443] == "198.51.100.7"
+
+
+DAY = 86400.0
+
+
+@pytest.mark.parametrize(
+    ("proven", "age", "kept"),
+    [(True, 29 * DAY, True), (True, 31 * DAY, False), (False, 0.9 * DAY, True), (False, 1.1 * DAY, False)],
+)
+def test_lessons_age(proven: bool, age: float, kept: bool) -> None:
+    """A proven lesson is trusted for about 30 days, a suspicion for about a day; then the router is asked again."""
+    seen = 1_700_000_000.0
+    doc = quirks.Learned({quirks.Quirk.PERMANENT_ONLY: quirks.Lesson("725", proven, seen)}).to_json()
+    loaded = quirks.Learned.from_json(doc, now=seen + age)
+    assert (quirks.Quirk.PERMANENT_ONLY in loaded) is kept
+
+
+def test_an_old_cache_entry_loads_as_a_suspicion_seen_when_written() -> None:
+    """Evidence without proof or age (written before lessons had them) is a suspicion as old as the entry."""
+    doc = {"quirks": {"secure-mode": "AddPortMapping answered 606"}, "updated": 1_700_000_000.0}
+    lesson = quirks.Learned.from_json(doc, now=1_700_000_000.0 + 3600).quirks[quirks.Quirk.SECURE_MODE]
+    assert lesson == quirks.Lesson("AddPortMapping answered 606", False, 1_700_000_000.0)
+    assert quirks.Learned.from_json(doc, now=1_700_000_000.0 + 2 * DAY).quirks == {}
