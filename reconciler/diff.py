@@ -153,7 +153,7 @@ def opt_ins(d: DesiredMapping) -> tuple[str, ...]:
 
 def _need_text(quirk: quirks.Quirk, lesson: quirks.Lesson) -> str:
     text = f"{quirks.MEANING[quirk]} [{quirk}]"
-    return text if lesson.proven else f"{text} (suspected from {lesson.evidence}; never blocks a mapping)"
+    return text if lesson.proven else f"{text} (suspected from {lesson.evidence[:80]}; never blocks a mapping)"
 
 
 def owned_rows(

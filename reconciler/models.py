@@ -152,6 +152,17 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """One reason the admission gate refuses a plan (admission.py): policy, sensitive, protected,
+    deletions, empty, conflict or blocked, with the mapping it is about when it is about one."""
+
+    kind: str
+    message: str
+    name: str = ""
+    key: MappingKey | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     owner: str
     changes: tuple[Change, ...]
@@ -163,6 +174,7 @@ class Plan:
     blocked: str = ""  # why no mapping can be made on this router at all (CGNAT, WAN down)
     quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
     desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
+    refusals: tuple[Refusal, ...] = ()  # why the admission gate refuses it (empty: it may be applied)
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)

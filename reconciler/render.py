@@ -251,6 +251,17 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "kept": [mapping_json(m) for m in plan.kept],
         "table": [mapping_json(m) for m in plan.table],
         "blocked": plan.blocked,
+        "refusals": [
+            {
+                "kind": r.kind,
+                "message": r.message,
+                "name": r.name,
+                "key": None
+                if r.key is None
+                else {"external_port": r.key.external_port, "protocol": r.key.protocol.value},
+            }
+            for r in plan.refusals
+        ],
         "quirks": list(plan.quirks),
         "summary": plan.summary,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -195,3 +196,38 @@ def test_an_old_cache_entry_loads_as_a_suspicion_seen_when_written() -> None:
     lesson = quirks.Learned.from_json(doc, now=1_700_000_000.0 + 3600).quirks[quirks.Quirk.SECURE_MODE]
     assert lesson == quirks.Lesson("AddPortMapping answered 606", False, 1_700_000_000.0)
     assert quirks.Learned.from_json(doc, now=1_700_000_000.0 + 2 * DAY).quirks == {}
+
+
+def test_admission_judges_the_port_next_free_moved_to() -> None:
+    """A port next_free moves onto (3389, RDP) is refused as sensitive by the one gate, typed."""
+    from reconciler import admission, diff
+    from reconciler.models import DesiredMapping, Manifest, MappingKey, OnConflict, PortMapping, Protocol
+
+    want = DesiredMapping(
+        "rdp", MappingKey(3388, Protocol.TCP), "192.168.1.2", 3388, 3600, on_conflict=OnConflict.NEXT_FREE
+    )
+    manifest = Manifest("m.yaml", "approved", (want,))
+    foreign = PortMapping(MappingKey(3388, Protocol.TCP), "192.168.1.9", 3388, "someone else")
+    plan = diff.diff(manifest, [foreign])
+    assert [c.key.external_port for c in plan.changes] == [3389]
+    refusals = admission.admit(plan, manifest)
+    assert [(r.kind, r.name) for r in refusals] == [("sensitive", "rdp")]
+    assert "RDP (port 3389)" in refusals[0].message
+
+
+def test_plan_json_carries_the_refusals(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], emulator: EmulatorServer
+) -> None:
+    """plan --json lists each refusal of the admission gate with its kind and mapping."""
+    lesson = quirks.Lesson("AddPortMapping answered 725", True, time.time())
+    routercache.save(emulator.udn, quirks.Learned({quirks.Quirk.PERMANENT_ONLY: lesson}))
+    text = (SHORT % ", allow_permanent: true").replace("mappings:\n", "policy: {max_lease: 1d}\nmappings:\n")
+    r = portctl(capsys, "plan", write(tmp_path, text), "--router", emulator.url, "--json")
+    assert r.code == 1
+    doc = json.loads(r.out)
+    assert [(x["kind"], x["name"], x["key"]) for x in doc["refusals"]] == [
+        ("policy", "web", {"external_port": 8080, "protocol": "TCP"})
+    ]
+    assert (
+        doc["changes"][0]["after"]["lease"] == 0 and doc["changes"][0]["adapted"][0]["allowed_by"] == "allow_permanent"
+    )
