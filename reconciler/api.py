@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -35,6 +36,7 @@ def connect(
     discovery_timeout: float = 3.0,
     on_request: Callable[[str, str], None] | None = None,
     fresh: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> Backend:
     """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
 
@@ -48,7 +50,7 @@ def connect(
         backend = UpnpBackend(url, timeout=timeout, on_request=on_request, fresh=fresh)
     else:
         backend = _discovered(timeout, discovery_timeout, on_request, fresh)
-    backend.learned = routercache.load(backend.info.udn)
+    backend.learned = routercache.load(backend.info.udn, clock())
     return backend
 
 
@@ -116,19 +118,25 @@ def plan(
     max_deletions: int | None = None,
     allow_empty: bool = False,
 ) -> Plan:
-    """The plan for `manifest`; blocked (nothing may be applied) where it breaks the manifest's
-    policy or the deletion guards: more than `max_deletions`, or an empty manifest pruning all."""
-    from . import policy
-
+    """The plan for `manifest`, through the admission gate: blocked (nothing may be applied) where it
+    breaks the manifest's policy, sensitive ports or protection on the rows as they will be written, or
+    the deletion guards: more than `max_deletions`, or an empty manifest pruning all."""
     backend = facts.backend
     local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
     planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
-    refused = policy.refusals(resolved, planned, max_deletions=max_deletions, allow_empty=allow_empty)
-    if not refused:
-        return planned
-    return replace(planned, blocked="; ".join(filter(None, [planned.blocked, *refused])))
+    return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 
 
 def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:
-    return _diff.destroy(manifest, facts.table, facts.backend.info, facts.backend.local_or_unknown())
+    """The plan removing every mapping this owner holds, through the admission gate (protection)."""
+    planned = _diff.destroy(manifest, facts.table, facts.backend.info, facts.backend.local_or_unknown())
+    return _admitted(planned, replace(manifest, mappings=()), allow_empty=True)
+
+
+def _admitted(plan: Plan, manifest: Manifest, *, max_deletions: int | None = None, allow_empty: bool = False) -> Plan:
+    from . import admission
+
+    refusals = admission.admit(plan, manifest, max_deletions=max_deletions, allow_empty=allow_empty)
+    return replace(plan, refusals=tuple(refusals), blocked=admission.blocking(refusals))
+

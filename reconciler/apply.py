@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from . import ownership, quirks
 from .backends.base import Backend
-from .errors import ConflictError, RouterError, RouterRefused, RouterUnreachable
+from .errors import ConflictError, RouterError, RouterRefused, RouterUnreachable, UpnpActionError
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
 
 Progress = Callable[[Change], None]
@@ -17,14 +18,17 @@ class _Skipped(ConflictError):
     """The row a write would touch is no longer the one the plan saw, so the write was not made."""
 
 
-def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> ApplyReport:
-    """Write every change, continuing past failed ones; a later apply finishes what failed.
+def apply(
+    plan: Plan, backend: Backend, progress: Progress | None = None, *, clock: Callable[[], float] = time.time
+) -> ApplyReport:
+    """Write every change exactly as planned, continuing past failed ones.
 
     Nothing is written when the plan is blocked or has conflicts. The first write is an add, for
     another host if there is one: a router that refuses every write of that kind (secure mode)
-    then refuses it before anything else has changed, and the apply stops there. After
-    writing, the table is read back and a change counts as done only if the router now holds what
-    it granted.
+    then refuses it before anything else has changed, and the apply stops there. A router that
+    first shows a need (a permanent lease...) refuses that one mapping: it is reported with the
+    cause and remedy, the backend learned the need, and the next plan shows it. After writing, the
+    table is read back and a change counts as done only if the router now holds what was planned.
     """
     if plan.blocked:
         raise ConflictError(f"{plan.blocked}. Nothing was changed")
@@ -35,25 +39,28 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
         return ApplyReport()
     errors: dict[Change, str] = {}
     skipped: set[Change] = set()
-    granted: dict[Change, PortMapping] = {}
+    final: set[Change] = set()  # refused in a way a rerun repeats
     stopped = ""
+    stopped_for_good = False  # by a refusal every write repeats (secure mode, 727): a rerun cannot help
 
     def attempt(change: Change) -> None:
-        nonlocal stopped
+        nonlocal stopped, stopped_for_good
         if stopped:
             errors[change] = f"not attempted: {stopped}"
+            if stopped_for_good:
+                final.add(change)
             return
         if progress:
             progress(change)
         try:
-            got = _write(change, backend)
-            if got is not None:
-                granted[change] = got
+            _write(change, backend)
         except RouterUnreachable as exc:
             stopped = errors[change] = str(exc)
         except RouterRefused as exc:
-            errors[change] = str(exc)
-            stopped = str(exc) if exc.stop else ""
+            errors[change], helps = _refused(change, exc)
+            if not helps:
+                final.add(change)
+            stopped, stopped_for_good = (str(exc), True) if exc.stop else ("", False)
         except _Skipped as exc:
             errors[change] = str(exc)
             skipped.add(change)
@@ -64,28 +71,48 @@ def apply(plan: Plan, backend: Backend, progress: Progress | None = None) -> App
     order = [first, *(c for c in plan.changes if c is not first)] if first else list(plan.changes)
     for change in order:
         attempt(change)
+    outcome = _Outcome(errors, skipped, final, clock)
     if stopped:
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
-        return _verified(plan, errors, skipped, granted, backend)
+        return _verified(plan, outcome, backend)
     table, unreadable = _read_back(backend)
     if table is None:
         # Every write was acknowledged, but the router went away before it could be read back.
-        return _report(plan, errors, skipped, unverified=unreadable)
-    retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, granted, table, backend)]
+        return _report(plan, outcome, unverified=unreadable)
+    retry = [c for c in plan.changes if c not in errors and _in_place(c) and not _holds(c, table, backend, clock)]
     for change in retry:
         # The router kept part of the old row on re-add (miniupnpd keeps descriptions): replace the
         # row just read back, if it is still there unchanged.
         try:
-            got = _write(replace(change, replace=True), backend, table.get(change.key))
-            if got is not None:
-                granted[change] = got
+            _write(replace(change, replace=True), backend, table.get(change.key))
         except _Skipped as exc:
             errors[change] = str(exc)
             skipped.add(change)
+        except RouterRefused as exc:
+            errors[change], helps = _refused(change, exc)
+            if not helps:
+                final.add(change)
         except RouterError as exc:
             errors[change] = str(exc)
-    return _verified(plan, errors, skipped, granted, backend, None if retry else table)
+    return _verified(plan, outcome, backend, None if retry else table)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    errors: dict[Change, str]
+    skipped: set[Change]
+    final: set[Change]
+    clock: Callable[[], float]
+
+
+def _refused(change: Change, exc: RouterRefused) -> tuple[str, bool]:
+    """The report's words for a refused write, and whether running apply again can help."""
+    if not exc.need or change.after is None:
+        # A refusal of this one mapping repeats; one that stopped the apply (secure mode) too.
+        return str(exc), False
+    text, helps = quirks.first_need(quirks.Quirk(exc.need), change.after, change.allowed, exc.proven)
+    return f"{UpnpActionError(exc.action, exc.code)}: {text}", helps
 
 
 def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, str]:
@@ -97,45 +124,42 @@ def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, 
 
 
 def _verified(
-    plan: Plan,
-    errors: dict[Change, str],
-    skipped: set[Change],
-    granted: dict[Change, PortMapping],
-    backend: Backend,
-    table: dict[MappingKey, PortMapping] | None = None,
+    plan: Plan, outcome: _Outcome, backend: Backend, table: dict[MappingKey, PortMapping] | None = None
 ) -> ApplyReport:
     """The report, each change done only if the table (read now unless given) holds it; a table that
     cannot be read leaves the report unverified."""
     if table is None:
         table, unreadable = _read_back(backend)
         if table is None:
-            return _report(plan, errors, skipped, unverified=unreadable)
-    _verify(plan, errors, granted, table, backend)
-    return _report(plan, errors, skipped, tuple(table.values()))
-
-
-def _verify(
-    plan: Plan,
-    errors: dict[Change, str],
-    granted: dict[Change, PortMapping],
-    table: dict[MappingKey, PortMapping],
-    backend: Backend,
-) -> None:
-    """A change counts as done only if the table read back holds it."""
+            return _report(plan, outcome, unverified=unreadable)
     for change in plan.changes:
-        if change not in errors and not _holds(change, granted, table, backend):
-            errors[change] = _mismatch(granted.get(change, change.after), table.get(change.key))
+        if change not in outcome.errors and not _holds(change, table, backend, outcome.clock):
+            outcome.errors[change] = _mismatch(change.after, table.get(change.key))
+        elif change not in outcome.errors:
+            _proved(change, backend, outcome.clock())
+    return _report(plan, outcome, tuple(table.values()))
+
+
+def _proved(change: Change, backend: Backend, now: float) -> None:
+    """A row planned on a suspicion (a 402 that may have meant the lease) was accepted: the same
+    request but for that one field was refused, so the suspicion is proven."""
+    suspected = [a for a in change.adapted if not a.proven]
+    if len(suspected) == 1 and len(change.adapted) == 1:
+        a = suspected[0]
+        quirk = quirks.Quirk(a.need)
+        lesson = backend.learned.quirks.get(quirk)
+        evidence = lesson.evidence if lesson else a.need
+        backend.learned.learn(quirk, f"{evidence}; accepted with {a.field} {a.written!r}", now=now, proven=True)
 
 
 def _report(
-    plan: Plan,
-    errors: dict[Change, str],
-    skipped: set[Change],
-    table: tuple[PortMapping, ...] | None = None,
-    *,
-    unverified: str = "",
+    plan: Plan, outcome: _Outcome, table: tuple[PortMapping, ...] | None = None, *, unverified: str = ""
 ) -> ApplyReport:
-    results = tuple(ChangeResult(c, c not in errors, errors.get(c, ""), c in skipped) for c in plan.changes)
+    errors = outcome.errors
+    results = tuple(
+        ChangeResult(c, c not in errors, errors.get(c, ""), c in outcome.skipped, c in outcome.final)
+        for c in plan.changes
+    )
     return ApplyReport(results, table, unverified)
 
 
@@ -147,8 +171,8 @@ def _canary(changes: tuple[Change, ...], local: str | None) -> Change | None:
     return (others or adds)[0] if adds else None
 
 
-def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> PortMapping | None:
-    """Perform one change; returns the row the router granted, if the change adds one.
+def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> None:
+    """Perform one change, writing exactly the row the plan shows.
 
     The table may have moved since the plan read it (another app, another host), and neither
     DeletePortMapping nor AddPortMapping asks whose row it hits: each write first reads the one row
@@ -171,14 +195,14 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
         else:
             row = None  # ours and as planned: AddPortMapping updates it in place
     if change.after is None:
-        return None
+        return
     if row is not None and not quirks.same_description(row.description, change.after.description):
         # A row with our very description is ours, left by an interrupted apply: re-adding is safe.
         raise _Skipped(
             f"taken: another mapping now holds the port ({_row_text(row)} took it after the plan "
             "was read); it was left alone. Run plan again"
         )
-    return backend.add_mapping(change.after, same_port_ok=change.same_port_ok)
+    backend.add_mapping(change.after)
 
 
 def _same_row(row: PortMapping, seen: PortMapping) -> bool:
@@ -200,20 +224,18 @@ def _in_place(change: Change) -> bool:
     return change.action in (Action.CHANGE, Action.RENEW) and not change.replace
 
 
-def _holds(
-    change: Change, granted: dict[Change, PortMapping], table: dict[MappingKey, PortMapping], backend: Backend
-) -> bool:
+def _holds(change: Change, table: dict[MappingKey, PortMapping], backend: Backend, clock: Callable[[], float]) -> bool:
     row = table.get(change.key)
     if change.after is None:
         # Gone, or the port now holds somebody else's mapping: either way ours is removed.
         return row is None or (change.before is not None and row.description != change.before.description)
     if row is None:
         return False
-    want = granted.get(change, change.after)
+    want = change.after
     if change.action == Action.RENEW and change.before and row.lease and row.lease <= change.before.lease:
         return False
     same_description = row.description == want.description or quirks.observe_readback(
-        want, row, backend.learned, ownership.MIN_KEPT
+        want, row, backend.learned, ownership.MIN_KEPT, clock()
     )
     return (
         row.internal_client == want.internal_client

@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     router(c)
     c.add_argument("--json", action="store_true")
 
+    c = command("forget", _forget, "drop what portctl learned about a router's needs, so it is asked again")
+    c.add_argument("quirks", nargs="*", metavar="QUIRK", help="the needs to forget, as show names them")
+    c.add_argument("--all", action="store_true", help="forget everything learned about the router")
+    router(c)
+
     c = command("discover", _discover, "list the gateways that answer SSDP")
     c.add_argument("--timeout", type=_seconds, default=3.0, metavar="S")
     c.add_argument("--json", action="store_true")
@@ -309,6 +314,9 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
         if report.skipped:
             print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
             print("Run plan again to see the router as it is now.")
+        elif not report.ok and all(r.final for r in report.failed):
+            print("The router refused the changes marked FAILED; running apply again would be refused the same way.")
+            print("Change what each says first.")
         elif not report.ok:
             print("Some changes failed; the router holds the rest. Run apply again to finish.")
     return EXIT_OK if report.ok else EXIT_ERROR
@@ -342,6 +350,26 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(render.table_text(backend.info, table, owned, _style(args), backend.learned))
+    return EXIT_OK
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from . import api
+    from .quirks import Quirk
+
+    known = ", ".join(q.value for q in Quirk)
+    unknown = [q for q in args.quirks if q not in Quirk._value2member_map_]
+    if unknown:
+        raise PortctlError(f"no such need: {', '.join(unknown)}; the needs portctl learns are: {known}")
+    if bool(args.quirks) == args.all:
+        raise PortctlError(f"name the needs to forget ({known}), or pass --all")
+    with api.session(api.router_url(args.router, None), timeout=args.timeout) as backend:
+        dropped = backend.learned.forget(None if args.all else {Quirk(q) for q in args.quirks})
+    name = backend.info.friendly_name or backend.info.location
+    if dropped:
+        print(f"Forgot what {name} needed: {', '.join(q.value for q in dropped)}. The router is asked again.")
+    else:
+        print(f"Nothing of that was learned about {name}.")
     return EXIT_OK
 
 

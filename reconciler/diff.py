@@ -75,39 +75,41 @@ def diff(
     desired: list[PortMapping] = []
     taken_over: set[MappingKey] = set()
     for key, d in placed.items():
-        shaped = quirks.shape(
-            target(owner, d, key), learned, quirks.Request(local=local, same_port_ok=d.allow_same_port)
+        allowed = opt_ins(d)
+        request = quirks.Request(
+            local=local,
+            same_port_ok=d.allow_same_port,
+            permanent_ok=d.allow_permanent,
+            any_remote_ok=d.allow_any_remote_host,
         )
+        shaped = quirks.shape(target(owner, d, key), learned, request)
         if isinstance(shaped, str):
             conflicts.append(Conflict(d.name, key, None, shaped))
             continue
-        want, have = shaped, rows.get(key)
+        (want, adapted), have = shaped, rows.get(key)
         desired.append(want)
         moved = f"{d.key.external_port} is taken; using {key.external_port} (next_free)" if key != d.key else ""
+        change: Change | None
         if have is None:
-            changes.append(
-                Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)
-            )
+            change = Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)
         elif key not in owned:
             taken_over.add(key)
-            changes.append(
-                Change(
-                    Action.CHANGE,
-                    d.name,
-                    key,
-                    have,
-                    want,
-                    f"takeover of foreign mapping {have.description!r}",
-                    replace=True,
-                    same_port_ok=d.allow_same_port,
-                )
+            change = Change(
+                Action.CHANGE,
+                d.name,
+                key,
+                have,
+                want,
+                f"takeover of foreign mapping {have.description!r}",
+                replace=True,
+                same_port_ok=d.allow_same_port,
             )
         else:
             change = _update(d, have, want, renew_below)
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
-            if change is not None:
-                changes.append(change)
+        if change is not None:
+            changes.append(replace(change, adapted=adapted, allowed=allowed))
 
     kept = []
     for key, name in sorted(owned.items()):
@@ -134,9 +136,24 @@ def diff(
         router=router,
         table=tuple(m for _, m in sorted(rows.items())),
         blocked=blocked if writes else "",
-        quirks=tuple(quirks.MEANING[q] for q in quirks.Quirk if q in learned),
+        quirks=tuple(_need_text(q, lesson) for q, lesson in sorted(learned.quirks.items())),
         desired=tuple(sorted(desired, key=lambda m: m.key)),
     )
+
+
+def opt_ins(d: DesiredMapping) -> tuple[str, ...]:
+    """The widening opt-ins the manifest gives `d`, by name."""
+    given = {
+        "allow_same_port": d.allow_same_port,
+        "allow_permanent": d.allow_permanent,
+        "allow_any_remote_host": d.allow_any_remote_host,
+    }
+    return tuple(name for name, on in given.items() if on)
+
+
+def _need_text(quirk: quirks.Quirk, lesson: quirks.Lesson) -> str:
+    text = f"{quirks.MEANING[quirk]} [{quirk}]"
+    return text if lesson.proven else f"{text} (suspected from {lesson.evidence[:80]}; never blocks a mapping)"
 
 
 def owned_rows(

@@ -15,7 +15,7 @@
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
         │   └── HttpStatusError       an HTTP error status that carried no UPnP fault
         └── UpnpActionError           the router answered an action with a UPnP fault code
-            └── RouterRefused         a fault the fallback table (quirks.py) says is final
+            └── RouterRefused         a fault the fallback table (quirks.py) says is final, with the need it shows
 
 Only backends raise RouterError (and xmlsafe, the parser they read the router's XML with); they
 translate socket, http.client and XML parser exceptions at that boundary, so nothing above them
@@ -156,11 +156,17 @@ class RouterRefused(UpnpActionError):
 
     `stop` means the refusal holds for every write to this router (secure mode, a router that maps no
     specific external port), so an apply stops at once instead of sending more requests that would be
-    refused the same way.
+    refused the same way. `need` names what the router needs instead of the mapping it was given (a
+    quirk, such as permanent-only), which the backend learned, `proven` or only suspected; the planner
+    plans for it next time.
     """
 
-    def __init__(self, action: str, code: int, remedy: str, *, stop: bool = False) -> None:
+    def __init__(
+        self, action: str, code: int, remedy: str, *, stop: bool = False, need: str = "", proven: bool = True
+    ) -> None:
         super().__init__(action, code)
         self.remedy = remedy
         self.stop = stop
+        self.need = need
+        self.proven = proven
         self.args = (f"{self.args[0]}: {remedy}",)

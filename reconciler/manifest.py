@@ -399,9 +399,12 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
                         description=m.get("description", ""),
                         remote_host=m.get("remote_host", ""),
                         on_conflict=OnConflict(m.get("on_conflict", "fail")),
-                        allow_same_port=bool(m.get("allow_same_port", False)),
+                        allow_same_port=_opt_in(m, defaults, "allow_same_port"),
+                        allow_permanent=_opt_in(m, defaults, "allow_permanent"),
+                        allow_any_remote_host=_opt_in(m, defaults, "allow_any_remote_host"),
                         line=doc.where(("mappings", i))[0],
                         protect=bool(m.get("protect", False)),
+                        allow_sensitive=bool(m.get("allow_sensitive", False)),
                     )
                 )
     router = data.get("router", {})
@@ -414,6 +417,11 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
         bool(router.get("allow_private_wan", False)),
         _policy(data)[0],
     )
+
+
+def _opt_in(m: dict[str, Any], defaults: dict[str, Any], name: str) -> bool:
+    """A widening opt-in: the mapping's own value, else the defaults'."""
+    return bool(m.get(name, defaults.get(name, False)))
 
 
 _STARTER = """\

@@ -67,8 +67,11 @@ class DesiredMapping:
     remote_host: str = ""
     on_conflict: OnConflict = OnConflict.FAIL
     allow_same_port: bool = False  # on a router that requires equal ports, forward to the external port
+    allow_permanent: bool = False  # on a router that takes only permanent leases, map it permanently
+    allow_any_remote_host: bool = False  # on a router that cannot restrict remote hosts, open it to all
     line: int = 0  # where the mapping is declared, for messages
     protect: bool = False  # marked on the router; prune and destroy leave it alone
+    allow_sensitive: bool = False  # a privileged port or a risky service (SSH, RDP...) may be exposed
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,18 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """A field a plan writes other than the manifest asked, because the router needs it."""
+
+    field: str  # lease, remote_host or internal_port
+    asked: object
+    written: object
+    need: str  # the router's need, as `portctl forget` names it (permanent-only...)
+    allowed_by: str = ""  # the manifest opt-in that allowed widening; "" for a narrowing
+    proven: bool = True  # False: planned on a suspicion (allowed, so it blocks nothing)
+
+
+@dataclass(frozen=True)
 class Change:
     """One write the plan intends. `replace` means delete then add (the router cannot edit in place)."""
 
@@ -122,6 +137,8 @@ class Change:
     replace: bool = False
     same_port_ok: bool = False  # the manifest allows forwarding to the external port number instead
     note: str = ""  # what the user should know before approving (a removal pointing at another host)
+    adapted: tuple[Adaptation, ...] = ()  # where `after` differs from the manifest, for the router's needs
+    allowed: tuple[str, ...] = ()  # the widening opt-ins its mapping gives (allow_permanent...)
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,17 @@ class Conflict:
     key: MappingKey
     holder: PortMapping | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason the admission gate refuses a plan (admission.py): policy, sensitive, protected,
+    deletions, empty, conflict or blocked, with the mapping it is about when it is about one."""
+
+    kind: str
+    message: str
+    name: str = ""
+    key: MappingKey | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,7 @@ class Plan:
     blocked: str = ""
     quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
     desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
+    refusals: tuple[Refusal, ...] = ()  # why the admission gate refuses it (empty: it may be applied)
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)
@@ -173,6 +202,7 @@ class ChangeResult:
     ok: bool
     error: str = ""
     skipped: bool = False  # not written: the row it would touch was no longer the one the plan saw
+    final: bool = False  # refused in a way a rerun repeats (the manifest or the router must change)
 
 
 @dataclass(frozen=True)

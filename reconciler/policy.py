@@ -2,7 +2,8 @@
 
 A manifest's `policy` bounds what its mappings may be (which LAN hosts, which external ports, how
 long a lease); `manifest` reports breaches of literal values with their file and line, and
-`refusals` catches what only the plan knows (an `auto` address, a port next_free moved to).
+`admission.admit` judges the plan's rows as they will be written (an `auto` address, a port
+next_free moved to, a lease the router needs permanent).
 Sensitive ports are exposed only with `allow_sensitive: true`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .models import Action, Manifest, Plan, Policy
+from .models import Action, Plan, Policy
 
 # Services whose exposure to the internet is the usual way into a home network.
 RISKY_SERVICES = {22: "SSH", 23: "Telnet", 445: "SMB", 3389: "RDP"}
@@ -43,34 +44,6 @@ def port_allowed(policy: Policy, port: int) -> bool:
 def lease_allowed(policy: Policy, lease: int) -> bool:
     """lease 0 is permanent, which no max_lease allows."""
     return not policy.max_lease or 0 < lease <= policy.max_lease
-
-
-def refusals(
-    manifest: Manifest, plan: Plan, *, max_deletions: int | None = None, allow_empty: bool = False
-) -> list[str]:
-    """Why this plan must not be applied as a whole; empty when it may."""
-    out = []
-    writes = {c.key: c for c in plan.changes if c.after is not None}
-    for row in plan.desired:
-        if row.key not in writes:
-            continue
-        name = writes[row.key].name
-        if not client_allowed(manifest.policy, row.internal_client):
-            out.append(
-                f"{name} {row.key} would forward to {row.internal_client}, outside policy.allowed_internal_clients"
-            )
-        if not port_allowed(manifest.policy, row.key.external_port):
-            out.append(f"{name} {row.key} is outside policy.allowed_external_ports")
-    too_many = too_many_deletions(plan, max_deletions)
-    if too_many:
-        out.append(too_many)
-    deletes = sum(1 for c in plan.changes if c.action is Action.REMOVE)
-    if not manifest.mappings and manifest.prune and deletes and not allow_empty:
-        out.append(
-            f"the manifest declares no mappings, so prune would delete all {deletes} this owner holds; "
-            "pass --allow-empty if that is meant"
-        )
-    return out
 
 
 def too_many_deletions(plan: Plan, max_deletions: int | None) -> str:

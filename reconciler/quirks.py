@@ -2,23 +2,28 @@
 
 RULES is the table. Each row is a symptom (an action and what the router answered to it, maybe only
 for some requests), what portctl does about it, and what it then remembers about that router. It is
-the only place in portctl that knows what an error code means for retrying: the UPnP backend asks
-`decide()` whenever an action fails, and the planner asks `shape()` so that a router's known needs
-are planned for up front instead of being rediscovered by failing writes.
+the only place in portctl that knows what an error code means: the UPnP backend asks `decide()`
+whenever an action fails, and the planner asks `shape()` so that a router's known needs are planned
+for up front. A backend never rewrites a mapping to suit the router: it writes what the plan shows or
+raises a refusal naming the need (Then.NEED), and the planner adapts the next plan, within what the
+manifest allows (a need that widens exposure needs an opt-in, WIDENS).
 
-What a router needed is a `Learned`, kept per router UDN between runs by `routercache`. docs/quirks.md
-is the same table for people, with the routers known to do each thing.
+What a router needed is a `Learned` of `Lesson`s (evidence, proven or only suspected, when seen),
+kept per router UDN between runs by `routercache`; lessons expire (PROVEN_FOR, SUSPECTED_FOR) so a
+router is asked again, and `portctl forget` drops them. Only a proven lesson refuses a mapping.
+docs/quirks.md is the same table for people, with the routers known to do each thing.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
+from .durations import format_duration
 from .errors import ConnectionDropped, HttpStatusError, RouterError, UpnpActionError
-from .models import MAX_LEASE, PortMapping
+from .models import MAX_LEASE, Adaptation, PortMapping
 
 
 class Quirk(enum.StrEnum):
@@ -41,7 +46,7 @@ MEANING: dict[Quirk, str] = {
     Quirk.PERMANENT_ONLY: "accepts only permanent leases; portctl re-checks its mappings instead of renewing them",
     Quirk.FINITE_ONLY: "refuses permanent leases; portctl asks for 7 days and renews at half-time",
     Quirk.SAME_PORT_ONLY: "requires the internal port to equal the external port",
-    Quirk.WILDCARD_REMOTE_ONLY: "cannot restrict a mapping to one remote host; mappings are open to every host",
+    Quirk.WILDCARD_REMOTE_ONLY: "cannot restrict a mapping to one remote host",
     Quirk.WILDCARD_EXTERNAL_ONLY: "cannot map a specific external port",
     Quirk.NO_PRIVILEGED_PORTS: "refuses external ports below 1024",
     Quirk.SECURE_MODE: "only maps ports to the host that asks (secure mode)",
@@ -49,6 +54,17 @@ MEANING: dict[Quirk, str] = {
     Quirk.TRUNCATES_DESCRIPTIONS: "cuts descriptions short",
     Quirk.CAPS_LISTINGS: "answers GetListOfPortMappings with fewer rows than asked; full pages are read again in parts",
 }
+
+# Needs that widen what a mapping exposes, and the manifest opt-in that allows planning for them.
+WIDENS: dict[Quirk, str] = {
+    Quirk.PERMANENT_ONLY: "allow_permanent",
+    Quirk.WILDCARD_REMOTE_ONLY: "allow_any_remote_host",
+    Quirk.SAME_PORT_ONLY: "allow_same_port",
+}
+# Needs that narrow it, planned for without asking.
+NARROWS = frozenset({Quirk.FINITE_ONLY})
+PROVEN_FOR = 30 * 86400.0  # seconds a proven lesson is trusted before the router is asked again
+SUSPECTED_FOR = 86400.0  # seconds a suspicion is kept (it never blocks; it only names a likely cause)
 
 HTTP_5XX = "HTTP 5xx without a UPnP fault"
 DROPPED = "connection dropped"
@@ -66,6 +82,8 @@ class Request:
     mapping: PortMapping | None = None
     local: str | None = None  # this host's address towards the router; None (or "") when unknown
     same_port_ok: bool = False  # the manifest allows internal_port := external_port
+    permanent_ok: bool = False  # the manifest allows a permanent lease where the router needs one
+    any_remote_ok: bool = False  # the manifest allows any remote host where the router cannot restrict
     lan: tuple[ipaddress.IPv4Network, ...] | None = None  # subnets this host is attached to; None: unknown
     # A mapping to another host that the router holds or granted ("" if none seen): it is not in
     # secure mode, or was not when that mapping was made.
@@ -74,7 +92,7 @@ class Request:
 
 class Then(enum.Enum):
     AGAIN = "send the same request once more"
-    RETRY = "retry with the mapping adapted to the quirk"
+    NEED = "refuse this mapping: the router needs something else; the next plan plans for it"
     DONE = "count it as done"
     END = "end of the table"
     EMPTY = "nothing there"
@@ -135,6 +153,14 @@ def _surely_secure_mode(r: Request) -> bool:
     )
 
 
+def _remote_host(r: Request) -> bool:
+    return r.mapping is not None and bool(r.mapping.remote_host)
+
+
+def _ports_differ(r: Request) -> bool:
+    return r.mapping is not None and r.mapping.internal_port != r.mapping.key.external_port
+
+
 def _privileged(r: Request) -> bool:
     return r.mapping is not None and r.mapping.key.external_port < 1024 and _this_host(r)
 
@@ -173,6 +199,8 @@ class Rule:
     when: Callable[[Request], bool] = _always
     # For REFUSE and STOP without a quirk: what happened and what to change.
     why: str | Callable[[Request], str] = ""
+    # The answer proves the quirk; otherwise (a code that also means other things) it is a suspicion.
+    proven: bool = True
 
 
 def _rule(
@@ -182,8 +210,9 @@ def _rule(
     learn: Quirk | None = None,
     when: Callable[[Request], bool] = _always,
     why: str | Callable[[Request], str] = "",
+    proven: bool = True,
 ) -> Rule:
-    return Rule(action, frozenset(answers), then, learn, when, why)
+    return Rule(action, frozenset(answers), then, learn, when, why, proven)
 
 
 ADD, DELETE, GENERIC, SPECIFIC, LIST = (
@@ -214,15 +243,16 @@ RULES: tuple[Rule, ...] = (
     # miniupnpd secure_mode=yes on IGD v2: only the host a mapping points to may delete it.
     _rule(DELETE, {606}, Then.STOP, Quirk.SECURE_MODE, _other_host),
     # MikroTik RouterOS, some Netgear and Zyxel firmware: 725 OnlyPermanentLeasesSupported.
-    _rule(ADD, {725}, Then.RETRY, Quirk.PERMANENT_ONLY),
-    # Arris cable gateways (TG1682, SB6183 firmware): a finite lease is "invalid args".
-    _rule(ADD, {402}, Then.RETRY, Quirk.PERMANENT_ONLY, _finite),
+    _rule(ADD, {725}, Then.NEED, Quirk.PERMANENT_ONLY, _finite),
+    # Arris cable gateways (TG1682, SB6183 firmware): a finite lease is "invalid args". 402 says
+    # nothing about which argument: only a suspicion.
+    _rule(ADD, {402}, Then.NEED, Quirk.PERMANENT_ONLY, _finite, proven=False),
     # IGD v1 firmware that reads lease 0 literally as invalid (some D-Link, Technicolor): ask for 7 days.
-    _rule(ADD, {402}, Then.RETRY, Quirk.FINITE_ONLY, _permanent),
+    _rule(ADD, {402}, Then.NEED, Quirk.FINITE_ONLY, _permanent, proven=False),
     # Some Broadcom-based ISP boxes: 724 SamePortValuesRequired.
-    _rule(ADD, {724}, Then.RETRY, Quirk.SAME_PORT_ONLY),
+    _rule(ADD, {724}, Then.NEED, Quirk.SAME_PORT_ONLY, _ports_differ),
     # Many consumer routers (Netgear, TP-Link Archer): 726 RemoteHostOnlySupportsWildcard.
-    _rule(ADD, {726}, Then.RETRY, Quirk.WILDCARD_REMOTE_ONLY),
+    _rule(ADD, {726}, Then.NEED, Quirk.WILDCARD_REMOTE_ONLY, _remote_host),
     # Routers that only accept AddAnyPortMapping-style wildcards: 727, nothing portctl can place.
     _rule(ADD, {727}, Then.STOP, Quirk.WILDCARD_EXTERNAL_ONLY),
     # An internal client off this host's LAN (a typo, another subnet): miniupnpd refuses it in secure
@@ -273,10 +303,11 @@ class Decision:
     then: Then
     learn: Quirk | None
     why: str
+    proven: bool = True
 
     @property
     def final(self) -> bool:
-        return self.then in (Then.REFUSE, Then.STOP)
+        return self.then in (Then.REFUSE, Then.STOP, Then.NEED)
 
 
 def answer(exc: RouterError) -> Answer | None:
@@ -305,29 +336,36 @@ def decide(action: str, exc: RouterError, request: Request | None = None, *, aga
         if rule.then is Then.AGAIN and not again:
             continue
         why = rule.why(request) if callable(rule.why) else rule.why
-        return Decision(rule.then, rule.learn, why or (remedy(rule.learn, request) if rule.learn else ""))
+        why = why or (remedy(rule.learn, request) if rule.learn else "")
+        return Decision(rule.then, rule.learn, why, rule.proven)
     return None
 
 
 # -- what a learned quirk does to a mapping ----------------------------------------------------------
 
 
-def adapt(quirk: Quirk, m: PortMapping, request: Request) -> PortMapping | str:
-    """`m` as a router with `quirk` will take it, or why it cannot (with what to change)."""
-    if quirk is Quirk.PERMANENT_ONLY:
-        return replace(m, lease=0)
+def adapt(quirk: Quirk, m: PortMapping, request: Request, *, proven: bool = True) -> PortMapping | str:
+    """`m` as a router with `quirk` will take it, within what the manifest allows, or why it cannot.
+
+    A need that widens exposure is planned only with the request's opt-in. A suspicion (`proven`
+    false) adapts a mapping only where that refuses nothing: it never blocks one.
+    """
+    refused = remedy(quirk, replace(request, mapping=m)) if proven else ""
+    port = m.key.external_port
+    if quirk is Quirk.PERMANENT_ONLY and m.lease != 0:
+        return replace(m, lease=0) if request.permanent_ok else (refused or m)
     if quirk is Quirk.FINITE_ONLY:
         return replace(m, lease=MAX_LEASE) if m.lease == 0 else m
-    if quirk is Quirk.WILDCARD_REMOTE_ONLY:
-        return replace(m, remote_host="")
-    if quirk is Quirk.SAME_PORT_ONLY and m.internal_port != m.key.external_port:
-        return replace(m, internal_port=m.key.external_port) if request.same_port_ok else remedy(quirk, request)
-    if quirk is Quirk.NO_PRIVILEGED_PORTS and m.key.external_port < 1024:
-        return remedy(quirk, request)
+    if quirk is Quirk.WILDCARD_REMOTE_ONLY and m.remote_host:
+        return replace(m, remote_host="") if request.any_remote_ok else (refused or m)
+    if quirk is Quirk.SAME_PORT_ONLY and m.internal_port != port:
+        return replace(m, internal_port=port) if request.same_port_ok else (refused or m)
+    if quirk is Quirk.NO_PRIVILEGED_PORTS and port < 1024:
+        return refused or m
     if quirk is Quirk.SECURE_MODE and m.internal_client != request.local:  # unknown local: not this host
-        return remedy(quirk, request)
+        return refused or m
     if quirk is Quirk.WILDCARD_EXTERNAL_ONLY:
-        return remedy(quirk, request)
+        return refused or m
     return m
 
 
@@ -335,6 +373,18 @@ def remedy(quirk: Quirk, request: Request) -> str:
     """What the user has to change when `quirk` refuses the request's mapping."""
     m = request.mapping
     port = m.key.external_port if m else 0
+    if quirk is Quirk.PERMANENT_ONLY:
+        asked = f"asks for a {format_duration(m.lease)} lease" if m and m.lease else "asks for a finite lease"
+        return (
+            f"the router accepts only permanent leases, and this mapping {asked}. "
+            "Set allow_permanent: true to map it permanently instead, or lease: permanent"
+        )
+    if quirk is Quirk.WILDCARD_REMOTE_ONLY:
+        only = f"only {m.remote_host}" if m and m.remote_host else "one remote host"
+        return (
+            f"the router cannot restrict a mapping to one remote host, and this mapping allows {only}. "
+            "Set allow_any_remote_host: true to open it to every remote host instead, or drop remote_host"
+        )
     if quirk is Quirk.SAME_PORT_ONLY:
         return (
             f"the router {MEANING[quirk]} (724); set internal_port: {port}, "
@@ -355,21 +405,60 @@ def remedy(quirk: Quirk, request: Request) -> str:
     return f"the router {MEANING[quirk]}"
 
 
+def forget_hint(quirk: Quirk) -> str:
+    return f"if the router changed, `portctl forget {quirk}` drops what was learned"
+
+
+def first_need(quirk: Quirk, m: PortMapping, allowed: Collection[str], proven: bool) -> tuple[str, bool]:
+    """What to say about a need a router first showed by refusing `m` mid-apply, and whether
+    running apply again can help (the next plan adapts the mapping: a narrowing, or an allowed widening)."""
+    opt_in = WIDENS.get(quirk, "")
+    helps = quirk in NARROWS or opt_in in allowed
+    request = Request(
+        m, same_port_ok="allow_same_port" in allowed, permanent_ok="allow_permanent" in allowed,
+        any_remote_ok="allow_any_remote_host" in allowed,
+    )  # fmt: skip
+    if helps:
+        allowed_by = f"; {opt_in} allows adapting this mapping" if opt_in else ""
+        text = f"the router {MEANING[quirk]}{allowed_by}. Nothing else was written; the next plan shows the adapted row"
+    else:
+        text = remedy(quirk, request) + ". Nothing broader was written"
+    if not proven:
+        text = f"likely cause (suspected, not proven: the code also means other bad arguments): {text}"
+    else:
+        text += f"; the next plan shows this need ({forget_hint(quirk)})"
+    return text, helps
+
+
 # -- what portctl remembers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What one answer of a router showed about one quirk."""
+
+    evidence: str
+    proven: bool  # the answer leaves no doubt; a suspicion is only named as a likely cause
+    seen: float  # Unix time of the answer
+
+    def expired(self, now: float) -> bool:
+        return now - self.seen > (PROVEN_FOR if self.proven else SUSPECTED_FOR)
 
 
 @dataclass
 class Learned:
     """What one router needed, with the evidence for each; kept between runs by `routercache`."""
 
-    quirks: dict[Quirk, str] = field(default_factory=dict)  # quirk -> what showed it
+    quirks: dict[Quirk, Lesson] = field(default_factory=dict)
     description_limit: int = 0  # characters kept, for TRUNCATES_DESCRIPTIONS
     list_cap: int = 0  # rows one GetListOfPortMappings answers at most, for CAPS_LISTINGS
     changed: bool = False  # learned something this run, so the cache needs writing
 
-    def learn(self, quirk: Quirk, evidence: str) -> None:
-        if quirk not in self.quirks:
-            self.quirks[quirk] = evidence
+    def learn(self, quirk: Quirk, evidence: str, *, now: float, proven: bool = True) -> None:
+        """Remember `quirk`; a suspicion never replaces a proven lesson, and a repeat renews the lesson."""
+        old = self.quirks.get(quirk)
+        if old is None or proven or not old.proven:
+            self.quirks[quirk] = Lesson(evidence[:200], proven or bool(old and old.proven), now)
             self.changed = True
         # Opposite lease needs cannot both hold; the newer evidence wins.
         opposite = {Quirk.PERMANENT_ONLY: Quirk.FINITE_ONLY, Quirk.FINITE_ONLY: Quirk.PERMANENT_ONLY}.get(quirk)
@@ -377,54 +466,100 @@ class Learned:
             del self.quirks[opposite]
             self.changed = True
 
+    def forget(self, which: Collection[Quirk] | None = None) -> list[Quirk]:
+        """Drop the lessons `which` (all with None); returns those that were held."""
+        dropped = [q for q in list(self.quirks) if which is None or q in which]
+        for quirk in dropped:
+            del self.quirks[quirk]
+        if which is None or Quirk.TRUNCATES_DESCRIPTIONS in which:
+            self.description_limit = 0
+        if which is None or Quirk.CAPS_LISTINGS in which:
+            self.list_cap = 0
+        self.changed = True
+        return dropped
+
+    def expire(self, now: float) -> list[Quirk]:
+        """Drop the lessons too old to trust, so the router is asked again."""
+        old = [q for q, lesson in self.quirks.items() if lesson.expired(now)]
+        if old:
+            self.forget(old)
+        return old
+
     def __contains__(self, quirk: object) -> bool:
         return quirk in self.quirks
 
     def to_json(self) -> dict[str, object]:
         return {
-            "quirks": {q.value: e for q, e in sorted(self.quirks.items())},
+            "quirks": {
+                q.value: {"evidence": lesson.evidence, "proven": lesson.proven, "seen": lesson.seen}
+                for q, lesson in sorted(self.quirks.items())
+            },
             "description_limit": self.description_limit,
             "list_cap": self.list_cap,
         }
 
     @classmethod
-    def from_json(cls, doc: object) -> Learned:
-        """Tolerant: a cache entry portctl does not understand is dropped, never an error."""
+    def from_json(cls, doc: object, now: float) -> Learned:
+        """Tolerant: a cache entry portctl does not understand is dropped, never an error. An entry
+        from before lessons had proof and age is a suspicion seen when the entry was written."""
         learned = cls()
         if not isinstance(doc, dict):
             return learned
+        written = doc.get("updated")
+        written = float(written) if isinstance(written, int | float) and not isinstance(written, bool) else now
         quirks = doc.get("quirks")
-        for name, evidence in quirks.items() if isinstance(quirks, dict) else []:
-            if name in Quirk._value2member_map_:
-                learned.quirks[Quirk(name)] = str(evidence)[:200]
+        for name, lesson in quirks.items() if isinstance(quirks, dict) else []:
+            if name not in Quirk._value2member_map_:
+                continue
+            if isinstance(lesson, dict):
+                seen = lesson.get("seen")
+                seen = float(seen) if isinstance(seen, int | float) and not isinstance(seen, bool) else 0.0
+                learned.quirks[Quirk(name)] = Lesson(
+                    str(lesson.get("evidence", ""))[:200], lesson.get("proven") is True, seen
+                )
+            else:
+                learned.quirks[Quirk(name)] = Lesson(str(lesson)[:200], False, written)
         limit = doc.get("description_limit")
         if isinstance(limit, int) and 0 < limit < 256:
             learned.description_limit = limit
         cap = doc.get("list_cap")
         if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
             learned.list_cap = cap
+        learned.expire(now)
+        learned.changed = False
         return learned
 
 
-def learn_list_cap(learned: Learned, cap: int, evidence: str) -> None:
+def learn_list_cap(learned: Learned, cap: int, evidence: str, now: float) -> None:
     """A listing answered `cap` rows of a range that held more: a page that full is not complete."""
     if not learned.list_cap or cap < learned.list_cap:
         learned.list_cap = cap
         learned.changed = True
-    learned.learn(Quirk.CAPS_LISTINGS, evidence)
+    learned.learn(Quirk.CAPS_LISTINGS, evidence, now=now)
 
 
-def shape(m: PortMapping, learned: Learned, request: Request) -> PortMapping | str:
-    """The row a router with these quirks will hold for `m`, or why it cannot hold it."""
+_ADAPTED_FIELDS = ("lease", "remote_host", "internal_port")
+
+
+def shape(m: PortMapping, learned: Learned, request: Request) -> tuple[PortMapping, tuple[Adaptation, ...]] | str:
+    """The row a router with these needs will hold for `m`, with what was adapted and why, or why
+    it cannot hold it (a proven need the manifest does not allow)."""
+    adapted_by: list[Adaptation] = []
     for quirk in Quirk:
-        if quirk in learned:
-            adapted = adapt(quirk, m, replace(request, mapping=m))
-            if isinstance(adapted, str):
-                return adapted
-            m = adapted
+        lesson = learned.quirks.get(quirk)
+        if lesson is None:
+            continue
+        adapted = adapt(quirk, m, replace(request, mapping=m), proven=lesson.proven)
+        if isinstance(adapted, str):
+            return f"{adapted} (learned: {lesson.evidence}; {forget_hint(quirk)})"
+        for name in _ADAPTED_FIELDS:
+            asked, written = getattr(m, name), getattr(adapted, name)
+            if asked != written:
+                adapted_by.append(Adaptation(name, asked, written, quirk.value, WIDENS.get(quirk, ""), lesson.proven))
+        m = adapted
     if learned.description_limit:
         m = replace(m, description=m.description[: learned.description_limit])
-    return m
+    return m, tuple(adapted_by)
 
 
 def same_description(held: str, sent: str) -> bool:
@@ -435,7 +570,7 @@ def same_description(held: str, sent: str) -> bool:
     return held.rstrip() == sent.rstrip()
 
 
-def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, minimum: int) -> bool:
+def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, minimum: int, now: float) -> bool:
     """Learn from a row read back after writing `sent`; True if the difference is a known quirk.
 
     A description that comes back as a strict prefix of what was sent, at least `minimum` characters
@@ -449,7 +584,7 @@ def observe_readback(sent: PortMapping, row: PortMapping, learned: Learned, mini
         if learned.description_limit != len(d):
             learned.description_limit = len(d)
             learned.changed = True
-        learned.learn(Quirk.TRUNCATES_DESCRIPTIONS, f"kept {len(d)} characters of a description")
+        learned.learn(Quirk.TRUNCATES_DESCRIPTIONS, f"kept {len(d)} characters of a description", now=now)
         return True
     return False
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from . import ownership, policy
 from .durations import format_duration
-from .models import Action, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
-from .quirks import MEANING, Learned
+from .models import Action, Adaptation, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
+from .quirks import MEANING, Learned, Quirk
 
 FORMAT_VERSION = "1"
 _SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
@@ -98,11 +98,40 @@ def sensitive(c: Change) -> str:
     return policy.sensitive(c.after.key.external_port, c.after.internal_port)
 
 
+def remote_text(m: PortMapping) -> str:
+    return f"from {m.remote_host}" if m.remote_host else "from any remote host"
+
+
+def _written(m: PortMapping) -> str:
+    """Every field of a row as it will be written, but the description (the row's own line has the name)."""
+    return f"{_target(m)}  lease {lease_text(m.lease)}  {remote_text(m)}"
+
+
+def _shown(value: object, field: str) -> str:
+    if field == "lease" and isinstance(value, int):
+        return lease_text(value)
+    if field == "remote_host":
+        return str(value) or "any remote host"
+    return str(value)
+
+
+def adapted_text(a: Adaptation) -> str:
+    """One adaptation: what changed, the router's need, and the opt-in that allowed it."""
+    need = f"the router {MEANING[Quirk(a.need)]} [{a.need}]" if a.need in Quirk._value2member_map_ else a.need
+    if not a.proven:
+        need += " (suspected)"
+    why = f"; allowed by {a.allowed_by}" if a.allowed_by else ""
+    return f"adapted: {a.field} {_shown(a.asked, a.field)} -> {_shown(a.written, a.field)} ({need}{why})"
+
+
 def _change_lines(c: Change, width: int, style: Style) -> list[str]:
     lines = _change_text(c, width, style)
     why = sensitive(c)
     if why:
         lines[0] += style("!", f"  [sensitive: {why}]")
+    if c.after is not None and c.action is not Action.ADD:
+        lines.append(f"        writes {_written(c.after)}")
+    lines += [style("!" if a.allowed_by else "~", f"        {adapted_text(a)}") for a in c.adapted]
     return lines
 
 
@@ -110,7 +139,7 @@ def _change_text(c: Change, width: int, style: Style) -> list[str]:
     symbol = "-/+" if c.replace else _SYMBOL[c.action]
     head = f"  {symbol:<3} {c.name:<{width}} {c.key!s:<11}"
     if c.action == Action.ADD and c.after:
-        detail = f" -> {_target(c.after)}  lease {lease_text(c.after.lease)}"
+        detail = f" -> {_written(c.after)}"
         if c.reason != "declared":
             detail += f"  ({c.reason})"
         return [style("+", head) + detail]
@@ -156,8 +185,9 @@ def table_text(
     out = [router_line(info), ""]
     if learned and learned.quirks:
         out.append("Learned about this router (portctl plans for it):")
-        for quirk, evidence in learned.quirks.items():
-            out.append(f"    - it {MEANING[quirk]}  [{quirk}; seen: {evidence}]")
+        for quirk, lesson in learned.quirks.items():
+            proof = "seen" if lesson.proven else "suspected from"
+            out.append(f"    - it {MEANING[quirk]}  [{quirk}; {proof}: {lesson.evidence}]")
         out.append("")
     if not table:
         out.append("The router holds no port mappings.")
@@ -200,6 +230,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "reason": c.reason,
                 "replace": c.replace,
                 "same_port_ok": c.same_port_ok,
+                "allowed": list(c.allowed),
+                "adapted": [asdict(a) for a in c.adapted],
                 "note": c.note,
                 "sensitive": sensitive(c),
                 "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
@@ -219,6 +251,17 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "kept": [mapping_json(m) for m in plan.kept],
         "table": [mapping_json(m) for m in plan.table],
         "blocked": plan.blocked,
+        "refusals": [
+            {
+                "kind": r.kind,
+                "message": r.message,
+                "name": r.name,
+                "key": None
+                if r.key is None
+                else {"external_port": r.key.external_port, "protocol": r.key.protocol.value},
+            }
+            for r in plan.refusals
+        ],
         "quirks": list(plan.quirks),
         "summary": plan.summary,
     }
@@ -236,6 +279,7 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
                 "key": str(r.change.key),
                 "ok": r.ok,
                 "skipped": r.skipped,
+                "final": r.final,
                 "error": r.error,
             }
             for r in report.results

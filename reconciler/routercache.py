@@ -1,6 +1,6 @@
 """What portctl remembers between runs: one small JSON file of sections, each keyed by a string.
 
-- routers: what each router needed (its quirks), keyed by UDN.
+- routers: what each router needed (its quirks, each a lesson with evidence, proof and age), keyed by UDN.
 - descriptions: each router's description and chosen service, keyed by location, so a warm run
   fetches no description documents.
 - networks: the last router location found on each network, so a warm run needs no discovery.
@@ -94,8 +94,9 @@ def put(section: str, key: str, record: Record | None) -> None:
             raise
 
 
-def load(udn: str) -> Learned:
-    return Learned.from_json(get("routers", udn))
+def load(udn: str, now: float) -> Learned:
+    """What `udn` needed, without the lessons too old to trust at `now`."""
+    return Learned.from_json(get("routers", udn), now)
 
 
 def save(udn: str, learned: Learned, friendly_name: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -85,7 +86,7 @@ def test_a_router_capping_listings_below_the_ask_is_caught_and_learned(
     plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode", "--no-color")
     assert plan.code == 2, plan.out + plan.err
     assert "Plan: 0 to add, 0 to change, 1 to remove." in plan.out
-    learned = routercache.load(server.udn)
+    learned = routercache.load(server.udn, time.time())
     assert quirks.Quirk.CAPS_LISTINGS in learned and learned.list_cap == 50
     applied = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
     assert applied.code == 0, applied.out + applied.err

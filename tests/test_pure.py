@@ -138,17 +138,23 @@ T, Q = quirks.Then, quirks.Quirk
 @pytest.mark.parametrize(
     ("action", "error", "request_", "then", "learn"),
     [
-        ("AddPortMapping", UpnpActionError("AddPortMapping", 725), HERE, T.RETRY, Q.PERMANENT_ONLY),
-        ("AddPortMapping", UpnpActionError("AddPortMapping", 402), HERE, T.RETRY, Q.PERMANENT_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 725), HERE, T.NEED, Q.PERMANENT_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 402), HERE, T.NEED, Q.PERMANENT_ONLY),
         (
             "AddPortMapping",
             UpnpActionError("AddPortMapping", 402),
             quirks.Request(replace(ROW, lease=0), "192.168.1.10"),
-            T.RETRY,
+            T.NEED,
             Q.FINITE_ONLY,
         ),
-        ("AddPortMapping", UpnpActionError("AddPortMapping", 724), HERE, T.RETRY, Q.SAME_PORT_ONLY),
-        ("AddPortMapping", UpnpActionError("AddPortMapping", 726), HERE, T.RETRY, Q.WILDCARD_REMOTE_ONLY),
+        ("AddPortMapping", UpnpActionError("AddPortMapping", 724), HERE, T.NEED, Q.SAME_PORT_ONLY),
+        (
+            "AddPortMapping",
+            UpnpActionError("AddPortMapping", 726),
+            replace(HERE, mapping=replace(ROW, remote_host="198.51.100.7")),
+            T.NEED,
+            Q.WILDCARD_REMOTE_ONLY,
+        ),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 727), HERE, T.STOP, Q.WILDCARD_EXTERNAL_ONLY),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 606), ELSEWHERE, T.STOP, Q.SECURE_MODE),
         ("AddPortMapping", UpnpActionError("AddPortMapping", 718), ELSEWHERE, T.STOP, Q.SECURE_MODE),
@@ -199,7 +205,10 @@ def test_only_transport_hiccups_are_sent_again(error: RouterError) -> None:
 @pytest.mark.parametrize(
     ("learned", "request_", "expected"),
     [
-        ({Q.PERMANENT_ONLY}, HERE, replace(ROW, lease=0)),
+        ({Q.PERMANENT_ONLY}, replace(HERE, permanent_ok=True), replace(ROW, lease=0)),
+        ({Q.PERMANENT_ONLY}, HERE, "Set allow_permanent: true"),
+        ({Q.FINITE_ONLY}, HERE, ROW),
+        ({Q.WILDCARD_REMOTE_ONLY}, replace(HERE, any_remote_ok=True), ROW),
         ({Q.WILDCARD_REMOTE_ONLY}, HERE, ROW),
         ({Q.SAME_PORT_ONLY}, quirks.Request(local="192.168.1.10", same_port_ok=True), replace(ROW, internal_port=8080)),
         ({Q.SAME_PORT_ONLY}, HERE, "set internal_port: 8080"),
@@ -211,12 +220,12 @@ def test_shape_plans_for_learned_quirks(
     learned: set[quirks.Quirk], request_: quirks.Request, expected: PortMapping | str
 ) -> None:
     """A learned quirk turns the target into what the router will hold, or into the reason it cannot."""
-    state = quirks.Learned({q: "test" for q in learned})
+    state = quirks.Learned({q: quirks.Lesson("test", True, 0.0) for q in learned})
     shaped = quirks.shape(ROW, state, request_)
     if isinstance(expected, str):
         assert isinstance(shaped, str) and expected in shaped
     else:
-        assert shaped == expected
+        assert not isinstance(shaped, str) and shaped[0] == expected
 
 
 @pytest.mark.parametrize(

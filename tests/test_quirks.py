@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -35,11 +36,18 @@ mappings:
     internal_client: 127.0.0.1
 """
 # Profiles whose quirk only shows with a particular mapping get a manifest that has it.
+# Needs that widen exposure are planned only with the manifest's opt-in.
+PERMANENT_ALLOWED = BASE.replace("mappings:\n", "defaults:\n  allow_permanent: true\nmappings:\n")
 MANIFESTS = {
     "wildcard-remote-only": BASE
-    + "  - name: admin\n    external_port: 8443\n    internal_client: 127.0.0.1\n    remote_host: 198.51.100.7\n",
+    + "  - name: admin\n    external_port: 8443\n    internal_client: 127.0.0.1\n    remote_host: 198.51.100.7\n"
+    + "    allow_any_remote_host: true\n",
     "same-port-only": BASE.replace("    lease: 1h\n", "    lease: 1h\n    allow_same_port: true\n", 1),
+    "permanent-only": PERMANENT_ALLOWED,
+    "arris": PERMANENT_ALLOWED,
 }
+# Profiles whose need first shows as a refused write: that mapping fails, the next plan adapts it.
+REVEALED_BY_A_WRITE = {"permanent-only", "arris", "finite-only", "same-port-only", "wildcard-remote-only"}
 SSDP_ONLY = {"ssdp-odd-port", "ssdp-unicast-only"}  # wire-identical to spec over HTTP; see test_discovery
 CANNOT_CONVERGE = {"cgnat", "wildcard-external-only"}
 SLOW = {"slow"}
@@ -52,6 +60,7 @@ class Cycle:
     first: Run
     applied: Run
     second: Run
+    revealed: Run | None = None  # the first apply, when the router's need showed in it
 
 
 @pytest.fixture
@@ -68,12 +77,16 @@ def serve() -> Iterator[type[EmulatorServer]]:
         s.stop()
 
 
-def cycle(capsys: pytest.CaptureFixture[str], server: EmulatorServer, path: str, *extra: str) -> Cycle:
+def cycle(
+    capsys: pytest.CaptureFixture[str], server: EmulatorServer, path: str, *extra: str, reveal: bool = False
+) -> Cycle:
+    """plan, apply, plan; with `reveal`, an apply first in which the router shows its need."""
     common = ["--router", server.url, "--no-color", *extra]
     first = portctl(capsys, "plan", path, *common)
+    revealed = portctl(capsys, "apply", path, "--auto-approve", *common) if reveal else None
     applied = portctl(capsys, "apply", path, "--auto-approve", *common)
     second = portctl(capsys, "plan", path, "--detailed-exitcode", *common)
-    return Cycle(server, path, first, applied, second)
+    return Cycle(server, path, first, applied, second, revealed)
 
 
 def owned_rows(server: EmulatorServer) -> set[tuple[int, str]]:
@@ -90,8 +103,13 @@ def test_profile_converges(
     """On every profile that allows it, one apply converges: the next plan has nothing to do."""
     server = serve(Router(PROFILES[name]))
     path = write(tmp_path, MANIFESTS.get(name, BASE))
-    c = cycle(capsys, server, path)
+    c = cycle(capsys, server, path, reveal=name in REVEALED_BY_A_WRITE)
     assert c.first.code == 0, c.first.err
+    if c.revealed is not None:
+        # The plan did not show the adapted row, so the first apply never writes it.
+        assert c.revealed.code == 1, c.revealed.out + c.revealed.err
+        assert "Nothing else was written; the next plan shows the adapted row" in c.revealed.out
+        assert "Run apply again to finish" in c.revealed.out
     assert c.applied.code == 0, c.applied.out + c.applied.err
     assert c.second.code == 0, c.second.out
     assert "Plan: 0 to add, 0 to change, 0 to remove." in c.second.out
@@ -102,7 +120,7 @@ def test_profile_converges(
 
 
 def learned(server: EmulatorServer) -> quirks.Learned:
-    return routercache.load(server.udn)
+    return routercache.load(server.udn, time.time())
 
 
 @pytest.mark.parametrize(
@@ -128,8 +146,9 @@ def test_profile_teaches_its_quirk(
     """The router's need is remembered under its UDN, shown by `show`, and the rows are what it allows."""
     server = serve(Router(PROFILES[name]))
     path = write(tmp_path, MANIFESTS.get(name, BASE))
-    assert cycle(capsys, server, path).second.code == 0
+    assert cycle(capsys, server, path, reveal=name in REVEALED_BY_A_WRITE).second.code == 0
     assert quirk in learned(server)
+    assert learned(server).quirks[quirk].proven  # a 402 is proven by the accepted request differing in one field
     assert callable(check)
     assert all(check(e) for e in server.router.rows() if e.description.startswith("pc:"))
     shown = portctl(capsys, "show", path, "--router", server.url, "--no-color")
@@ -142,8 +161,8 @@ def test_learned_quirk_is_planned_for_without_failed_writes(
 ) -> None:
     """Once a router taught 725, the next apply asks for permanent leases at once: no refused add."""
     server = serve(Router(PROFILES["permanent-only"]))
-    path = write(tmp_path, BASE)
-    assert cycle(capsys, server, path).second.code == 0
+    path = write(tmp_path, PERMANENT_ALLOWED)
+    assert cycle(capsys, server, path, reveal=True).second.code == 0
     server.router.entries.clear()  # a reboot without a lease file
     before = server.router.calls["AddPortMapping"]
     run = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
@@ -389,7 +408,7 @@ def test_secure_mode_is_learned_only_without_doubt(
 
 def test_learned_secure_mode_refuses_another_host_when_this_hosts_address_is_unknown() -> None:
     """An unknown local address is not taken for the mapping's host: the planner refuses it."""
-    learned_ = quirks.Learned({quirks.Quirk.SECURE_MODE: "AddPortMapping answered 606"})
+    learned_ = quirks.Learned({quirks.Quirk.SECURE_MODE: quirks.Lesson("AddPortMapping answered 606", True, 0.0)})
     shaped = quirks.shape(_nas(), learned_, quirks.Request(local=""))
     assert isinstance(shaped, str) and "address towards it is unknown" in shaped
 
@@ -479,7 +498,7 @@ def test_show_json_reports_what_was_learned(
     path = write(tmp_path, BASE)
     cycle(capsys, server, path)
     doc = json.loads(portctl(capsys, "show", "--router", server.url, "--json").out)
-    assert doc["learned"]["quirks"]["permanent-only"].startswith("AddPortMapping answered 725")
+    assert doc["learned"]["quirks"]["permanent-only"]["evidence"].startswith("AddPortMapping answered 725")
 
 
 def test_unreadable_cache_is_ignored(
@@ -489,7 +508,7 @@ def test_unreadable_cache_is_ignored(
     with open(routercache.path(), "w") as f:
         f.write("{not json")
     server = serve(Router(PROFILES["permanent-only"]))
-    c = cycle(capsys, server, write(tmp_path, BASE))
+    c = cycle(capsys, server, write(tmp_path, PERMANENT_ALLOWED), reveal=True)
     assert c.second.code == 0
     assert quirks.Quirk.PERMANENT_ONLY in learned(server)
 

@@ -25,12 +25,11 @@ class Backend(abc.ABC):
         """The router's row for `key`, or None when the port is free."""
 
     @abc.abstractmethod
-    def add_mapping(self, mapping: PortMapping, *, same_port_ok: bool = False) -> PortMapping:
-        """Create the mapping, or overwrite the router's entry for the same key in place.
+    def add_mapping(self, mapping: PortMapping) -> None:
+        """Create exactly `mapping`, or overwrite the router's entry for the same key in place.
 
-        Returns what the router granted, which a router's quirks can make differ from `mapping`
-        (a permanent lease instead of a finite one, say). `same_port_ok` lets the backend forward to
-        the external port number when the router requires equal ports.
+        Never adapts it: a router that needs something else (a permanent lease, say) makes this raise
+        RouterRefused naming the need, which is learned so that the next plan plans for it.
         """
 
     @abc.abstractmethod

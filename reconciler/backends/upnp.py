@@ -23,6 +23,7 @@ looked up in the fallback table, `quirks.RULES`, and what the router needed is r
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -57,7 +58,6 @@ CONNECTION_SERVICES = (
     "urn:dslforum-org:service:WANPPPConnection:1",
 )
 MAX_ENTRIES = 2 * 65535  # no table can hold more distinct mappings; bounds a router that loops
-MAX_ADD_ATTEMPTS = 1 + len(Quirk)  # each quirk can adapt a mapping once
 T = TypeVar("T")
 
 
@@ -157,8 +157,10 @@ class UpnpBackend(Backend):
         on_request: Callable[[str, str], None] | None = None,
         config_id: str = "",
         fresh: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.location = location
+        self.clock = clock  # when a lesson was seen
         self.timeout = timeout
         self.on_request = on_request
         parts = urlsplit(location)
@@ -349,12 +351,11 @@ class UpnpBackend(Backend):
         except (UpnpActionError, ActionNotOffered):
             return ""
 
-    def _request(self, mapping: PortMapping | None, same_port_ok: bool = False) -> quirks.Request:
+    def _request(self, mapping: PortMapping | None) -> quirks.Request:
         """What the fallback table needs to judge a refusal of `mapping`."""
         return quirks.Request(
             mapping,
             self.local_or_unknown(),
-            same_port_ok,
             lan=tuple(discovery.local_subnets()) or None,  # no routing table to read: unknown
             other_host_held=self._other_host_held,
         )
@@ -392,7 +393,7 @@ class UpnpBackend(Backend):
             except RouterError as exc:
                 if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
                     raise
-                self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}")
+                self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}", now=self.clock())
             if rows is not None and not self._past_end(len(rows)):
                 # The table holds more than the pages gave: some page was cut short without looking full.
                 rows = self._list_by_index()
@@ -462,7 +463,7 @@ class UpnpBackend(Backend):
                 f"GetListOfPortMappings answered {got} of the {held} {page.protocol.value} mappings "
                 f"in ports {page.start}-{page.end}"
             )
-            quirks.learn_list_cap(self.learned, got, evidence)
+            quirks.learn_list_cap(self.learned, got, evidence, self.clock())
 
     def _list_range(self, protocol: Protocol, start: int, end: int) -> list[PortMapping]:
         try:
@@ -524,40 +525,29 @@ class UpnpBackend(Backend):
             "GetSpecificPortMappingEntry",
         )
 
-    def add_mapping(self, mapping: PortMapping, *, same_port_ok: bool = False) -> PortMapping:
-        want, adapted_by = mapping, list[tuple[Quirk, str]]()
-        for _ in range(MAX_ADD_ATTEMPTS):
-            try:
-                self._add(want)
-            except UpnpActionError as exc:
-                request = self._request(want, same_port_ok)
-                decision = quirks.decide("AddPortMapping", exc, request)
-                if decision is None:
-                    raise
+    def add_mapping(self, mapping: PortMapping) -> None:
+        """Write exactly `mapping`. A refusal that shows a need (a permanent lease, any remote host...)
+        is learned and raised as RouterRefused naming it: adapting the mapping is the planner's job,
+        so nothing the plan did not show is ever written."""
+        try:
+            self._add(mapping)
+        except UpnpActionError as exc:
+            decision = quirks.decide("AddPortMapping", exc, self._request(mapping))
+            if decision is None:
+                raise
+            if decision.learn:
                 evidence = f"AddPortMapping answered {exc.code} {exc.description}".strip()
-                if decision.final:
-                    if decision.learn:
-                        self.learned.learn(decision.learn, evidence)
-                    raise RouterRefused(
-                        "AddPortMapping", exc.code, decision.why, stop=decision.then is Then.STOP
-                    ) from exc
-                quirk = decision.learn
-                if decision.then is not Then.RETRY or quirk is None or quirk in (q for q, _ in adapted_by):
-                    raise  # the fallback did not help: the code meant something else here
-                adapted = quirks.adapt(quirk, want, request)
-                if isinstance(adapted, str):
-                    self.learned.learn(quirk, evidence)  # the code says it plainly; remember even so
-                    raise RouterRefused("AddPortMapping", exc.code, adapted) from exc
-                adapted_by.append((quirk, evidence))
-                want = adapted
-                continue
-            # Remember only what a successful retry proved; a code that merely looked like a quirk
-            # (402 for some other bad argument) taught nothing.
-            for quirk, evidence in adapted_by:
-                self.learned.learn(quirk, evidence)
-            self._saw([want])
-            return want
-        raise RouterProtocolError(f"AddPortMapping: the router kept refusing after {MAX_ADD_ATTEMPTS} fallbacks")
+                self.learned.learn(decision.learn, evidence, now=self.clock(), proven=decision.proven)
+            need = decision.learn.value if decision.then is Then.NEED and decision.learn else ""
+            raise RouterRefused(
+                "AddPortMapping",
+                exc.code,
+                decision.why,
+                stop=decision.then is Then.STOP,
+                need=need,
+                proven=decision.proven,
+            ) from exc
+        self._saw([mapping])
 
     def _add(self, mapping: PortMapping) -> None:
         self._call(
@@ -587,7 +577,7 @@ class UpnpBackend(Backend):
             if decision.then is Then.DONE:
                 return
             if decision.learn:
-                self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}")
+                self.learned.learn(decision.learn, f"DeletePortMapping answered {exc.code}", now=self.clock())
             raise RouterRefused("DeletePortMapping", exc.code, decision.why, stop=decision.then is Then.STOP) from exc
 
     def event_url(self) -> str:

@@ -1,0 +1,83 @@
+"""The one admission gate: is the final plan, rows as they will be written, allowed to be applied?
+
+`admit` judges what `diff` planned (after the rows were shaped to the router's needs): the
+manifest's policy (clients, ports, `max_lease` on the lease as written, permanent included),
+sensitive ports, protection, the deletion guards, conflicts and a router that cannot map at all.
+`plan`, `apply` (manifest or saved plan), `destroy` and the agent all pass through it; `manifest`
+reports breaches of literal values earlier, with their file and line. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from . import ownership, policy
+from .durations import format_duration
+from .models import Action, Manifest, Plan, Refusal
+
+
+def admit(
+    plan: Plan, manifest: Manifest, *, max_deletions: int | None = None, allow_empty: bool = False
+) -> list[Refusal]:
+    """Every reason `plan` must not be applied; empty when it may."""
+    out: list[Refusal] = []
+    if plan.blocked:
+        out.append(Refusal("blocked", plan.blocked))
+    out += [Refusal("conflict", f"{k.name} {k.key}: {k.reason}", k.name, k.key) for k in plan.conflicts]
+    rules = manifest.policy
+    allowed_sensitive = {d.name for d in manifest.mappings if d.allow_sensitive}
+    for c in plan.changes:
+        row = c.after
+        if row is None:
+            if c.before is not None and ownership.is_protected(c.before.description):
+                out.append(Refusal("protected", f"{c.name} {c.key} is protected; it is never removed", c.name, c.key))
+            continue
+        where = f"{c.name} {row.key}"
+        if not policy.client_allowed(rules, row.internal_client):
+            out.append(
+                Refusal(
+                    "policy",
+                    f"{where} would forward to {row.internal_client}, outside policy.allowed_internal_clients",
+                    c.name,
+                    c.key,
+                )
+            )
+        if not policy.port_allowed(rules, row.key.external_port):
+            out.append(Refusal("policy", f"{where} is outside policy.allowed_external_ports", c.name, c.key))
+        if not policy.lease_allowed(rules, row.lease):
+            lease = "permanent" if row.lease == 0 else format_duration(row.lease)
+            out.append(
+                Refusal(
+                    "policy",
+                    f"{where} would be written with a {lease} lease (as the router needs it), "
+                    f"longer than policy.max_lease ({format_duration(rules.max_lease)})",
+                    c.name,
+                    c.key,
+                )
+            )
+        why = policy.sensitive(row.key.external_port, row.internal_port) if c.action is not Action.RENEW else ""
+        if why and c.name not in allowed_sensitive:
+            out.append(
+                Refusal(
+                    "sensitive",
+                    f"{where} exposes {why} to the internet; set allow_sensitive: true if that is meant",
+                    c.name,
+                    c.key,
+                )
+            )
+    too_many = policy.too_many_deletions(plan, max_deletions)
+    if too_many:
+        out.append(Refusal("deletions", too_many))
+    deletes = plan.count(Action.REMOVE)
+    if not manifest.mappings and manifest.prune and deletes and not allow_empty:
+        out.append(
+            Refusal(
+                "empty",
+                f"the manifest declares no mappings, so prune would delete all {deletes} this owner holds; "
+                "pass --allow-empty if that is meant",
+            )
+        )
+    return out
+
+
+def blocking(refusals: list[Refusal]) -> str:
+    """The refusals a plan's `blocked` line carries: all but conflicts (which the plan lists itself)."""
+    return "; ".join(r.message for r in refusals if r.kind != "conflict")
