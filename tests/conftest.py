@@ -24,6 +24,13 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
+@pytest.fixture
+def emulator_v1() -> Iterator[EmulatorServer]:
+    """The same, as IGD v1 (no GetListOfPortMappings: the table is read entry by entry)."""
+    with EmulatorServer(Router(igd_version=1)) as server:
+        yield server
+
+
 def require_lab() -> None:
     """Skip the real-router tests where they cannot run; in CI that is a failure, not a skip."""
     reason = routerlab.missing_prerequisites()
