@@ -170,7 +170,7 @@ class Agent:
             # Nothing is due while suspended, the check of the router included (it would only ask for
             # a pass): a check left in the past would have the loop spin.
             self._next_pass = self._next_watch = now + self.config.interval
-        elif now >= self._next_pass or self._requested > self._completed:
+        elif now >= self._next_pass or self.pending():
             self._next_pass = self.clock() + self._pass()
             self._next_watch = self.clock() + self.config.watch
             return self.clock()
