@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from . import diff as _diff
-from . import routercache
+from . import renewal, routercache
 from .backends.base import Backend
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
@@ -114,7 +114,7 @@ def plan(
     manifest: Manifest,
     facts: Facts,
     *,
-    renew_below: float = _diff.RENEW_BELOW,
+    renew_below: float = renewal.PLAN_BELOW,
     max_deletions: int | None = None,
     allow_empty: bool = False,
 ) -> Plan:

@@ -494,11 +494,9 @@ def _agent_client(args: argparse.Namespace) -> int:
         raise agent_config.ConfigError(f"--listen: {exc}") from None
     doc = call(listen, args.verb, wait=args.wait)
     if args.verb == "status":
-        if args.json:
-            print(json.dumps(doc, indent=2))
-            return EXIT_OK
-        print(_status_text(doc))
+        # Exits as /readyz answers (the status document says the same): 0 only when Ready.
         ready: dict[str, Any] = next((c for c in doc["conditions"] if c["type"] == "Ready"), {})
+        print(json.dumps(doc, indent=2) if args.json else _status_text(doc))
         return EXIT_OK if ready.get("status") == "True" else EXIT_ERROR
     if args.verb == "reconcile":
         result = doc.get("result")
@@ -525,6 +523,8 @@ def _status_text(doc: dict[str, Any]) -> str:
         lines.append("SUSPENDED: the router is not kept converged")
     for c in doc["conditions"]:
         lines.append(f"{c['type']:<12} {c['status']:<7} {c['reason']}: {c['message']}".rstrip(": "))
+    for p in doc.get("problems", []):
+        lines.append(f"problem:     {p['message']}")
     if doc["inventory"]:
         lines.append("owned mappings:")
         for e in doc["inventory"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any
 
-from . import ownership, quirks
+from . import ownership, quirks, renewal
 from .durations import format_duration
 from .models import (
     MAX_LEASE,
@@ -29,7 +29,6 @@ from .models import (
 )
 
 NEXT_FREE_WINDOW = 100
-RENEW_BELOW = 0.5  # renew a lease once less than this share of it is left
 # Fields a router can change in place by re-adding the mapping; the others need delete then add.
 _IN_PLACE = {"internal_port", "enabled", "remote_host"}
 _COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
@@ -54,7 +53,7 @@ def diff(
     router: RouterInfo | None = None,
     learned: quirks.Learned | None = None,
     local: str | None = None,
-    renew_below: float = RENEW_BELOW,
+    renew_below: float = renewal.PLAN_BELOW,
     claims: dict[MappingKey, ownership.Claim] | None = None,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.

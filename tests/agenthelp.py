@@ -1,5 +1,7 @@
-"""Helpers for the agent's tests: a local git repository to commit manifests to, and an agent
-running in-process (its loop on a thread, its HTTP listener on a free loopback port)."""
+"""Helpers for the agent's tests: a local git repository to commit manifests to, an agent driven one
+turn at a time on a virtual clock it shares with the emulated router, and an agent running
+in-process (its loop on a thread, its HTTP listener on a free loopback port) for what needs the
+loop's thread: the control API and signals."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import json
 import os
 import subprocess
 import threading
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +22,11 @@ from reconciler.agent.controller import Agent
 from reconciler.agent.logs import JsonLog
 from reconciler.emulator import EmulatorServer
 from tests.routerlab import wait_for
+
+# The emulator runs in this process on a machine that may be busy: give it time to answer.
+ROUTER_TIMEOUT = 30.0
+# A condition a thread must reach (a request served, an event delivered) on a busy machine.
+DEADLINE = 60.0
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Homelab Admin",
@@ -72,12 +81,24 @@ def manifest(*mappings: tuple[str, int, int], lease: str = "permanent", client: 
     return "\n".join(lines) + "\n"
 
 
-class AgentRun:
-    """An agent on a thread with its listener; `stop()` is what SIGTERM does."""
+def get(listen: str, path: str) -> tuple[int, bytes]:
+    """GET `path` from an agent's listener: (HTTP status, body)."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}{path}", timeout=DEADLINE) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
-    def __init__(self, config: AgentConfig) -> None:
+
+class AgentRun:
+    """An agent on a thread with its listener; `stop()` is what SIGTERM does. Give it a `Clock` that
+    the test never moves and nothing becomes due by itself: passes run when asked for."""
+
+    def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
         self.logs = io.StringIO()
-        self.agent = Agent(replace(config, listen="127.0.0.1:0"), log=JsonLog(self.logs))
+        self.agent = Agent(
+            replace(config, listen="127.0.0.1:0"), log=JsonLog(self.logs), **({"clock": clock} if clock else {})
+        )
         self.server = ControlServer(self.agent, "127.0.0.1", 0).start()
         self.thread = threading.Thread(target=self.agent.run, name="agent-under-test", daemon=True)
 
@@ -99,11 +120,7 @@ class AgentRun:
         return self.server.address
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://{self.listen}{path}", timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return get(self.listen, path)
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.get("/status")[1])  # type: ignore[no-any-return]
@@ -111,7 +128,7 @@ class AgentRun:
     def condition(self, kind: str = "Ready") -> dict[str, Any]:
         return next((c for c in self.status()["conditions"] if c["type"] == kind), {})
 
-    def wait_condition(self, status: str, reason: str, timeout: float = 20) -> None:
+    def wait_condition(self, status: str, reason: str, timeout: float = DEADLINE) -> None:
         wait_for(
             lambda: (self.condition().get("status"), self.condition().get("reason")) == (status, reason),
             timeout,
@@ -136,13 +153,58 @@ class Clock:
 
 
 class Driven:
-    """An agent whose passes the test runs one at a time (no loop thread), on a clock the test moves."""
+    """An agent whose loop the test turns (no thread), on a clock the test moves. The emulated router
+    counts uptime and leases on the same clock, so a busy machine changes nothing a test sees."""
 
-    def __init__(self, path: str, router: EmulatorServer, clock: Clock | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        router: EmulatorServer,
+        clock: Clock | None = None,
+        *,
+        share_clock: bool = True,
+        **settings: Any,
+    ) -> None:
         self.logs = io.StringIO()
         self.clock = clock or Clock()
-        config = AgentConfig(manifest=path, router=router.url, events=False, timeout=5.0, **settings)
+        if share_clock:
+            router.router.use_clock(self.clock)
+        settings = {"events": False, "timeout": ROUTER_TIMEOUT, **settings}
+        source: dict[str, Any] = {"manifest": path} if path else {}
+        config = AgentConfig(router=router.url, **source, **settings)
         self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock)
+
+    def run_until(self, done: Callable[[], bool], within: float, what: str = "the condition") -> float:
+        """Turn the loop, moving the clock to each wake-up, until `done()`; fails if that takes more
+        than `within` seconds on the clock. Returns the seconds it took."""
+        start = self.clock()
+        for _ in range(10_000):
+            if done():
+                return self.clock() - start
+            wake = self.agent.step()
+            if wake > start + within and not done():
+                raise AssertionError(
+                    f"{what} did not happen within {within} s on the clock (next wake-up {wake - start:g} s)"
+                )
+            self.clock.now = max(self.clock.now, wake)
+        raise AssertionError(f"{what}: the loop kept turning without the clock moving")
+
+    def run_for(self, seconds: float) -> None:
+        """Turn the loop through `seconds` on the clock, doing whatever falls due."""
+        end = self.clock() + seconds
+        for _ in range(10_000):
+            wake = self.agent.step()
+            if wake > end:
+                self.clock.now = end
+                return
+            self.clock.now = max(self.clock.now, wake)
+        raise AssertionError("the loop kept turning without the clock moving")
+
+    def passes(self) -> int:
+        """How many passes have run (the reconcile counter, whatever their result)."""
+        return int(
+            sum(self.metric(f'portctl_reconcile_total{{result="{r}"}}') for r in ("changed", "unchanged", "failed"))
+        )
 
     def condition(self, kind: str) -> tuple[str, str]:
         c = self.agent.status.condition(kind)

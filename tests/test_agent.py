@@ -1,4 +1,9 @@
-"""The agent against the emulator: the pull loop, drift, events, reboots, leases, control and observability."""
+"""The agent against the emulator: the pull loop, drift, events, reboots, leases, control and observability.
+
+Most tests turn the agent's loop themselves on a virtual clock the emulated router shares
+(`Driven`): "within one interval" is a statement about that clock, so a busy machine cannot
+change the outcome. Tests of the control API and of signals run the loop on its thread and wait on
+conditions with generous deadlines; their clock does not move, so nothing falls due by itself."""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
@@ -15,14 +19,16 @@ from typing import Any, ClassVar
 import pytest
 
 from reconciler.agent.config import AgentConfig
-from reconciler.agent.control import call
+from reconciler.agent.control import ControlServer, call
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.errors import PortctlError
 from reconciler.models import MappingKey, Protocol
 from reconciler.ownership import is_owned
-from tests.agenthelp import AgentRun, Clock, Driven, GitRepo, manifest
+from tests.agenthelp import DEADLINE, AgentRun, Clock, Driven, GitRepo, get, manifest
 from tests.helpers import billion_laughs, snapshot
 from tests.routerlab import wait_for
+
+OK = ("True", "ReconciliationSucceeded")
 
 
 @pytest.fixture
@@ -31,9 +37,16 @@ def repo(tmp_path: Any) -> GitRepo:
 
 
 def config(repo: GitRepo, router: EmulatorServer, tmp_path: Any, **kw: Any) -> AgentConfig:
-    settings: dict[str, Any] = {"interval": 2, "watch": 1, "timeout": 3.0}
+    settings: dict[str, Any] = {"interval": 2, "watch": 1, "timeout": 30.0}
     settings.update(kw)
     return AgentConfig(repo=repo.path, router=router.url, workdir=str(tmp_path / "checkout"), **settings)
+
+
+def driven(repo: GitRepo, router: EmulatorServer, tmp_path: Any, **kw: Any) -> Driven:
+    """An agent following `repo`, its loop turned by the test on a clock it shares with `router`."""
+    settings: dict[str, Any] = {"interval": 2, "watch": 1}
+    settings.update(kw)
+    return Driven(None, router, repo=repo.path, workdir=str(tmp_path / "checkout"), **settings)
 
 
 def ports(server: EmulatorServer) -> set[int]:
@@ -51,17 +64,14 @@ def owned(server: EmulatorServer) -> set[int]:
 def test_a_commit_is_applied_within_one_interval(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
     """A commit adding a mapping reaches the router within one interval, and the status names its revision."""
     repo.commit(manifest(("web", 8080, 80)))
-    cfg = config(repo, emulator, tmp_path)
-    with AgentRun(cfg) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        assert ports(emulator) == {8080}
-        commit = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
-        committed = time.monotonic()
-        wait_for(lambda: 2222 in ports(emulator), 10, "the new mapping")
-        took = time.monotonic() - committed
-        wait_for(lambda: run.status()["lastAppliedRevision"].endswith(commit), 5, "the pass to finish")
-        status = run.status()
-    assert took <= cfg.interval * (1 + cfg.jitter) + 1.0
+    run = driven(repo, emulator, tmp_path)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    assert ports(emulator) == {8080}
+    commit = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
+    interval = run.agent.config.interval * (1 + run.agent.config.jitter)
+    took = run.run_until(lambda: 2222 in ports(emulator), interval, "the new mapping")
+    status = run.agent.status.to_json()
+    assert 0 < took <= interval
     assert status["lastAppliedRevision"] == f"main@sha1:{commit}"
     assert status["lastAttemptedRevision"] == f"main@sha1:{commit}"
     assert {e["mapping"] for e in status["inventory"]} == {"8080/tcp", "2222/tcp"}
@@ -72,24 +82,24 @@ def test_an_invalid_commit_changes_nothing_and_the_next_good_one_recovers(
 ) -> None:
     """An invalid manifest is not applied: Ready turns False with ValidationFailed, the last good revision stays."""
     good = repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        before = snapshot(emulator)
-        bad = repo.commit(manifest(("web", 8080, 80)).replace("8080", "80800"), "typo")
-        run.wait_condition("False", "ValidationFailed")
-        status = run.status()
-        assert snapshot(emulator) == before
-        assert status["lastAppliedRevision"] == f"main@sha1:{good}"
-        assert status["lastAttemptedRevision"] == f"main@sha1:{bad}"
-        stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-        assert (stalled["status"], stalled["reason"]) == ("True", "ValidationFailed")
-        assert "80800" in run.condition()["message"]
-        # The last good revision stays in force: drift is still healed meanwhile.
-        emulator.router.remove(8080, "TCP")
-        wait_for(lambda: 8080 in ports(emulator), 10, "the last good revision's mapping to be restored")
-        fixed = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "fix")
-        run.wait_condition("True", "ReconciliationSucceeded")
-        assert run.status()["lastAppliedRevision"] == f"main@sha1:{fixed}"
+    run = driven(repo, emulator, tmp_path)
+    assert run.agent.reconcile().result == "changed"
+    before = snapshot(emulator)
+    bad = repo.commit(manifest(("web", 8080, 80)).replace("8080", "80800"), "typo")
+    assert run.agent.reconcile().reason == "ValidationFailed"
+    status = run.agent.status.to_json()
+    assert run.condition("Ready") == ("False", "ValidationFailed")
+    assert snapshot(emulator) == before
+    assert status["lastAppliedRevision"] == f"main@sha1:{good}"
+    assert status["lastAttemptedRevision"] == f"main@sha1:{bad}"
+    assert run.condition("Stalled") == ("True", "ValidationFailed")
+    assert "80800" in run.agent.status.condition("Ready").message  # type: ignore[union-attr]
+    # The last good revision stays in force: drift is still healed meanwhile.
+    emulator.router.remove(8080, "TCP")
+    run.run_until(lambda: 8080 in ports(emulator), run.agent.config.interval * 1.1, "the last good revision's heal")
+    fixed = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "fix")
+    run.run_until(lambda: run.condition("Ready") == OK, run.agent.config.interval * 1.1, "the fixed revision")
+    assert run.agent.status.last_applied_revision == f"main@sha1:{fixed}"
     assert ports(emulator) == {8080, 2222}
 
 
@@ -99,36 +109,37 @@ def test_drift_is_healed_and_foreign_mappings_are_never_touched(
     """An owned mapping deleted or changed by another client is restored; a foreign one stays exactly as it was."""
     emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
     repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
-    with AgentRun(config(repo, emulator, tmp_path, events=False)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        foreign = [r for r in snapshot(emulator) if r[0] == 3074]
-        ssh = next(r for r in snapshot(emulator) if r[0] == 2222)
-        emulator.router.remove(8080, "TCP")
-        # Someone edits the owned ssh mapping in the router's web page: a new internal port.
-        emulator.router.add(2222, "TCP", "127.0.0.1", 2200, str(ssh[4]))
-        wait_for(lambda: 8080 in owned(emulator), 10, "the deleted mapping to come back")
-        wait_for(lambda: (2222, "TCP", "127.0.0.1", 2200) in {r[:4] for r in snapshot(emulator)}, 10, "repair")
-        # The pass logs what it did once its apply has been read back: wait for that too.
-        wait_for(
-            lambda: any(e["msg"].startswith("restored 8080/tcp -> 127.0.0.1:80 (web)") for e in run.log_lines()),
-            10,
-            "the log of the heal",
-        )
+    run = driven(repo, emulator, tmp_path)
+    assert run.agent.reconcile().result == "changed"
+    foreign = [r for r in snapshot(emulator) if r[0] == 3074]
+    ssh = next(r for r in snapshot(emulator) if r[0] == 2222)
+    emulator.router.remove(8080, "TCP")
+    # Someone edits the owned ssh mapping in the router's web page: a new internal port.
+    emulator.router.add(2222, "TCP", "127.0.0.1", 2201, str(ssh[4]))
+    run.clock.advance(run.agent.config.interval * 1.1)
+    healed = run.agent.reconcile()
+    assert owned(emulator) == {8080, 2222}
+    assert (2222, "TCP", "127.0.0.1", 2200) in {r[:4] for r in snapshot(emulator)}
+    assert "restored 8080/tcp -> 127.0.0.1:80 (web): it had gone from the router" in healed.changes
+    assert any(c.startswith("changed 2222/tcp -> 127.0.0.1:2200 (ssh)") for c in healed.changes), healed.changes
     assert [r for r in snapshot(emulator) if r[0] == 3074] == foreign
 
 
 def test_with_events_a_deletion_is_healed_in_seconds_not_at_the_interval(
     repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
 ) -> None:
-    """With GENA, a deletion by another client is healed in under 5 s although the interval is 300 s."""
+    """With GENA, a deletion by another client is healed within seconds on the clock although the interval is
+    300 s: the router's event, delivered to the listener, brings the pass forward."""
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=300)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        wait_for(lambda: run.status()["events"]["subscribed"], 10, "the event subscription")
-        emulator.router.remove(8080, "TCP")
-        deleted = time.monotonic()
-        wait_for(lambda: 8080 in ports(emulator), 5, "the event-driven heal")
-        took = time.monotonic() - deleted
+    run = driven(repo, emulator, tmp_path, interval=300, watch=300, events=True)
+    run.run_until(lambda: run.agent.events.to_json()["subscribed"], 0, "the event subscription")
+    assert ports(emulator) == {8080}
+    heard = run.agent.events.to_json()["changesHeard"]
+    emulator.router.remove(8080, "TCP")
+    # The event travels over loopback to the listener's thread: wait for it on the wall clock.
+    wait_for(lambda: run.agent.events.to_json()["changesHeard"] > heard, DEADLINE, "the router's event")
+    took = run.run_until(lambda: 8080 in ports(emulator), 5, "the event-driven heal")
+    run.agent.events.close()
     assert took < 5
 
 
@@ -136,35 +147,43 @@ def test_without_events_the_agent_polls(repo: GitRepo, emulator: EmulatorServer,
     """A router that refuses SUBSCRIBE is polled at the interval instead, and the status says so."""
     emulator.events = False
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=2, watch=300)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        emulator.router.remove(8080, "TCP")
-        wait_for(lambda: 8080 in ports(emulator), 2 * 1.1 + 2, "the poll to heal")
-        assert run.status()["events"]["subscribed"] is False
+    run = driven(repo, emulator, tmp_path, interval=2, watch=300, events=True)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    emulator.router.remove(8080, "TCP")
+    run.run_until(lambda: 8080 in ports(emulator), 2 * 1.1, "the poll to heal")
+    assert run.agent.events.to_json()["subscribed"] is False
+    run.agent.events.close()
     assert any("refused an event subscription" in e["msg"] for e in run.log_lines())
 
 
 def test_a_router_restart_is_noticed_and_the_table_restored(
     repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
 ) -> None:
-    """A reboot that wiped the table (uptime went back, subscribers forgotten) is healed before the interval."""
+    """A reboot that wiped the table (uptime went back, subscribers forgotten) is healed at the next check
+    of the router, long before the interval."""
     repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=1)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        time.sleep(1.1)  # let the emulator's uptime reach 1 s, so the restart sets it back
-        emulator.reboot()
-        wait_for(lambda: ports(emulator) == {8080, 2222}, 10, "the table to be restored after the reboot")
-    assert any("restarted" in e["msg"] for e in run.log_lines())
+    run = driven(repo, emulator, tmp_path, interval=300, watch=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    run.run_for(5)  # the router has been up for 5 s, so the restart sets its uptime back
+    passes = run.passes()
+    emulator.reboot()
+    took = run.run_until(lambda: ports(emulator) == {8080, 2222}, 1, "the table to be restored after the reboot")
+    assert took <= 1
+    assert run.passes() == passes + 1
+    assert run.condition("Ready") == OK
 
 
 def test_a_new_wan_address_triggers_a_reconcile(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
-    """A change of the router's external address is noticed between intervals and reconciled at once."""
+    """A change of the router's external address is noticed at the next check and reconciled at once."""
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=300, watch=1, events=False)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        passes = len(run.status()["results"])
-        emulator.router.external_ip = "203.0.113.77"
-        wait_for(lambda: len(run.status()["results"]) > passes, 5, "a reconcile after the address change")
+    run = driven(repo, emulator, tmp_path, interval=300, watch=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    run.run_for(3)
+    passes = run.passes()
+    assert passes == 1  # checks of an unchanged router run no pass
+    emulator.router.external_ip = "203.0.113.77"
+    took = run.run_until(lambda: run.passes() > passes, 1, "a reconcile after the address change")
+    assert took <= 1
     assert any("WAN address changed" in e["msg"] and "203.0.113.77" in e["msg"] for e in run.log_lines())
 
 
@@ -203,17 +222,18 @@ def test_a_source_that_fails_backs_off_and_keeps_the_router_converged(
 ) -> None:
     """With the repository gone, Ready turns False (SourceFetchFailed), waits grow, and drift is still healed."""
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=60, watch=300, events=False, max_backoff=60)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        os.rename(repo.path, repo.path + ".gone")
-        emulator.router.remove(8080, "TCP")
-        run.agent.request_reconcile()
-        run.wait_condition("False", "SourceFetchFailed", timeout=10)
-        wait_for(lambda: 8080 in ports(emulator), 10, "the heal with the last good revision")
-        wait_for(
-            lambda: len([e for e in run.log_lines() if e.get("reason") == "SourceFetchFailed"]) >= 3, 20, "retries"
-        )
-        waits = [e["next_run"] for e in run.log_lines() if e.get("reason") == "SourceFetchFailed"]
+    run = driven(repo, emulator, tmp_path, interval=60, watch=300, max_backoff=60)
+    assert run.agent.reconcile().result == "changed"
+    os.rename(repo.path, repo.path + ".gone")
+    emulator.router.remove(8080, "TCP")
+    waits = []
+    for _ in range(3):
+        outcome = run.agent.reconcile()
+        assert outcome.reason == "SourceFetchFailed", outcome.message
+        assert 8080 in ports(emulator), "the last good revision was not kept converged"
+        waits.append(outcome.wait)
+        run.clock.advance(outcome.wait)
+    assert run.condition("Ready") == ("False", "SourceFetchFailed")
     assert waits[1] > waits[0] and waits[2] > waits[1]  # exponential backoff
     assert max(waits) < 60
 
@@ -225,59 +245,83 @@ def test_an_empty_manifest_does_not_prune_everything_unless_allowed(
     with allow-empty it is applied. The foreign mapping stays throughout."""
     emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
     repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        repo.commit(manifest(), "oops")
-        run.wait_condition("False", "PlanBlocked")
-        assert "pass --allow-empty if that is meant" in run.condition()["message"]
-        assert owned(emulator) == {8080, 2222}
-    with AgentRun(config(repo, emulator, tmp_path, allow_empty=True)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        assert owned(emulator) == set()
+    run = driven(repo, emulator, tmp_path)
+    assert run.agent.reconcile().result == "changed"
+    repo.commit(manifest(), "oops")
+    blocked = run.agent.reconcile()
+    assert run.condition("Ready") == ("False", "PlanBlocked")
+    assert "pass --allow-empty if that is meant" in blocked.message
+    assert owned(emulator) == {8080, 2222}
+    allowed = driven(repo, emulator, tmp_path, allow_empty=True)
+    assert allowed.agent.reconcile().result == "changed"
+    assert allowed.condition("Ready") == OK
+    assert owned(emulator) == set()
     assert ports(emulator) == {3074}
 
 
 def test_the_router_going_away_is_reported_and_backed_off(repo: GitRepo, tmp_path: Any) -> None:
-    """An unreachable router turns Ready False with RouterUnreachable; the mappings come back when it does."""
+    """An unreachable router turns Ready False with RouterUnreachable; the mappings come back within an
+    interval of its return."""
     router = Router()
     first = EmulatorServer(router).start()
     port = int(first.url.split(":")[2].split("/")[0])
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, first, tmp_path, interval=5, watch=1, events=False)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        first.stop()
-        run.wait_condition("False", "RouterUnreachable", timeout=10)
-        router.reboot()
-        back = EmulatorServer(router, port=port).start()
-        try:
-            returned = time.monotonic()
-            wait_for(lambda: ports(back) == {8080}, 10, "the mapping after the router came back")
-            assert time.monotonic() - returned <= 5 * 1.1 + 1
-            run.wait_condition("True", "ReconciliationSucceeded")
-        finally:
-            back.stop()
+    run = driven(repo, first, tmp_path, interval=5, watch=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    first.stop()
+    run.run_until(lambda: run.condition("Ready") == ("False", "RouterUnreachable"), 1, "the router to be missed")
+    router.reboot()
+    back = EmulatorServer(router, port=port).start()
+    try:
+        run.run_until(lambda: ports(back) == {8080}, 5 * 1.1, "the mapping after the router came back")
+        assert run.condition("Ready") == OK
+    finally:
+        back.stop()
+
+
+def test_a_suspended_agent_heals_nothing_however_long_and_resumed_heals_at_once(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """Suspended, no pass runs through ten intervals and a request for one is held; resumed, the held
+    request is served at once."""
+    repo.commit(manifest(("web", 8080, 80)))
+    run = driven(repo, emulator, tmp_path, interval=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    run.agent.suspend()
+    emulator.router.remove(8080, "TCP")
+    passes = run.passes()
+    run.agent.request_reconcile()  # as the router's event would
+    run.run_for(10)
+    assert run.passes() == passes
+    assert 8080 not in ports(emulator)
+    assert run.condition("Ready") == ("False", "Suspended")
+    run.agent.resume()
+    took = run.run_until(lambda: 8080 in ports(emulator), 0, "the heal after resume")
+    assert took == 0
+    assert run.condition("Ready") == OK
 
 
 def test_suspend_resume_and_reconcile_over_the_control_api(
     repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
 ) -> None:
-    """Suspended, the agent heals nothing and refuses to reconcile; resumed, it heals; reconcile returns the result."""
+    """Suspended, the agent refuses to reconcile; resumed, a reconcile heals and answers with its result.
+    The agent's clock stands still: every pass here is one the test asked for."""
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=1, watch=300, events=False)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
+    with AgentRun(config(repo, emulator, tmp_path, interval=1, watch=300, events=False), Clock()) as run:
+        assert call(run.listen, "reconcile", wait=DEADLINE)["done"] is True
+        assert ports(emulator) == {8080}
         assert call(run.listen, "suspend") == {"suspended": True}
-        run.wait_condition("False", "Suspended")
+        assert run.condition()["reason"] == "Suspended"
         emulator.router.remove(8080, "TCP")
-        time.sleep(2.5)  # two intervals pass with nothing healed: proving an absence needs the time to pass
-        assert 8080 not in ports(emulator)
         with pytest.raises(PortctlError, match="suspended"):
             call(run.listen, "reconcile")
+        assert 8080 not in ports(emulator)
         call(run.listen, "resume")
-        answer = call(run.listen, "reconcile", wait=10)
+        answer = call(run.listen, "reconcile", wait=DEADLINE)
         assert answer["done"] is True
-        wait_for(lambda: 8080 in ports(emulator), 5, "the heal after resume")
+        assert 8080 in ports(emulator)
         emulator.router.remove(8080, "TCP")
-        answer = call(run.listen, "reconcile", wait=10)
+        answer = call(run.listen, "reconcile", wait=DEADLINE)
     assert answer["result"]["result"] == "changed"
     assert answer["result"]["changes"] == ["restored 8080/tcp -> 127.0.0.1:80 (web): it had gone from the router"]
 
@@ -286,15 +330,20 @@ def test_health_readiness_status_and_metrics(repo: GitRepo, emulator: EmulatorSe
     """/healthz, /readyz, /status and /metrics say what the agent is doing, with the documented names."""
     emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
     commit = repo.commit(manifest(("web", 8080, 80), lease="1h"))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
-        assert run.get("/healthz")[0] == 200
-        run.wait_condition("True", "ReconciliationSucceeded")
-        assert run.get("/readyz")[0] == 200
-        status = run.status()
-        metrics = run.get("/metrics")[1].decode()
+    run = driven(repo, emulator, tmp_path)
+    server = ControlServer(run.agent, "127.0.0.1", 0).start()
+    try:
+        assert get(server.address, "/healthz")[0] == 200
+        assert get(server.address, "/readyz")[0] == 503  # no pass yet
+        run.agent.reconcile()
+        assert get(server.address, "/readyz")[0] == 200
+        status = json.loads(get(server.address, "/status")[1])
+        metrics = get(server.address, "/metrics")[1].decode()
         repo.commit("owner: [", "broken")
-        run.wait_condition("False", "ValidationFailed")
-        not_ready = run.get("/readyz")
+        run.agent.reconcile()
+        not_ready = get(server.address, "/readyz")
+    finally:
+        server.stop()
     assert status["inventory"][0]["mapping"] == "8080/tcp"
     assert status["inventory"][0]["leaseExpiry"].endswith("Z")
     assert status["results"][0]["revision"] == f"main@sha1:{commit}"
@@ -319,9 +368,9 @@ def test_health_readiness_status_and_metrics(repo: GitRepo, emulator: EmulatorSe
 def test_logs_are_json_lines_that_say_what_changed(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
     """Every log line is one JSON object; a reconcile line carries revision, router, duration and next run."""
     commit = repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
-        wait_for(lambda: any(e["msg"].startswith("reconciled") for e in run.log_lines()), 10, "the pass's log line")
-        lines = run.log_lines()
+    run = driven(repo, emulator, tmp_path)
+    run.agent.reconcile()
+    lines = run.log_lines()
     added = next(e for e in lines if e["msg"].startswith("added"))
     done = next(e for e in lines if e["msg"].startswith("reconciled"))
     assert added["msg"] == "added 8080/tcp -> 127.0.0.1:80 (web)"
@@ -338,13 +387,13 @@ def test_the_control_api_refuses_cross_site_and_rebinding_requests(
     import urllib.request
 
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
+    with AgentRun(config(repo, emulator, tmp_path), Clock()) as run:
         plain = urllib.request.Request(f"http://{run.listen}/suspend", data=b"", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(plain, timeout=5)
+            urllib.request.urlopen(plain, timeout=DEADLINE)
         rebound = urllib.request.Request(f"http://{run.listen}/status", headers={"Host": "evil.example:9477"})
         with pytest.raises(urllib.error.HTTPError) as misdirected:
-            urllib.request.urlopen(rebound, timeout=5)
+            urllib.request.urlopen(rebound, timeout=DEADLINE)
         suspended = run.status()["suspended"]
     assert refused.value.code == 403
     assert misdirected.value.code == 421
@@ -382,14 +431,29 @@ def test_the_webhook_hears_changes_and_new_failures_only(
     """One POST per reconcile that changed the router, one when a failure starts; quiet passes send none."""
     url, received = webhook
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, interval=1, webhook=url)) as run:
-        wait_for(lambda: len(received) == 1, 10, "the webhook for the first apply")
-        repo.commit("owner: [", "broken")
-        wait_for(lambda: len(received) == 2, 10, "the webhook for the failure")
-        wait_for(lambda: len(run.status()["results"]) >= 5, 10, "more passes")
+    run = driven(repo, emulator, tmp_path, interval=1, webhook=url)
+    assert run.agent.webhook is not None
+    deliver = run.agent.webhook.send
+    sent: list[dict[str, Any]] = []  # what the agent decided to send, in pass order
+
+    def send(event: dict[str, Any]) -> None:
+        sent.append(event)
+        deliver(event)
+
+    run.agent.webhook.send = send  # type: ignore[method-assign]
+    run.agent.reconcile()  # changed: heard
+    run.agent.reconcile()  # unchanged: quiet
+    repo.commit("owner: [", "broken")
+    for _ in range(4):  # failed, then failed again for the same reason: heard once
+        run.clock.advance(1)
+        run.agent.reconcile()
+    wait_for(lambda: len(received) == 2, DEADLINE, "both webhooks to be delivered")
+    assert [(e["result"], e["reason"]) for e in sent] == [
+        ("changed", "ReconciliationSucceeded"),
+        ("failed", "ValidationFailed"),
+    ]
     assert received[0]["result"] == "changed" and received[0]["changes"] == ["added 8080/tcp -> 127.0.0.1:80 (web)"]
     assert (received[1]["result"], received[1]["reason"]) == ("failed", "ValidationFailed")
-    assert len(received) == 2
 
 
 def test_sigterm_finishes_the_apply_and_release_on_exit_removes_only_owned_mappings(
@@ -429,15 +493,17 @@ def test_signed_commits_only(repo: GitRepo, emulator: EmulatorServer, tmp_path: 
     with open(key + ".pub") as f, open(signers, "w") as out:
         out.write(f"admin@homelab.test {f.read()}")
     signed = repo.commit(manifest(("web", 8080, 80)), sign_with=key + ".pub")
-    cfg = config(repo, emulator, tmp_path, verify_signatures=True, allowed_signers=signers, events=False)
-    with AgentRun(cfg) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        unsigned = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "unsigned")
-        run.wait_condition("False", "VerificationFailed")
-        status = run.status()
-        assert ports(emulator) == {8080}
-        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "signed", sign_with=key + ".pub")
-        run.wait_condition("True", "ReconciliationSucceeded")
+    run = driven(repo, emulator, tmp_path, verify_signatures=True, allowed_signers=signers)
+    run.agent.reconcile()
+    assert run.condition("Ready") == OK
+    unsigned = repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "unsigned")
+    run.agent.reconcile()
+    assert run.condition("Ready") == ("False", "VerificationFailed")
+    status = run.agent.status.to_json()
+    assert ports(emulator) == {8080}
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)), "signed", sign_with=key + ".pub")
+    run.agent.reconcile()
+    assert run.condition("Ready") == OK
     assert status["lastAppliedRevision"] == f"main@sha1:{signed}"
     assert unsigned[:12] in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
     assert ports(emulator) == {8080, 2222}
@@ -448,22 +514,21 @@ def test_a_bug_in_one_pass_is_reported_and_the_loop_goes_on(
 ) -> None:
     """An unexpected exception turns Ready False (InternalError, traceback in the log); the next pass recovers."""
     repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path, events=False)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        working = run.agent.source
+    run = driven(repo, emulator, tmp_path)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    working = run.agent.source
 
-        class Broken:
-            def describe(self) -> str:
-                return "broken"
+    class Broken:
+        def describe(self) -> str:
+            return "broken"
 
-            def fetch(self) -> Any:
-                raise ZeroDivisionError("a bug")
+        def fetch(self) -> Any:
+            raise ZeroDivisionError("a bug")
 
-        run.agent.source = Broken()  # type: ignore[assignment]
-        wait_for(lambda: any(e["msg"].startswith("reconcile crashed") for e in run.log_lines()), 10, "the crash log")
-        assert run.condition()["reason"] == "InternalError"
-        run.agent.source = working
-        run.wait_condition("True", "ReconciliationSucceeded")
+    run.agent.source = Broken()  # type: ignore[assignment]
+    run.run_until(lambda: run.condition("Ready") == ("False", "InternalError"), 2 * 1.1, "the crash")
+    run.agent.source = working
+    run.run_until(lambda: run.condition("Ready") == OK, 2 * 1.1, "the recovery")
     crash = next(e for e in run.log_lines() if e["msg"].startswith("reconcile crashed"))
     assert crash["msg"] == "reconcile crashed: ZeroDivisionError: a bug"
     assert "Traceback" in crash["traceback"]
@@ -472,17 +537,16 @@ def test_a_bug_in_one_pass_is_reported_and_the_loop_goes_on(
 def test_a_billion_laughs_commit_is_refused_quickly_and_the_last_good_revision_stays(
     repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
 ) -> None:
-    """Aliases of aliases are ValidationFailed with file and line; the last good revision stays; the agent stops."""
+    """Aliases of aliases are ValidationFailed with file and line; the last good revision stays."""
     good = repo.commit(manifest(("web", 8080, 80)))
-    with AgentRun(config(repo, emulator, tmp_path)) as run:
-        run.wait_condition("True", "ReconciliationSucceeded")
-        before = snapshot(emulator)
-        bad = repo.commit(manifest(("web", 8080, 80)) + billion_laughs(), "aliases")
-        run.wait_condition("False", "ValidationFailed", timeout=60)
-        status = run.status()
-        assert "mappings.yaml:" in run.condition()["message"]
-        assert "expands to more than 50000 values" in run.condition()["message"]
-        assert status["lastAppliedRevision"] == f"main@sha1:{good}"
-        assert status["lastAttemptedRevision"] == f"main@sha1:{bad}"
-        assert run.get("/healthz")[0] == 200
+    run = driven(repo, emulator, tmp_path)
+    run.agent.reconcile()
+    before = snapshot(emulator)
+    bad = repo.commit(manifest(("web", 8080, 80)) + billion_laughs(), "aliases")
+    outcome = run.agent.reconcile()
+    assert run.condition("Ready") == ("False", "ValidationFailed")
+    assert "mappings.yaml:" in outcome.message
+    assert "expands to more than 50000 values" in outcome.message
+    assert run.agent.status.last_applied_revision == f"main@sha1:{good}"
+    assert run.agent.status.last_attempted_revision == f"main@sha1:{bad}"
     assert snapshot(emulator) == before

@@ -14,7 +14,7 @@ from reconciler.agent.events import Events
 from reconciler.agent.logs import JsonLog
 from reconciler.agent.watch import Sample
 from reconciler.emulator import EmulatorServer
-from tests.agenthelp import Clock
+from tests.agenthelp import ROUTER_TIMEOUT, Clock
 
 
 @pytest.mark.parametrize(
@@ -45,9 +45,9 @@ def test_a_subscription_the_router_forgot_is_made_again_and_followed_by_a_reconc
     status says live again with a fresh sid_age."""
     clock = Clock()
     asked: list[int] = []
-    config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=5.0)
+    config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=ROUTER_TIMEOUT)
     events = Events(config, JsonLog(io.StringIO()), lambda: asked.append(1), lambda: None, clock)
-    events.attach(api.connect(emulator.url, timeout=5.0))
+    events.attach(api.connect(emulator.url, timeout=ROUTER_TIMEOUT))
     try:
         events.tend()
         first = events.sid
@@ -75,9 +75,9 @@ def test_a_subscription_that_could_not_be_renewed_is_retried_soon_not_after_minu
 ) -> None:
     """A router that does not answer SUBSCRIBE (restarting) is asked again within seconds."""
     clock = Clock()
-    config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=5.0)
+    config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=ROUTER_TIMEOUT)
     events = Events(config, JsonLog(io.StringIO()), lambda: None, lambda: None, clock)
-    events.attach(api.connect(emulator.url, timeout=5.0))
+    events.attach(api.connect(emulator.url, timeout=ROUTER_TIMEOUT))
     url = events.url
     try:
         events.url = "http://127.0.0.1:9/evt/IPConn"  # nothing listens there: as a router mid-restart

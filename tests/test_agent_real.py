@@ -63,13 +63,14 @@ class RunningAgent:
 
     def status(self) -> dict[str, Any]:
         out = self.lab.portctl("agent", "status", "--json", "--listen", LISTEN, router=False)
-        return json.loads(out.stdout) if out.returncode == 0 else {}
+        # It exits 1 while the agent is not ready, and prints the document all the same.
+        return json.loads(out.stdout) if out.stdout.startswith("{") else {}
 
     def ready(self) -> tuple[str, str]:
         ready = next((c for c in self.status().get("conditions", []) if c["type"] == "Ready"), {})
         return ready.get("status", ""), ready.get("reason", "")
 
-    def wait_ready(self, status: str, reason: str, timeout: float = 30) -> None:
+    def wait_ready(self, status: str, reason: str, timeout: float = 60) -> None:
         wait_for(lambda: self.ready() == (status, reason), timeout, f"Ready={status} {reason}; log: {self.log()}")
 
     def log(self) -> list[dict[str, Any]]:
@@ -134,7 +135,7 @@ def test_commits_are_applied_invalid_ones_are_not_and_foreign_mappings_survive(
 
     repo.commit(manifest(("web", 18080, 8000), client=LAN_IP), "drop ssh")
     a.wait_ready("True", "ReconciliationSucceeded")
-    wait_for(lambda: 12222 not in {r[0] for r in lab.table()}, 10, "ssh to be removed")
+    wait_for(lambda: 12222 not in {r[0] for r in lab.table()}, 60, "ssh to be removed")
     assert not lab.reaches(12222)
     assert lab.reaches(18080)
     assert {r for r in lab.table() if r[0] == 3074} == foreign
@@ -152,7 +153,7 @@ def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
     a = RunningAgent(lab, repo, str(tmp_path), "--interval", "300s")
     agent.append(a)
     a.wait_ready("True", "ReconciliationSucceeded")
-    wait_for(lambda: a.status()["events"]["subscribed"], 10, "the event subscription")
+    wait_for(lambda: a.status()["events"]["subscribed"], 60, "the event subscription")
     foreign = {r for r in lab.table() if r[0] == 3074}
     assert "is redirected" not in lab.upnpc("-d", "18080", "TCP").stdout
     deleted = time.monotonic()
@@ -163,7 +164,7 @@ def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
     assert lab.reaches(18080)
     assert took < 90
     assert {r for r in lab.table() if r[0] == 3074} == foreign
-    wait_for(lambda: any(e["msg"].startswith("restored 18080/tcp") for e in a.log()), 10, "the log of the heal")
+    wait_for(lambda: any(e["msg"].startswith("restored 18080/tcp") for e in a.log()), 60, "the log of the heal")
 
 
 def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
@@ -178,7 +179,7 @@ def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
     agent.append(a)
     a.wait_ready("True", "ReconciliationSucceeded")
     lab.stop_router()
-    a.wait_ready("False", "RouterUnreachable", timeout=interval * 2)
+    a.wait_ready("False", "RouterUnreachable", timeout=60)
     lab.start_router()  # no lease file kept: the table is empty
     back = stamp(time.time())
     # One interval on a quiet machine; on a busy one the test checks the cause instead of the clock: the

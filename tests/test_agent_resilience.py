@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.agent.config import AgentConfig
 from reconciler.agent.source import FileSource, Unsettled
 from reconciler.emulator import EmulatorServer
-from tests.agenthelp import AgentRun, Clock, Driven, manifest
+from tests.agenthelp import Clock, Driven, manifest
 from tests.helpers import snapshot
-from tests.routerlab import wait_for
 
 FOREIGN = (3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
 
@@ -89,7 +87,8 @@ def test_a_loader_that_raises_anything_still_leaves_the_router_converged(
 
 
 def test_odd_digits_in_the_routers_uptime_do_not_stop_the_agent(emulator: EmulatorServer, tmp_path: Any) -> None:
-    """An uptime of '²' (a digit to str.isdigit, not to int) is logged once and the agent keeps converging."""
+    """An uptime of '²' (a digit to str.isdigit, not to int) is logged once, counted, and shown in the
+    status (restarts go unnoticed between passes meanwhile); the agent keeps converging."""
     status = emulator.router._status
 
     def odd_uptime(args: Any, client: str) -> Any:
@@ -98,20 +97,22 @@ def test_odd_digits_in_the_routers_uptime_do_not_stop_the_agent(emulator: Emulat
     emulator.router._status = odd_uptime  # type: ignore[method-assign]
     path = str(tmp_path / "mappings.yaml")
     write(path, manifest(("web", 8080, 80)))
-    config = AgentConfig(manifest=path, router=emulator.url, events=False, interval=300, watch=1, settle=0)
-    with AgentRun(config) as run:
-        run.wait_condition("True", "ReconciliationSucceeded", timeout=30)
-        # Several checks between passes read the odd uptime; the loop lives through all of them.
-        calls = emulator.router.calls["GetStatusInfo"]
-        wait_for(lambda: emulator.router.calls["GetStatusInfo"] >= calls + 3, 60, "three checks of the router")
-        assert run.thread.is_alive()
-        emulator.router.remove(8080, "TCP")
-        run.agent.request_reconcile()
-        wait_for(lambda: 8080 in {e.external_port for e in emulator.router.rows()}, 30, "the heal")
-        problems = [e for e in run.log_lines() if "uptime" in e["msg"] and e["level"] == "error"]
-        metrics = run.get("/metrics")[1].decode()
+    run = Driven(path, emulator, interval=300, watch=1, settle=0)
+    run.run_until(lambda: run.condition("Ready") == ("True", "ReconciliationSucceeded"), 0, "the first pass")
+    # Several checks between passes read the odd uptime; the loop lives through all of them.
+    calls = emulator.router.calls["GetStatusInfo"]
+    run.run_for(3.5)
+    assert emulator.router.calls["GetStatusInfo"] >= calls + 3
+    emulator.router.remove(8080, "TCP")
+    run.agent.request_reconcile()
+    run.run_until(lambda: 8080 in {e.external_port for e in emulator.router.rows()}, 0, "the heal")
+    problems = [e for e in run.log_lines() if "uptime" in e["msg"] and e["level"] == "error"]
+    shown = run.agent.status.to_json()["problems"]
+
     assert len(problems) == 1
-    assert 'portctl_errors_total{reason="RouterError"}' in metrics
+    assert run.metric('portctl_errors_total{reason="RouterError"}') >= 3
+    assert [(p["step"], p["reason"]) for p in shown] == [("reading the router's uptime", "RouterError")]
+    assert "uptime could not be read" in shown[0]["message"]
 
 
 def test_a_file_source_waits_until_the_file_has_been_still_for_the_settle_interval(tmp_path: Any) -> None:

@@ -17,8 +17,10 @@ Failure decisions, as in Flux's controllers:
 - a local manifest that is still changing (an editor or a deploy mid-write): keep the last good
   revision until the file has been still for the settle interval.
 
-Scheduling reads `clock` (time.monotonic unless a test hands in another); wall-clock stamps and
-pass durations are real time.
+Every read of time goes through two injected clocks: `clock` (time.monotonic unless a test hands in
+another) for scheduling, leases and durations, and `wall` (time.time) for the stamps people read.
+`step()` is one turn of the loop and returns when to wake, so a test can drive the loop on a
+virtual clock without a thread.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .. import api, diff, lock
+from .. import api, diff, lock, renewal
 from ..apply import apply
 from ..backends.base import Backend
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
@@ -46,8 +48,6 @@ from .source import Artifact, FileSource, GitSource, SourceError, Unsettled
 from .watch import Sample
 from .watch import read as read_watch
 
-RENEW_BELOW = 0.6  # renew once less than 60% of a lease is left ...
-RENEW_WAKE = 0.55  # ... and wake for it when 55% is left, so renewal is done before half
 LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on the same router
 MIN_WAIT = 1.0
 FIRST_BACKOFF = 2.0
@@ -65,12 +65,18 @@ class Outcome:
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, *, log: JsonLog | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        config: AgentConfig,
+        *,
+        log: JsonLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.log = log or JsonLog()
         self.clock = clock
-        self.status = st.Status()
+        self.wall = wall
+        self.status = st.Status(clock, wall)
         self.metrics = Metrics()
         self.source: FileSource | GitSource = (
             FileSource(config.manifest, settle=config.settle, clock=clock)
@@ -86,7 +92,7 @@ class Agent:
         )
         self.webhook = Webhook(config.webhook, self.log) if config.webhook else None
         self._wake = threading.Event()
-        self.events = Events(self.config, self.log, self.request_reconcile, self._wake.set, clock)
+        self.events = Events(self.config, self.log, self.request_reconcile, self._wake.set, clock, wall)
         self._stop = threading.Event()
         self._tickets = threading.Condition()
         self._requested = 0  # reconcile requests taken (control API, events)
@@ -107,6 +113,8 @@ class Agent:
         self._leases: dict[MappingKey, int] = {}
         self._read_at = 0.0
         self._random = random.Random()
+        self._next_pass = clock()  # the loop's schedule, on `clock`
+        self._next_watch = self._next_pass + config.watch
 
     # -- control (any thread) --------------------------------------------------------------
 
@@ -123,15 +131,12 @@ class Agent:
             return self._tickets.wait_for(lambda: self._completed >= ticket, timeout)
 
     def suspend(self) -> None:
-        self.status.suspended = True
-        self.status.set(st.READY, "False", st.SUSPENDED, "reconciliation is suspended; drift is not healed")
-        self.status.set(st.RECONCILING, "False", st.SUSPENDED, "suspended")
-        self.log.warning("suspended: the router is no longer kept converged (leases will lapse)")
+        if self.status.suspend():
+            self.log.warning("suspended: the router is no longer kept converged (leases will lapse)")
         self._wake.set()
 
     def resume(self) -> None:
-        if self.status.suspended:
-            self.status.suspended = False
+        if self.status.resume():
             self.log.info("resumed")
             self.request_reconcile()
 
@@ -148,31 +153,41 @@ class Agent:
 
     def run(self) -> None:
         """Reconcile until stop(); then release the owned mappings if asked to."""
-        now = self.clock()
-        next_pass, next_watch = now, now + self.config.watch
         self.log.info("agent started", source=self.source.describe(), interval=self.config.interval)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                now = self.clock()
-                if self.status.suspended:
-                    next_pass = now + self.config.interval
-                elif now >= next_pass or self._requested > self._completed:
-                    next_pass = self.clock() + self._pass()
-                    next_watch = self.clock() + self.config.watch
-                    continue
-                elif now >= next_watch:
-                    next_watch = now + self.config.watch
-                    if self._guarded("checking the router", self._watch, False):
-                        next_pass = now
-                        continue
-                due = self._guarded("tending the event subscription", self.events.tend, None)
-                if due is not None:
-                    next_pass = min(next_pass, due)
-                wake_at = min(next_pass, next_watch, self.events.next_due)
+                wake_at = self.step()
                 self._wake.wait(max(0.0, wake_at - self.clock()))
         finally:
             self._shutdown()
+
+    def step(self) -> float:
+        """One turn of the loop: a pass, a check of the router or the event subscription, whichever
+        is due; returns the time on `clock` to wake at (now, when there may be more to do at once)."""
+        now = self.clock()
+        if self.status.suspended:
+            # Nothing is due while suspended, the check of the router included (it would only ask for
+            # a pass): a check left in the past would have the loop spin.
+            self._next_pass = self._next_watch = now + self.config.interval
+        elif now >= self._next_pass or self.pending():
+            self._next_pass = self.clock() + self._pass()
+            self._next_watch = self.clock() + self.config.watch
+            return self.clock()
+        elif now >= self._next_watch:
+            self._next_watch = now + self.config.watch
+            if self._guarded("checking the router", self._watch, False):
+                self._next_pass = now
+                return now
+        due = self._guarded("tending the event subscription", self.events.tend, None)
+        if due is not None:
+            self._next_pass = min(self._next_pass, due)
+        return min(self._next_pass, self._next_watch, self.events.next_due)
+
+    def pending(self) -> bool:
+        """Has a reconcile been asked for (control API, event) that no pass has served yet?"""
+        with self._tickets:
+            return self._requested > self._completed
 
     def _guarded(self, what: str, step: Callable[[], _T], fallback: _T) -> _T:
         """Run a step of the loop between passes; an exception is reported, never the end of the loop."""
@@ -187,10 +202,12 @@ class Agent:
     def _note(self, what: str, reason: str, message: str, detail: str = "") -> None:
         """Count and log a problem of a step between passes; logged when it starts or changes, not while it recurs."""
         if not message:
-            self._step_problems.pop(what, None)
+            if self._step_problems.pop(what, None) is not None:
+                self.status.note(what, "", "")
             return
         self.metrics.errors.labels(reason).inc()
         if self._step_problems.get(what) != message:
+            self.status.note(what, reason, message)
             self._step_problems[what] = message
             self.log.error(message, reason=reason, traceback=detail or None)
 
@@ -214,7 +231,7 @@ class Agent:
             self._log_once(st.INTERNAL_ERROR, f"reconcile crashed: {message}", traceback.format_exc())
             outcome = self._failed(st.INTERNAL_ERROR, message)
             self.metrics.reconciles.labels("failed").inc()
-            self._report(outcome, time.time(), 0.0)
+            self._report(outcome, self.wall(), 0.0)
         with self._tickets:
             self._completed = max(self._completed, serving)
             self._tickets.notify_all()
@@ -222,10 +239,10 @@ class Agent:
 
     def reconcile(self) -> Outcome:
         """One pass: source, router, plan, apply, status. Never raises for an expected failure."""
-        started, t0 = time.time(), time.monotonic()
+        started, t0 = self.wall(), self.clock()
         self.status.set(st.RECONCILING, "True", st.PROGRESSING, f"reconciling {self._revision or 'the source'}")
         outcome = self._reconcile()
-        duration = time.monotonic() - t0
+        duration = self.clock() - t0
         self.metrics.duration.observe(duration)
         self.metrics.reconciles.labels(outcome.result).inc()
         self._report(outcome, started, duration)
@@ -234,7 +251,7 @@ class Agent:
     def _reconcile(self) -> Outcome:
         artifact, trouble, settling = self._fetch()
         if artifact is not None:
-            self.status.last_attempted_revision = artifact.revision
+            self.status.attempted(artifact.revision)
             trouble = self._load(artifact) or trouble
         if self._manifest is None:
             if settling is not None and trouble is None:
@@ -260,10 +277,7 @@ class Agent:
             return self._failed(*trouble, stalled=self._stalls(trouble), changes=changes)
         self._failures = 0
         self._errors_logged.clear()
-        self.status.last_applied_revision = self._revision
-        self.status.last_success = time.time()
-        self.status.last_success_monotonic = time.monotonic()
-        self.metrics.last_success.set(self.status.last_success)
+        self.metrics.last_success.set(self.status.succeeded(self._revision))
         message = f"applied {self._revision}" + (f": {len(changes)} change(s)" if changes else "; no changes")
         self.status.set(st.READY, "True", st.SUCCEEDED, message)
         self.status.set(st.RECONCILING, "False", st.SUCCEEDED, message)
@@ -357,7 +371,7 @@ class Agent:
         plan = api.plan(
             manifest,
             facts,
-            renew_below=RENEW_BELOW,
+            renew_below=renewal.AGENT_BELOW,
             max_deletions=self.config.max_deletions,
             allow_empty=self.config.allow_empty,
         )
@@ -381,7 +395,7 @@ class Agent:
             return done, (st.APPLY_FAILED, failed or f"not verified: {report.unverified}")
         if plan.conflicts:
             names = "; ".join(f"{k.name} {k.key}: {k.reason}" for k in plan.conflicts)
-            return done, ("Conflict", f"not placed: {names}")
+            return done, (st.CONFLICT, f"not placed: {names}")
         return done, None
 
     def _connect(self, manifest: Manifest) -> Backend:
@@ -393,7 +407,7 @@ class Agent:
             if old and old != backend.info.udn:
                 self.log.warning(f"the router changed: {old} is now {backend.info.udn} at {backend.info.location}")
             self._backend = backend
-            self.status.router = backend.info.udn
+            self.status.connected(backend.info.udn)
             self._watched = self._read_watch(backend)
             self.log.bind(router=backend.info.location)
             self.metrics.set_info(self._revision, backend.info.udn)
@@ -406,7 +420,7 @@ class Agent:
         self.events.forget()  # a router that went away has forgotten its subscribers
 
     def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping]) -> None:
-        now = time.time()
+        now = self.wall()
         entries = []
         claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None)
         for row in table:
@@ -415,7 +429,7 @@ class Agent:
                 target = f"{row.internal_client}:{row.internal_port}"
                 expires = now + row.lease if row.lease else None
                 entries.append(st.InventoryEntry(name, str(row.key), target, expires))
-        self.status.inventory = tuple(entries)
+        self.status.take_inventory(tuple(entries))
         self._desired = {m.key: m for m in plan.desired}
         self._leases = {row.key: row.lease for row in table if row.key in self._desired}
         self._read_at = self.clock()
@@ -436,7 +450,7 @@ class Agent:
             left = self._leases.get(key, 0)
             if left:
                 full = want.lease or MAX_LEASE
-                wait = min(wait, left - RENEW_WAKE * full - elapsed)
+                wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
         return max(MIN_WAIT, wait)
 
     def _failed(self, reason: str, message: str, *, stalled: bool = False, changes: tuple[str, ...] = ()) -> Outcome:
@@ -520,7 +534,9 @@ class Agent:
     def _release(self, manifest: Manifest) -> None:
         try:
             backend = self._connect(manifest)
-            report = apply(api.destroy_plan(manifest, api.read(backend)), backend)
+            # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
+            with lock.held(backend.info.udn, LOCK_TIMEOUT):
+                report = apply(api.destroy_plan(manifest, api.read(backend)), backend)
         except PortctlError as exc:
             self.log.error(f"could not release the owned mappings: {exc}")
             return

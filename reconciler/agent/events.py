@@ -42,10 +42,12 @@ class Events:
         reconcile: Callable[[], object],
         wake: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.log = log
         self.clock = clock
+        self.wall = wall
         self._reconcile = reconcile
         self._wake = wake
         self.listener: Any = None  # gena.EventListener, imported only when events are used
@@ -54,6 +56,7 @@ class Events:
         self.next_renewal = float("inf")
         self.retry_at = 0.0
         self.last_event = 0.0
+        self.changes_heard = 0  # events that announced a change (not a subscription's initial state)
         self.subscribed_at: float | None = None  # the clock when the current SID was granted
         self.last_renewal = 0.0  # wall clock of the last SUBSCRIBE the router granted (new or renewal)
         self._failures = 0  # SUBSCRIBEs in a row the router did not answer
@@ -146,13 +149,14 @@ class Events:
         if not renewal:
             self.subscribed_at = now
         self.sid, self.next_renewal, self._failures = sid, now + seconds / 2, 0
-        self.last_renewal = time.time()
+        self.last_renewal = self.wall()
 
     def _on_event(self, event: Any) -> None:
         with self._lock:
-            self.last_event = time.time()
+            self.last_event = self.wall()
             # The first event of a subscription is the initial state, not a change.
             if event.seq > 0:
+                self.changes_heard += 1
                 self._due = self.clock() + EVENT_SETTLE
         self._wake()
 
@@ -186,4 +190,5 @@ class Events:
             "lastRenewal": st.stamp(self.last_renewal) if self.last_renewal else None,
             "eventURL": self.url or None,
             "lastEvent": st.stamp(self.last_event) if self.last_event else None,
+            "changesHeard": self.changes_heard,
         }

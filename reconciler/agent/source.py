@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import PortctlError
+from . import status as st
 
 GIT_TIMEOUT = 120.0  # a fetch of one shallow commit; a hung remote must not stall the loop forever
 
@@ -22,13 +23,13 @@ GIT_TIMEOUT = 120.0  # a fetch of one shallow commit; a hung remote must not sta
 class SourceError(PortctlError):
     """The manifest could not be fetched (or its commit is not trusted)."""
 
-    reason = "SourceFetchFailed"
+    reason = st.SOURCE_FETCH_FAILED
 
 
 class Unsettled(SourceError):
     """The local file changed within the settle interval: it may be half-written, so it is not used yet."""
 
-    reason = "SourceSettling"
+    reason = st.SOURCE_SETTLING
 
     def __init__(self, message: str, retry_in: float) -> None:
         super().__init__(message)
@@ -38,7 +39,7 @@ class Unsettled(SourceError):
 class VerificationError(SourceError):
     """The fetched commit is unsigned, or signed by someone not allowed."""
 
-    reason = "VerificationFailed"
+    reason = st.VERIFICATION_FAILED
 
 
 @dataclass(frozen=True)

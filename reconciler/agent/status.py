@@ -1,6 +1,7 @@
 """The agent's status, shaped like a Flux object's: conditions with reasons, revisions, inventory.
 
-Written by the loop, read by the HTTP listener's threads; every access holds the lock.
+Written by the loop, read by the HTTP listener's threads; every access holds the lock. The reasons
+below are the one vocabulary of the agent's conditions, log lines and metrics.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,14 @@ APPLY_FAILED = "ApplyFailed"
 SUSPENDED = "Suspended"
 SOURCE_SETTLING = "SourceSettling"  # the local manifest is still being written; the last good one stays
 INTERNAL_ERROR = "InternalError"  # a bug in portctl; the log has the traceback
+CONFLICT = "Conflict"  # a declared mapping's port is held by a foreign mapping
+REASONS = frozenset(
+    {
+        SUCCEEDED, PROGRESSING, ROUTER_UNREACHABLE, ROUTER_ERROR, LOCKED, SOURCE_FETCH_FAILED, VERIFICATION_FAILED,
+        VALIDATION_FAILED, PLAN_BLOCKED, APPLY_FAILED, SUSPENDED, SOURCE_SETTLING, INTERNAL_ERROR, CONFLICT,
+    }
+)  # fmt: skip
+SUSPENDED_MESSAGE = "reconciliation is suspended; drift is not healed"
 RESULTS_KEPT = 10
 
 
@@ -83,53 +93,155 @@ class Result:
 
 
 class Status:
-    def __init__(self) -> None:
+    """Written by the loop through the methods below, read by the listener's threads; both hold the lock.
+
+    A suspended agent is not ready, whatever the pass that was under way when it was suspended
+    concluded: Ready and Reconciling read False (Suspended) until it is resumed.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock  # for how long ago the last success was
+        self._wall = wall  # for the stamps people read
         self._conditions: dict[str, Condition] = {}
-        self.last_applied_revision = ""
-        self.last_attempted_revision = ""
-        self.last_success = 0.0  # wall clock of the last reconcile that converged the router
-        self.last_success_monotonic: float | None = None
-        self.router = ""
-        self.suspended = False
-        self.inventory: tuple[InventoryEntry, ...] = ()
-        self.results: collections.deque[Result] = collections.deque(maxlen=RESULTS_KEPT)
+        self._last_applied_revision = ""
+        self._last_attempted_revision = ""
+        self._last_success = 0.0  # wall clock of the last reconcile that converged the router
+        self._last_success_at: float | None = None  # ... and the same moment on `clock`
+        self._router = ""
+        self._suspended: Condition | None = None  # the Ready condition while suspended
+        self._inventory: tuple[InventoryEntry, ...] = ()
+        self._problems: dict[str, tuple[str, str]] = {}  # step between passes -> (reason, message)
+        self._results: collections.deque[Result] = collections.deque(maxlen=RESULTS_KEPT)
         self.set(READY, "Unknown", PROGRESSING, "no reconcile has run yet")
+
+    # -- writers (the loop) ----------------------------------------------------------------
 
     def set(self, kind: str, status: str, reason: str, message: str) -> None:
         """Set a condition; its transition time moves only when its status does."""
         with self._lock:
             old = self._conditions.get(kind)
-            since = old.lastTransitionTime if old and old.status == status else stamp(time.time())
+            since = old.lastTransitionTime if old and old.status == status else stamp(self._wall())
             self._conditions[kind] = Condition(kind, status, reason, message, since)
 
-    def clear(self, kind: str) -> None:
+    def suspend(self) -> bool:
+        """Stop counting as ready until resume(); False when already suspended."""
         with self._lock:
-            self._conditions.pop(kind, None)
+            if self._suspended is not None:
+                return False
+            old = self._conditions.get(READY)
+            since = old.lastTransitionTime if old and old.status == "False" else stamp(self._wall())
+            self._suspended = Condition(READY, "False", SUSPENDED, SUSPENDED_MESSAGE, since)
+            return True
 
-    def condition(self, kind: str) -> Condition | None:
+    def resume(self) -> bool:
+        """False when it was not suspended."""
         with self._lock:
-            return self._conditions.get(kind)
+            was, self._suspended = self._suspended, None
+            return was is not None
+
+    def attempted(self, revision: str) -> None:
+        with self._lock:
+            self._last_attempted_revision = revision
+
+    def succeeded(self, revision: str) -> float:
+        """A pass converged the router to `revision`; returns the wall-clock stamp it recorded."""
+        with self._lock:
+            self._last_applied_revision = revision
+            self._last_success = self._wall()
+            self._last_success_at = self._clock()
+            return self._last_success
+
+    def connected(self, router: str) -> None:
+        with self._lock:
+            self._router = router
+
+    def take_inventory(self, entries: tuple[InventoryEntry, ...]) -> None:
+        with self._lock:
+            self._inventory = entries
+
+    def note(self, step: str, reason: str, message: str) -> None:
+        """A step between passes has a problem (or, with no message, has it no more)."""
+        with self._lock:
+            if message:
+                self._problems[step] = (reason, message)
+            else:
+                self._problems.pop(step, None)
 
     def record(self, result: Result) -> None:
         with self._lock:
-            self.results.append(result)
+            self._results.append(result)
+
+    # -- readers (any thread) --------------------------------------------------------------
+
+    @property
+    def suspended(self) -> bool:
+        with self._lock:
+            return self._suspended is not None
+
+    @property
+    def last_applied_revision(self) -> str:
+        with self._lock:
+            return self._last_applied_revision
+
+    @property
+    def last_attempted_revision(self) -> str:
+        with self._lock:
+            return self._last_attempted_revision
+
+    @property
+    def last_success(self) -> float:
+        with self._lock:
+            return self._last_success
+
+    @property
+    def router(self) -> str:
+        with self._lock:
+            return self._router
+
+    @property
+    def inventory(self) -> tuple[InventoryEntry, ...]:
+        with self._lock:
+            return self._inventory
+
+    @property
+    def results(self) -> tuple[Result, ...]:
+        """The last passes, oldest first."""
+        with self._lock:
+            return tuple(self._results)
+
+    def problems(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            return dict(self._problems)
+
+    def condition(self, kind: str) -> Condition | None:
+        with self._lock:
+            return self._condition(kind)
 
     def ready_within(self, seconds: float) -> bool:
         """Did a reconcile converge the router within the last `seconds`?"""
         with self._lock:
-            done = self.last_success_monotonic
-        return done is not None and time.monotonic() - done <= seconds
+            done = self._last_success_at
+        return done is not None and self._clock() - done <= seconds
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "lastAppliedRevision": self.last_applied_revision,
-                "lastAttemptedRevision": self.last_attempted_revision,
-                "lastSuccessTime": stamp(self.last_success) if self.last_success else None,
-                "router": self.router,
-                "suspended": self.suspended,
-                "conditions": [asdict(c) for c in self._conditions.values()],
-                "inventory": [e.to_json() for e in self.inventory],
-                "results": [r.to_json() for r in reversed(self.results)],
+                "lastAppliedRevision": self._last_applied_revision,
+                "lastAttemptedRevision": self._last_attempted_revision,
+                "lastSuccessTime": stamp(self._last_success) if self._last_success else None,
+                "router": self._router,
+                "suspended": self._suspended is not None,
+                "conditions": [asdict(self._condition(kind)) for kind in self._conditions],  # type: ignore[arg-type]
+                "problems": [{"step": s, "reason": r, "message": m} for s, (r, m) in self._problems.items()],
+                "inventory": [e.to_json() for e in self._inventory],
+                "results": [r.to_json() for r in reversed(self._results)],
             }
+
+    def _condition(self, kind: str) -> Condition | None:
+        # Suspension overrides what the last pass concluded: one answer on every endpoint.
+        if self._suspended is not None and kind in (READY, RECONCILING):
+            if kind == READY:
+                return self._suspended
+            return replace(self._suspended, type=RECONCILING, message="suspended")
+        return self._conditions.get(kind)

@@ -273,8 +273,10 @@ class UpnpBackend(Backend):
     def _connected(self, service: _Service) -> bool:
         try:
             status = self._call("GetStatusInfo", service=service).get("NewConnectionStatus")
+        except RouterUnreachable:
+            return False  # a connection that does not answer is not one to put mappings on
         except RouterError:
-            return True  # no status to go by; the external address decides
+            return True  # a refusal (no such action): no status to go by; the external address decides
         return str(status or "").strip() in ("Connected", "Up")
 
     def _actions(self, scpd_url: str) -> frozenset[str]:

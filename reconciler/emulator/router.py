@@ -120,6 +120,16 @@ class Router:
             self._changed()
         return entry is not None
 
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Count time on `clock` from now on; every lease keeps its time left, the uptime stays."""
+        with self._lock:
+            shift = clock() - self.clock()
+            for e in self.entries:
+                if e.expires is not None:
+                    e.expires += shift
+            self.booted += shift
+            self.clock = clock
+
     def reboot(self) -> None:
         """Lose the table, as most routers do on a restart, and start counting uptime again."""
         with self._lock:
