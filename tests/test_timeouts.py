@@ -12,6 +12,7 @@ from reconciler.backends.patience import CEILING, Deadline, Patience
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.errors import RouterUnreachable
 from reconciler.models import MappingKey, PortMapping, Protocol
+from tests.helpers import FOREIGN, owned_ports, portctl, snapshot, write
 
 MANIFEST = """\
 apiVersion: portctl/v1
@@ -114,3 +115,23 @@ def test_a_request_waits_as_long_as_the_router_has_needed_and_says_so() -> None:
             backend.close()
     assert "DeletePortMapping" in str(err.value)
     assert "did not answer within 6s (this router has needed up to 2.0 s)" in str(err.value)
+
+
+def test_one_timed_out_delete_does_not_stop_the_destroy(tmp_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first DeletePortMapping is not answered in time but the router still answers: every other
+    deletion is still made, the slow one is found done on read-back, and the foreign row is untouched."""
+    with EmulatorServer(Router(igd_version=2)) as server:
+        server.router.add(*FOREIGN)
+        path = write(tmp_path, MANIFEST)
+        made = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
+        assert made.code == 0, made.out + made.err
+        assert owned_ports(server) == {27015, 27016, 27017}
+        foreign = [r for r in snapshot(server) if r[0] == FOREIGN[0]]
+        server.stall = 60.0  # the router does the deletion, then never answers it
+        server.router.inject("DeletePortMapping", "stall")
+        run = portctl(capsys, "destroy", path, "--router", server.url, "--auto-approve", "--no-color")
+        assert "not attempted" not in run.out, run.out
+        assert server.router.calls["DeletePortMapping"] == 3
+        assert owned_ports(server) == set()
+        assert run.code == 0, run.out + run.err
+        assert [r for r in snapshot(server) if r[0] == FOREIGN[0]] == foreign
