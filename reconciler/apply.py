@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from . import ownership, quirks
 from .backends.base import Backend
-from .errors import ConflictError, RouterError, RouterRefused, RouterUnreachable, UpnpActionError
+from .errors import ConflictError, RouterError, RouterRefused, RouterTimeout, RouterUnreachable, UpnpActionError
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
 
 Progress = Callable[[Change], None]
@@ -27,8 +27,10 @@ def apply(
     another host if there is one: a router that refuses every write of that kind (secure mode)
     then refuses it before anything else has changed, and the apply stops there. A router that
     first shows a need (a permanent lease...) refuses that one mapping: it is reported with the
-    cause and remedy, the backend learned the need, and the next plan shows it. After writing, the
-    table is read back and a change counts as done only if the router now holds what was planned.
+    cause and remedy, the backend learned the need, and the next plan shows it. One request that is
+    not answered in time stops the rest only if the router then does not answer at all: a busy router
+    that is slow once still gets every other change tried. After writing, the table is read back and
+    a change counts as done only if the router now holds what was planned (a timed-out write too).
     """
     if plan.blocked:
         raise ConflictError(f"{plan.blocked}. Nothing was changed")
@@ -40,6 +42,7 @@ def apply(
     errors: dict[Change, str] = {}
     skipped: set[Change] = set()
     final: set[Change] = set()  # refused in a way a rerun repeats
+    uncertain: set[Change] = set()  # timed out: the router may have made the change all the same
     stopped = ""
     stopped_for_good = False  # by a refusal every write repeats (secure mode, 727): a rerun cannot help
 
@@ -54,6 +57,11 @@ def apply(
             progress(change)
         try:
             _write(change, backend)
+        except RouterTimeout as exc:
+            errors[change] = str(exc)
+            uncertain.add(change)
+            if not _answers(backend):
+                stopped = f"{exc}; the router no longer answers"
         except RouterUnreachable as exc:
             stopped = errors[change] = str(exc)
         except RouterRefused as exc:
@@ -71,7 +79,7 @@ def apply(
     order = [first, *(c for c in plan.changes if c is not first)] if first else list(plan.changes)
     for change in order:
         attempt(change)
-    outcome = _Outcome(errors, skipped, final, clock)
+    outcome = _Outcome(errors, skipped, final, clock, uncertain)
     if stopped:
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
@@ -104,6 +112,18 @@ class _Outcome:
     skipped: set[Change]
     final: set[Change]
     clock: Callable[[], float]
+    uncertain: set[Change]
+
+
+def _answers(backend: Backend) -> bool:
+    """Does the router answer a cheap request now? A fault is an answer; no answer in time is not."""
+    try:
+        backend.external_address()
+    except RouterUnreachable:
+        return False
+    except RouterError:
+        pass
+    return True
 
 
 def _refused(change: Change, exc: RouterRefused) -> tuple[str, bool]:
@@ -132,6 +152,9 @@ def _verified(
         table, unreadable = _read_back(backend)
         if table is None:
             return _report(plan, outcome, unverified=unreadable)
+    for change in outcome.uncertain:
+        if _holds(change, table, backend, outcome.clock):
+            del outcome.errors[change]  # the write that timed out was made all the same
     for change in plan.changes:
         if change not in outcome.errors and not _holds(change, table, backend, outcome.clock):
             outcome.errors[change] = _mismatch(change.after, table.get(change.key))

@@ -9,7 +9,8 @@
     ├── LockTimeout                   another portctl kept the router's lock past --lock-timeout
     └── RouterError                   talking to the router failed
         ├── RouterUnreachable         connection refused, no route, DNS, timeout
-        │   └── ConnectionDropped     the router closed the connection without answering
+        │   ├── ConnectionDropped     the router closed the connection without answering
+        │   └── RouterTimeout         one request was not answered by its deadline (the router may be busy)
         ├── NotAnIGD                  the device answered but offers no WAN connection service
         ├── ActionNotOffered          the router's service description does not list the action
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
@@ -107,6 +108,11 @@ class RouterError(PortctlError):
 
 class RouterUnreachable(RouterError):
     """The router could not be reached (refused, no route, unresolvable, timed out)."""
+
+
+class RouterTimeout(RouterUnreachable):
+    """One request was not answered by its deadline. The router may be busy rather than gone, and
+    the request may still have taken effect: read the router again before judging."""
 
 
 class NotAnIGD(RouterError):

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..errors import ConnectionDropped, RouterProtocolError, RouterUnreachable
+from ..errors import ConnectionDropped, RouterProtocolError, RouterTimeout, RouterUnreachable
 from ..numbers import NotANumber, ascii_int
 from .deadline import Clock, DeadlineSocket
 
@@ -48,10 +48,21 @@ class HttpClient:
         self._lock = threading.Lock()
 
     def request(
-        self, method: str, path: str, action: str = "", body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        action: str = "",
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        why: str = "",
     ) -> Response:
-        """Send one request and read the whole answer; RouterError naming `action` and the URL when that fails."""
-        what = _What(action, f"http://{self.host}:{self.port}{path}")
+        """Send one request and read the whole answer; RouterError naming `action` and the URL when that fails.
+
+        `timeout` replaces the client's own for this request; `why` says where it came from, for the message.
+        """
+        what = _What(action, f"http://{self.host}:{self.port}{path}", timeout or self.timeout, why)
         with self._lock:
             reused = self._conn is not None
             try:
@@ -73,7 +84,7 @@ class HttpClient:
             self._conn = None
 
     def _exchange(self, method: str, path: str, what: _What, body: bytes, headers: dict[str, str]) -> Response:
-        deadline = self.clock() + self.timeout
+        deadline = self.clock() + what.timeout
         try:
             conn = self._connection(deadline)
             conn.request(method, path, body=body or None, headers=headers)
@@ -83,7 +94,8 @@ class HttpClient:
             raise
         except TimeoutError as exc:
             self.close()
-            raise RouterUnreachable(f"{what}: the router did not answer within {self.timeout:g}s") from exc
+            why = f" ({what.why})" if what.why else ""
+            raise RouterTimeout(f"{what}: the router did not answer within {what.timeout:g}s{why}") from exc
         except http.client.HTTPException as exc:
             self.close()
             raise RouterProtocolError(f"{what}: malformed HTTP answer ({type(exc).__name__})") from exc
@@ -153,6 +165,8 @@ class _What:
 
     action: str
     url: str
+    timeout: float
+    why: str
 
     def __str__(self) -> str:
         return f"{self.action}: {self.url}" if self.action else self.url

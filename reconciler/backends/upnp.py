@@ -38,6 +38,7 @@ from ..errors import (
     RouterError,
     RouterProtocolError,
     RouterRefused,
+    RouterTimeout,
     RouterUnreachable,
     UpnpActionError,
 )
@@ -46,7 +47,8 @@ from ..numbers import NotANumber, ascii_int
 from ..quirks import Learned, Quirk, Then
 from . import soap
 from .base import Backend
-from .http import HttpClient
+from .http import HttpClient, Response
+from .patience import Deadline, Patience
 
 # Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer; the
 # dslforum-org names are TR-064's, which some ISP boxes (Huawei HG531) use for their IGD too.
@@ -162,6 +164,7 @@ class UpnpBackend(Backend):
         self.location = location
         self.clock = clock  # when a lesson was seen
         self.timeout = timeout
+        self.patience = Patience(timeout)  # per-request deadlines that follow how slow this router is
         self.on_request = on_request
         parts = urlsplit(location)
         if parts.scheme != "http" or not parts.hostname:
@@ -326,7 +329,7 @@ class UpnpBackend(Backend):
 
     def _get_once(self, url: str, what: str) -> bytes:
         client, target = self._client(url)
-        resp = client.request("GET", target)
+        resp = self._timed("GET", lambda d: client.request("GET", target, timeout=d.seconds, why=d.why))
         if resp.status >= 500:
             raise HttpStatusError(f"{url} answered HTTP {resp.status} for the {what}", resp.status)
         if resp.status != 200:
@@ -344,8 +347,23 @@ class UpnpBackend(Backend):
     def _soap(self, service: _Service, action: str, args: dict[str, str]) -> dict[str, str]:
         client, target = self._client(service.control_url)
         body = soap.envelope(service.service_type, action, args)
-        resp = client.request("POST", target, action, body, soap.headers(service.service_type, action))
+        headers = soap.headers(service.service_type, action)
+        resp = self._timed(
+            action, lambda d: client.request("POST", target, action, body, headers, timeout=d.seconds, why=d.why)
+        )
         return soap.answer(action, resp.status, resp.body)
+
+    def _timed(self, action: str, send: Callable[[Deadline], Response]) -> Response:
+        """`send` with the deadline this router has earned for `action`; how long it took is remembered."""
+        deadline = self.patience.deadline(action)
+        start = self.patience.clock()
+        try:
+            resp = send(deadline)
+        except RouterTimeout:
+            self.patience.observe(action, deadline.seconds, timed_out=True)
+            raise
+        self.patience.observe(action, self.patience.clock() - start)
+        return resp
 
     def _external_address(self, service: _Service) -> str:
         try:

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
@@ -98,6 +99,10 @@ class EmulatorServer:
         if self.profile.dead_wan_first:
             self.controls[DEAD_CONTROL_PATH] = Router(self.profile, connected=False)
         self.stall = 3.0  # seconds a "stall" fault holds the answer back
+        # action -> seconds it takes, slept with `sleep`: a test hands in its clock's advance, so a
+        # slow router costs no wall-clock time and the client measures exactly this much.
+        self.delays: dict[str, float] = {}
+        self.sleep: Callable[[float], None] = time.sleep
         self.events = True  # answer SUBSCRIBE; False imitates routers that list an eventSubURL but refuse it
         self.publisher = Publisher()
         self.router.on_change.append(self.publisher.publish)
@@ -339,6 +344,9 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                 self._send(*server.overrides[self.path])
             elif self.path in server.controls:
                 action, client = self.headers.get("SOAPAction", ""), self.client_address[0]
+                delay = server.delays.get(action.strip('"').rpartition("#")[2], 0.0)
+                if delay:
+                    server.sleep(delay)
                 try:
                     self._send(*server.control(action, body, client, server.controls[self.path]))
                 except WireFault as fault:
