@@ -139,4 +139,3 @@ def _admitted(plan: Plan, manifest: Manifest, *, max_deletions: int | None = Non
 
     refusals = admission.admit(plan, manifest, max_deletions=max_deletions, allow_empty=allow_empty)
     return replace(plan, refusals=tuple(refusals), blocked=admission.blocking(refusals))
-
