@@ -9,7 +9,7 @@ raises a refusal naming the need (Then.NEED), and the planner adapts the next pl
 manifest allows (a need that widens exposure needs an opt-in, WIDENS).
 
 What a router needed is a `Learned` of `Lesson`s (evidence, proven or only suspected, when seen),
-kept per router UDN between runs by `routercache`; lessons expire (PROVEN_FOR, SUSPECTED_FOR) so a
+kept per router UDN between runs by `cache.Cache`; lessons expire (PROVEN_FOR, SUSPECTED_FOR) so a
 router is asked again, and `portctl forget` drops them. Only a proven lesson refuses a mapping.
 docs/quirks.md is the same table for people, with the routers known to do each thing.
 """
@@ -447,7 +447,7 @@ class Lesson:
 
 @dataclass
 class Learned:
-    """What one router needed, with the evidence for each; kept between runs by `routercache`."""
+    """What one router needed, with the evidence for each; kept between runs by `cache.Cache`."""
 
     quirks: dict[Quirk, Lesson] = field(default_factory=dict)
     description_limit: int = 0  # characters kept, for TRUNCATES_DESCRIPTIONS
