@@ -125,9 +125,20 @@ class Cache:
         return Learned.from_json(self.get("routers", udn), self.clock() if now is None else now)
 
     def remember(self, udn: str, learned: Learned, friendly_name: str = "") -> None:
-        """Record what `udn` needed."""
-        self.put("routers", udn, {**learned.to_json(), "friendly_name": friendly_name[:100]})
-        learned.changed = False
+        """Record what `udn` needed: what `learned` learned and forgot since it was loaded, written
+        over what the file holds now, so another process's lessons about the same router stay."""
+        if not udn:
+            return
+        stamp = self.clock()
+
+        def change(doc: Doc) -> bool:
+            held = doc.get("routers", {}).get(udn)
+            merged = learned.onto(Learned.from_json(held, stamp))
+            name = friendly_name[:100] or str((held or {}).get("friendly_name", ""))
+            return _store(doc, "routers", udn, {**merged.to_json(), "friendly_name": name}, stamp)
+
+        self.update(change)
+        learned.saved()
 
     def forget(self, udn: str, which: Collection[Quirk] | None = None) -> list[Quirk]:
         """Drop what the router `udn` was learned to need (`which`, or everything with None), under the
