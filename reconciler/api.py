@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from . import diff as _diff
-from . import renewal, routercache
+from . import renewal
 from .backends.base import Backend
+from .backends.http import Observer
+from .cache import Cache
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
 
@@ -31,42 +32,53 @@ def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
 
 def connect(
     url: str | None,
+    cache: Cache,
     *,
     timeout: float = 5.0,
     discovery_timeout: float = 3.0,
     on_request: Callable[[str, str], None] | None = None,
+    observe: Observer | None = None,
     fresh: bool = False,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> Backend:
     """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
 
-    Without `fresh`, what earlier runs cached is used: the router's description, and with no `url`
-    the location last found on this network, tried before any SSDP is sent.
+    Without `fresh`, what earlier runs left in `cache` is used: the router's description, and with
+    no `url` the location last found on this network, tried before any SSDP is sent. `observe`
+    sees every HTTP exchange with the router (--trace). `clock` (the cache's by default) stamps and
+    ages what the router teaches.
     """
     from .backends.upnp import UpnpBackend
 
-    backend: Backend
-    if url is not None:
-        backend = UpnpBackend(url, timeout=timeout, on_request=on_request, fresh=fresh)
-    else:
-        backend = _discovered(timeout, discovery_timeout, on_request, fresh)
-    backend.learned = routercache.load(backend.info.udn, clock())
+    stamp = clock or cache.clock
+
+    def backend_at(location: str, config_id: str = "", fresh: bool = fresh) -> Backend:
+        return UpnpBackend(
+            location,
+            cache=cache,
+            timeout=timeout,
+            on_request=on_request,
+            observe=observe,
+            config_id=config_id,
+            fresh=fresh,
+            clock=stamp,
+        )
+
+    backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh)
+    backend.learned = cache.learned(backend.info.udn, stamp())
     return backend
 
 
-def _discovered(
-    timeout: float, discovery_timeout: float, on_request: Callable[[str, str], None] | None, fresh: bool
-) -> Backend:
+def _discovered(cache: Cache, backend_at: Callable[..., Backend], discovery_timeout: float, fresh: bool) -> Backend:
     from . import discovery
-    from .backends.upnp import UpnpBackend
 
     network = discovery.network_key()
-    remembered = None if fresh else routercache.get("networks", network)
+    remembered = None if fresh else cache.get("networks", network)
     if remembered is not None:
         try:
-            return UpnpBackend(str(remembered.get("location")), timeout=timeout, on_request=on_request)
+            return backend_at(str(remembered.get("location")), fresh=False)
         except RouterError:
-            routercache.put("networks", network, None)  # gone or moved: ask the network again
+            cache.put("networks", network, None)  # gone or moved: ask the network again
     answers = discovery.discover(discovery_timeout, first=True)
     if not answers:
         raise DiscoveryError(
@@ -74,27 +86,27 @@ def _discovered(
             "give the router with --router URL or PORTCTL_ROUTER"
         )
     found = answers[0]
-    backend = UpnpBackend(
-        found.location, timeout=timeout, on_request=on_request, config_id=found.config_id, fresh=fresh
-    )
-    routercache.put("networks", network, {"location": found.location})
+    backend = backend_at(found.location, found.config_id)
+    cache.put("networks", network, {"location": found.location})
     return backend
 
 
 @contextlib.contextmanager
-def session(url: str | None, *, timeout: float = 5.0) -> Iterator[Backend]:
-    """A connected backend; what the router taught is remembered however the block ends."""
-    backend = connect(url, timeout=timeout)
+def session(
+    url: str | None, cache: Cache, *, timeout: float = 5.0, observe: Observer | None = None
+) -> Iterator[Backend]:
+    """A connected backend; what the router taught is remembered in `cache` however the block ends."""
+    backend = connect(url, cache, timeout=timeout, observe=observe)
     try:
         yield backend
     finally:
-        remember(backend)
+        remember(backend, cache)
 
 
-def remember(backend: Backend) -> None:
+def remember(backend: Backend, cache: Cache) -> None:
     """Keep what the router taught this run (its quirks) for the next one."""
     if backend.learned.changed:
-        routercache.save(backend.info.udn, backend.learned, backend.info.friendly_name)
+        cache.remember(backend.info.udn, backend.learned, backend.info.friendly_name)
 
 
 def read(backend: Backend) -> Facts:

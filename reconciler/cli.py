@@ -18,10 +18,14 @@ from .errors import ApprovalError, ConflictError, PortctlError
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .backends.http import Observer
+    from .cache import Cache
     from .models import Plan
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 T = TypeVar("T")
+# Output formats, each a renderer over the same view (render.py); markdown is the next to come.
+FORMATS = ("text", "json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
             metavar="S",
             help="seconds to wait for each router request (default 5)",
         )
+        trace(c)
+
+    def trace(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--trace",
+            action="store_true",
+            help="print every request to the router and its answer, with timings, to stderr (also: PORTCTL_TRACE=1)",
+        )
 
     def guards(c: argparse.ArgumentParser) -> None:
         c.add_argument(
@@ -72,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="let a manifest with no mappings prune every mapping its owner holds (refused otherwise)",
         )
+
+    def output(c: argparse.ArgumentParser, what: str) -> None:
+        c.add_argument(
+            "--format", choices=FORMATS, default="text", help=f"print {what} as text (default) or one JSON document"
+        )
+        c.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
 
     def locking(c: argparse.ArgumentParser) -> None:
         c.add_argument(
@@ -84,20 +102,21 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("validate", _validate, "check a manifest offline")
     c.add_argument("file")
+    output(c, "the verdict")
 
     c = command("plan", _plan, "show what apply would change on the router")
     c.add_argument("file")
     router(c)
-    c.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    output(c, "the plan")
     c.add_argument("--out", metavar="PLAN.json", help="save the plan for a later apply")
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     guards(c)
 
     c = command("apply", _apply, "make the router match the manifest (or a saved plan)")
-    c.add_argument("file", metavar="FILE|PLAN.json")
+    c.add_argument("file", metavar="FILE|PLAN", help="a manifest or a plan saved by plan --out (told apart by content)")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="apply without asking")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    output(c, "the plan and the result")
     guards(c)
     locking(c)
 
@@ -105,12 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="destroy without asking")
+    output(c, "the plan and the result")
     locking(c)
 
     c = command("show", _show, "the router and every mapping it holds")
     c.add_argument("file", nargs="?", help="a manifest, to mark its owner's mappings")
     router(c)
-    c.add_argument("--json", action="store_true")
+    output(c, "the router and its table")
 
     c = command("forget", _forget, "drop what portctl learned about a router's needs, so it is asked again")
     c.add_argument("quirks", nargs="*", metavar="QUIRK", help="the needs to forget, as show names them")
@@ -119,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("discover", _discover, "list the gateways that answer SSDP")
     c.add_argument("--timeout", type=_seconds, default=3.0, metavar="S")
-    c.add_argument("--json", action="store_true")
+    trace(c)
+    output(c, "the gateways found")
 
     c = command("init", _init, "write a starter manifest")
     c.add_argument("file", nargs="?", default="mappings.yaml")
@@ -152,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--listen", metavar="HOST:PORT", help="health, status, metrics and control (127.0.0.1:9477)")
     c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: router.url, SSDP)")
     c.add_argument("--timeout", type=_seconds, metavar="S", help="seconds to wait for each router request (5)")
+    trace(c)
     c.add_argument("--verify-signatures", action="store_const", const=True, help="apply only signed commits")
     c.add_argument("--allowed-signers", metavar="FILE", help="SSH allowed-signers file for --verify-signatures")
     c.add_argument("--release-on-exit", action="store_const", const=True, help="delete owned mappings on shutdown")
@@ -165,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--wait", type=_seconds_or_zero, default=60.0, metavar="S", help="reconcile: how long to wait for the result"
     )
-    c.add_argument("--json", action="store_true", help="status: print the whole status document")
+    output(c, "what the agent answers (status: the whole status document)")
 
     c = command("demo", _demo, "plan and apply a demo manifest on the built-in emulator (or ask first on --router)")
     c.description = (
@@ -215,22 +237,26 @@ def _validate(args: argparse.Namespace) -> int:
     from . import manifest
 
     m = manifest.load(args.file)
-    print(f"{args.file}: valid ({len(m.mappings)} router mappings for owner {m.owner!r})")
+    if args.format == "json":
+        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, "mappings": len(m.mappings)}, indent=2))
+    else:
+        print(f"{args.file}: valid ({len(m.mappings)} router mappings for owner {m.owner!r})")
     return EXIT_OK
 
 
 def _plan(args: argparse.Namespace) -> int:
     from . import api, manifest, planfile, render
 
+    cache = _cache()
     text = manifest.read(args.file)
-    m = manifest.parse(text, args.file)
-    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+    m = manifest.parse(text, args.file, cache)
+    with _session(args, cache, api.router_url(args.router, m)) as backend:
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     doc = render.plan_json(plan)
     if args.out:
         guards = {"max_deletions": args.max_deletions, "allow_empty": args.allow_empty}
         _write_json(args.out, planfile.document(plan, args.file, text, **guards))
-    if args.json:
+    if args.format == "json":
         print(json.dumps(doc, indent=2))
     else:
         print(render.plan_text(plan, _style(args)))
@@ -242,15 +268,21 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from . import api, lock, manifest, planfile
+    from . import api, manifest, planfile
 
-    if args.file.endswith(".json"):
+    cache = _cache()
+    if planfile.is_plan(args.file):
         # A saved plan is trusted with nothing: plan again from the manifest it carries, against
         # the router as it is now, and write that plan only if it is the one saved.
         saved = planfile.load(args.file)
-        m = manifest.parse(saved.manifest_text, f"{args.file} (the manifest {saved.manifest_path} it was made from)")
+        m = manifest.parse(
+            saved.manifest_text, f"{args.file} (the manifest {saved.manifest_path} it was made from)", cache
+        )
         url = api.router_url(args.router, m) or (saved.plan.router.location if saved.plan.router else None)
-        with api.session(url, timeout=args.timeout) as backend, lock.held(backend.info.udn, args.lock_timeout):
+        with (
+            _session(args, cache, url) as backend,
+            _router_lock(cache, backend, args.lock_timeout),
+        ):
             facts = api.read(backend)
             planfile.check_current(saved.plan, facts.table, backend.info)
             deletions = [n for n in (saved.max_deletions, args.max_deletions) if n is not None]
@@ -263,26 +295,26 @@ def _apply(args: argparse.Namespace) -> int:
             planfile.check_replanned(args.file, saved.plan, plan)
             # Saving a plan and applying it is the approval.
             return _execute(plan, backend, True, args)
-    m = manifest.load(args.file)
+    m = manifest.load(args.file, cache)
     # Read and write under the router's lock: another portctl's writes would make the plan stale.
     with (
-        api.session(api.router_url(args.router, m), timeout=args.timeout) as backend,
-        lock.held(backend.info.udn, args.lock_timeout),
+        _session(args, cache, api.router_url(args.router, m)) as backend,
+        _router_lock(cache, backend, args.lock_timeout),
     ):
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
         return _execute(plan, backend, args.auto_approve, args)
 
 
 def _destroy(args: argparse.Namespace) -> int:
-    from . import api, lock, manifest
+    from . import api, manifest
 
-    m = manifest.load(args.file)
+    cache = _cache()
+    m = manifest.load(args.file, cache)
     with (
-        api.session(api.router_url(args.router, m), timeout=args.timeout) as backend,
-        lock.held(backend.info.udn, args.lock_timeout),
+        _session(args, cache, api.router_url(args.router, m)) as backend,
+        _router_lock(cache, backend, args.lock_timeout),
     ):
         plan = api.destroy_plan(m, api.read(backend))
-        args.json = False
         return _execute(plan, backend, args.auto_approve, args)
 
 
@@ -293,20 +325,22 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
 
     style = _style(args)
 
-    if not args.json:
+    if args.format != "json":
         print(render.plan_text(plan, style))
     if plan.blocked:
         raise ConflictError(f"{plan.blocked}. Nothing was changed")
     if plan.conflicts:
         raise ConflictError("resolve the conflicts above; nothing was changed")
     if not plan.has_changes:
-        if args.json:
+        if args.format == "json":
             print(json.dumps(render.report_json(apply(plan, backend)), indent=2))
         return EXIT_OK
     if not approved:
         _confirm()
-    report = apply(plan, backend, None if args.json else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}"))
-    if args.json:
+    report = apply(
+        plan, backend, None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
+    )
+    if args.format == "json":
         print(json.dumps(render.report_json(report), indent=2))
     else:
         print()
@@ -333,11 +367,12 @@ def _confirm() -> None:
 def _show(args: argparse.Namespace) -> int:
     from . import api, diff, manifest, render
 
-    m = manifest.load(args.file) if args.file else None
-    with api.session(api.router_url(args.router, m), timeout=args.timeout) as backend:
+    cache = _cache()
+    m = manifest.load(args.file, cache) if args.file else None
+    with _session(args, cache, api.router_url(args.router, m)) as backend:
         table = backend.list_mappings()
     owned = diff.owned_rows(m, table, backend.learned) if m else {}
-    if args.json:
+    if args.format == "json":
         from dataclasses import asdict
 
         rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
@@ -363,8 +398,14 @@ def _forget(args: argparse.Namespace) -> int:
         raise PortctlError(f"no such need: {', '.join(unknown)}; the needs portctl learns are: {known}")
     if bool(args.quirks) == args.all:
         raise PortctlError(f"name the needs to forget ({known}), or pass --all")
-    with api.session(api.router_url(args.router, None), timeout=args.timeout) as backend:
-        dropped = backend.learned.forget(None if args.all else {Quirk(q) for q in args.quirks})
+    cache = _cache()
+    # Connected only for the router's UDN, which names its entry in the cache.
+    backend = api.connect(api.router_url(args.router, None), cache, timeout=args.timeout, observe=_observer(args))
+    # Re-read and rewritten under the cache's lock: what another portctl stores meanwhile stays.
+    try:
+        dropped = cache.forget(backend.info.udn, None if args.all else {Quirk(q) for q in args.quirks})
+    except OSError as exc:
+        raise PortctlError(f"cannot write the cache {cache.path}: {exc}; nothing was forgotten") from exc
     name = backend.info.friendly_name or backend.info.location
     if dropped:
         print(f"Forgot what {name} needed: {', '.join(q.value for q in dropped)}. The router is asked again.")
@@ -380,19 +421,22 @@ def _discover(args: argparse.Namespace) -> int:
     from .backends.upnp import UpnpBackend
     from .errors import RouterError
 
+    cache, observe = _cache(), _observer(args)
     answers = discovery.discover(args.timeout)
     rows = []
     for a in answers:
         try:
-            info: dict[str, Any] = asdict(UpnpBackend(a.location, timeout=args.timeout).info)
+            info: dict[str, Any] = asdict(
+                UpnpBackend(a.location, cache=cache, timeout=args.timeout, observe=observe).info
+            )
         except RouterError as exc:
             info = {"location": a.location, "error": str(exc)}
         rows.append(info)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif not rows:
         print(f"No Internet Gateway Device answered within {args.timeout:g}s.")
-    for r in [] if args.json else rows:
+    for r in [] if args.format == "json" else rows:
         if "error" in r:
             print(f"{r['location']}: {r['error']}")
         else:
@@ -466,7 +510,7 @@ def _agent(args: argparse.Namespace) -> int:
     from .agent.control import ControlServer
     from .agent.controller import Agent
 
-    agent = Agent(config)
+    agent = Agent(config, observe=_observer(args))
     host, port = config.listen_address
     try:
         server = ControlServer(agent, host, port).start()
@@ -493,22 +537,25 @@ def _agent_client(args: argparse.Namespace) -> int:
     except agent_config.ConfigError as exc:
         raise agent_config.ConfigError(f"--listen: {exc}") from None
     doc = call(listen, args.verb, wait=args.wait)
-    if args.verb == "status":
-        # Exits as /readyz answers (the status document says the same): 0 only when Ready.
+    text, code = _agent_answer(args.verb, doc, args.wait)
+    # Whatever the format, status exits as /readyz answers (the status document says the same).
+    print(json.dumps(doc, indent=2) if args.format == "json" else text)
+    return code
+
+
+def _agent_answer(verb: str, doc: dict[str, Any], wait: float) -> tuple[str, int]:
+    """What a running agent answered to `verb`, in words, and the exit code it means."""
+    if verb == "status":
+        # 0 only when Ready.
         ready: dict[str, Any] = next((c for c in doc["conditions"] if c["type"] == "Ready"), {})
-        print(json.dumps(doc, indent=2) if args.json else _status_text(doc))
-        return EXIT_OK if ready.get("status") == "True" else EXIT_ERROR
-    if args.verb == "reconcile":
+        return _status_text(doc), EXIT_OK if ready.get("status") == "True" else EXIT_ERROR
+    if verb == "reconcile":
         result = doc.get("result")
         if not doc.get("done") or not result:
-            print(f"the agent is still reconciling after {args.wait:g}s; see: portctl agent status")
-            return EXIT_ERROR
-        print(f"{result['result']}: {result['message']}")
-        for line in result["changes"]:
-            print(f"  {line}")
-        return EXIT_ERROR if result["result"] == "failed" else EXIT_OK
-    print("suspended" if doc.get("suspended") else "resumed")
-    return EXIT_OK
+            return f"the agent is still reconciling after {wait:g}s; see: portctl agent status", EXIT_ERROR
+        lines = [f"{result['result']}: {result['message']}", *(f"  {line}" for line in result["changes"])]
+        return "\n".join(lines), EXIT_ERROR if result["result"] == "failed" else EXIT_OK
+    return ("suspended" if doc.get("suspended") else "resumed"), EXIT_OK
 
 
 def _status_text(doc: dict[str, Any]) -> str:
@@ -594,9 +641,40 @@ def _demo_step(step: list[str], url: str, args: argparse.Namespace) -> int:
     """One command of the demo, printed as a user would type it, then run."""
     print(f"$ portctl {' '.join(step)}")
     color = ["--no-color"] if args.no_color else []
-    code = main([*step, "--router", url, "--timeout", str(args.timeout), *color])
+    trace = ["--trace"] if args.trace else []
+    code = main([*step, "--router", url, "--timeout", str(args.timeout), *color, *trace])
     print(flush=True)  # before any error on stderr, where a pipe would otherwise put it first
     return code
+
+
+def _cache() -> Cache:
+    """The one cache a command reads and writes (validate never touches it)."""
+    from .cache import Cache
+
+    return Cache.from_env()
+
+
+def _session(args: argparse.Namespace, cache: Cache, url: str | None) -> contextlib.AbstractContextManager[Backend]:
+    """A connected backend as the command's flags ask (--timeout, --trace)."""
+    from . import api
+
+    return api.session(url, cache, timeout=args.timeout, observe=_observer(args))
+
+
+def _observer(args: argparse.Namespace) -> Observer | None:
+    """--trace or PORTCTL_TRACE: every exchange with the router, to stderr."""
+    if not (getattr(args, "trace", False) or os.environ.get("PORTCTL_TRACE", "") not in ("", "0")):
+        return None
+    from .backends.trace import Tracer
+
+    return Tracer(sys.stderr)
+
+
+def _router_lock(cache: Cache, backend: Backend, timeout: float) -> contextlib.AbstractContextManager[None]:
+    """The router's lock, kept beside the cache."""
+    from . import lock
+
+    return lock.held(cache.lock_directory, backend.info.udn, timeout)
 
 
 def _style(args: argparse.Namespace) -> Any:

@@ -12,21 +12,22 @@ import os
 import time
 from collections.abc import Iterator
 
-from . import routercache
 from .errors import LockTimeout
 
 POLL = 0.05  # seconds between attempts while another process holds the lock
 
 
-def path(udn: str) -> str:
+def path(directory: str, udn: str) -> str:
+    """The lock file for `udn` under `directory` (the cache's)."""
     name = hashlib.sha256(udn.encode()).hexdigest()[:20]  # a UDN comes from the network: never a path
-    return os.path.join(routercache.directory(), "locks", f"{name}.lock")
+    return os.path.join(directory, "locks", f"{name}.lock")
 
 
 @contextlib.contextmanager
-def held(udn: str, timeout: float) -> Iterator[None]:
-    """Hold the router's lock for the block, waiting up to `timeout` seconds for another holder."""
-    where = path(udn)
+def held(directory: str, udn: str, timeout: float) -> Iterator[None]:
+    """Hold the router's lock (a file under `directory`) for the block, waiting up to `timeout`
+    seconds for another holder."""
+    where = path(directory, udn)
     os.makedirs(os.path.dirname(where), exist_ok=True)
     fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -12,13 +12,16 @@ import re
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ownership, policy
 from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
 from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
 from .yamldoc import MAX_BYTES, Document, Path, oversize
+
+if TYPE_CHECKING:
+    from .cache import Cache
 
 API_VERSION = "portctl/v1"
 SCHEMA_URL = "https://portctl.dev/schemas/portctl.schema.json"
@@ -45,8 +48,8 @@ def schema() -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def load(path: str) -> Manifest:
-    return parse(read(path), path)
+def load(path: str, memo: Cache | None = None) -> Manifest:
+    return parse(read(path), path, memo)
 
 
 def read(path: str) -> str:
@@ -62,17 +65,19 @@ def read(path: str) -> str:
         raise ManifestError([Problem(path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
 
 
-def parse(text: str, path: str = "<manifest>") -> Manifest:
+def parse(text: str, path: str = "<manifest>", memo: Cache | None = None) -> Manifest:
+    """The manifest `text` says, or ManifestError with every problem. With a `memo`, a text that
+    passed the schema before skips it, and a newly valid one is remembered there."""
     doc = Document(text, path)
     data = doc.data
     problems = list(doc.problems)
     if not problems:
-        problems += _schema_problems(doc, text)
+        problems += _schema_problems(doc, text, memo)
         # A value the schema refused is not refused again by a check that could not read it either.
         refused = {p.path for p in problems}
         problems += [p for p in _semantic_problems(doc) if p.path not in refused]
-        if not problems:
-            _remember_valid(text)
+        if not problems and memo is not None:
+            memo.put("valid_manifests", _digest(text), {})
     if problems:
         raise ManifestError(sorted(problems, key=lambda p: (p.line, p.column)))
     return _build(data, path, doc)
@@ -95,12 +100,6 @@ def _digest(text: str) -> str:
     return digest.hexdigest()
 
 
-def _remember_valid(text: str) -> None:
-    from . import routercache
-
-    routercache.put("valid_manifests", _digest(text), {})
-
-
 @cache
 def _validator() -> Any:
     """The schema's validator, where an integer is an int: JSON counts 8080.0 as one, and YAML
@@ -113,12 +112,10 @@ def _validator() -> Any:
     return validators.extend(Draft202012Validator, type_checker=checker)(schema())
 
 
-def _schema_problems(doc: Document, text: str) -> Iterator[Problem]:
+def _schema_problems(doc: Document, text: str, memo: Cache | None) -> Iterator[Problem]:
     # Importing jsonschema costs more than the rest of a plan on a small table; a text that
     # passed this schema before passes it again, so only a new one pays for it.
-    from . import routercache
-
-    if routercache.get("valid_manifests", _digest(text)) is not None:
+    if memo is not None and memo.get("valid_manifests", _digest(text)) is not None:
         return
     for error in _validator().iter_errors(doc.data):
         at: Path = tuple(error.absolute_path)

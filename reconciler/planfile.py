@@ -11,6 +11,7 @@ file and the field, never a traceback.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +26,10 @@ MAX_MANIFEST = 1024 * 1024
 MAX_ROWS = 2 * 65535
 T = TypeVar("T")
 _LAYOUT = str.maketrans("", "", "\n\r\t")
+# A key as JSON writes it: inside a JSON string (a manifest's text that a plan carries) the quotes are
+# escaped, so these never match there.
+_FORMAT_KEY = re.compile(rb'"format_version"\s*:')
+_API_KEY = re.compile(rb'[{,]\s*["\']?apiVersion["\']?\s*:')
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,23 @@ def document(
     doc["manifest"] = {"path": manifest_path, "text": manifest_text}
     doc["guards"] = {"max_deletions": max_deletions, "allow_empty": allow_empty}
     return doc
+
+
+def is_plan(path: str) -> bool:
+    """Is the file at `path` a saved plan rather than a manifest? Told by content, not by name.
+
+    A saved plan is a JSON object naming its format_version; a manifest names its apiVersion, in YAML
+    or in JSON (which is YAML). A JSON object naming neither is read as a plan, whose reader says
+    precisely what is wrong with it; a file that cannot be read is left to the manifest reader.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError:
+        return False
+    if not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return False  # YAML in block style: a manifest
+    return bool(_FORMAT_KEY.search(raw)) or not _API_KEY.search(raw)
 
 
 class _Bad(Exception):
@@ -71,7 +93,9 @@ def load(path: str) -> Saved:
         why = "nested too deeply" if isinstance(exc, RecursionError) else xmlsafe.printable(str(exc), 200)
         raise PlanFileError(f"{path}: not a portctl plan: it is not valid JSON ({why})") from exc
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
-        raise PlanFileError(f"{path}: not a portctl plan of format_version {FORMAT_VERSION}")
+        raise PlanFileError(
+            f"{path}: not a portctl plan of format_version {FORMAT_VERSION} (nor a manifest: no apiVersion)"
+        )
     if "manifest" not in doc:
         raise PlanFileError(
             f"{path}: the saved plan does not carry its manifest (an older portctl made it); run plan again"

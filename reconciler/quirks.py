@@ -9,7 +9,7 @@ raises a refusal naming the need (Then.NEED), and the planner adapts the next pl
 manifest allows (a need that widens exposure needs an opt-in, WIDENS).
 
 What a router needed is a `Learned` of `Lesson`s (evidence, proven or only suspected, when seen),
-kept per router UDN between runs by `routercache`; lessons expire (PROVEN_FOR, SUSPECTED_FOR) so a
+kept per router UDN between runs by `cache.Cache`; lessons expire (PROVEN_FOR, SUSPECTED_FOR) so a
 router is asked again, and `portctl forget` drops them. Only a proven lesson refuses a mapping.
 docs/quirks.md is the same table for people, with the routers known to do each thing.
 """
@@ -445,25 +445,36 @@ class Lesson:
         return now - self.seen > (PROVEN_FOR if self.proven else SUSPECTED_FOR)
 
 
+# Opposite lease needs cannot both hold; the newer evidence wins.
+_OPPOSITE = {Quirk.PERMANENT_ONLY: Quirk.FINITE_ONLY, Quirk.FINITE_ONLY: Quirk.PERMANENT_ONLY}
+
+
 @dataclass
 class Learned:
-    """What one router needed, with the evidence for each; kept between runs by `routercache`."""
+    """What one router needed, with the evidence for each; kept between runs by `cache.Cache`."""
 
     quirks: dict[Quirk, Lesson] = field(default_factory=dict)
     description_limit: int = 0  # characters kept, for TRUNCATES_DESCRIPTIONS
     list_cap: int = 0  # rows one GetListOfPortMappings answers at most, for CAPS_LISTINGS
     changed: bool = False  # learned something this run, so the cache needs writing
+    # The needs learned or dropped since this was loaded (all of them, for one made by hand): what
+    # saving it changes in the cache, so what another process stored about other needs is kept.
+    touched: set[Quirk] = field(default_factory=set, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.touched |= set(self.quirks)
 
     def learn(self, quirk: Quirk, evidence: str, *, now: float, proven: bool = True) -> None:
         """Remember `quirk`; a suspicion never replaces a proven lesson, and a repeat renews the lesson."""
         old = self.quirks.get(quirk)
         if old is None or proven or not old.proven:
             self.quirks[quirk] = Lesson(evidence[:200], proven or bool(old and old.proven), now)
+            self.touched.add(quirk)
             self.changed = True
-        # Opposite lease needs cannot both hold; the newer evidence wins.
-        opposite = {Quirk.PERMANENT_ONLY: Quirk.FINITE_ONLY, Quirk.FINITE_ONLY: Quirk.PERMANENT_ONLY}.get(quirk)
+        opposite = _OPPOSITE.get(quirk)
         if opposite in self.quirks:
             del self.quirks[opposite]
+            self.touched.add(opposite)
             self.changed = True
 
     def forget(self, which: Collection[Quirk] | None = None) -> list[Quirk]:
@@ -475,8 +486,32 @@ class Learned:
             self.description_limit = 0
         if which is None or Quirk.CAPS_LISTINGS in which:
             self.list_cap = 0
+        self.touched |= set(Quirk if which is None else which)
         self.changed = True
         return dropped
+
+    def onto(self, stored: Learned) -> Learned:
+        """`stored` (what the cache holds now) with what this run learned and forgot written over it;
+        what another process learned or forgot meanwhile about other needs stays. A suspicion here
+        does not replace a lesson proven there."""
+        for quirk in self.touched:
+            lesson, theirs = self.quirks.get(quirk), stored.quirks.get(quirk)
+            if lesson is None:
+                stored.quirks.pop(quirk, None)
+            elif lesson.proven or theirs is None or not theirs.proven:
+                stored.quirks[quirk] = lesson
+                if quirk in _OPPOSITE:
+                    stored.quirks.pop(_OPPOSITE[quirk], None)
+        if Quirk.TRUNCATES_DESCRIPTIONS in self.touched:
+            stored.description_limit = self.description_limit
+        if Quirk.CAPS_LISTINGS in self.touched:
+            stored.list_cap = self.list_cap
+        return stored
+
+    def saved(self) -> None:
+        """What was learned is in the cache now."""
+        self.changed = False
+        self.touched.clear()
 
     def expire(self, now: float) -> list[Quirk]:
         """Drop the lessons too old to trust, so the router is asked again."""
@@ -526,7 +561,7 @@ class Learned:
         if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
             learned.list_cap = cap
         learned.expire(now)
-        learned.changed = False
+        learned.saved()  # what it holds is what the cache holds
         return learned
 
 

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from tests import routerlab
 
@@ -15,6 +16,12 @@ def router_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     path = str(tmp_path_factory.mktemp("cache"))
     monkeypatch.setenv("PORTCTL_CACHE_DIR", path)
     return path
+
+
+@pytest.fixture
+def cache(router_cache: str) -> Cache:
+    """The test's cache, as the CLI makes it: the same file the in-process commands use."""
+    return Cache(router_cache)
 
 
 @pytest.fixture

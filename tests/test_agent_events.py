@@ -13,6 +13,7 @@ from reconciler.agent.config import AgentConfig
 from reconciler.agent.events import Events
 from reconciler.agent.logs import JsonLog
 from reconciler.agent.watch import Sample
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer
 from tests.agenthelp import ROUTER_TIMEOUT, Clock
 
@@ -47,7 +48,7 @@ def test_a_subscription_the_router_forgot_is_made_again_and_followed_by_a_reconc
     asked: list[int] = []
     config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=ROUTER_TIMEOUT)
     events = Events(config, JsonLog(io.StringIO()), lambda: asked.append(1), lambda: None, clock)
-    events.attach(api.connect(emulator.url, timeout=ROUTER_TIMEOUT))
+    events.attach(api.connect(emulator.url, Cache.from_env(), timeout=ROUTER_TIMEOUT))
     try:
         events.tend()
         first = events.sid
@@ -77,7 +78,7 @@ def test_a_subscription_that_could_not_be_renewed_is_retried_soon_not_after_minu
     clock = Clock()
     config = AgentConfig(manifest="unused.yaml", router=emulator.url, timeout=ROUTER_TIMEOUT)
     events = Events(config, JsonLog(io.StringIO()), lambda: None, lambda: None, clock)
-    events.attach(api.connect(emulator.url, timeout=ROUTER_TIMEOUT))
+    events.attach(api.connect(emulator.url, Cache.from_env(), timeout=ROUTER_TIMEOUT))
     url = events.url
     try:
         events.url = "http://127.0.0.1:9/evt/IPConn"  # nothing listens there: as a router mid-restart

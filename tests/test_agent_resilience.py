@@ -71,10 +71,10 @@ def test_a_loader_that_raises_anything_still_leaves_the_router_converged(
     run.agent.reconcile()
     real_parse = manifest_module.parse
 
-    def parse(text: str, where: str = "<manifest>") -> Any:
+    def parse(text: str, where: str = "<manifest>", memo: Any = None) -> Any:
         if "ssh" in text:
             raise KeyError("a loader bug")
-        return real_parse(text, where)
+        return real_parse(text, where, memo)
 
     monkeypatch.setattr(manifest_module, "parse", parse)
     write(path, manifest(("web", 8080, 80), ("ssh", 2222, 2200)))

@@ -16,6 +16,7 @@ from reconciler import manifest as manifest_module
 from reconciler.agent import status as st
 from reconciler.agent.control import ControlServer
 from reconciler.agent.source import SourceError, Unsettled, VerificationError
+from reconciler.cache import Cache
 from reconciler.cli import main
 from reconciler.emulator import PROFILES, EmulatorServer, Router
 from tests.agenthelp import ROUTER_TIMEOUT, Driven, get, manifest
@@ -32,7 +33,7 @@ def write(path: str, text: str) -> str:
 
 def lock_is_held(udn: str) -> bool:
     """Does some open file description hold the router's lock (this process's agent included)?"""
-    fd = os.open(lock.path(udn), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock.path(Cache.from_env().lock_directory, udn), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -135,7 +136,7 @@ def test_the_pass_the_agent_wakes_for_renews_a_lease_before_a_hand_run_plan_woul
     assert first.wait == pytest.approx(3600 * (1 - renewal.AGENT_WAKE))
     run.clock.advance(first.wait)
     left = emulator.router.remaining(next(iter(emulator.router.rows())))
-    backend = api.connect(emulator.url, timeout=ROUTER_TIMEOUT)
+    backend = api.connect(emulator.url, Cache.from_env(), timeout=ROUTER_TIMEOUT)
     by_hand = api.plan(manifest_module.load(path), api.read(backend))
     renewed = run.agent.reconcile()
     assert renewal.PLAN_BELOW < renewal.AGENT_WAKE < renewal.AGENT_BELOW
@@ -152,6 +153,6 @@ def test_a_wan_connection_that_does_not_answer_is_not_taken_for_connected() -> N
         dead.connected, dead.external_ip = True, "203.0.113.99"
         for _ in range(4):  # more than any retry makes
             dead.inject("GetStatusInfo", "drop")
-        backend = api.connect(server.url, timeout=ROUTER_TIMEOUT)
+        backend = api.connect(server.url, Cache.from_env(), timeout=ROUTER_TIMEOUT)
         assert backend.info.external_ip == PROFILES["two-wan"].external_ip
         assert dead.calls["GetStatusInfo"] >= 1

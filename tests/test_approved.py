@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import quirks, routercache
+from reconciler import quirks
+from reconciler.cache import Cache
 from reconciler.emulator import PROFILES, EmulatorServer, Router
 from tests.helpers import FOREIGN, portctl, snapshot, write
 
@@ -137,7 +138,7 @@ def test_policy_max_lease_is_judged_on_the_row_as_written(
 
 
 def learned(server: EmulatorServer) -> quirks.Learned:
-    return routercache.load(server.udn, time.time())
+    return Cache.from_env().learned(server.udn)
 
 
 @pytest.mark.parametrize("server", ["wildcard-remote-only"], indirect=True)
@@ -165,7 +166,7 @@ def test_a_suspicion_never_blocks_a_mapping(
     """A need only suspected (an old cache entry, a 402) is named, and the mapping is planned as declared."""
     now = time.time()
     suspicion = quirks.Lesson("AddPortMapping answered 726 (an old cache entry)", False, now)
-    routercache.save(emulator.udn, quirks.Learned({quirks.Quirk.WILDCARD_REMOTE_ONLY: suspicion}))
+    Cache.from_env().remember(emulator.udn, quirks.Learned({quirks.Quirk.WILDCARD_REMOTE_ONLY: suspicion}))
     path = write(tmp_path, RESTRICTED)
     code, out = run(capsys, emulator, "plan", path)
     assert code == 0, out
@@ -220,7 +221,7 @@ def test_plan_json_carries_the_refusals(
 ) -> None:
     """plan --json lists each refusal of the admission gate with its kind and mapping."""
     lesson = quirks.Lesson("AddPortMapping answered 725", True, time.time())
-    routercache.save(emulator.udn, quirks.Learned({quirks.Quirk.PERMANENT_ONLY: lesson}))
+    Cache.from_env().remember(emulator.udn, quirks.Learned({quirks.Quirk.PERMANENT_ONLY: lesson}))
     text = (SHORT % ", allow_permanent: true").replace("mappings:\n", "policy: {max_lease: 1d}\nmappings:\n")
     r = portctl(capsys, "plan", write(tmp_path, text), "--router", emulator.url, "--json")
     assert r.code == 1

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
-from reconciler import ownership, quirks, routercache
+from reconciler import ownership, quirks
+from reconciler.cache import Cache
 from reconciler.emulator import PROFILES, EmulatorServer, Router
 from reconciler.models import MappingKey, Protocol
 from tests.helpers import portctl, snapshot, write
@@ -55,7 +55,7 @@ def test_reshuffled_table_past_the_cap_still_prunes_exactly_the_undeclared_row(
     path = write(tmp_path, BOTH)
     first = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode")
     assert first.code == 0, first.out + first.err  # read entry by entry; where the ports lie is now cached
-    assert routercache.get("tables", server.udn) is not None
+    assert Cache.from_env().get("tables", server.udn) is not None
     # Another app moves its 64 rows from the 40000s to 128 new ones in the owned rows' range.
     for port in range(40000, 40064):
         router.remove(port, "TCP")
@@ -86,7 +86,7 @@ def test_a_router_capping_listings_below_the_ask_is_caught_and_learned(
     plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode", "--no-color")
     assert plan.code == 2, plan.out + plan.err
     assert "Plan: 0 to add, 0 to change, 1 to remove." in plan.out
-    learned = routercache.load(server.udn, time.time())
+    learned = Cache.from_env().learned(server.udn)
     assert quirks.Quirk.CAPS_LISTINGS in learned and learned.list_cap == 50
     applied = portctl(capsys, "apply", path, "--router", server.url, "--auto-approve", "--no-color")
     assert applied.code == 0, applied.out + applied.err

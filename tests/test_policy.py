@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 
 from reconciler import lock, ownership
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.emulator.profiles import PROFILES
 from reconciler.models import MappingKey, Protocol
@@ -187,7 +188,7 @@ def test_apply_waits_for_the_router_lock_and_times_out(
 ) -> None:
     """While another process holds the router's lock, apply waits --lock-timeout, then writes nothing."""
     path = write(tmp_path, manifest("  - {name: web, external_port: 8080}\n"))
-    with lock.held(router.udn, 1):
+    with lock.held(Cache.from_env().lock_directory, router.udn, 1):
         code, _, err = apply(capsys, router, path, "--lock-timeout", "0.3")
     assert code == 1 and "another portctl is applying to router" in err and "--lock-timeout" in err
     assert owned_ports(router) == set()

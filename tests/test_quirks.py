@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
 import requests
 
-from reconciler import discovery, quirks, routercache
+from reconciler import discovery, quirks
+from reconciler.cache import Cache
 from reconciler.emulator import PROFILES, EmulatorServer, Router
 from reconciler.errors import UpnpActionError
 from reconciler.models import MappingKey, PortMapping, Protocol
@@ -120,7 +120,7 @@ def test_profile_converges(
 
 
 def learned(server: EmulatorServer) -> quirks.Learned:
-    return routercache.load(server.udn, time.time())
+    return Cache.from_env().learned(server.udn)
 
 
 @pytest.mark.parametrize(
@@ -301,7 +301,7 @@ def failure(run: Run, name: str) -> str:
 
 
 def cached_text() -> str:
-    with open(routercache.path()) as f:
+    with open(_cache_path()) as f:
         return f.read()
 
 
@@ -505,7 +505,7 @@ def test_unreadable_cache_is_ignored(
     tmp_path: str, capsys: pytest.CaptureFixture[str], serve: type[EmulatorServer], router_cache: str
 ) -> None:
     """A corrupt cache file is a cache miss, not an error; the next run rewrites it."""
-    with open(routercache.path(), "w") as f:
+    with open(_cache_path(), "w") as f:
         f.write("{not json")
     server = serve(Router(PROFILES["permanent-only"]))
     c = cycle(capsys, server, write(tmp_path, PERMANENT_ALLOWED), reveal=True)
@@ -551,3 +551,9 @@ def test_a_router_that_cuts_is_still_learned_when_the_description_ends_in_a_spac
     assert quirks.Quirk.TRUNCATES_DESCRIPTIONS in learned(server)
     assert learned(server).description_limit == 16
     assert all(len(e.description) == 16 for e in server.router.rows())
+
+
+def _cache_path() -> str:
+    path = Cache.from_env().path
+    assert path is not None
+    return path

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import routercache
+from reconciler.cache import Cache
 from tests.conftest import require_lab
 from tests.helpers import write
 from tests.routerlab import LAN_IP, SAMPLE_RULES, Lab
@@ -119,9 +119,9 @@ def failed_line(out: str, name: str) -> str:
 
 def cached_quirks() -> str:
     """Every quirk the cache remembers, for any router, as text."""
-    if not os.path.exists(routercache.path()):
+    if not os.path.exists(str(Cache.from_env().path)):
         return ""
-    return str([record.get("quirks") for record in routercache._read().get("routers", {}).values()])
+    return str([record.get("quirks") for record in Cache.from_env().read().get("routers", {}).values()])
 
 
 TYPO = """\

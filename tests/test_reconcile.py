@@ -7,6 +7,7 @@ import json
 import pytest
 
 from reconciler import ownership
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.models import MappingKey, Protocol
 from tests.helpers import MANIFEST, portctl, snapshot, write
@@ -221,7 +222,7 @@ def test_port_taken_after_the_plan_is_left_alone(emulator: EmulatorServer) -> No
     from reconciler.apply import apply as apply_plan
 
     m = manifest.parse(MANIFEST, "m.yaml")
-    backend = api.connect(emulator.url)
+    backend = api.connect(emulator.url, Cache.from_env())
     plan = api.plan(m, api.read(backend))
     # Another app on this very host takes the port; AddPortMapping from us would overwrite it silently.
     emulator.router.add(8080, "TCP", "127.0.0.1", 8081, "another app")

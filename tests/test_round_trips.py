@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import collections
 
-from reconciler import api, paging, routercache
+from reconciler import api, paging
 from reconciler.backends.upnp import UpnpBackend
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.emulator.profiles import PROFILES
 from reconciler.models import Protocol
@@ -25,7 +26,7 @@ class Requests(collections.Counter[str]):
 def read(server: EmulatorServer, config_id: str = "") -> tuple[Requests, int]:
     """One connect and table read as `plan` does it (config_id: as SSDP announced it): requests sent, rows read."""
     sent = Requests()
-    backend = UpnpBackend(server.url, on_request=sent, config_id=config_id)
+    backend = UpnpBackend(server.url, cache=Cache.from_env(), on_request=sent, config_id=config_id)
     rows = api.read(backend).table
     return sent, len(rows)
 
@@ -51,27 +52,27 @@ def test_a_warm_plan_fetches_no_descriptions(emulator: EmulatorServer) -> None:
 def test_a_changed_config_id_or_a_moved_control_url_reads_the_description_again(emulator: EmulatorServer) -> None:
     """The cache never outlives the description it was made from."""
     read(emulator)
-    record = routercache.get("descriptions", emulator.url)
+    record = Cache.from_env().get("descriptions", emulator.url)
     assert record is not None and record["config_id"] == "1"
     assert read(emulator, config_id="1")[0]["GET"] == 0
     assert read(emulator, config_id="2")[0]["GET"] >= 2  # SSDP announced a new configId
-    stale = routercache.get("descriptions", emulator.url)
+    stale = Cache.from_env().get("descriptions", emulator.url)
     assert stale is not None
     stale["service"]["control_url"] = emulator.url.replace("/rootDesc.xml", "/ctl/moved")
-    routercache.put("descriptions", emulator.url, stale)
+    Cache.from_env().put("descriptions", emulator.url, stale)
     sent, rows = read(emulator)
     assert sent["GET"] >= 2 and rows == 0  # the 404 sent it back to the description, and the read worked
-    stale = routercache.get("descriptions", emulator.url)
+    stale = Cache.from_env().get("descriptions", emulator.url)
     assert stale is not None
     stale["service"]["service_type"] = "urn:schemas-upnp-org:service:WANPPPConnection:1"
-    routercache.put("descriptions", emulator.url, stale)
+    Cache.from_env().put("descriptions", emulator.url, stale)
     sent, rows = read(emulator)
     assert sent["GET"] >= 2 and rows == 0  # 401 for the cached service type: described again
 
 
 def test_one_connection_serves_a_whole_plan(emulator: EmulatorServer) -> None:
     """The emulator keeps connections open, so a plan's requests share one TCP connection."""
-    backend = api.connect(emulator.url)
+    backend = api.connect(emulator.url, Cache.from_env())
     api.read(backend)
     assert isinstance(backend, UpnpBackend)
     assert [c.connections for c in backend._clients.values()] == [1]

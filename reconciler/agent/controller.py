@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 from .. import api, diff, lock, renewal
 from ..apply import apply
 from ..backends.base import Backend
+from ..backends.http import Observer
+from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
 from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
 from . import status as st
@@ -71,8 +73,14 @@ class Agent:
         log: JsonLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        cache: Cache | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.config = config
+        # One cache for the agent's life, shared with any portctl run by hand: its writes are locked.
+        # Lessons are stamped and aged by the agent's wall clock.
+        self.cache = cache or Cache(default_directory(), clock=wall)
+        self.observe = observe  # every exchange with the router (--trace)
         self.log = log or JsonLog()
         self.clock = clock
         self.wall = wall
@@ -329,7 +337,7 @@ class Agent:
             return self._bad_trouble
         kept = self._revision or "nothing"
         try:
-            loaded = _load_manifest(artifact)
+            loaded = _load_manifest(artifact, self.cache)
         except ManifestError as exc:
             self.log.error(
                 f"{artifact.revision} is not applied: the manifest is invalid; {kept} stays in force",
@@ -363,7 +371,7 @@ class Agent:
         """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
         backend = self._connect(manifest)
         # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
-        with lock.held(backend.info.udn, LOCK_TIMEOUT):
+        with lock.held(self.cache.lock_directory, backend.info.udn, LOCK_TIMEOUT):
             return self._converge_locked(manifest, backend)
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
@@ -380,7 +388,7 @@ class Agent:
             self._set_inventory(manifest, plan, list(facts.table))
             return (), (st.PLAN_BLOCKED, plan.blocked)
         report = apply(_without_conflicts(plan), backend)
-        api.remember(backend)
+        api.remember(backend, self.cache)
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
         for line in done:
             self.log.info(line)
@@ -403,7 +411,14 @@ class Agent:
             url = api.router_url(self.config.router, manifest)
             old = self.status.router
             # Once connected, a reconnect reads the router afresh: it may have been replaced.
-            backend = api.connect(url, timeout=self.config.timeout, on_request=self.metrics.request, fresh=bool(old))
+            backend = api.connect(
+                url,
+                self.cache,
+                timeout=self.config.timeout,
+                on_request=self.metrics.request,
+                observe=self.observe,
+                fresh=bool(old),
+            )
             if old and old != backend.info.udn:
                 self.log.warning(f"the router changed: {old} is now {backend.info.udn} at {backend.info.location}")
             self._backend = backend
@@ -535,7 +550,7 @@ class Agent:
         try:
             backend = self._connect(manifest)
             # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
-            with lock.held(backend.info.udn, LOCK_TIMEOUT):
+            with lock.held(self.cache.lock_directory, backend.info.udn, LOCK_TIMEOUT):
                 report = apply(api.destroy_plan(manifest, api.read(backend)), backend)
         except PortctlError as exc:
             self.log.error(f"could not release the owned mappings: {exc}")
@@ -547,17 +562,17 @@ class Agent:
                 self.log.error(f"could not release {r.change.key} ({r.change.name}): {r.error}")
 
 
-def _load_manifest(artifact: Artifact) -> Manifest:
+def _load_manifest(artifact: Artifact, memo: Cache) -> Manifest:
     """The artifact's manifest: the bytes the source checked when it has them, else the file."""
     from .. import manifest
 
     if artifact.content is None:
-        return manifest.load(artifact.path)
+        return manifest.load(artifact.path, memo)
     try:
         text = artifact.content.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem(artifact.path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
-    return manifest.parse(text, artifact.path)
+    return manifest.parse(text, artifact.path, memo)
 
 
 def _without_conflicts(plan: Plan) -> Plan:

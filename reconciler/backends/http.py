@@ -16,9 +16,10 @@ import http.client
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import ConnectionDropped, RouterProtocolError, RouterTimeout, RouterUnreachable
+from ..errors import ConnectionDropped, RouterError, RouterProtocolError, RouterTimeout, RouterUnreachable
 from ..numbers import NotANumber, ascii_int
 from .deadline import Clock, DeadlineSocket
 
@@ -35,14 +36,41 @@ class Response:
     headers: dict[str, str]  # names lower-cased
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request and what came of it, as an observer (--trace) sees it."""
+
+    method: str
+    url: str
+    action: str  # the SOAP action, "" for a document
+    sent: bytes
+    status: int | None  # None: no answer (`error` says why)
+    received: bytes
+    seconds: float
+    error: str = ""
+
+
+Observer = Callable[[Exchange], None]
+
+
 class HttpClient:
-    """Requests to `host`:`port`, one at a time (a lock serialises callers on other threads)."""
+    """Requests to `host`:`port`, one at a time (a lock serialises callers on other threads).
+
+    `observe`, when given, sees every exchange once it ends, answered or not; `clock` times it.
+    """
 
     def __init__(
-        self, host: str, port: int, *, timeout: float, max_body: int = MAX_BODY_BYTES, clock: Clock = time.monotonic
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        max_body: int = MAX_BODY_BYTES,
+        observe: Observer | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.host, self.port, self.timeout, self.max_body = host, port, timeout, max_body
-        self.clock = clock
+        self.observe, self.clock = observe, clock
         self.connections = 0  # TCP connections opened, for tests and the benchmark
         self._conn: _Connection | None = None
         self._lock = threading.Lock()
@@ -63,6 +91,18 @@ class HttpClient:
         `timeout` replaces the client's own for this request; `why` says where it came from, for the message.
         """
         what = _What(action, f"http://{self.host}:{self.port}{path}", timeout or self.timeout, why)
+        if self.observe is None:
+            return self._request(method, path, what, body, headers)
+        start = self.clock()
+        try:
+            resp = self._request(method, path, what, body, headers)
+        except RouterError as exc:
+            self.observe(Exchange(method, what.url, action, body, None, b"", self.clock() - start, str(exc)))
+            raise
+        self.observe(Exchange(method, what.url, action, body, resp.status, resp.body, self.clock() - start))
+        return resp
+
+    def _request(self, method: str, path: str, what: _What, body: bytes, headers: dict[str, str] | None) -> Response:
         with self._lock:
             reused = self._conn is not None
             try:

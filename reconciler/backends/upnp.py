@@ -23,14 +23,14 @@ looked up in the fallback table, `quirks.RULES`, and what the router needed is r
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
-from .. import discovery, paging, quirks, routercache, xmlsafe
+from .. import discovery, paging, quirks, xmlsafe
+from ..cache import Cache
 from ..errors import (
     ActionNotOffered,
     HttpStatusError,
@@ -47,7 +47,7 @@ from ..numbers import NotANumber, ascii_int
 from ..quirks import Learned, Quirk, Then
 from . import soap
 from .base import Backend
-from .http import HttpClient, Response
+from .http import HttpClient, Observer, Response
 from .patience import Deadline, Patience
 
 # Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer; the
@@ -101,8 +101,8 @@ class _Description:
     external_ip: str = ""
 
     @classmethod
-    def cached(cls, location: str, config_id: str) -> _Description | None:
-        record = routercache.get("descriptions", location, DESCRIPTION_TTL)
+    def cached(cls, cache: Cache, location: str, config_id: str) -> _Description | None:
+        record = cache.get("descriptions", location, DESCRIPTION_TTL)
         if record is None or (config_id and record.get("config_id") != config_id):
             return None
         try:
@@ -125,9 +125,9 @@ class _Description:
         except (KeyError, TypeError, ValueError):
             return None  # written by another version; the router will be described again
 
-    def store(self) -> None:
+    def store(self, cache: Cache) -> None:
         svc = self.service
-        routercache.put(
+        cache.put(
             "descriptions",
             self.location,
             {
@@ -149,23 +149,28 @@ class _Description:
 class UpnpBackend(Backend):
     """A router at `location`. With `config_id` (from SSDP), a cached description is used only if it
     was fetched under the same configId; `fresh` ignores the cache (after a reconnect, say, when the
-    router may have been replaced)."""
+    router may have been replaced). Without a `cache`, nothing is remembered between backends.
+    `observe` sees every HTTP exchange (--trace)."""
 
     def __init__(
         self,
         location: str,
         *,
+        cache: Cache | None = None,
         timeout: float = 5.0,
         on_request: Callable[[str, str], None] | None = None,
+        observe: Observer | None = None,
         config_id: str = "",
         fresh: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.location = location
-        self.clock = clock  # when a lesson was seen
+        self.cache = cache or Cache(None)
+        self.clock = clock or self.cache.clock  # when a lesson was seen
         self.timeout = timeout
         self.patience = Patience(timeout)  # per-request deadlines that follow how slow this router is
         self.on_request = on_request
+        self.observe = observe
         parts = urlsplit(location)
         if parts.scheme != "http" or not parts.hostname:
             raise RouterUnreachable(f"{location!r} is not an http:// URL of a router description")
@@ -177,7 +182,7 @@ class UpnpBackend(Backend):
         # secure mode when a later add is refused.
         self._other_host_held = ""
         self.learned = Learned()
-        cached = None if fresh else _Description.cached(location, config_id)
+        cached = None if fresh else _Description.cached(self.cache, location, config_id)
         if cached is not None:
             external_ip: str | None
             try:
@@ -192,7 +197,7 @@ class UpnpBackend(Backend):
                 return
         described = self._describe(config_id)
         self._adopt(described, described.external_ip)
-        described.store()
+        described.store(self.cache)
 
     def _adopt(self, described: _Description, external_ip: str) -> None:
         self._service = described.service
@@ -306,7 +311,9 @@ class UpnpBackend(Backend):
         port = parts.port or 80
         client = self._clients.get((self._host, port))
         if client is None:
-            client = self._clients[(self._host, port)] = HttpClient(self._host, port, timeout=self.timeout)
+            client = self._clients[(self._host, port)] = HttpClient(
+                self._host, port, timeout=self.timeout, observe=self.observe
+            )
         return client, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def _counted(self, action: str, attempt: Callable[[], T]) -> T:
@@ -400,7 +407,7 @@ class UpnpBackend(Backend):
     def list_mappings(self) -> list[PortMapping]:
         if "GetListOfPortMappings" not in self._service.actions or Quirk.NO_PORT_LISTING in self.learned:
             return self._list_by_index()
-        last = routercache.get("tables", self.info.udn)
+        last = self.cache.get("tables", self.info.udn)
         rows = None
         pages = self._pages(last)
         if pages is not None:
@@ -446,7 +453,7 @@ class UpnpBackend(Backend):
         for proto in Protocol:
             now[proto.value] = paging.cuts(m.key.external_port for m in rows if m.key.protocol is proto)
         if last is None or any(last.get(k) != v for k, v in now.items()):
-            routercache.put("tables", self.info.udn, now)
+            self.cache.put("tables", self.info.udn, now)
 
     def _past_end(self, index: int) -> bool:
         """Does the table hold at most `index` entries? One GetGenericPortMappingEntry tells."""
