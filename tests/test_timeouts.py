@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import api
 from reconciler.backends.patience import CEILING, Deadline, Patience
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.errors import RouterUnreachable
 from reconciler.models import MappingKey, PortMapping, Protocol
@@ -99,7 +100,7 @@ def test_a_request_waits_as_long_as_the_router_has_needed_and_says_so() -> None:
     with EmulatorServer(Router(igd_version=2)) as server:
         for port in (27015, 27016):
             server.router.add(port, "TCP", "192.168.1.9", port, "someone's")
-        backend = api.connect(server.url, timeout=5.0)
+        backend = api.connect(server.url, Cache.from_env(), timeout=5.0)
         try:
             backend.patience = Patience(5.0, clock=clock)
             server.sleep = clock.advance  # the router's slowness costs no wall-clock time
