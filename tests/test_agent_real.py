@@ -95,7 +95,10 @@ def agent(tmp_path: Any) -> Iterator[list[RunningAgent]]:
 def leases(lab: routerlab.Lab) -> dict[int, int]:
     """External port -> seconds of lease left, per upnpc -l."""
     out = {}
-    for line in lab.upnpc("-l").stdout.splitlines():
+    listing = lab.upnpc("-l").stdout
+    # A router that did not answer is not a lapsed lease: say which it was.
+    assert "exPort->inAddr:inPort" in listing, f"upnpc could not read the table:\n{listing}"
+    for line in listing.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[0].isdigit() and parts[1] in ("TCP", "UDP") and parts[-1].isdigit():
             out[int(parts[2].split("->")[0])] = int(parts[-1])
@@ -192,18 +195,21 @@ def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
     a.wait_ready("True", "ReconciliationSucceeded")
 
 
-def test_thirty_second_leases_never_lapse_over_three_minutes(
+def test_one_minute_leases_never_lapse_over_three_minutes(
     fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
 ) -> None:
-    """With 30 s leases and a 60 s interval, the agent renews in time: the mappings are present every second."""
+    """With 60 s leases and a 120 s interval, the agent renews in time: the mappings are present every second.
+
+    A minute rather than 30 s: the same bound relative to the lease (a third of it left at the lowest), with
+    twice the seconds of room for a busy machine, over the same three minutes."""
     lab = fresh
     repo = GitRepo(str(tmp_path / "homelab"))
-    repo.commit(manifest(("web", 18080, 8003), ("ssh", 12222, 8003), lease="30s", client=LAN_IP))
-    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "60s", "--no-events")
+    repo.commit(manifest(("web", 18080, 8003), ("ssh", 12222, 8003), lease="60s", client=LAN_IP))
+    a = RunningAgent(lab, repo, str(tmp_path), "--interval", "120s", "--no-events")
     agent.append(a)
     a.wait_ready("True", "ReconciliationSucceeded")
     lab.serve(8003, lifetime=240)
-    lowest, checks = 30, 0
+    lowest, checks = 60, 0
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         left = leases(lab)
@@ -214,8 +220,8 @@ def test_thirty_second_leases_never_lapse_over_three_minutes(
     renewed = [e for e in a.log() if e["msg"].startswith("renewed the lease of 18080/tcp")]
     assert lab.reaches(18080)
     assert checks >= 100
-    assert len(renewed) >= 180 / 30  # at least one renewal per lease period
-    assert lowest >= 10  # renewed before half the lease had gone, with room to spare
+    assert len(renewed) >= 180 / 60  # at least one renewal per lease period
+    assert lowest >= 20  # renewed before half the lease had gone, with room to spare
 
 
 def test_after_a_quick_restart_events_are_live_again_and_a_deletion_is_healed_before_the_interval(
