@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
-from reconciler import api, manifest, ownership, plancodec
+from reconciler import api, manifest, ownership, plancodec, quirks
 from reconciler.cache import Cache
 from reconciler.emulator import PROFILES, EmulatorServer, Router
 from reconciler.models import MappingKey, Plan, Protocol
-from tests.helpers import portctl, write
+from tests.helpers import MANIFEST, portctl, write
 
 OWNER = "codec"
 # One mapping each router profile below refuses as asked, with the opt-in that lets portctl adapt it.
@@ -132,3 +133,19 @@ def test_decoding_names_the_malformed_field(
     edit(doc)
     with pytest.raises(plancodec.Malformed, match=error.replace("[", r"\[").replace("]", r"\]")):
         plancodec.decode(doc)
+
+
+def test_a_saved_plan_naming_a_suspected_need_applies(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], emulator: EmulatorServer
+) -> None:
+    """A plan that lists a suspected need (its meaning and 80 characters of evidence) is saved, read
+    back and applied: the reader takes every need text the planner writes."""
+    lesson = quirks.Lesson("AddPortMapping answered 402 Invalid Args " + "x" * 80, False, time.time())
+    Cache.from_env().remember(emulator.udn, quirks.Learned({quirks.Quirk.PERMANENT_ONLY: lesson}))
+    path, out = write(tmp_path, MANIFEST), os.path.join(tmp_path, "plan.json")
+    assert portctl(capsys, "plan", path, "--router", emulator.url, "--out", out).code == 0
+    with open(out, encoding="utf-8") as f:
+        assert len(json.load(f)["quirks"][0]) > 200
+    run = portctl(capsys, "apply", out, "--router", emulator.url)
+    assert run.code == 0, run.err
+    assert {e.external_port for e in emulator.router.rows()} == {8080, 27015, 27016}
