@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from reconciler import diff
+from reconciler import api, diff
 from reconciler.cache import Cache
+from reconciler.emulator import EmulatorServer
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, PortMapping, Protocol
 from reconciler.ownership import Claim
 from reconciler.ownerstore import INVENTORY_FILE, InventoryError, InventoryStore, TagStore, for_router
@@ -141,3 +142,23 @@ def test_a_router_that_describes_gets_the_tag_store(tmp_path: str) -> None:
     assert isinstance(for_router(False, Cache(str(tmp_path)), ROUTER), InventoryStore)
     with pytest.raises(InventoryError):
         for_router(False, Cache(None), ROUTER)
+
+
+def test_api_plans_and_destroys_with_the_store_it_is_given(tmp_path: str, emulator: EmulatorServer) -> None:
+    """api.plan and api.destroy_plan claim by the store handed in: an inventory's row is removed
+    by destroy, and an untagged row the inventory does not hold is left foreign."""
+    cache = Cache(str(tmp_path))
+    emulator.router.add(8080, "TCP", "127.0.0.1", 80, "web nginx")
+    emulator.router.add(9090, "TCP", "127.0.0.1", 9090, "game")
+    inventory = InventoryStore(cache, emulator.udn)
+    inventory.record("homelab", WEB, PortMapping(WEB, "127.0.0.1", 80, "web nginx"), "web")
+    web = DesiredMapping("web", WEB, "127.0.0.1", 80, 0, description="nginx")
+    m = Manifest("m.yaml", "homelab", (web,))
+    with api.session(emulator.url, cache) as backend:
+        facts = api.read(backend)
+        assert api.plan(m, facts, store=inventory).changes == ()  # the row is ours, as declared
+        gone = api.destroy_plan(m, facts, store=inventory)
+        tagged = api.destroy_plan(m, facts)
+    assert [(c.action, c.key) for c in gone.changes] == [(Action.REMOVE, WEB)]
+    assert [m.key.external_port for m in gone.foreign] == [9090]
+    assert tagged.changes == ()  # by the description tag, neither row is this owner's
