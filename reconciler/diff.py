@@ -117,7 +117,7 @@ def diff(
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
         if change is not None:
-            changes.append(replace(change, adapted=adapted, allowed=allowed))
+            changes.append(replace(change, adapted=adapted, allowed=allowed, protect=d.protect))
 
     kept = []
     for key, name in sorted(owned.items()):

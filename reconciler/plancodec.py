@@ -107,6 +107,7 @@ def _change_json(c: Change) -> dict[str, Any]:
         "replace": c.replace,
         "same_port_ok": c.same_port_ok,
         "allowed": list(c.allowed),
+        "protect": c.protect,
         "adapted": [asdict(a) for a in c.adapted],
         "note": c.note,
         "sensitive": sensitive(c),
@@ -195,6 +196,9 @@ def _change(value: object, at: str) -> Change:
         _text(d, "note", at, 2000),
         _list(d, "adapted", at, _adaptation),
         _list(d, "allowed", at, lambda v, w: _is_text(v, w, 40)),
+        # Plans saved before it was written carry no "protect"; a saved plan is re-planned before
+        # anything is written, so the flag read here never decides a write.
+        _bool(d, "protect", at) if "protect" in d else False,
     )
 
 

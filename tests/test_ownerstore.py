@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from reconciler import api, diff
+from reconciler.apply import apply
 from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, PortMapping, Protocol
@@ -162,3 +163,30 @@ def test_api_plans_and_destroys_with_the_store_it_is_given(tmp_path: str, emulat
     assert [(c.action, c.key) for c in gone.changes] == [(Action.REMOVE, WEB)]
     assert [m.key.external_port for m in gone.foreign] == [9090]
     assert tagged.changes == ()  # by the description tag, neither row is this owner's
+
+
+def test_apply_keeps_the_inventory_it_planned_with(tmp_path: str, emulator: EmulatorServer) -> None:
+    """apply records what it wrote (protection included) and releases what it removed, so the next
+    plan knows its rows without a tag: nothing to do, then a protected row kept and another pruned."""
+    cache = Cache(str(tmp_path))
+    inventory = InventoryStore(cache, emulator.udn)
+    web = DesiredMapping("web", WEB, "127.0.0.1", 80, 0, description="nginx", protect=True)
+    ssh = DesiredMapping("ssh", MappingKey(2222, Protocol.TCP), "127.0.0.1", 2022, 0)
+    game = DesiredMapping("game", MappingKey(27015, Protocol.UDP), "127.0.0.1", 27015, 0)
+    with api.session(emulator.url, cache) as backend:
+        plan = api.plan(Manifest("m.yaml", "homelab", (web, ssh, game)), api.read(backend), store=inventory)
+        assert apply(plan, backend, store=inventory).ok
+        assert inventory.owned("homelab") == {
+            WEB: Claim("web", True),
+            ssh.key: Claim("ssh", False),
+            game.key: Claim("game", False),
+        }
+        assert (
+            api.plan(Manifest("m.yaml", "homelab", (web, ssh, game)), api.read(backend), store=inventory).changes == ()
+        )
+        pruned = api.plan(Manifest("m.yaml", "homelab", (game,)), api.read(backend), store=inventory)
+        assert [(c.action, c.key) for c in pruned.changes] == [(Action.REMOVE, ssh.key)]
+        assert [m.key for m in pruned.kept] == [WEB]
+        assert apply(pruned, backend, store=inventory).ok
+    assert inventory.owned("homelab") == {WEB: Claim("web", True), game.key: Claim("game", False)}
+    assert {e.external_port for e in emulator.router.rows()} == {8080, 27015}

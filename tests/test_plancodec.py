@@ -44,6 +44,7 @@ FULL = (
     internal_client: 127.0.0.1
     lease: 1h
     allow_permanent: true
+    protect: true
 """
 )
 
@@ -93,6 +94,7 @@ def test_a_plan_with_every_field_round_trips(tmp_path: str, capsys: pytest.Captu
         "allowed": [a for c in plan.changes for a in c.allowed],
         "fields": [f for c in plan.changes for f in c.fields],
         "note": [c.note for c in plan.changes if c.note],
+        "protect": [c for c in plan.changes if c.protect],
     }
     assert [name for name, value in populated.items() if not value] == []
     doc = plancodec.encode(plan)
