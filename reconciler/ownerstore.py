@@ -83,6 +83,8 @@ class InventoryStore:
     the key pointing elsewhere was replaced by someone else and is not claimed (foreign until proven
     ours). Unlike the cache, a failure to read or write is an InventoryError: losing a record would
     make an owned row look foreign, and writing over an unreadable file would lose every record.
+    Claims read the file once per store (a plan judges every row against one reading); record and
+    release re-read it under the lock, so what another process recorded meanwhile is kept.
     """
 
     def __init__(self, cache: Cache, router: str) -> None:
@@ -92,6 +94,7 @@ class InventoryStore:
             raise InventoryError("an inventory is kept per router, and this router has no identity")
         self.cache = cache
         self.router = router
+        self._seen: dict[str, Any] | None = None  # the file as last read or written by this store
 
     @property
     def path(self) -> str:
@@ -105,7 +108,7 @@ class InventoryStore:
     def claim(
         self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
     ) -> Claim | None:
-        held = self._records(self._read()).get(owner, {}).get(_key_text(key))
+        held = self._records(self._snapshot()).get(owner, {}).get(_key_text(key))
         if not isinstance(held, dict):
             return None
         if (held.get("internal_client"), held.get("internal_port")) != (row.internal_client, row.internal_port):
@@ -118,7 +121,7 @@ class InventoryStore:
     def owned(self, owner: str) -> dict[MappingKey, Claim]:
         """Every key `owner` holds on this router as recorded: what prune reads where nothing is listed."""
         out: dict[MappingKey, Claim] = {}
-        for text, held in self._records(self._read()).get(owner, {}).items():
+        for text, held in self._records(self._snapshot()).get(owner, {}).items():
             key = _parse_key(text)
             if key is not None and isinstance(held, dict) and isinstance(held.get("name"), str):
                 out[key] = Claim(held["name"], held.get("protected") is True)
@@ -147,6 +150,12 @@ class InventoryStore:
         self._change(drop)
 
     # -- the file --------------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The file as this store last read or wrote it: a plan claims every row from one reading."""
+        if self._seen is None:
+            self._seen = self._read()
+        return self._seen
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -183,6 +192,7 @@ class InventoryStore:
                 doc = self._read()
                 change(doc)
                 self.cache.write_file(INVENTORY_FILE, doc)
+                self._seen = doc
         except OSError as exc:
             raise InventoryError(f"{self.path}: cannot write the ownership inventory: {exc}") from exc
 
