@@ -15,6 +15,7 @@ from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
+from .ownerstore import OwnershipStore
 
 
 @dataclass(frozen=True)
@@ -129,20 +130,23 @@ def plan(
     renew_below: float = renewal.PLAN_BELOW,
     max_deletions: int | None = None,
     allow_empty: bool = False,
+    store: OwnershipStore | None = None,
 ) -> Plan:
     """The plan for `manifest`, through the admission gate: blocked (nothing may be applied) where it
     breaks the manifest's policy, sensitive ports or protection on the rows as they will be written, or
-    the deletion guards: more than `max_deletions`, or an empty manifest pruning all."""
+    the deletion guards: more than `max_deletions`, or an empty manifest pruning all. `store` says
+    which rows are ours (ownerstore.for_router; the description tag by default, as UPnP keeps it)."""
     backend = facts.backend
     local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
-    planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
+    planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below, store=store)
     return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 
 
-def destroy_plan(manifest: Manifest, facts: Facts) -> Plan:
+def destroy_plan(manifest: Manifest, facts: Facts, store: OwnershipStore | None = None) -> Plan:
     """The plan removing every mapping this owner holds, through the admission gate (protection)."""
-    planned = _diff.destroy(manifest, facts.table, facts.backend.info, facts.backend.local_or_unknown())
+    backend = facts.backend
+    planned = _diff.destroy(manifest, facts.table, backend.info, backend.local_or_unknown(), store)
     return _admitted(planned, replace(manifest, mappings=()), allow_empty=True)
 
 

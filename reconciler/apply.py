@@ -10,6 +10,7 @@ from . import ownership, quirks
 from .backends.base import Backend
 from .errors import ConflictError, RouterError, RouterRefused, RouterTimeout, RouterUnreachable, UpnpActionError
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
+from .ownerstore import OwnershipStore
 
 Progress = Callable[[Change], None]
 
@@ -19,9 +20,15 @@ class _Skipped(ConflictError):
 
 
 def apply(
-    plan: Plan, backend: Backend, progress: Progress | None = None, *, clock: Callable[[], float] = time.time
+    plan: Plan,
+    backend: Backend,
+    progress: Progress | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    store: OwnershipStore | None = None,
 ) -> ApplyReport:
-    """Write every change exactly as planned, continuing past failed ones.
+    """Write every change exactly as planned, continuing past failed ones, and tell `store` (the
+    ownership store the plan was made with, when it keeps records) what is now held and released.
 
     Nothing is written when the plan is blocked or has conflicts. The first write is an add, for
     another host if there is one: a router that refuses every write of that kind (secure mode)
@@ -32,6 +39,13 @@ def apply(
     that is slow once still gets every other change tried. After writing, the table is read back and
     a change counts as done only if the router now holds what was planned (a timed-out write too).
     """
+    report = _apply(plan, backend, progress, clock)
+    if store is not None:
+        _keep_records(plan, report, store)
+    return report
+
+
+def _apply(plan: Plan, backend: Backend, progress: Progress | None, clock: Callable[[], float]) -> ApplyReport:
     if plan.blocked:
         raise ConflictError(f"{plan.blocked}. Nothing was changed")
     if plan.conflicts:
@@ -104,6 +118,20 @@ def apply(
         except RouterError as exc:
             errors[change] = str(exc)
     return _verified(plan, outcome, backend, None if retry else table)
+
+
+def _keep_records(plan: Plan, report: ApplyReport, store: OwnershipStore) -> None:
+    """Record each row written and release each one removed. A write the router acknowledged but
+    that could not be read back is recorded too: an unrecorded row of ours would look foreign forever,
+    while a record of a row that is not there claims nothing (a claim needs the row)."""
+    for result in report.results:
+        c = result.change
+        if not result.ok:
+            continue
+        if c.after is None:
+            store.release(plan.owner, c.key)
+        else:
+            store.record(plan.owner, c.key, c.after, c.name, protect=c.protect)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class Cache:
         """
         if self.directory is None:
             return
-        with contextlib.suppress(*(() if strict else (OSError,))), self._locked():
+        with contextlib.suppress(*(() if strict else (OSError,))), self.locked():
             doc = self.read()
             if change(doc):
                 self._write(doc)
@@ -161,7 +161,8 @@ class Cache:
         return dropped
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Hold the cache's lock: every read-modify-write of a file in its directory runs under it."""
         assert self.directory is not None
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
@@ -180,12 +181,17 @@ class Cache:
             os.close(fd)  # releases the lock
 
     def _write(self, doc: Doc) -> None:
-        assert self.directory is not None and self.path is not None
-        fd, tmp = tempfile.mkstemp(prefix=".routers.", dir=self.directory)
+        self.write_file(FILE_NAME, {**doc, "version": VERSION})
+
+    def write_file(self, name: str, doc: dict[str, Any]) -> None:
+        """Replace the file `name` in the cache's directory with `doc` as JSON, atomically (temporary
+        file, then rename), so a reader never sees it torn. Call it under `locked`."""
+        assert self.directory is not None
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({**doc, "version": VERSION}, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+                json.dump(doc, f, indent=1, sort_keys=True)
+            os.replace(tmp, os.path.join(self.directory, name))
         except OSError:
             os.unlink(tmp)
             raise

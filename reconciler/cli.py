@@ -245,14 +245,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from . import api, manifest, planfile, render
+    from . import api, manifest, plancodec, planfile, render
 
     cache = _cache()
     text = manifest.read(args.file)
     m = manifest.parse(text, args.file, cache)
     with _session(args, cache, api.router_url(args.router, m)) as backend:
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
-    doc = render.plan_json(plan)
+    doc = plancodec.encode(plan)
     if args.out:
         guards = {"max_deletions": args.max_deletions, "allow_empty": args.allow_empty}
         _write_json(args.out, planfile.document(plan, args.file, text, **guards))
@@ -365,7 +365,7 @@ def _confirm() -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from . import api, diff, manifest, render
+    from . import api, diff, manifest, plancodec, render
 
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
@@ -375,9 +375,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.format == "json":
         from dataclasses import asdict
 
-        rows = [{**(render.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
+        rows = [{**(plancodec.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {
-            "format_version": render.FORMAT_VERSION,
+            "format_version": plancodec.FORMAT_VERSION,
             "router": asdict(backend.info),
             "learned": backend.learned.to_json(),
             "mappings": rows,

@@ -1,7 +1,9 @@
 """diff(manifest, table) -> Plan. Pure: no I/O, no clock; the only importer of deepdiff.
 
-Ownership is read from descriptions (see ownership.py): a row carrying this owner's tag for its
-own key is owned, every other row is foreign and is never changed unless a mapping says takeover.
+Ownership is asked of an OwnershipStore (ownerstore.py): by default the description tag
+(ownership.py), where a row carrying this owner's tag for its own key is owned; a protocol that
+cannot describe hands in its inventory instead. Every row not claimed is foreign and is never
+changed unless a mapping says takeover.
 An owned row carrying the legacy tag is re-tagged (replaced); an owned row that points at another
 host than this one is flagged when it would be removed: another installation may share the owner.
 """
@@ -27,6 +29,7 @@ from .models import (
     PortMapping,
     RouterInfo,
 )
+from .ownerstore import OwnershipStore, TagStore
 
 NEXT_FREE_WINDOW = 100
 # Fields a router can change in place by re-adding the mapping; the others need delete then add.
@@ -34,14 +37,17 @@ _IN_PLACE = {"internal_port", "enabled", "remote_host"}
 _COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
 
 
-def target(owner: str, d: DesiredMapping, key: MappingKey | None = None) -> PortMapping:
-    """The router row that realises `d` (at `key` when next_free moved it)."""
+def target(
+    owner: str, d: DesiredMapping, key: MappingKey | None = None, store: OwnershipStore | None = None
+) -> PortMapping:
+    """The router row that realises `d` (at `key` when next_free moved it), labelled as `store` labels."""
     key = key or d.key
+    store = store or TagStore()
     return PortMapping(
         key=key,
         internal_client=d.internal_client,
         internal_port=d.internal_port,
-        description=ownership.describe(owner, key, d.name, d.description, protect=d.protect),
+        description=store.label(owner, key, d.name, d.description, protect=d.protect),
         lease=d.lease,
         remote_host=d.remote_host,
     )
@@ -55,18 +61,21 @@ def diff(
     local: str | None = None,
     renew_below: float = renewal.PLAN_BELOW,
     claims: dict[MappingKey, ownership.Claim] | None = None,
+    store: OwnershipStore | None = None,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
     `local` is this host's address towards the router (None if unknown); it matters on routers in
     secure mode, and names the host in a removal of a mapping that points elsewhere.
     A lease is renewed once less than `renew_below` of it is left. `claims` overrides which rows
-    are owned (destroy reads them with the whole manifest, then plans as if it declared nothing).
+    are owned (destroy reads them with the whole manifest, then plans as if it declared nothing);
+    otherwise `store` (the description tag by default) says which are.
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
     rows = {m.key: m for m in table}
-    claims = owned_rows(manifest, table, learned) if claims is None else claims
+    store = store or TagStore()
+    claims = owned_rows(manifest, table, learned, store) if claims is None else claims
     owned = {key: c.name for key, c in claims.items()}
 
     placed, conflicts = _place(manifest, rows, owned)
@@ -81,7 +90,7 @@ def diff(
             permanent_ok=d.allow_permanent,
             any_remote_ok=d.allow_any_remote_host,
         )
-        shaped = quirks.shape(target(owner, d, key), learned, request)
+        shaped = quirks.shape(target(owner, d, key, store), learned, request)
         if isinstance(shaped, str):
             conflicts.append(Conflict(d.name, key, None, shaped))
             continue
@@ -108,7 +117,7 @@ def diff(
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
         if change is not None:
-            changes.append(replace(change, adapted=adapted, allowed=allowed))
+            changes.append(replace(change, adapted=adapted, allowed=allowed, protect=d.protect))
 
     kept = []
     for key, name in sorted(owned.items()):
@@ -156,14 +165,18 @@ def _need_text(quirk: quirks.Quirk, lesson: quirks.Lesson) -> str:
 
 
 def owned_rows(
-    manifest: Manifest, table: list[PortMapping], learned: quirks.Learned | None = None
+    manifest: Manifest,
+    table: list[PortMapping],
+    learned: quirks.Learned | None = None,
+    store: OwnershipStore | None = None,
 ) -> dict[MappingKey, ownership.Claim]:
-    """The rows of `table` that `manifest`'s owner holds, and what their descriptions say."""
+    """The rows of `table` that `manifest`'s owner holds, as `store` (the description tag by default) says."""
     at = _names_at(manifest)
     cut = learned.description_limit if learned else 0
+    store = store or TagStore()
     claims = {}
     for row in table:
-        found = ownership.claim(manifest.owner, row.key, row.description, at.get(row.key, ()), cut)
+        found = store.claim(manifest.owner, row.key, row, at.get(row.key, ()), cut)
         if found is not None:
             claims[row.key] = found
     return claims
@@ -301,8 +314,12 @@ def _lease_text(seconds: int) -> str:
 
 
 def destroy(
-    manifest: Manifest, table: list[PortMapping], router: RouterInfo | None = None, local: str | None = None
+    manifest: Manifest,
+    table: list[PortMapping],
+    router: RouterInfo | None = None,
+    local: str | None = None,
+    store: OwnershipStore | None = None,
 ) -> Plan:
     """The plan that removes every mapping this owner holds."""
-    claims = owned_rows(manifest, table)
-    return diff(replace(manifest, mappings=(), prune=True), table, router, local=local, claims=claims)
+    claims = owned_rows(manifest, table, store=store)
+    return diff(replace(manifest, mappings=(), prune=True), table, router, local=local, claims=claims, store=store)

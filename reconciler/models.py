@@ -139,6 +139,7 @@ class Change:
     note: str = ""  # what the user should know before approving (a removal pointing at another host)
     adapted: tuple[Adaptation, ...] = ()  # where `after` differs from the manifest, for the router's needs
     allowed: tuple[str, ...] = ()  # the widening opt-ins its mapping gives (allow_permanent...)
+    protect: bool = False  # its mapping is protected: an inventory records it (a tag carries it itself)
 
 
 @dataclass(frozen=True)

@@ -3,29 +3,25 @@
 A saved plan is input like any other and is trusted with nothing. It carries the manifest text it
 was made from and the guards it was made with; at apply time portctl plans again from that manifest
 against the router as it is now (ownership, policy, protection and deletion guards all checked
-again) and writes that plan, only if it equals the saved one. Reading is typed: every field is
-checked for its type, range and printability, and anything else is one PlanFileError naming the
-file and the field, never a traceback.
+again) and writes that plan, only if it equals the saved one. Reading is typed (plancodec.decode): every
+field is checked for its type, range and printability, and anything else is one PlanFileError
+naming the file and the field, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from . import xmlsafe
+from . import plancodec, xmlsafe
 from .errors import PlanFileError
-from .models import MAX_LEASE, Action, Change, FieldChange, MappingKey, Plan, PortMapping, Protocol, RouterInfo
-from .render import FORMAT_VERSION, plan_json
+from .models import Change, Plan, PortMapping, RouterInfo
+from .plancodec import FORMAT_VERSION, Malformed
 
 MAX_BYTES = 64 * 1024 * 1024  # every port of both protocols, three times over, fits well within this
 MAX_MANIFEST = 1024 * 1024
-MAX_ROWS = 2 * 65535
-T = TypeVar("T")
-_LAYOUT = str.maketrans("", "", "\n\r\t")
 # A key as JSON writes it: inside a JSON string (a manifest's text that a plan carries) the quotes are
 # escaped, so these never match there.
 _FORMAT_KEY = re.compile(rb'"format_version"\s*:')
@@ -47,7 +43,7 @@ def document(
     plan: Plan, manifest_path: str, manifest_text: str, *, max_deletions: int | None, allow_empty: bool
 ) -> dict[str, Any]:
     """What to save for `plan`: its JSON form, the manifest it was made from and the guards it was made with."""
-    doc = plan_json(plan)
+    doc = plancodec.encode(plan)
     doc["manifest"] = {"path": manifest_path, "text": manifest_text}
     doc["guards"] = {"max_deletions": max_deletions, "allow_empty": allow_empty}
     return doc
@@ -68,13 +64,6 @@ def is_plan(path: str) -> bool:
     if not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         return False  # YAML in block style: a manifest
     return bool(_FORMAT_KEY.search(raw)) or not _API_KEY.search(raw)
-
-
-class _Bad(Exception):
-    """One malformed field: where it is and what is wrong with it."""
-
-    def __init__(self, where: str, what: str) -> None:
-        super().__init__(f"{where}: {what}")
 
 
 def load(path: str) -> Saved:
@@ -102,9 +91,9 @@ def load(path: str) -> Saved:
         )
     try:
         saved = _saved(doc)
-    except _Bad as exc:
+    except Malformed as exc:
         raise PlanFileError(f"{path}: malformed saved plan: {exc}") from exc
-    if doc["conflicts"] or doc["blocked"]:
+    if saved.plan.conflicts or saved.plan.blocked:
         raise PlanFileError(f"{path}: the saved plan has conflicts or is blocked and cannot be applied")
     return saved
 
@@ -173,168 +162,16 @@ def _show(row: tuple[object, ...] | None) -> str:
     return "absent" if row is None else f"{row[0]}:{row[1]} {row[2]!r}"
 
 
-# -- typed reading ---------------------------------------------------------------------------
-
-
 def _saved(doc: dict[str, Any]) -> Saved:
-    source = _object(doc, "manifest", "")
-    guards = _object(doc, "guards", "")
+    plancodec.read_object(doc, "router", "")  # a plan may lack one; a saved plan was made against a router
+    plan = plancodec.decode(doc)
+    source = plancodec.read_object(doc, "manifest", "")
+    guards = plancodec.read_object(doc, "guards", "")
     max_deletions = guards.get("max_deletions")
-    plan = Plan(
-        owner=_text(doc, "owner", "", 200),
-        changes=_list(doc, "changes", "", _change),
-        foreign=_list(doc, "foreign", "", _mapping),
-        kept=_list(doc, "kept", "", _mapping),
-        router=_router(_object(doc, "router", ""), "router"),
-        table=_list(doc, "table", "", _mapping),
-        blocked=_text(doc, "blocked", "", 2000),
-        quirks=_list(doc, "quirks", "", lambda v, at: _is_text(v, at, 200)),
-    )
-    _list(doc, "conflicts", "", lambda v, at: v)
     return Saved(
         plan,
-        _text(source, "path", "manifest", 4096),
-        _text(source, "text", "manifest", MAX_MANIFEST, lines=True),
-        None if max_deletions is None else _int(guards, "max_deletions", "guards", 0, 2**31),
-        _bool(guards, "allow_empty", "guards"),
+        plancodec.read_text(source, "path", "manifest", 4096),
+        plancodec.read_text(source, "text", "manifest", MAX_MANIFEST, lines=True),
+        None if max_deletions is None else plancodec.read_int(guards, "max_deletions", "guards", 0, 2**31),
+        plancodec.read_bool(guards, "allow_empty", "guards"),
     )
-
-
-def _router(d: dict[str, Any], at: str) -> RouterInfo:
-    return RouterInfo(
-        location=_text(d, "location", at, 2048),
-        udn=_text(d, "udn", at, 200),
-        friendly_name=_text(d, "friendly_name", at, 200),
-        igd_version=_int(d, "igd_version", at, 1, 2),
-        service_type=_text(d, "service_type", at, 200),
-        external_ip=_text(d, "external_ip", at, 64),
-    )
-
-
-def _key(d: dict[str, Any], at: str) -> MappingKey:
-    key = _object(d, "key", at)
-    protocol = _text(key, "protocol", f"{at}.key", 3)
-    if protocol not in Protocol.__members__:
-        raise _Bad(f"{at}.key.protocol", f"{protocol!r} is not TCP or UDP")
-    return MappingKey(_int(key, "external_port", f"{at}.key", 1, 65535), Protocol(protocol))
-
-
-def _mapping(value: object, at: str) -> PortMapping:
-    d = _is_object(value, at)
-    return PortMapping(
-        key=_key(d, at),
-        internal_client=_text(d, "internal_client", at, 64),
-        internal_port=_int(d, "internal_port", at, 0, 65535),
-        description=_text(d, "description", at, 256),
-        lease=_int(d, "lease", at, 0, 2 * MAX_LEASE),
-        enabled=_bool(d, "enabled", at),
-        remote_host=_text(d, "remote_host", at, 64),
-    )
-
-
-def _change(value: object, at: str) -> Change:
-    d = _is_object(value, at)
-    action = _text(d, "action", at, 10)
-    if action not in {a.value for a in Action}:
-        raise _Bad(f"{at}.action", f"{action!r} is not one of {', '.join(a.value for a in Action)}")
-    key = _key(d, at)
-    before = None if d.get("before") is None else _mapping(d["before"], f"{at}.before")
-    after = None if d.get("after") is None else _mapping(d["after"], f"{at}.after")
-    for row, name in ((before, "before"), (after, "after")):
-        if row is not None and row.key != key:
-            raise _Bad(f"{at}.{name}.key", f"{row.key} is not the change's key {key}")
-    _text(d, "sensitive", at, 200)
-    return Change(
-        Action(action),
-        _text(d, "name", at, 200),
-        key,
-        before,
-        after,
-        _text(d, "reason", at, 2000),
-        _list(d, "fields", at, _field),
-        _bool(d, "replace", at),
-        _bool(d, "same_port_ok", at),
-        _text(d, "note", at, 2000),
-    )
-
-
-def _field(value: object, at: str) -> FieldChange:
-    d = _is_object(value, at)
-    return FieldChange(_text(d, "field", at, 40), _scalar(d, "before", at), _scalar(d, "after", at))
-
-
-# -- one value of each type: missing, wrong type, out of range or unprintable is a _Bad -----
-
-
-def _get(d: dict[str, Any], name: str, at: str) -> object:
-    if name not in d:
-        raise _Bad(_join(at, name), "missing")
-    return d[name]
-
-
-def _join(at: str, name: str) -> str:
-    return f"{at}.{name}" if at else name
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return xmlsafe.printable(text if len(text) <= 40 else text[:37] + "...", 60)
-
-
-def _is_object(value: object, at: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Bad(at, f"expected an object, not {_describe(value)}")
-    return value
-
-
-def _object(d: dict[str, Any], name: str, at: str) -> dict[str, Any]:
-    return _is_object(_get(d, name, at), _join(at, name))
-
-
-def _is_text(value: object, at: str, limit: int, *, lines: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _Bad(at, f"expected text, not {_describe(value)}")
-    if len(value) > limit:
-        raise _Bad(at, f"longer than {limit} characters")
-    # A manifest's text keeps its line breaks and tabs (and a byte-order mark, which YAML allows).
-    visible = value.removeprefix("\ufeff").translate(_LAYOUT) if lines else value
-    if not visible.isprintable():
-        raise _Bad(at, f"holds control or unprintable characters: {_describe(value)}")
-    return value
-
-
-def _text(d: dict[str, Any], name: str, at: str, limit: int, *, lines: bool = False) -> str:
-    return _is_text(_get(d, name, at), _join(at, name), limit, lines=lines)
-
-
-def _int(d: dict[str, Any], name: str, at: str, low: int, high: int) -> int:
-    value = _get(d, name, at)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _Bad(_join(at, name), f"expected a whole number from {low} to {high}, not {_describe(value)}")
-    return value
-
-
-def _bool(d: dict[str, Any], name: str, at: str) -> bool:
-    value = _get(d, name, at)
-    if not isinstance(value, bool):
-        raise _Bad(_join(at, name), f"expected true or false, not {_describe(value)}")
-    return value
-
-
-def _scalar(d: dict[str, Any], name: str, at: str) -> object:
-    value = _get(d, name, at)
-    if isinstance(value, str):
-        return _is_text(value, _join(at, name), 256)
-    if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) <= 2**32):
-        return value
-    raise _Bad(_join(at, name), f"expected a field value, not {_describe(value)}")
-
-
-def _list(d: dict[str, Any], name: str, at: str, item: Callable[[object, str], T]) -> tuple[T, ...]:
-    value = _get(d, name, at)
-    where = _join(at, name)
-    if not isinstance(value, list):
-        raise _Bad(where, f"expected a list, not {_describe(value)}")
-    if len(value) > MAX_ROWS:
-        raise _Bad(where, f"more than {MAX_ROWS} entries")
-    return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))

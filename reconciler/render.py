@@ -1,17 +1,18 @@
-"""Renderings of a Plan, an ApplyReport and a router table: text for people, JSON for machines. Pure."""
+"""Renderings of a Plan, an ApplyReport and a router table: text for people, JSON for machines. Pure.
+A plan's JSON is the plan codec's document (plancodec.encode), so `plan --format json` prints what
+`plan --out` saves."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict
 from typing import Any
 
-from . import ownership, policy
+from . import ownership
 from .durations import format_duration
 from .models import Action, Adaptation, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
+from .plancodec import FORMAT_VERSION, sensitive
 from .quirks import MEANING, Learned, Quirk
 
-FORMAT_VERSION = "1"
 _SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
 _COLOR = {"+": "32", "~": "33", "-/+": "33", "-": "31", "!": "1;31", "dim": "2"}
 
@@ -89,13 +90,6 @@ def _conflict_text(k: Conflict) -> str:
     if k.holder is None:
         return k.reason
     return f"{k.reason}: {_target(k.holder)} {k.holder.description!r}"
-
-
-def sensitive(c: Change) -> str:
-    """Why this write exposes something sensitive ("" if it does not): flagged in every plan."""
-    if c.after is None or c.action is Action.RENEW:
-        return ""
-    return policy.sensitive(c.after.key.external_port, c.after.internal_port)
 
 
 def remote_text(m: PortMapping) -> str:
@@ -204,67 +198,7 @@ def owner_label(m: PortMapping, owned: Collection[MappingKey]) -> str:
     return "portctl" if m.description.startswith(ownership.PREFIX) else "foreign"
 
 
-# -- JSON ------------------------------------------------------------------------------------
-
-
-def mapping_json(m: PortMapping | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    d = asdict(m)
-    d["key"] = {"external_port": m.key.external_port, "protocol": m.key.protocol.value}
-    return d
-
-
-def plan_json(plan: Plan) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "owner": plan.owner,
-        "router": asdict(plan.router) if plan.router else None,
-        "changes": [
-            {
-                "action": c.action.value,
-                "name": c.name,
-                "key": {"external_port": c.key.external_port, "protocol": c.key.protocol.value},
-                "before": mapping_json(c.before),
-                "after": mapping_json(c.after),
-                "reason": c.reason,
-                "replace": c.replace,
-                "same_port_ok": c.same_port_ok,
-                "allowed": list(c.allowed),
-                "adapted": [asdict(a) for a in c.adapted],
-                "note": c.note,
-                "sensitive": sensitive(c),
-                "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
-            }
-            for c in plan.changes
-        ],
-        "foreign": [mapping_json(m) for m in plan.foreign],
-        "conflicts": [
-            {
-                "name": k.name,
-                "key": {"external_port": k.key.external_port, "protocol": k.key.protocol.value},
-                "holder": mapping_json(k.holder),
-                "reason": k.reason,
-            }
-            for k in plan.conflicts
-        ],
-        "kept": [mapping_json(m) for m in plan.kept],
-        "table": [mapping_json(m) for m in plan.table],
-        "blocked": plan.blocked,
-        "refusals": [
-            {
-                "kind": r.kind,
-                "message": r.message,
-                "name": r.name,
-                "key": None
-                if r.key is None
-                else {"external_port": r.key.external_port, "protocol": r.key.protocol.value},
-            }
-            for r in plan.refusals
-        ],
-        "quirks": list(plan.quirks),
-        "summary": plan.summary,
-    }
+# -- JSON: plans are the codec's (plancodec.py); the rest is here ---------------------------
 
 
 def report_json(report: ApplyReport) -> dict[str, Any]:

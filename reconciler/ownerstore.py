@@ -1,0 +1,213 @@
+"""How a row is known to be ours, whatever the protocol: the OwnershipStore interface and its two kinds.
+
+- TagStore: the router's description carries the owner's tag (ownership.py). The router is the
+  state; recording and releasing are the writes themselves. UPnP IGD uses it.
+- InventoryStore: for protocols whose rows carry no description (PCP, NAT-PMP) or whose table
+  cannot be listed, a local inventory is the state: a JSON file beside the cache, one section per
+  router identity, changed only by a read-modify-write under the cache's lock and replaced
+  atomically, so two processes recording at once lose nothing and a reader never sees a torn file.
+
+The planner asks a store, never a format: `claim` says whether a row is this owner's, `label` what
+description to write, and apply tells it what was written (`record`) or deleted (`release`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from . import models, ownership
+from .cache import Cache
+from .errors import PortctlError
+from .models import MappingKey, PortMapping
+from .ownership import Claim
+
+INVENTORY_FILE = "inventory.json"
+INVENTORY_VERSION = 1
+
+
+class InventoryError(PortctlError):
+    """The inventory file cannot be read or written: what this host owns is not known for certain."""
+
+
+class OwnershipStore(Protocol):
+    """Where a protocol keeps which rows an owner holds."""
+
+    def label(self, owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
+        """The description to write on the router for `owner`'s mapping `name` at `key`."""
+        ...
+
+    def claim(
+        self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
+    ) -> Claim | None:
+        """What is known of `row` if it is `owner`'s; None if it is not ours.
+
+        `names` are the names the manifest may place at `key`; `cut` the length the router is known to
+        cut descriptions to (0: not known)."""
+        ...
+
+    def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:
+        """Note that `owner` now holds `row` at `key`, as mapping `name`."""
+        ...
+
+    def release(self, owner: str, key: MappingKey) -> None:
+        """Note that `owner` no longer holds anything at `key`."""
+        ...
+
+
+class TagStore:
+    """Ownership read from the description's tag: nothing to keep beside the router."""
+
+    def label(self, owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
+        return ownership.describe(owner, key, name, description, protect=protect)
+
+    def claim(
+        self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
+    ) -> Claim | None:
+        return ownership.claim(owner, key, row.description, names, cut)
+
+    def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:
+        """The description written with the row is the record."""
+
+    def release(self, owner: str, key: MappingKey) -> None:
+        """Deleting the row deleted its tag."""
+
+
+class InventoryStore:
+    """Ownership kept in `inventory.json` in the cache's directory, in the section of one router.
+
+    `router` is the router's identity (a UDN, or what a protocol without one names it by): two
+    routers' records never mix. A record keeps the internal client and port written; a row found at
+    the key pointing elsewhere was replaced by someone else and is not claimed (foreign until proven
+    ours). Unlike the cache, a failure to read or write is an InventoryError: losing a record would
+    make an owned row look foreign, and writing over an unreadable file would lose every record.
+    Claims read the file once per store (a plan judges every row against one reading); record and
+    release re-read it under the lock, so what another process recorded meanwhile is kept.
+    """
+
+    def __init__(self, cache: Cache, router: str) -> None:
+        if cache.directory is None:
+            raise InventoryError("an inventory needs a cache directory to live in")
+        if not router:
+            raise InventoryError("an inventory is kept per router, and this router has no identity")
+        self.cache = cache
+        self.router = router
+        self._seen: dict[str, Any] | None = None  # the file as last read or written by this store
+
+    @property
+    def path(self) -> str:
+        assert self.cache.directory is not None
+        return os.path.join(self.cache.directory, INVENTORY_FILE)
+
+    def label(self, owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
+        # Nothing on the router says who owns it; the description is for people only.
+        return f"{name} {description}" if description else name
+
+    def claim(
+        self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
+    ) -> Claim | None:
+        held = self._records(self._snapshot()).get(owner, {}).get(_key_text(key))
+        if not isinstance(held, dict):
+            return None
+        if (held.get("internal_client"), held.get("internal_port")) != (row.internal_client, row.internal_port):
+            return None
+        name, protected = held.get("name"), held.get("protected")
+        if not isinstance(name, str) or not isinstance(protected, bool):
+            return None
+        return Claim(name, protected)
+
+    def owned(self, owner: str) -> dict[MappingKey, Claim]:
+        """Every key `owner` holds on this router as recorded: what prune reads where nothing is listed."""
+        out: dict[MappingKey, Claim] = {}
+        for text, held in self._records(self._snapshot()).get(owner, {}).items():
+            key = _parse_key(text)
+            if key is not None and isinstance(held, dict) and isinstance(held.get("name"), str):
+                out[key] = Claim(held["name"], held.get("protected") is True)
+        return out
+
+    def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:
+        entry = {
+            "name": name,
+            "protected": protect,
+            "internal_client": row.internal_client,
+            "internal_port": row.internal_port,
+        }
+
+        def put(doc: dict[str, Any]) -> None:
+            self._section(doc).setdefault(owner, {})[_key_text(key)] = entry
+
+        self._change(put)
+
+    def release(self, owner: str, key: MappingKey) -> None:
+        def drop(doc: dict[str, Any]) -> None:
+            records = self._section(doc)
+            records.get(owner, {}).pop(_key_text(key), None)
+            if not records.get(owner, True):
+                del records[owner]
+
+        self._change(drop)
+
+    # -- the file --------------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The file as this store last read or wrote it: a plan claims every row from one reading."""
+        if self._seen is None:
+            self._seen = self._read()
+        return self._seen
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return {"version": INVENTORY_VERSION, "routers": {}}
+        except (OSError, ValueError) as exc:
+            raise InventoryError(f"{self.path}: cannot read the ownership inventory: {exc}") from exc
+        if (
+            not isinstance(doc, dict)
+            or doc.get("version") != INVENTORY_VERSION
+            or not isinstance(doc.get("routers"), dict)
+        ):
+            raise InventoryError(f"{self.path}: not a portctl inventory of version {INVENTORY_VERSION}")
+        return doc
+
+    def _records(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        section = doc["routers"].get(self.router, {})
+        return {o: r for o, r in section.items() if isinstance(r, dict)} if isinstance(section, dict) else {}
+
+    def _section(self, doc: dict[str, Any]) -> dict[str, Any]:
+        section = doc["routers"].get(self.router)
+        if isinstance(section, dict):
+            return section
+        fresh: dict[str, Any] = {}
+        doc["routers"][self.router] = fresh
+        return fresh
+
+    def _change(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Re-read under the cache's lock, change, write atomically: another process's records stay."""
+        try:
+            with self.cache.locked():
+                doc = self._read()
+                change(doc)
+                self.cache.write_file(INVENTORY_FILE, doc)
+                self._seen = doc
+        except OSError as exc:
+            raise InventoryError(f"{self.path}: cannot write the ownership inventory: {exc}") from exc
+
+
+def for_router(describes: bool, cache: Cache, router: str) -> OwnershipStore:
+    """The store for a router: its descriptions where it keeps them, else a local inventory."""
+    return TagStore() if describes else InventoryStore(cache, router)
+
+
+def _key_text(key: MappingKey) -> str:
+    return str(key)
+
+
+def _parse_key(text: str) -> MappingKey | None:
+    port, _, protocol = text.partition("/")
+    if not port.isdigit() or protocol.upper() not in models.Protocol.__members__:
+        return None
+    return MappingKey(int(port), models.Protocol(protocol.upper()))

@@ -1,0 +1,315 @@
+"""The plan codec: a Plan as a JSON document and back, without loss. The one place that knows the
+shape of a plan on disk; `plan --format json`, `plan --out` and `apply PLAN` all go through it.
+
+`encode` writes every field of the Plan (kept rows, conflicts, the blocker, the admission gate's
+refusals, each change's adaptations and opt-ins, what the router is known to need, the rows the
+plan leads to) and a few derived for readers (`summary`, each change's `sensitive`), which `decode`
+checks for type and then ignores. `decode` is strict: every field is checked for its type, range
+and printability, and anything else is one Malformed naming the field, never a traceback.
+A renderer for people (text, markdown) works from the Plan, not from this document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from . import policy, xmlsafe
+from .models import (
+    MAX_LEASE,
+    Action,
+    Adaptation,
+    Change,
+    Conflict,
+    FieldChange,
+    MappingKey,
+    Plan,
+    PortMapping,
+    Protocol,
+    Refusal,
+    RouterInfo,
+)
+
+FORMAT_VERSION = "1"
+MAX_ROWS = 2 * 65535
+T = TypeVar("T")
+_LAYOUT = str.maketrans("", "", "\n\r\t")
+
+
+class Malformed(Exception):
+    """One malformed field: where it is and what is wrong with it."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}")
+
+
+def sensitive(c: Change) -> str:
+    """Why this write exposes something sensitive ("" if it does not): flagged in every plan."""
+    if c.after is None or c.action is Action.RENEW:
+        return ""
+    return policy.sensitive(c.after.key.external_port, c.after.internal_port)
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+def key_json(key: MappingKey) -> dict[str, Any]:
+    return {"external_port": key.external_port, "protocol": key.protocol.value}
+
+
+def mapping_json(m: PortMapping | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    d = asdict(m)
+    d["key"] = key_json(m.key)
+    return d
+
+
+def encode(plan: Plan) -> dict[str, Any]:
+    """`plan` as a JSON document that `decode` reads back to an equal Plan."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "owner": plan.owner,
+        "router": asdict(plan.router) if plan.router else None,
+        "changes": [_change_json(c) for c in plan.changes],
+        "foreign": [mapping_json(m) for m in plan.foreign],
+        "conflicts": [
+            {"name": k.name, "key": key_json(k.key), "holder": mapping_json(k.holder), "reason": k.reason}
+            for k in plan.conflicts
+        ],
+        "kept": [mapping_json(m) for m in plan.kept],
+        "table": [mapping_json(m) for m in plan.table],
+        "desired": [mapping_json(m) for m in plan.desired],
+        "blocked": plan.blocked,
+        "refusals": [
+            {
+                "kind": r.kind,
+                "message": r.message,
+                "name": r.name,
+                "key": None if r.key is None else key_json(r.key),
+            }
+            for r in plan.refusals
+        ],
+        "quirks": list(plan.quirks),
+        "summary": plan.summary,
+    }
+
+
+def _change_json(c: Change) -> dict[str, Any]:
+    return {
+        "action": c.action.value,
+        "name": c.name,
+        "key": key_json(c.key),
+        "before": mapping_json(c.before),
+        "after": mapping_json(c.after),
+        "reason": c.reason,
+        "replace": c.replace,
+        "same_port_ok": c.same_port_ok,
+        "allowed": list(c.allowed),
+        "protect": c.protect,
+        "adapted": [asdict(a) for a in c.adapted],
+        "note": c.note,
+        "sensitive": sensitive(c),
+        "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
+    }
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def decode(doc: dict[str, Any]) -> Plan:
+    """The Plan `doc` holds; raises Malformed naming the first field that is not as `encode` writes it."""
+    router = doc.get("router")
+    _object(doc, "summary", "")
+    return Plan(
+        owner=_text(doc, "owner", "", 200),
+        changes=_list(doc, "changes", "", _change),
+        foreign=_list(doc, "foreign", "", _mapping),
+        conflicts=_list(doc, "conflicts", "", _conflict),
+        kept=_list(doc, "kept", "", _mapping),
+        router=None if router is None and "router" in doc else _router(_object(doc, "router", ""), "router"),
+        table=_list(doc, "table", "", _mapping),
+        blocked=_text(doc, "blocked", "", 2000),
+        # A suspected need carries up to 80 characters of its evidence besides its meaning.
+        quirks=_list(doc, "quirks", "", lambda v, at: _is_text(v, at, 1000)),
+        # Plans saved before the rows they lead to were written carry no "desired": none to check.
+        desired=_list(doc, "desired", "", _mapping) if "desired" in doc else (),
+        refusals=_list(doc, "refusals", "", _refusal),
+    )
+
+
+def _router(d: dict[str, Any], at: str) -> RouterInfo:
+    return RouterInfo(
+        location=_text(d, "location", at, 2048),
+        udn=_text(d, "udn", at, 200),
+        friendly_name=_text(d, "friendly_name", at, 200),
+        igd_version=_int(d, "igd_version", at, 1, 2),
+        service_type=_text(d, "service_type", at, 200),
+        external_ip=_text(d, "external_ip", at, 64),
+    )
+
+
+def _key(d: dict[str, Any], at: str) -> MappingKey:
+    key = _object(d, "key", at)
+    protocol = _text(key, "protocol", f"{at}.key", 3)
+    if protocol not in Protocol.__members__:
+        raise Malformed(f"{at}.key.protocol", f"{protocol!r} is not TCP or UDP")
+    return MappingKey(_int(key, "external_port", f"{at}.key", 1, 65535), Protocol(protocol))
+
+
+def _mapping(value: object, at: str) -> PortMapping:
+    d = _is_object(value, at)
+    return PortMapping(
+        key=_key(d, at),
+        internal_client=_text(d, "internal_client", at, 64),
+        internal_port=_int(d, "internal_port", at, 0, 65535),
+        description=_text(d, "description", at, 256),
+        lease=_int(d, "lease", at, 0, 2 * MAX_LEASE),
+        enabled=_bool(d, "enabled", at),
+        remote_host=_text(d, "remote_host", at, 64),
+    )
+
+
+def _change(value: object, at: str) -> Change:
+    d = _is_object(value, at)
+    action = _text(d, "action", at, 10)
+    if action not in {a.value for a in Action}:
+        raise Malformed(f"{at}.action", f"{action!r} is not one of {', '.join(a.value for a in Action)}")
+    key = _key(d, at)
+    before = None if d.get("before") is None else _mapping(d["before"], f"{at}.before")
+    after = None if d.get("after") is None else _mapping(d["after"], f"{at}.after")
+    for row, name in ((before, "before"), (after, "after")):
+        if row is not None and row.key != key:
+            raise Malformed(f"{at}.{name}.key", f"{row.key} is not the change's key {key}")
+    _text(d, "sensitive", at, 200)
+    return Change(
+        Action(action),
+        _text(d, "name", at, 200),
+        key,
+        before,
+        after,
+        _text(d, "reason", at, 2000),
+        _list(d, "fields", at, _field),
+        _bool(d, "replace", at),
+        _bool(d, "same_port_ok", at),
+        _text(d, "note", at, 2000),
+        _list(d, "adapted", at, _adaptation),
+        _list(d, "allowed", at, lambda v, w: _is_text(v, w, 40)),
+        # Plans saved before it was written carry no "protect"; a saved plan is re-planned before
+        # anything is written, so the flag read here never decides a write.
+        _bool(d, "protect", at) if "protect" in d else False,
+    )
+
+
+def _field(value: object, at: str) -> FieldChange:
+    d = _is_object(value, at)
+    return FieldChange(_text(d, "field", at, 40), _scalar(d, "before", at), _scalar(d, "after", at))
+
+
+# -- one value of each type: missing, wrong type, out of range or unprintable is Malformed ---
+
+
+def _get(d: dict[str, Any], name: str, at: str) -> object:
+    if name not in d:
+        raise Malformed(_join(at, name), "missing")
+    return d[name]
+
+
+def _join(at: str, name: str) -> str:
+    return f"{at}.{name}" if at else name
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return xmlsafe.printable(text if len(text) <= 40 else text[:37] + "...", 60)
+
+
+def _is_object(value: object, at: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Malformed(at, f"expected an object, not {_describe(value)}")
+    return value
+
+
+def _object(d: dict[str, Any], name: str, at: str) -> dict[str, Any]:
+    return _is_object(_get(d, name, at), _join(at, name))
+
+
+def _is_text(value: object, at: str, limit: int, *, lines: bool = False) -> str:
+    if not isinstance(value, str):
+        raise Malformed(at, f"expected text, not {_describe(value)}")
+    if len(value) > limit:
+        raise Malformed(at, f"longer than {limit} characters")
+    # A manifest's text keeps its line breaks and tabs (and a byte-order mark, which YAML allows).
+    visible = value.removeprefix("\ufeff").translate(_LAYOUT) if lines else value
+    if not visible.isprintable():
+        raise Malformed(at, f"holds control or unprintable characters: {_describe(value)}")
+    return value
+
+
+def _text(d: dict[str, Any], name: str, at: str, limit: int, *, lines: bool = False) -> str:
+    return _is_text(_get(d, name, at), _join(at, name), limit, lines=lines)
+
+
+def _int(d: dict[str, Any], name: str, at: str, low: int, high: int) -> int:
+    value = _get(d, name, at)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise Malformed(_join(at, name), f"expected a whole number from {low} to {high}, not {_describe(value)}")
+    return value
+
+
+def _bool(d: dict[str, Any], name: str, at: str) -> bool:
+    value = _get(d, name, at)
+    if not isinstance(value, bool):
+        raise Malformed(_join(at, name), f"expected true or false, not {_describe(value)}")
+    return value
+
+
+def _scalar(d: dict[str, Any], name: str, at: str) -> object:
+    value = _get(d, name, at)
+    if isinstance(value, str):
+        return _is_text(value, _join(at, name), 256)
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) <= 2**32):
+        return value
+    raise Malformed(_join(at, name), f"expected a field value, not {_describe(value)}")
+
+
+def _list(d: dict[str, Any], name: str, at: str, item: Callable[[object, str], T]) -> tuple[T, ...]:
+    value = _get(d, name, at)
+    where = _join(at, name)
+    if not isinstance(value, list):
+        raise Malformed(where, f"expected a list, not {_describe(value)}")
+    if len(value) > MAX_ROWS:
+        raise Malformed(where, f"more than {MAX_ROWS} entries")
+    return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _conflict(value: object, at: str) -> Conflict:
+    d = _is_object(value, at)
+    holder = None if d.get("holder", 0) is None else _mapping(_get(d, "holder", at), f"{at}.holder")
+    return Conflict(_text(d, "name", at, 200), _key(d, at), holder, _text(d, "reason", at, 2000))
+
+
+def _refusal(value: object, at: str) -> Refusal:
+    d = _is_object(value, at)
+    key = None if d.get("key", 0) is None else _key(d, at)
+    return Refusal(_text(d, "kind", at, 40), _text(d, "message", at, 4000), _text(d, "name", at, 200), key)
+
+
+def _adaptation(value: object, at: str) -> Adaptation:
+    d = _is_object(value, at)
+    return Adaptation(
+        _text(d, "field", at, 40),
+        _scalar(d, "asked", at),
+        _scalar(d, "written", at),
+        _text(d, "need", at, 200),
+        _text(d, "allowed_by", at, 40),
+        _bool(d, "proven", at),
+    )
+
+
+# For documents that carry a plan and more (a saved plan's manifest and guards), read as strictly.
+read_object = _object
+read_text = _text
+read_int = _int
+read_bool = _bool
