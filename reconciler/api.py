@@ -35,7 +35,7 @@ def connect(
     url: str | None,
     cache: Cache,
     *,
-    timeout: float = 5.0,
+    timeout: float | None = None,
     discovery_timeout: float = 3.0,
     on_request: Callable[[str, str], None] | None = None,
     observe: Observer | None = None,
@@ -94,7 +94,7 @@ def _discovered(cache: Cache, backend_at: Callable[..., Backend], discovery_time
 
 @contextlib.contextmanager
 def session(
-    url: str | None, cache: Cache, *, timeout: float = 5.0, observe: Observer | None = None
+    url: str | None, cache: Cache, *, timeout: float | None = None, observe: Observer | None = None
 ) -> Iterator[Backend]:
     """A connected backend; what the router taught is remembered in `cache` however the block ends."""
     backend = connect(url, cache, timeout=timeout, observe=observe)

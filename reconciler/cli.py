@@ -62,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--timeout",
             type=_seconds,
-            default=5.0,
+            default=os.environ.get("PORTCTL_TIMEOUT") or "5",  # argparse checks a text default with `type`
             metavar="S",
-            help="seconds to wait for each router request (default 5)",
+            help="seconds to wait for each router request (default: PORTCTL_TIMEOUT, else 5)",
         )
         trace(c)
 

@@ -15,6 +15,9 @@ def router_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Every test starts knowing nothing about any router: its own empty quirk cache."""
     path = str(tmp_path_factory.mktemp("cache"))
     monkeypatch.setenv("PORTCTL_CACHE_DIR", path)
+    # Emulators in this process share two busy CPUs with everything else CI runs: a request may wait
+    # seconds for its turn. Tests about timeouts pass their own.
+    monkeypatch.setenv("PORTCTL_TIMEOUT", "30")
     return path
 
 

@@ -13,6 +13,7 @@ body all end by one instant, so a router that trickles bytes cannot hold a reque
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import threading
 import time
@@ -20,8 +21,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConnectionDropped, RouterError, RouterProtocolError, RouterTimeout, RouterUnreachable
-from ..numbers import NotANumber, ascii_int
+from ..numbers import NotANumber, ascii_int, seconds
 from .deadline import Clock, DeadlineSocket
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def default_timeout() -> float:
+    """Seconds to wait for each router request when nobody says: PORTCTL_TIMEOUT, else 5.
+
+    A slow router, or a busy machine running many emulators (the test suite sets 30), needs more;
+    a value that is not a number of seconds is a ValueError naming it.
+    """
+    text = os.environ.get("PORTCTL_TIMEOUT", "")
+    return seconds(text) if text else DEFAULT_TIMEOUT
+
 
 MAX_BODY_BYTES = 1 << 20
 _CHUNK = 65536

@@ -47,7 +47,7 @@ from ..numbers import NotANumber, ascii_int
 from ..quirks import Learned, Quirk, Then
 from . import soap
 from .base import Backend
-from .http import HttpClient, Observer, Response
+from .http import HttpClient, Observer, Response, default_timeout
 from .patience import Deadline, Patience
 
 # Preferred first: v2 has GetListOfPortMappings; PPP is what PPPoE DSL boxes offer; the
@@ -157,7 +157,7 @@ class UpnpBackend(Backend):
         location: str,
         *,
         cache: Cache | None = None,
-        timeout: float = 5.0,
+        timeout: float | None = None,
         on_request: Callable[[str, str], None] | None = None,
         observe: Observer | None = None,
         config_id: str = "",
@@ -167,8 +167,8 @@ class UpnpBackend(Backend):
         self.location = location
         self.cache = cache or Cache(None)
         self.clock = clock or self.cache.clock  # when a lesson was seen
-        self.timeout = timeout
-        self.patience = Patience(timeout)  # per-request deadlines that follow how slow this router is
+        self.timeout = default_timeout() if timeout is None else timeout
+        self.patience = Patience(self.timeout)  # per-request deadlines that follow how slow this router is
         self.on_request = on_request
         self.observe = observe
         parts = urlsplit(location)
