@@ -42,7 +42,7 @@ WARM = """
 import sys
 from reconciler.cli import main
 code = main(sys.argv[1:])
-needless = ("jsonschema", "deepdiff", "reconciler.planfile")
+needless = ("jsonschema", "deepdiff", "reconciler.planfile", "urllib.request")
 print("needless:", ",".join(sorted(m for m in needless if m in sys.modules)), "code:", code)
 """
 
@@ -50,7 +50,7 @@ print("needless:", ",".join(sorted(m for m in needless if m in sys.modules)), "c
 def test_a_warm_plan_of_an_unchanged_table_imports_and_writes_only_what_it_needs(
     emulator: EmulatorServer, tmp_path: str
 ) -> None:
-    """No validator, differ or plan codec imported, and the cache file is not rewritten."""
+    """No validator, differ, plan codec or URL opener imported, and the cache file is not rewritten."""
     for port in (8080, 8443):
         key = MappingKey(port, Protocol.TCP)
         emulator.router.add(port, "TCP", "192.168.1.50", port, ownership.describe("warm", key, f"web{port}"))
