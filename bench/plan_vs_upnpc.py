@@ -1,4 +1,4 @@
-"""portctl plan against upnpc -l, on real miniupnpd, in one run: time, HTTP requests, discovery.
+"""portctl plan against upnpc -l and upnpc -L, on real miniupnpd, in one run: time, HTTP requests, discovery.
 
     sudo .venv/bin/python bench/plan_vs_upnpc.py [--sizes 0,100,300] [--repeat 3]   (or: make bench)
 
@@ -6,8 +6,11 @@ It builds the same network namespaces as the real-router tests (LAN host, router
 miniupnpd, internet host), so every packet stays inside namespaces it created; SSDP is sent only
 from the LAN namespace. For each size it restarts the router holding that many mappings per
 protocol (written to its lease file, which miniupnpd loads at start), all declared by one manifest,
-so the plan is a real no-op diff over every row. Then it times, interleaved, `upnpc -l`, a cold
-`portctl plan` (empty cache) and a warm one, each as the command a user runs, from the LAN host.
+so the plan is a real no-op diff over every row. Then it times, interleaved, `upnpc -l` (entry by
+entry), `upnpc -L` (one GetListOfPortMappings per protocol, the fastest a client can read a table), a
+cold `portctl plan` (empty cache) and a warm one, each as the command a user runs, from the LAN host.
+`upnpc -L` is run only on tables it can read safely: past paging.PAGE_LIMIT mappings of one protocol
+its single listing overflows miniupnpd 2.3.1 (see reconciler/paging.py).
 
 Requests are counted on the router: an nftables counter of TCP SYNs to its HTTP port, which is one
 per request because miniupnpd answers every request with `Connection: close` (checked below).
@@ -27,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from reconciler import ownership
+from reconciler import ownership, paging
 from reconciler.models import MappingKey, Protocol
 from tests import routerlab
 
@@ -128,18 +131,26 @@ def main() -> int:
             with open(path, "w") as f:
                 f.write(manifest(count))
             plan = [python, "-m", "reconciler", "plan", path, "--router", lab.url, "--detailed-exitcode"]
-            times: dict[str, list[float]] = {"upnpc": [], "cold": [], "warm": []}
+            times: dict[str, list[float]] = {"upnpc": [], "upnpc-L": [], "cold": [], "warm": []}
+            safe_listing = count <= paging.PAGE_LIMIT
             reqs: dict[str, int] = {}
             for i in range(args.repeat):
                 # A run of minutes (upnpc -l, or a cold plan, on a big table) is measured once.
                 slow = i > 0 and max(times["upnpc"] + times["cold"]) > 10
                 if not slow:
                     t, n, out = bench.timed("upnpc", "-u", lab.url, "-l")
-                    listed = sum(1 for line in out.stdout.splitlines() if line.split()[:1] != ["i"] and "->" in line)
+                    listed = rows_listed(out.stdout)
                     if listed != 2 * count:
                         raise SystemExit(f"upnpc -l listed {listed} mappings, expected {2 * count}")
                     times["upnpc"].append(t)
                     reqs["upnpc"] = n
+                    if safe_listing:
+                        t, n, out = bench.timed("upnpc", "-u", lab.url, "-L")
+                        listed = rows_listed(out.stdout)
+                        if listed != 2 * count:
+                            raise SystemExit(f"upnpc -L listed {listed} mappings, expected {2 * count}")
+                        times["upnpc-L"].append(t)
+                        reqs["upnpc-L"] = n
                     cache = tempfile.mkdtemp(dir=workdir)
                     t, n, out = bench.timed(*plan, cache=cache)
                     if "Plan: 0 to add, 0 to change, 0 to remove." not in out.stdout:
@@ -149,14 +160,15 @@ def main() -> int:
                 t, n, out = bench.timed(*plan, cache=cache)
                 times["warm"].append(t)
                 reqs["warm"] = n
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items() if v}
             rows.append((count, med, reqs))
             ok = ok and med["warm"] <= med["upnpc"]
             print(
                 f"{count:>4} per protocol: upnpc -l {med['upnpc'] * 1000:8.1f} ms ({reqs['upnpc']} requests)   "
+                f"upnpc -L {cell(med, reqs, 'upnpc-L')}   "
                 f"plan cold {med['cold'] * 1000:8.1f} ms ({reqs['cold']})   "
                 f"plan warm {med['warm'] * 1000:8.1f} ms ({reqs['warm']})   "
-                f"upnpc/warm {med['upnpc'] / med['warm']:6.2f}x",
+                f"upnpc -l/warm {med['upnpc'] / med['warm']:6.2f}x   upnpc -L/warm {over_warm(med, 'upnpc-L')}",
                 flush=True,
             )
         discovery = measure_discovery(bench, python, workdir)
@@ -167,8 +179,11 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"# {time.strftime('%Y-%m-%d')}, {machine()}, miniupnpd 2.3.1 (Debian) in network namespaces")
-    print("| per protocol | upnpc -l | requests | plan, cold | requests | plan, warm | requests | upnpc -l / warm |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| per protocol | upnpc -l | requests | upnpc -L | requests | plan, cold | requests | plan, warm | requests "
+        "| upnpc -l / warm | upnpc -L / warm |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count, med, reqs in rows:
         upnpc, cold, warm = (f"{med[k] * 1000:.0f} ms" for k in ("upnpc", "cold", "warm"))
         ratio = med["upnpc"] / med["warm"]
@@ -176,11 +191,14 @@ def main() -> int:
             str(count),
             upnpc,
             str(reqs["upnpc"]),
+            f"{med['upnpc-L'] * 1000:.0f} ms" if "upnpc-L" in med else "unsafe",
+            str(reqs.get("upnpc-L", "-")),
             cold,
             str(reqs["cold"]),
             warm,
             str(reqs["warm"]),
             f"{ratio:.2f}x",
+            over_warm(med, "upnpc-L").strip(),
         ]
         print("| " + " | ".join(cells) + " |")
     print()
@@ -191,6 +209,22 @@ def main() -> int:
     print(f"warm plan no slower than upnpc -l at every size: {'yes' if ok else 'no, at ' + ', '.join(slower)}")
     print(f"router still running after the benchmark: {'yes' if alive else 'NO'}")
     return 0 if alive else 1
+
+
+def cell(med: dict[str, float], reqs: dict[str, int], key: str) -> str:
+    if key not in med:
+        return "unsafe (would overflow miniupnpd 2.3.1)"
+    return f"{med[key] * 1000:8.1f} ms ({reqs[key]})"
+
+
+def over_warm(med: dict[str, float], key: str) -> str:
+    """How many times a warm plan's median `key` took, or n/a where it was not run."""
+    return f"{med[key] / med['warm']:6.2f}x" if key in med else "   n/a"
+
+
+def rows_listed(stdout: str) -> int:
+    """Mappings in upnpc's -l or -L output: lines with an arrow, not the header (which starts with "i")."""
+    return sum(1 for line in stdout.splitlines() if line.split()[:1] != ["i"] and "->" in line)
 
 
 def measure_discovery(bench: Bench, python: str, workdir: str) -> list[str]:

@@ -245,19 +245,22 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from . import api, manifest, plancodec, planfile, render
+    from . import api, manifest, render
 
     cache = _cache()
     text = manifest.read(args.file)
     m = manifest.parse(text, args.file, cache)
     with _session(args, cache, api.router_url(args.router, m)) as backend:
         plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
-    doc = plancodec.encode(plan)
     if args.out:
+        from . import planfile  # a plan not saved needs no codec
+
         guards = {"max_deletions": args.max_deletions, "allow_empty": args.allow_empty}
         _write_json(args.out, planfile.document(plan, args.file, text, **guards))
     if args.format == "json":
-        print(json.dumps(doc, indent=2))
+        from . import plancodec  # the JSON view is built only when asked for
+
+        print(json.dumps(plancodec.encode(plan), indent=2))
     else:
         print(render.plan_text(plan, _style(args)))
         if args.out and not (plan.conflicts or plan.blocked):

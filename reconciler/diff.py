@@ -10,7 +10,7 @@ host than this one is flagged when it would be removed: another installation may
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from . import ownership, quirks, renewal
@@ -284,7 +284,7 @@ def _update(d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below
 
 def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, ...]:
     before = _comparable(have, want)
-    after = {f: asdict(want)[f] for f in _COMPARED}
+    after = {f: getattr(want, f) for f in _COMPARED}  # scalars all: asdict would deep-copy the row for nothing
     if before == after:
         return ()  # the usual case; deepdiff's import alone costs more than a whole no-op plan
     from deepdiff import DeepDiff
@@ -299,7 +299,7 @@ def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, .
 
 
 def _comparable(have: PortMapping, want: PortMapping) -> dict[str, object]:
-    row = asdict(have)
+    row = {f: getattr(have, f) for f in _COMPARED}
     if not have.remote_host:
         # Many routers (miniupnpd among them) accept a remote host but list it back empty:
         # that is not drift.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 API_VERSION = "portctl/v1"
 SCHEMA_URL = "https://portctl.dev/schemas/portctl.schema.json"
+MEMO_REFRESH = 86400.0  # seconds between rewrites of a known manifest's entry in the cache
 MAX_ROWS = 4096  # router mappings once ranges and `both` expand; a router takes one write per row
 
 # What a value should look like, for messages about values that match no allowed shape.
@@ -44,8 +45,12 @@ _HINTS = {
 
 @cache
 def schema() -> dict[str, Any]:
-    text = resources.files("reconciler").joinpath("portctl.schema.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(_schema_text())  # type: ignore[no-any-return]
+
+
+@cache
+def _schema_text() -> str:
+    return resources.files("reconciler").joinpath("portctl.schema.json").read_text()
 
 
 def load(path: str, memo: Cache | None = None) -> Manifest:
@@ -72,12 +77,19 @@ def parse(text: str, path: str = "<manifest>", memo: Cache | None = None) -> Man
     data = doc.data
     problems = list(doc.problems)
     if not problems:
-        problems += _schema_problems(doc, text, memo)
+        digest = _digest(text) if memo is not None else ""
+        seen = memo.get("valid_manifests", digest) if memo is not None else None
+        # Importing jsonschema costs more than the rest of a plan on a small table; a text that
+        # passed this schema before passes it again, so only a new one pays for it.
+        if seen is None:
+            problems += _schema_problems(doc)
         # A value the schema refused is not refused again by a check that could not read it either.
         refused = {p.path for p in problems}
         problems += [p for p in _semantic_problems(doc) if p.path not in refused]
-        if not problems and memo is not None:
-            memo.put("valid_manifests", _digest(text), {})
+        # Rewriting the cache costs a warm plan more than its requests: a known text is only marked
+        # used again once a day, which keeps it among the section's newest.
+        if not problems and memo is not None and (seen is None or memo.clock() - _stamp(seen) > MEMO_REFRESH):
+            memo.put("valid_manifests", digest, {})
     if problems:
         raise ManifestError(sorted(problems, key=lambda p: (p.line, p.column)))
     return _build(data, path, doc)
@@ -94,7 +106,8 @@ def _digest(text: str) -> str:
     from . import __version__
 
     digest = hashlib.sha256()
-    for part in (__version__, json.dumps(schema(), sort_keys=True), text):
+    # The schema's text, not its data: a warm plan that skips the schema need not parse it either.
+    for part in (__version__, _schema_text(), text):
         encoded = part.encode("utf-8", "surrogatepass")
         digest.update(len(encoded).to_bytes(8, "big") + encoded)
     return digest.hexdigest()
@@ -112,11 +125,12 @@ def _validator() -> Any:
     return validators.extend(Draft202012Validator, type_checker=checker)(schema())
 
 
-def _schema_problems(doc: Document, text: str, memo: Cache | None) -> Iterator[Problem]:
-    # Importing jsonschema costs more than the rest of a plan on a small table; a text that
-    # passed this schema before passes it again, so only a new one pays for it.
-    if memo is not None and memo.get("valid_manifests", _digest(text)) is not None:
-        return
+def _stamp(record: dict[str, Any]) -> float:
+    updated = record.get("updated")
+    return updated if isinstance(updated, int | float) else 0.0
+
+
+def _schema_problems(doc: Document) -> Iterator[Problem]:
     for error in _validator().iter_errors(doc.data):
         at: Path = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):

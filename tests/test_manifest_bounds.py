@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from reconciler import manifest
+from reconciler.cache import Cache
 from reconciler.errors import ManifestError
 from reconciler.yamldoc import MAX_BYTES, MAX_DEPTH
 from tests.helpers import billion_laughs, portctl, write
@@ -126,6 +127,22 @@ def test_memo_of_valid_manifests_is_keyed_by_the_exact_text() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "m.yaml:4:12: $.mappings[0].name: datetime.date(2024, 1, 1) is not of type 'string'"
     ]
+
+
+def test_a_known_manifest_is_stored_again_only_once_a_day(tmp_path: str) -> None:
+    """Parsing a manifest the memo knows rewrites nothing until its entry is a day old, then marks it used."""
+    now = [1_000_000.0]
+    memo = Cache(str(tmp_path), clock=lambda: now[0])
+    text = HEAD + "  - {name: web, external_port: 8080}\n"
+    manifest.parse(text, "m.yaml", memo)
+    stored = memo.read()["valid_manifests"]
+    assert [r["updated"] for r in stored.values()] == [now[0]]
+    now[0] += manifest.MEMO_REFRESH - 1
+    manifest.parse(text, "m.yaml", memo)
+    assert memo.read()["valid_manifests"] == stored
+    now[0] += 2
+    manifest.parse(text, "m.yaml", memo)
+    assert [r["updated"] for r in memo.read()["valid_manifests"].values()] == [now[0]]
 
 
 def _patterns(node: object) -> list[str]:

@@ -94,4 +94,27 @@ def test_a_router_capping_listings_below_the_ask_is_caught_and_learned(
     generic = router.calls["GetGenericPortMappingEntry"]
     again = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode", "--no-color")
     assert again.code == 0, again.out + again.err
-    assert router.calls["GetGenericPortMappingEntry"] - generic == 2  # the size checks only: no entry-by-entry read
+    # One size check, at the size apply's read-back proved: no entry-by-entry read, no second probe.
+    assert router.calls["GetGenericPortMappingEntry"] - generic == 1
+
+
+def test_a_cap_the_router_starts_after_the_size_was_cached_is_still_caught(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], served: list[EmulatorServer]
+) -> None:
+    """A warm plan trusts its one probe only when the pages add up to it: 50-row pages of 61 rows are caught."""
+    router = Router(PROFILES["spec"])
+    server = EmulatorServer(router).start()
+    served.append(server)
+    owned(router)
+    foreign(router, range(21000, 21060))
+    path = write(tmp_path, ONE)
+    first = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode", "--no-color")
+    assert first.code == 2, first.out + first.err
+    cached = Cache.from_env().get("tables", server.udn)
+    assert cached is not None and cached["total"] == 62
+    router.profile = replace(router.profile, list_cap=50)  # a firmware that now cuts pages short, unseen so far
+    plan = portctl(capsys, "plan", path, "--router", server.url, "--detailed-exitcode", "--no-color")
+    assert plan.code == 2, plan.out + plan.err
+    assert "Plan: 0 to add, 0 to change, 1 to remove." in plan.out
+    learned = Cache.from_env().learned(server.udn)
+    assert quirks.Quirk.CAPS_LISTINGS in learned and learned.list_cap == 50

@@ -242,3 +242,15 @@ def test_shape_plans_for_learned_quirks(
 def test_wan_blocker(address: str, blocked: bool) -> None:
     """Only an address the internet can reach (or an unknown one) lets mappings be planned."""
     assert bool(quirks.wan_blocker(address)) == blocked
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain", "a&b", "<x>", "&amp; already", 'say "hi"', "it's", "]]>", "\u00e9\u4e2d", "&<>&<>"]
+)
+def test_soap_escapes_values_as_saxutils_does(text: str) -> None:
+    """The envelope's escaping is byte-identical to xml.sax.saxutils.escape, which it replaces to spare an import."""
+    from xml.sax.saxutils import escape as reference
+
+    from reconciler.backends import soap
+
+    assert soap.escape(text) == reference(text)

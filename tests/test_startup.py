@@ -1,10 +1,16 @@
-"""Start-up stays cheap: the offline commands never import the UPnP or HTTP stack."""
+"""Start-up stays cheap: the offline commands never import the UPnP or HTTP stack, and a warm plan
+imports and writes only what it needs."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+from reconciler import ownership
+from reconciler.cache import Cache
+from reconciler.emulator import EmulatorServer
+from reconciler.models import MappingKey, Protocol
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "homelab.yaml")
 PROBE = """
@@ -30,3 +36,39 @@ def test_version_does_not_import_the_upnp_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+WARM = """
+import sys
+from reconciler.cli import main
+code = main(sys.argv[1:])
+needless = ("jsonschema", "deepdiff", "reconciler.planfile", "urllib.request")
+print("needless:", ",".join(sorted(m for m in needless if m in sys.modules)), "code:", code)
+"""
+
+
+def test_a_warm_plan_of_an_unchanged_table_imports_and_writes_only_what_it_needs(
+    emulator: EmulatorServer, tmp_path: str
+) -> None:
+    """No validator, differ, plan codec or URL opener imported, and the cache file is not rewritten."""
+    for port in (8080, 8443):
+        key = MappingKey(port, Protocol.TCP)
+        emulator.router.add(port, "TCP", "192.168.1.50", port, ownership.describe("warm", key, f"web{port}"))
+    path = os.path.join(tmp_path, "m.yaml")
+    with open(path, "w") as f:
+        f.write(
+            "apiVersion: portctl/v1\nowner: warm\nmappings:\n"
+            "  - {name: web8080, external_port: 8080, internal_client: 192.168.1.50}\n"
+            "  - {name: web8443, external_port: 8443, internal_client: 192.168.1.50}\n"
+        )
+    args = [sys.executable, "-c", WARM, "plan", path, "--router", emulator.url]
+    cold = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert cold.stdout.strip().endswith("code: 0"), cold.stdout + cold.stderr
+    cache_file = Cache.from_env().path
+    assert cache_file is not None
+    with open(cache_file, "rb") as f:
+        before = f.read()
+    warm = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert warm.stdout.strip().endswith("needless:  code: 0"), warm.stdout + warm.stderr
+    with open(cache_file, "rb") as f:
+        assert f.read() == before

@@ -13,7 +13,8 @@ range holds more than 128 entries of one protocol: up to 132 it answers 128 of t
 the lowest ports; past that it crashes, and NewNumberOfPorts does not prevent it. `paging` decides
 which port ranges are safe to list; a table it cannot vouch for is read entry by entry with
 GetGenericPortMappingEntry, which is slow but cannot crash the router. A page that comes back full is
-read again in parts, and one GetGenericPortMappingEntry checks that the pages held the whole table.
+read again in parts; the GetGenericPortMappingEntry probe that bounds the table before listing also
+proves the pages held all of it when they add up to that bound (`paging.bounds`).
 
 What an error code means (retry, fall back, give up) is not decided here: every failed action is
 looked up in the fallback table, `quirks.RULES`, and what the router needed is recorded in
@@ -409,19 +410,20 @@ class UpnpBackend(Backend):
             return self._list_by_index()
         last = self.cache.get("tables", self.info.udn)
         rows = None
-        pages = self._pages(last)
-        if pages is not None:
+        paged = self._pages(last)
+        if paged is not None:
+            pages, bound = paged
             read: list[_Page] = []
             try:
                 for proto in Protocol:
                     for start, end in pages[proto]:
                         read += self._list(proto, start, end)
-                rows = [m for page in read for m in page.rows]
+                rows = list({m.key: m for page in read for m in page.rows}.values())
             except RouterError as exc:
                 if not self._means("GetListOfPortMappings", exc, Then.FALL_BACK):
                     raise
                 self.learned.learn(Quirk.NO_PORT_LISTING, f"GetListOfPortMappings: {exc}", now=self.clock())
-            if rows is not None and not self._past_end(len(rows)):
+            if rows is not None and not paging.proven_whole(bound, len(rows)) and not self._past_end(len(rows)):
                 # The table holds more than the pages gave: some page was cut short without looking full.
                 rows = self._list_by_index()
                 self._learn_cap(read, rows)
@@ -431,24 +433,22 @@ class UpnpBackend(Backend):
         self._saw(rows, whole_table=True)
         return rows
 
-    def _pages(self, last: dict[str, object] | None) -> dict[Protocol, list[tuple[int, int]]] | None:
+    def _pages(
+        self, last: dict[str, object] | None
+    ) -> tuple[dict[Protocol, list[tuple[int, int]]], int] | None:
         """Port ranges to list per protocol, each safe for the router, given where the ports lay
-        `last` time; None when no paging can be vouched for."""
-        if self._past_end(paging.SMALL_TABLE):
-            return {proto: paging.ranges([]) for proto in Protocol}
+        `last` time, and the size a probe showed the table within; None when no paging can be vouched for."""
         last = last or {}
         total = last.get("total")
         cut_points = {proto: _ints(last.get(proto.value)) for proto in Protocol}
-        if not isinstance(total, int) or any(c is None for c in cut_points.values()):
-            return None  # never read with listings
-        if not self._past_end(total + paging.GROWTH):
-            return None  # grown by more than the pages leave room for
-        return {proto: paging.ranges(points or []) for proto, points in cut_points.items()}
+        known = isinstance(total, int) and all(c is not None for c in cut_points.values())
+        for bound in paging.bounds(total if known and isinstance(total, int) else None):
+            if self._past_end(bound):
+                return {proto: paging.ranges(points or []) for proto, points in cut_points.items()}, bound
+        return None  # grown by more than the pages leave room for, or big and never read with listings
 
     def _remember_ports(self, rows: list[PortMapping], last: dict[str, object] | None) -> None:
-        """Where this table's ports lie, to cut the next read into safe pages; small tables need none."""
-        if len(rows) <= paging.SMALL_TABLE and last is None:
-            return
+        """The size this read proved and where its ports lie, to cut and check the next read."""
         now: dict[str, object] = {"total": len(rows)}
         for proto in Protocol:
             now[proto.value] = paging.cuts(m.key.external_port for m in rows if m.key.protocol is proto)
