@@ -48,12 +48,12 @@ def connect(
     sees every HTTP exchange with the router (--trace). `clock` (the cache's by default) stamps and
     ages what the router teaches.
     """
-    from .backends.upnp import UpnpBackend
+    from .backends import upnp
 
     stamp = clock or cache.clock
 
     def backend_at(location: str, config_id: str = "", fresh: bool = fresh) -> Backend:
-        return UpnpBackend(
+        return upnp.connect(
             location,
             cache=cache,
             timeout=timeout,

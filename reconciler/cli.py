@@ -418,7 +418,7 @@ def _discover(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from . import discovery
-    from .backends.upnp import UpnpBackend
+    from .backends import upnp
     from .errors import RouterError
 
     cache, observe = _cache(), _observer(args)
@@ -427,7 +427,7 @@ def _discover(args: argparse.Namespace) -> int:
     for a in answers:
         try:
             info: dict[str, Any] = asdict(
-                UpnpBackend(a.location, cache=cache, timeout=args.timeout, observe=observe).info
+                upnp.connect(a.location, cache=cache, timeout=args.timeout, observe=observe).info
             )
         except RouterError as exc:
             info = {"location": a.location, "error": str(exc)}
