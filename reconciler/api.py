@@ -65,7 +65,7 @@ def connect(
         )
 
     backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh)
-    backend.learned = cache.learned(backend.info.udn, stamp())
+    backend.learned = cache.learned(backend.info.identity, stamp())
     return backend
 
 
@@ -106,7 +106,7 @@ def session(
 def remember(backend: Backend, cache: Cache) -> None:
     """Keep what the router taught this run (its quirks) for the next one."""
     if backend.learned.changed:
-        cache.remember(backend.info.udn, backend.learned, backend.info.friendly_name)
+        cache.remember(backend.info.identity, backend.learned, backend.info.description)
 
 
 def read(backend: Backend) -> Facts:
@@ -136,7 +136,10 @@ def plan(
     backend = facts.backend
     local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
-    planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below)
+    longest = backend.capabilities.longest_lease
+    planned = _diff.diff(
+        resolved, facts.table, backend.info, backend.learned, local, renew_below, longest_lease=longest
+    )
     return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 
 

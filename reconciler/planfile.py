@@ -18,7 +18,18 @@ from typing import Any, TypeVar
 
 from . import xmlsafe
 from .errors import PlanFileError
-from .models import MAX_LEASE, Action, Change, FieldChange, MappingKey, Plan, PortMapping, Protocol, RouterInfo
+from .models import (
+    MAX_LEASE,
+    Action,
+    Change,
+    FieldChange,
+    MappingKey,
+    Plan,
+    PortMapping,
+    Protocol,
+    RouterInfo,
+    upnp_router,
+)
 from .render import FORMAT_VERSION, plan_json
 
 MAX_BYTES = 64 * 1024 * 1024  # every port of both protocols, three times over, fits well within this
@@ -119,10 +130,10 @@ def _no_float(text: str) -> None:
 
 def check_current(saved: Plan, table: list[PortMapping], router: RouterInfo) -> None:
     """Raise PlanFileError naming every entry that differs between the saved and the live table."""
-    if saved.router and saved.router.udn != router.udn:
+    if saved.router and saved.router.identity != router.identity:
         raise PlanFileError(
-            f"the plan was made for router {saved.router.udn} ({saved.router.location}), "
-            f"not {router.udn} ({router.location}); make a new plan"
+            f"the plan was made for router {saved.router.identity} ({saved.router.address}), "
+            f"not {router.identity} ({router.address}); make a new plan"
         )
     before = {m.key: _stable(m) for m in saved.table}
     now = {m.key: _stable(m) for m in table}
@@ -201,7 +212,8 @@ def _saved(doc: dict[str, Any]) -> Saved:
 
 
 def _router(d: dict[str, Any], at: str) -> RouterInfo:
-    return RouterInfo(
+    # Saved plans name a UPnP router the way its description does (render.router_json).
+    return upnp_router(
         location=_text(d, "location", at, 2048),
         udn=_text(d, "udn", at, 200),
         friendly_name=_text(d, "friendly_name", at, 200),

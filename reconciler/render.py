@@ -25,11 +25,28 @@ class Style:
 
 
 def router_line(info: RouterInfo) -> str:
-    service = info.service_type.rsplit(":", 2)[-2:]
+    if info.igd_version:
+        service = info.service_type.rsplit(":", 2)[-2:]
+        spoken = f"IGD v{info.igd_version}, {':'.join(service)}"
+    else:
+        spoken = info.protocol
     return (
-        f"Router: {info.friendly_name or 'unnamed'} (IGD v{info.igd_version}, {':'.join(service)}) "
-        f"at {info.location}, external IP {info.external_ip or 'unknown'}"
+        f"Router: {info.description or 'unnamed'} ({spoken}) "
+        f"at {info.address}, external IP {info.external_ip or 'unknown'}"
     )
+
+
+def router_json(info: RouterInfo) -> dict[str, Any]:
+    """The router as saved plans and --format json have always named it, and its protocol."""
+    return {
+        "protocol": info.protocol,
+        "location": info.address,
+        "udn": info.identity,
+        "friendly_name": info.description,
+        "igd_version": info.igd_version,
+        "service_type": info.service_type,
+        "external_ip": info.external_ip,
+    }
 
 
 def lease_text(seconds: int) -> str:
@@ -219,7 +236,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "owner": plan.owner,
-        "router": asdict(plan.router) if plan.router else None,
+        "router": router_json(plan.router) if plan.router else None,
         "changes": [
             {
                 "action": c.action.value,

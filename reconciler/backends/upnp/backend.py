@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 from ... import discovery, quirks
 from ...cache import Cache
 from ...errors import ActionNotOffered, RouterError, RouterRefused, RouterUnreachable, UpnpActionError
-from ...models import MappingKey, PortMapping, RouterInfo
+from ...models import MAX_LEASE, MappingKey, PortMapping, upnp_router
 from ...quirks import Learned, Then
-from ..base import Backend
+from ..base import Backend, Capabilities
 from ..http import Observer
 from .description import Description, address_text, describe
 from .session import OnRequest, Service, Session, Transport
@@ -82,13 +82,20 @@ class UpnpBackend(Backend):
         # secure mode when a later add is refused.
         self._other_host_held = ""
         self.learned = Learned()
-        self.info = RouterInfo(
-            location=described.location,
-            udn=described.udn,
-            friendly_name=described.friendly_name,
-            igd_version=described.igd_version,
-            service_type=described.service.service_type,
-            external_ip=described.external_ip,
+        self.info = upnp_router(
+            described.location,
+            described.udn,
+            described.friendly_name,
+            described.igd_version,
+            described.service.service_type,
+            described.external_ip,
+        )
+        self.capabilities = Capabilities(
+            can_list=True,
+            can_describe=True,
+            picks_external_port=False,  # AddPortMapping takes the port it is given (AddAnyPortMapping is unused)
+            sends_events=bool(described.service.event_url),
+            longest_lease=MAX_LEASE,
         )
         self.table = TableReader(
             self._call,
