@@ -49,12 +49,12 @@ def connect(
     sees every HTTP exchange with the router (--trace). `clock` (the cache's by default) stamps and
     ages what the router teaches.
     """
-    from .backends.upnp import UpnpBackend
+    from .backends import upnp
 
     stamp = clock or cache.clock
 
     def backend_at(location: str, config_id: str = "", fresh: bool = fresh) -> Backend:
-        return UpnpBackend(
+        return upnp.connect(
             location,
             cache=cache,
             timeout=timeout,
@@ -66,7 +66,7 @@ def connect(
         )
 
     backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh)
-    backend.learned = cache.learned(backend.info.udn, stamp())
+    backend.learned = cache.learned(backend.info.identity, stamp())
     return backend
 
 
@@ -107,7 +107,7 @@ def session(
 def remember(backend: Backend, cache: Cache) -> None:
     """Keep what the router taught this run (its quirks) for the next one."""
     if backend.learned.changed:
-        cache.remember(backend.info.udn, backend.learned, backend.info.friendly_name)
+        cache.remember(backend.info.identity, backend.learned, backend.info.description)
 
 
 def read(backend: Backend) -> Facts:
@@ -139,7 +139,10 @@ def plan(
     backend = facts.backend
     local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
-    planned = _diff.diff(resolved, facts.table, backend.info, backend.learned, local, renew_below, store=store)
+    longest = backend.capabilities.longest_lease
+    planned = _diff.diff(
+        resolved, facts.table, backend.info, backend.learned, local, renew_below, store=store, longest_lease=longest
+    )
     return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 
 

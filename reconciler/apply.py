@@ -98,7 +98,7 @@ def _apply(plan: Plan, backend: Backend, progress: Progress | None, clock: Calla
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
         return _verified(plan, outcome, backend)
-    table, unreadable = _read_back(backend)
+    table, unreadable = _read_back(backend, {c.key for c in plan.changes})
     if table is None:
         # Every write was acknowledged, but the router went away before it could be read back.
         return _report(plan, outcome, unverified=unreadable)
@@ -163,10 +163,13 @@ def _refused(change: Change, exc: RouterRefused) -> tuple[str, bool]:
     return f"{UpnpActionError(exc.action, exc.code)}: {text}", helps
 
 
-def _read_back(backend: Backend) -> tuple[dict[MappingKey, PortMapping] | None, str]:
-    """The router's table by key, or None and why it could not be read."""
+def _read_back(backend: Backend, keys: set[MappingKey]) -> tuple[dict[MappingKey, PortMapping] | None, str]:
+    """The router's table by key (only the rows at `keys` on a router that cannot list its table),
+    or None and why it could not be read."""
     try:
-        return {m.key: m for m in backend.list_mappings()}, ""
+        if backend.capabilities.can_list:
+            return {m.key: m for m in backend.list_mappings()}, ""
+        return {k: row for k in sorted(keys) if (row := backend.get_mapping(k)) is not None}, ""
     except RouterError as exc:
         return None, str(exc)
 
@@ -177,7 +180,7 @@ def _verified(
     """The report, each change done only if the table (read now unless given) holds it; a table that
     cannot be read leaves the report unverified."""
     if table is None:
-        table, unreadable = _read_back(backend)
+        table, unreadable = _read_back(backend, {c.key for c in plan.changes})
         if table is None:
             return _report(plan, outcome, unverified=unreadable)
     for change in outcome.uncertain:

@@ -376,12 +376,10 @@ def _show(args: argparse.Namespace) -> int:
         table = backend.list_mappings()
     owned = diff.owned_rows(m, table, backend.learned) if m else {}
     if args.format == "json":
-        from dataclasses import asdict
-
         rows = [{**(plancodec.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {
             "format_version": plancodec.FORMAT_VERSION,
-            "router": asdict(backend.info),
+            "router": plancodec.router_json(backend.info),
             "learned": backend.learned.to_json(),
             "mappings": rows,
         }
@@ -402,14 +400,14 @@ def _forget(args: argparse.Namespace) -> int:
     if bool(args.quirks) == args.all:
         raise PortctlError(f"name the needs to forget ({known}), or pass --all")
     cache = _cache()
-    # Connected only for the router's UDN, which names its entry in the cache.
+    # Connected only for the router's identity, which names its entry in the cache.
     backend = api.connect(api.router_url(args.router, None), cache, timeout=args.timeout, observe=_observer(args))
     # Re-read and rewritten under the cache's lock: what another portctl stores meanwhile stays.
     try:
-        dropped = cache.forget(backend.info.udn, None if args.all else {Quirk(q) for q in args.quirks})
+        dropped = cache.forget(backend.info.identity, None if args.all else {Quirk(q) for q in args.quirks})
     except OSError as exc:
         raise PortctlError(f"cannot write the cache {cache.path}: {exc}; nothing was forgotten") from exc
-    name = backend.info.friendly_name or backend.info.location
+    name = backend.info.description or backend.info.address
     if dropped:
         print(f"Forgot what {name} needed: {', '.join(q.value for q in dropped)}. The router is asked again.")
     else:
@@ -418,10 +416,8 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from . import discovery
-    from .backends.upnp import UpnpBackend
+    from . import discovery, plancodec
+    from .backends import upnp
     from .errors import RouterError
 
     cache, observe = _cache(), _observer(args)
@@ -429,9 +425,9 @@ def _discover(args: argparse.Namespace) -> int:
     rows = []
     for a in answers:
         try:
-            info: dict[str, Any] = asdict(
-                UpnpBackend(a.location, cache=cache, timeout=args.timeout, observe=observe).info
-            )
+            backend = upnp.connect(a.location, cache=cache, timeout=args.timeout, observe=observe)
+            backend.close()
+            info: dict[str, Any] = plancodec.router_json(backend.info)
         except RouterError as exc:
             info = {"location": a.location, "error": str(exc)}
         rows.append(info)
@@ -677,7 +673,7 @@ def _router_lock(cache: Cache, backend: Backend, timeout: float) -> contextlib.A
     """The router's lock, kept beside the cache."""
     from . import lock
 
-    return lock.held(cache.lock_directory, backend.info.udn, timeout)
+    return lock.held(cache.lock_directory, backend.info.identity, timeout)
 
 
 def _style(args: argparse.Namespace) -> Any:

@@ -62,6 +62,7 @@ def diff(
     renew_below: float = renewal.PLAN_BELOW,
     claims: dict[MappingKey, ownership.Claim] | None = None,
     store: OwnershipStore | None = None,
+    longest_lease: int = MAX_LEASE,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
@@ -70,6 +71,7 @@ def diff(
     A lease is renewed once less than `renew_below` of it is left. `claims` overrides which rows
     are owned (destroy reads them with the whole manifest, then plans as if it declared nothing);
     otherwise `store` (the description tag by default) says which are.
+    `longest_lease` is what the router makes of a permanent lease (its backend's capabilities say).
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -113,7 +115,7 @@ def diff(
                 same_port_ok=d.allow_same_port,
             )
         else:
-            change = _update(d, have, want, renew_below)
+            change = _update(d, have, want, renew_below, longest_lease)
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
         if change is not None:
@@ -261,7 +263,9 @@ def _blocker(
     return None
 
 
-def _update(d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float) -> Change | None:
+def _update(
+    d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float, longest_lease: int
+) -> Change | None:
     """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's."""
     same_port = d.allow_same_port
     fields = _field_changes(have, want)
@@ -275,7 +279,7 @@ def _update(d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below
         return Change(
             Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,), False, same_port
         )
-    effective = want.lease or MAX_LEASE
+    effective = want.lease or longest_lease
     if have.lease and have.lease < effective * renew_below:
         reason = f"lease has {format_duration(have.lease)} left of {format_duration(effective)}"
         return Change(Action.RENEW, d.name, want.key, have, want, reason, same_port_ok=same_port)

@@ -96,12 +96,44 @@ class Manifest:
 
 @dataclass(frozen=True)
 class RouterInfo:
-    location: str
-    udn: str
-    friendly_name: str
-    igd_version: int
-    service_type: str
+    """Which router this is, whatever protocol portctl speaks to it."""
+
+    protocol: str  # how portctl speaks to it: "upnp-igd1", "upnp-igd2"
+    identity: str  # what names this router while it stays the same one (UPnP: its UDN); keys cache and lock
+    address: str  # where it is reached (UPnP: its description URL)
+    description: str = ""  # the name it gives itself (UPnP: friendlyName)
+    service: str = ""  # the protocol's own detail of how it is spoken to (UPnP: the connection service type)
     external_ip: str = ""
+
+    # The UPnP names, as saved plans, `--format json` and UPnP-speaking code know them.
+    @property
+    def udn(self) -> str:
+        return self.identity
+
+    @property
+    def location(self) -> str:
+        return self.address
+
+    @property
+    def friendly_name(self) -> str:
+        return self.description
+
+    @property
+    def igd_version(self) -> int:
+        """1 or 2 for a UPnP IGD; 0 for any other protocol."""
+        version = self.protocol.removeprefix("upnp-igd")
+        return int(version) if version != self.protocol and version.isdigit() else 0
+
+    @property
+    def service_type(self) -> str:
+        return self.service if self.protocol.startswith("upnp-") else ""
+
+
+def upnp_router(
+    location: str, udn: str, friendly_name: str, igd_version: int, service_type: str, external_ip: str = ""
+) -> RouterInfo:
+    """A UPnP IGD's RouterInfo from the names its description uses."""
+    return RouterInfo(f"upnp-igd{igd_version}", udn, location, friendly_name, service_type, external_ip)
 
 
 @dataclass(frozen=True)

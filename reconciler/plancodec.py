@@ -29,6 +29,7 @@ from .models import (
     Protocol,
     Refusal,
     RouterInfo,
+    upnp_router,
 )
 
 FORMAT_VERSION = "1"
@@ -58,6 +59,19 @@ def key_json(key: MappingKey) -> dict[str, Any]:
     return {"external_port": key.external_port, "protocol": key.protocol.value}
 
 
+def router_json(info: RouterInfo) -> dict[str, Any]:
+    """The router as saved plans and --format json have always named it, and its protocol."""
+    return {
+        "protocol": info.protocol,
+        "location": info.address,
+        "udn": info.identity,
+        "friendly_name": info.description,
+        "igd_version": info.igd_version,
+        "service_type": info.service_type,
+        "external_ip": info.external_ip,
+    }
+
+
 def mapping_json(m: PortMapping | None) -> dict[str, Any] | None:
     if m is None:
         return None
@@ -71,7 +85,7 @@ def encode(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "owner": plan.owner,
-        "router": asdict(plan.router) if plan.router else None,
+        "router": router_json(plan.router) if plan.router else None,
         "changes": [_change_json(c) for c in plan.changes],
         "foreign": [mapping_json(m) for m in plan.foreign],
         "conflicts": [
@@ -140,7 +154,8 @@ def decode(doc: dict[str, Any]) -> Plan:
 
 
 def _router(d: dict[str, Any], at: str) -> RouterInfo:
-    return RouterInfo(
+    # Saved plans name a UPnP router the way its description does (router_json); "protocol" is derived.
+    return upnp_router(
         location=_text(d, "location", at, 2048),
         udn=_text(d, "udn", at, 200),
         friendly_name=_text(d, "friendly_name", at, 200),

@@ -108,10 +108,10 @@ def _no_float(text: str) -> None:
 
 def check_current(saved: Plan, table: list[PortMapping], router: RouterInfo) -> None:
     """Raise PlanFileError naming every entry that differs between the saved and the live table."""
-    if saved.router and saved.router.udn != router.udn:
+    if saved.router and saved.router.identity != router.identity:
         raise PlanFileError(
-            f"the plan was made for router {saved.router.udn} ({saved.router.location}), "
-            f"not {router.udn} ({router.location}); make a new plan"
+            f"the plan was made for router {saved.router.identity} ({saved.router.address}), "
+            f"not {router.identity} ({router.address}); make a new plan"
         )
     before = {m.key: _stable(m) for m in saved.table}
     now = {m.key: _stable(m) for m in table}

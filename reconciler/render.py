@@ -26,10 +26,14 @@ class Style:
 
 
 def router_line(info: RouterInfo) -> str:
-    service = info.service_type.rsplit(":", 2)[-2:]
+    if info.igd_version:
+        service = info.service_type.rsplit(":", 2)[-2:]
+        spoken = f"IGD v{info.igd_version}, {':'.join(service)}"
+    else:
+        spoken = info.protocol
     return (
-        f"Router: {info.friendly_name or 'unnamed'} (IGD v{info.igd_version}, {':'.join(service)}) "
-        f"at {info.location}, external IP {info.external_ip or 'unknown'}"
+        f"Router: {info.description or 'unnamed'} ({spoken}) "
+        f"at {info.address}, external IP {info.external_ip or 'unknown'}"
     )
 
 

@@ -148,13 +148,13 @@ def test_the_emulator_agrees_with_the_reference_client(emulator: EmulatorServer)
     """upnpclient, an independent UPnP client, reads the emulator the way portctl does."""
     import upnpclient
 
-    from reconciler.backends.upnp import UpnpBackend
+    from reconciler.backends import upnp
 
     emulator.router.add(4000, "TCP", "192.168.1.5", 80, "web")
     device = upnpclient.Device(emulator.url)
     service = next(s for s in device.services if s.service_type == emulator.service_type)
     theirs = service.GetGenericPortMappingEntry(NewPortMappingIndex=0)
-    ours = UpnpBackend(emulator.url).list_mappings()
+    ours = upnp.connect(emulator.url).list_mappings()
     assert [(m.key.external_port, m.internal_client, m.internal_port, m.description) for m in ours] == [
         (
             theirs["NewExternalPort"],
@@ -163,4 +163,4 @@ def test_the_emulator_agrees_with_the_reference_client(emulator: EmulatorServer)
             theirs["NewPortMappingDescription"],
         )
     ]
-    assert service.GetExternalIPAddress()["NewExternalIPAddress"] == UpnpBackend(emulator.url).external_address()
+    assert service.GetExternalIPAddress()["NewExternalIPAddress"] == upnp.connect(emulator.url).external_address()

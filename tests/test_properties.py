@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from reconciler import api, manifest, ownership
 from reconciler.apply import apply
-from reconciler.backends.upnp import UpnpBackend
+from reconciler.backends import upnp
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.errors import ConflictError, ManifestError
 from reconciler.models import MappingKey, Protocol
@@ -156,7 +156,7 @@ def test_applying_any_plan_yields_exactly_the_declared_rows_and_leaves_foreign_o
         if not ownership.is_owned(OWNER, MappingKey(e.external_port, Protocol(e.protocol)), e.description)
     }
     m = manifest.parse(_manifest_text(declared), "m.yaml")
-    backend = UpnpBackend(server.url)
+    backend = upnp.connect(server.url)
     plan = api.plan(m, api.read(backend), allow_empty=True)
     if plan.conflicts:
         # Only a row this owner does not own can stand in the way, and then nothing is written.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 
 from reconciler import api, paging
+from reconciler.backends import upnp
 from reconciler.backends.upnp import UpnpBackend
 from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
@@ -26,7 +27,7 @@ class Requests(collections.Counter[str]):
 def read(server: EmulatorServer, config_id: str = "") -> tuple[Requests, int]:
     """One connect and table read as `plan` does it (config_id: as SSDP announced it): requests sent, rows read."""
     sent = Requests()
-    backend = UpnpBackend(server.url, cache=Cache.from_env(), on_request=sent, config_id=config_id)
+    backend = upnp.connect(server.url, cache=Cache.from_env(), on_request=sent, config_id=config_id)
     rows = api.read(backend).table
     return sent, len(rows)
 
@@ -76,7 +77,7 @@ def test_one_connection_serves_a_whole_plan(emulator: EmulatorServer) -> None:
     backend = api.connect(emulator.url, Cache.from_env())
     api.read(backend)
     assert isinstance(backend, UpnpBackend)
-    assert [c.connections for c in backend._clients.values()] == [1]
+    assert [c.connections for c in backend.session._clients.values()] == [1]
 
 
 def test_large_tables_are_paged_so_no_listing_crashes_miniupnpd_2_3_1() -> None:
@@ -115,6 +116,6 @@ def test_the_emulated_crash_is_real() -> None:
     router = Router(PROFILES["miniupnpd-2.3.1"])
     with EmulatorServer(router) as server:
         fill(router, 140, 10000, protocols=("TCP",))
-        backend = UpnpBackend(server.url)
-        backend._list_range(Protocol.TCP, 1, 65535)  # dropped, then retried on the emptied table
+        backend = upnp.connect(server.url)
+        backend.table._list_range(Protocol.TCP, 1, 65535)  # dropped, then retried on the emptied table
         assert router.crashes == 1 and router.rows() == []

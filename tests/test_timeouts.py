@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import api
 from reconciler.backends.patience import CEILING, Deadline, Patience
+from reconciler.backends.upnp import UpnpBackend
 from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.errors import RouterUnreachable
@@ -102,7 +103,8 @@ def test_a_request_waits_as_long_as_the_router_has_needed_and_says_so() -> None:
             server.router.add(port, "TCP", "192.168.1.9", port, "someone's")
         backend = api.connect(server.url, Cache.from_env(), timeout=5.0)
         try:
-            backend.patience = Patience(5.0, clock=clock)
+            assert isinstance(backend, UpnpBackend)
+            backend.session.patience = Patience(5.0, clock=clock)
             server.sleep = clock.advance  # the router's slowness costs no wall-clock time
             server.delays["DeletePortMapping"] = 2.0
             row = PortMapping(MappingKey(27015, Protocol.TCP), "192.168.1.9", 27015, "someone's")

@@ -371,7 +371,7 @@ class Agent:
         """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
         backend = self._connect(manifest)
         # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
-        with lock.held(self.cache.lock_directory, backend.info.udn, LOCK_TIMEOUT):
+        with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
             return self._converge_locked(manifest, backend)
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
@@ -419,13 +419,13 @@ class Agent:
                 observe=self.observe,
                 fresh=bool(old),
             )
-            if old and old != backend.info.udn:
-                self.log.warning(f"the router changed: {old} is now {backend.info.udn} at {backend.info.location}")
+            if old and old != backend.info.identity:
+                self.log.warning(f"the router changed: {old} is now {backend.info.identity} at {backend.info.address}")
             self._backend = backend
-            self.status.connected(backend.info.udn)
+            self.status.connected(backend.info.identity)
             self._watched = self._read_watch(backend)
-            self.log.bind(router=backend.info.location)
-            self.metrics.set_info(self._revision, backend.info.udn)
+            self.log.bind(router=backend.info.address)
+            self.metrics.set_info(self._revision, backend.info.identity)
             self.events.attach(backend)
         return self._backend
 
@@ -455,7 +455,11 @@ class Agent:
         self.metrics.mappings.labels("conflict").set(len(plan.conflicts))
         self.metrics.set_inventory(entries)
         if self._backend is not None:
-            self.metrics.set_info(self._revision, self._backend.info.udn)
+            self.metrics.set_info(self._revision, self._backend.info.identity)
+
+    def _longest_lease(self) -> int:
+        """What a permanent lease lasts on this router (its backend says), to time renewals."""
+        return self._backend.capabilities.longest_lease if self._backend is not None else MAX_LEASE
 
     def _next_wait(self) -> float:
         """The interval with jitter, or sooner when an owned lease needs renewing first."""
@@ -464,7 +468,7 @@ class Agent:
         for key, want in self._desired.items():
             left = self._leases.get(key, 0)
             if left:
-                full = want.lease or MAX_LEASE
+                full = want.lease or self._longest_lease()
                 wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
         return max(MIN_WAIT, wait)
 
@@ -550,7 +554,7 @@ class Agent:
         try:
             backend = self._connect(manifest)
             # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
-            with lock.held(self.cache.lock_directory, backend.info.udn, LOCK_TIMEOUT):
+            with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
                 report = apply(api.destroy_plan(manifest, api.read(backend)), backend)
         except PortctlError as exc:
             self.log.error(f"could not release the owned mappings: {exc}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..backends.base import Backend
+from ..backends.base import Backend, EventSource
 from ..errors import RouterError, RouterUnreachable
 from . import status as st
 from .config import AgentConfig
@@ -78,7 +78,9 @@ class Events:
 
     def attach(self, backend: Backend) -> None:
         """Use `backend`'s router from now on (subscribing happens in `tend`)."""
-        url = backend.event_url() if self.config.events else ""
+        url = ""
+        if self.config.events and backend.capabilities.sends_events and isinstance(backend, EventSource):
+            url = backend.event_url()
         if url == self.url and self.listener is not None:
             return
         self.close()

@@ -1,18 +1,43 @@
-"""The Backend interface: what the planner and applier need from a router, and nothing more."""
+"""The Backend interface: what the planner and applier need from a router, and nothing more, and
+the capabilities each backend declares so that callers ask instead of assuming UPnP."""
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from ..errors import RouterUnreachable
 from ..models import MappingKey, PortMapping, RouterInfo
 from ..quirks import Learned
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a protocol can do, declared by its backend. UPnP IGD can do all but pick the port;
+    NAT-PMP and PCP cannot list or describe, and pick the external port themselves."""
+
+    can_list: bool  # list_mappings reads the whole table, foreign rows included
+    can_describe: bool  # a row carries a description, so ownership can be read from the router
+    picks_external_port: bool  # the router, not the request, decides the external port
+    sends_events: bool  # the router pushes change events (see EventSource)
+    longest_lease: int  # seconds; what "permanent" becomes, and what a lease is renewed against
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A backend whose router pushes change events (UPnP GENA): where to subscribe."""
+
+    def event_url(self) -> str:
+        """Where to subscribe to the router's events; "" if it offers none."""
+        ...
+
+
 class Backend(abc.ABC):
     """A router's port-mapping table. Methods raise only portctl's RouterError family."""
 
     info: RouterInfo
+    capabilities: Capabilities
     # What this router needs beyond the spec: loaded from the cache, extended as the router teaches it.
     learned: Learned
 
@@ -59,7 +84,3 @@ class Backend(abc.ABC):
     def uptime(self) -> int | None:
         """Seconds since the router's connection came up, if it says; a drop means it restarted."""
         return None
-
-    def event_url(self) -> str:
-        """Where to subscribe to the connection service's events; "" if the router offers none."""
-        return ""
