@@ -20,7 +20,6 @@ failing to write it never fails a command.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
+from . import lock
 from .quirks import Learned, Quirk
 
 FILE_NAME = "routers.json"
@@ -164,18 +164,10 @@ class Cache:
     def locked(self) -> Iterator[None]:
         """Hold the cache's lock: every read-modify-write of a file in its directory runs under it."""
         assert self.directory is not None
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = lock.acquire(os.path.join(self.directory, LOCK_NAME), LOCK_WAIT, _POLL)
+        if fd is None:
+            raise OSError("the cache stayed locked")
         try:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise OSError("the cache stayed locked") from None
-                    time.sleep(_POLL)
             yield
         finally:
             os.close(fd)  # releases the lock

@@ -23,26 +23,35 @@ def path(directory: str, udn: str) -> str:
     return os.path.join(directory, "locks", f"{name}.lock")
 
 
+def acquire(where: str, timeout: float, poll: float = POLL) -> int | None:
+    """An open descriptor of the file `where` holding its exclusive flock, or None when another process
+    held it for `timeout` seconds. Closing the descriptor releases the lock."""
+    os.makedirs(os.path.dirname(where), exist_ok=True)
+    fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(poll)
+
+
 @contextlib.contextmanager
 def held(directory: str, udn: str, timeout: float) -> Iterator[None]:
     """Hold the router's lock (a file under `directory`) for the block, waiting up to `timeout`
     seconds for another holder."""
     where = path(directory, udn)
-    os.makedirs(os.path.dirname(where), exist_ok=True)
-    fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = acquire(where, timeout)
+    if fd is None:
+        raise LockTimeout(
+            f"another portctl is applying to router {udn} and did not finish within "
+            f"{timeout:g}s (lock {where}); try again, or raise --lock-timeout"
+        )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"another portctl is applying to router {udn} and did not finish within "
-                        f"{timeout:g}s (lock {where}); try again, or raise --lock-timeout"
-                    ) from None
-                time.sleep(POLL)
         yield
     finally:
         os.close(fd)  # releases the lock
