@@ -9,7 +9,7 @@ reports breaches of literal values earlier, with their file and line. Pure: no I
 
 from __future__ import annotations
 
-from . import ownership, policy
+from . import policy
 from .durations import format_duration
 from .models import Action, Manifest, Plan, Refusal
 
@@ -27,7 +27,7 @@ def admit(
     for c in plan.changes:
         row = c.after
         if row is None:
-            if c.before is not None and ownership.is_protected(c.before.description):
+            if c.protect:  # as the ownership store claimed the row: a tag's mark or an inventory's record
                 out.append(Refusal("protected", f"{c.name} {c.key} is protected; it is never removed", c.name, c.key))
             continue
         where = f"{c.name} {row.key}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import diff as _diff
 from . import renewal
@@ -15,15 +15,16 @@ from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
-from .ownerstore import OwnershipStore
+from .ownerstore import OwnershipStore, TagStore, for_router
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What the router holds now, read once before any write."""
+    """What the router holds now, read once before any write, and where its owners are recorded."""
 
     backend: Backend
     table: list[PortMapping]
+    store: OwnershipStore = field(default_factory=TagStore)
 
 
 def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
@@ -110,8 +111,16 @@ def remember(backend: Backend, cache: Cache) -> None:
         cache.remember(backend.info.identity, backend.learned, backend.info.description)
 
 
-def read(backend: Backend) -> Facts:
-    return Facts(backend, backend.list_mappings())
+def read(backend: Backend, cache: Cache | None = None) -> Facts:
+    """The table, and the ownership store that says which of its rows are whose (`owners`)."""
+    return Facts(backend, backend.list_mappings(), owners(backend, cache))
+
+
+def owners(backend: Backend, cache: Cache | None) -> OwnershipStore:
+    """Where this router's owners are recorded: in its descriptions when it keeps them (UPnP IGD),
+    else in a local inventory in `cache` (a protocol that cannot describe needs one: without a
+    cache directory that is an error, never a silent "nothing is ours")."""
+    return for_router(backend.capabilities.can_describe, cache or Cache(None), backend.info.identity)
 
 
 def resolve(manifest: Manifest, backend: Backend) -> Manifest:
@@ -135,13 +144,22 @@ def plan(
     """The plan for `manifest`, through the admission gate: blocked (nothing may be applied) where it
     breaks the manifest's policy, sensitive ports or protection on the rows as they will be written, or
     the deletion guards: more than `max_deletions`, or an empty manifest pruning all. `store` says
-    which rows are ours (ownerstore.for_router; the description tag by default, as UPnP keeps it)."""
+    which rows are ours; by default the one `read` chose for this router (`owners`)."""
     backend = facts.backend
+    store = store or facts.store
     local = backend.local_or_unknown()
     resolved = resolve(manifest, backend)
-    longest = backend.capabilities.longest_lease
+    can = backend.capabilities
     planned = _diff.diff(
-        resolved, facts.table, backend.info, backend.learned, local, renew_below, store=store, longest_lease=longest
+        resolved,
+        facts.table,
+        backend.info,
+        backend.learned,
+        local,
+        renew_below,
+        store=store,
+        longest_lease=can.longest_lease,
+        describes=can.can_describe,
     )
     return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 
@@ -149,7 +167,7 @@ def plan(
 def destroy_plan(manifest: Manifest, facts: Facts, store: OwnershipStore | None = None) -> Plan:
     """The plan removing every mapping this owner holds, through the admission gate (protection)."""
     backend = facts.backend
-    planned = _diff.destroy(manifest, facts.table, backend.info, backend.local_or_unknown(), store)
+    planned = _diff.destroy(manifest, facts.table, backend.info, backend.local_or_unknown(), store or facts.store)
     return _admitted(planned, replace(manifest, mappings=()), allow_empty=True)
 
 

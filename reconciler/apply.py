@@ -234,10 +234,11 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
     still free for an add. A row already gone needs no delete; its port is free for the add.
     """
     seen = seen or change.before
+    describes = backend.capabilities.can_describe
     row = backend.get_mapping(change.key)
     if row is not None and change.action is not Action.ADD:
         assert seen is not None
-        if not _same_row(row, seen):
+        if not _same_row(row, seen, describes):
             raise _Skipped(
                 f"moved: the row is no longer the one the plan saw (it saw {_row_text(seen)}, the router "
                 f"now holds {_row_text(row)}); it was left alone. Run plan again"
@@ -250,8 +251,9 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
             row = None  # ours and as planned: AddPortMapping updates it in place
     if change.after is None:
         return
-    if row is not None and not quirks.same_description(row.description, change.after.description):
+    if row is not None and not _same_row(row, change.after, describes):
         # A row with our very description is ours, left by an interrupted apply: re-adding is safe.
+        # (Where the router keeps no descriptions, one forwarding to our very target is.)
         raise _Skipped(
             f"taken: another mapping now holds the port ({_row_text(row)} took it after the plan "
             "was read); it was left alone. Run plan again"
@@ -259,14 +261,15 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
     backend.add_mapping(change.after)
 
 
-def _same_row(row: PortMapping, seen: PortMapping) -> bool:
-    """Is `row` (read just now) the row the plan saw? Lease time counts down and is not compared;
-    miniupnpd pads descriptions past 63 bytes with garbage that can differ between two reads."""
+def _same_row(row: PortMapping, seen: PortMapping, describes: bool) -> bool:
+    """Is `row` (read just now) the row `seen`? Lease time counts down and is not compared;
+    miniupnpd pads descriptions past 63 bytes with garbage that can differ between two reads, and
+    drops trailing whitespace. A router that keeps no descriptions shows its own text: not compared."""
     cut = ownership.MAX_DESCRIPTION_BYTES
     return (
         row.internal_client == seen.internal_client
         and row.internal_port == seen.internal_port
-        and row.description[:cut] == seen.description[:cut]
+        and (not describes or quirks.same_description(row.description[:cut], seen.description[:cut]))
     )
 
 
@@ -280,16 +283,19 @@ def _in_place(change: Change) -> bool:
 
 def _holds(change: Change, table: dict[MappingKey, PortMapping], backend: Backend, clock: Callable[[], float]) -> bool:
     row = table.get(change.key)
+    describes = backend.capabilities.can_describe
     if change.after is None:
         # Gone, or the port now holds somebody else's mapping: either way ours is removed.
-        return row is None or (change.before is not None and row.description != change.before.description)
+        return row is None or (change.before is not None and not _same_row(row, change.before, describes))
     if row is None:
         return False
     want = change.after
     if change.action == Action.RENEW and change.before and row.lease and row.lease <= change.before.lease:
         return False
-    same_description = row.description == want.description or quirks.observe_readback(
-        want, row, backend.learned, ownership.MIN_KEPT, clock()
+    same_description = (
+        not describes
+        or row.description == want.description
+        or quirks.observe_readback(want, row, backend.learned, ownership.MIN_KEPT, clock())
     )
     return (
         row.internal_client == want.internal_client

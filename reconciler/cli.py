@@ -17,6 +17,7 @@ from . import __version__, numbers
 from .errors import ApprovalError, ConflictError, PortctlError
 
 if TYPE_CHECKING:
+    from .api import Facts
     from .backends.base import Backend
     from .backends.http import Observer
     from .cache import Cache
@@ -251,7 +252,7 @@ def _plan(args: argparse.Namespace) -> int:
     text = manifest.read(args.file)
     m = manifest.parse(text, args.file, cache)
     with _session(args, cache, api.router_url(args.router, m)) as backend:
-        plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        plan = api.plan(m, api.read(backend, cache), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     if args.out:
         from . import planfile  # a plan not saved needs no codec
 
@@ -286,7 +287,7 @@ def _apply(args: argparse.Namespace) -> int:
             _session(args, cache, url) as backend,
             _router_lock(cache, backend, args.lock_timeout),
         ):
-            facts = api.read(backend)
+            facts = api.read(backend, cache)
             planfile.check_current(saved.plan, facts.table, backend.info)
             deletions = [n for n in (saved.max_deletions, args.max_deletions) if n is not None]
             plan = api.plan(
@@ -297,15 +298,16 @@ def _apply(args: argparse.Namespace) -> int:
             )
             planfile.check_replanned(args.file, saved.plan, plan)
             # Saving a plan and applying it is the approval.
-            return _execute(plan, backend, True, args)
+            return _execute(plan, facts, True, args)
     m = manifest.load(args.file, cache)
     # Read and write under the router's lock: another portctl's writes would make the plan stale.
     with (
         _session(args, cache, api.router_url(args.router, m)) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
-        plan = api.plan(m, api.read(backend), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
-        return _execute(plan, backend, args.auto_approve, args)
+        facts = api.read(backend, cache)
+        plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        return _execute(plan, facts, args.auto_approve, args)
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -317,12 +319,13 @@ def _destroy(args: argparse.Namespace) -> int:
         _session(args, cache, api.router_url(args.router, m)) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
-        plan = api.destroy_plan(m, api.read(backend))
-        return _execute(plan, backend, args.auto_approve, args)
+        facts = api.read(backend, cache)
+        return _execute(api.destroy_plan(m, facts), facts, args.auto_approve, args)
 
 
-def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namespace) -> int:
-    """Show the plan, get approval, write, and report: shared by apply and destroy."""
+def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace) -> int:
+    """Show the plan, get approval, write (recording owners where `facts` says they are kept),
+    and report: shared by apply and destroy."""
     from . import render
     from .apply import apply
 
@@ -336,13 +339,12 @@ def _execute(plan: Plan, backend: Backend, approved: bool, args: argparse.Namesp
         raise ConflictError("resolve the conflicts above; nothing was changed")
     if not plan.has_changes:
         if args.format == "json":
-            print(json.dumps(render.report_json(apply(plan, backend)), indent=2))
+            print(json.dumps(render.report_json(apply(plan, facts.backend, store=facts.store)), indent=2))
         return EXIT_OK
     if not approved:
         _confirm()
-    report = apply(
-        plan, backend, None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
-    )
+    progress = None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
+    report = apply(plan, facts.backend, progress, store=facts.store)
     if args.format == "json":
         print(json.dumps(render.report_json(report), indent=2))
     else:
@@ -373,8 +375,9 @@ def _show(args: argparse.Namespace) -> int:
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
     with _session(args, cache, api.router_url(args.router, m)) as backend:
-        table = backend.list_mappings()
-    owned = diff.owned_rows(m, table, backend.learned) if m else {}
+        facts = api.read(backend, cache)
+    table = facts.table
+    owned = diff.owned_rows(m, table, backend.learned, facts.store) if m else {}
     if args.format == "json":
         rows = [{**(plancodec.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {

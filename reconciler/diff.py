@@ -63,6 +63,7 @@ def diff(
     claims: dict[MappingKey, ownership.Claim] | None = None,
     store: OwnershipStore | None = None,
     longest_lease: int = MAX_LEASE,
+    describes: bool = True,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
@@ -71,7 +72,9 @@ def diff(
     A lease is renewed once less than `renew_below` of it is left. `claims` overrides which rows
     are owned (destroy reads them with the whole manifest, then plans as if it declared nothing);
     otherwise `store` (the description tag by default) says which are.
-    `longest_lease` is what the router makes of a permanent lease (its backend's capabilities say).
+    `longest_lease` is what the router makes of a permanent lease, and `describes` whether its rows
+    keep the description sent (its backend's capabilities say); where they do not, the router's own
+    text in a row is not drift.
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -88,6 +91,7 @@ def diff(
         allowed = opt_ins(d)
         request = quirks.Request(
             local=local,
+            longest_lease=longest_lease,
             same_port_ok=d.allow_same_port,
             permanent_ok=d.allow_permanent,
             any_remote_ok=d.allow_any_remote_host,
@@ -115,25 +119,25 @@ def diff(
                 same_port_ok=d.allow_same_port,
             )
         else:
-            change = _update(d, have, want, renew_below, longest_lease)
+            change = _update(d, have, want, renew_below, longest_lease, describes)
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
         if change is not None:
             changes.append(replace(change, adapted=adapted, allowed=allowed, protect=d.protect))
 
-    kept = []
+    kept, protected = [], []
     for key, name in sorted(owned.items()):
         if key in placed:
             continue
-        if manifest.prune and not claims[key].protected:
-            row = rows[key]
-            changes.append(
-                Change(
-                    Action.REMOVE, name or str(key), key, row, None, "no longer declared", note=_elsewhere(row, local)
-                )
-            )
+        row = rows[key]
+        if claims[key].protected:  # as the store claimed it: the tag's mark, or an inventory's record
+            kept.append(row)
+            protected.append(key)
+        elif manifest.prune:
+            note = _elsewhere(row, local)
+            changes.append(Change(Action.REMOVE, name or str(key), key, row, None, "no longer declared", note=note))
         else:
-            kept.append(rows[key])
+            kept.append(row)
     foreign = tuple(m for k, m in sorted(rows.items()) if k not in owned and k not in taken_over)
     writes = any(c.after is not None for c in changes)
     blocked = quirks.wan_blocker(router.external_ip, allow_private=manifest.allow_private_wan) if router else ""
@@ -143,6 +147,7 @@ def diff(
         foreign=foreign,
         conflicts=tuple(conflicts),
         kept=tuple(kept),
+        protected=tuple(protected),
         router=router,
         table=tuple(m for _, m in sorted(rows.items())),
         blocked=blocked if writes else "",
@@ -264,11 +269,11 @@ def _blocker(
 
 
 def _update(
-    d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float, longest_lease: int
+    d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float, longest_lease: int, describes: bool
 ) -> Change | None:
     """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's."""
     same_port = d.allow_same_port
-    fields = _field_changes(have, want)
+    fields = _field_changes(have, want, describes)
     if fields:
         in_place = all(f.field in _IN_PLACE for f in fields)
         return Change(
@@ -286,8 +291,8 @@ def _update(
     return None
 
 
-def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, ...]:
-    before = _comparable(have, want)
+def _field_changes(have: PortMapping, want: PortMapping, describes: bool = True) -> tuple[FieldChange, ...]:
+    before = _comparable(have, want, describes)
     after = {f: getattr(want, f) for f in _COMPARED}  # scalars all: asdict would deep-copy the row for nothing
     if before == after:
         return ()  # the usual case; deepdiff's import alone costs more than a whole no-op plan
@@ -302,13 +307,13 @@ def _field_changes(have: PortMapping, want: PortMapping) -> tuple[FieldChange, .
     return tuple(sorted(out, key=lambda f: _COMPARED.index(f.field)))
 
 
-def _comparable(have: PortMapping, want: PortMapping) -> dict[str, object]:
+def _comparable(have: PortMapping, want: PortMapping, describes: bool) -> dict[str, object]:
     row = {f: getattr(have, f) for f in _COMPARED}
     if not have.remote_host:
         # Many routers (miniupnpd among them) accept a remote host but list it back empty:
         # that is not drift.
         row["remote_host"] = want.remote_host
-    if quirks.same_description(have.description, want.description):
+    if not describes or quirks.same_description(have.description, want.description):
         row["description"] = want.description  # trailing whitespace the router dropped is not drift
     return {f: row[f] for f in _COMPARED}
 

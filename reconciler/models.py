@@ -203,6 +203,7 @@ class Plan:
     foreign: tuple[PortMapping, ...]
     conflicts: tuple[Conflict, ...] = ()
     kept: tuple[PortMapping, ...] = ()  # owned but undeclared, kept because prune is off or it is protected
+    protected: tuple[MappingKey, ...] = ()  # the kept rows the ownership store marks protected
     router: RouterInfo | None = None
     table: tuple[PortMapping, ...] = ()  # the router's table the plan was computed from
     # Why nothing in this plan may be applied: the router can map nothing (CGNAT, WAN down), or the

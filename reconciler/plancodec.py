@@ -93,6 +93,7 @@ def encode(plan: Plan) -> dict[str, Any]:
             for k in plan.conflicts
         ],
         "kept": [mapping_json(m) for m in plan.kept],
+        "protected": [key_json(k) for k in plan.protected],
         "table": [mapping_json(m) for m in plan.table],
         "desired": [mapping_json(m) for m in plan.desired],
         "blocked": plan.blocked,
@@ -142,6 +143,8 @@ def decode(doc: dict[str, Any]) -> Plan:
         foreign=_list(doc, "foreign", "", _mapping),
         conflicts=_list(doc, "conflicts", "", _conflict),
         kept=_list(doc, "kept", "", _mapping),
+        # Plans saved before protection came from the ownership store carry no "protected".
+        protected=_list(doc, "protected", "", _is_key) if "protected" in doc else (),
         router=None if router is None and "router" in doc else _router(_object(doc, "router", ""), "router"),
         table=_list(doc, "table", "", _mapping),
         blocked=_text(doc, "blocked", "", 2000),
@@ -166,11 +169,15 @@ def _router(d: dict[str, Any], at: str) -> RouterInfo:
 
 
 def _key(d: dict[str, Any], at: str) -> MappingKey:
-    key = _object(d, "key", at)
-    protocol = _text(key, "protocol", f"{at}.key", 3)
+    return _is_key(_get(d, "key", at), _join(at, "key"))
+
+
+def _is_key(value: object, at: str) -> MappingKey:
+    key = _is_object(value, at)
+    protocol = _text(key, "protocol", at, 3)
     if protocol not in Protocol.__members__:
-        raise Malformed(f"{at}.key.protocol", f"{protocol!r} is not TCP or UDP")
-    return MappingKey(_int(key, "external_port", f"{at}.key", 1, 65535), Protocol(protocol))
+        raise Malformed(f"{at}.protocol", f"{protocol!r} is not TCP or UDP")
+    return MappingKey(_int(key, "external_port", at, 1, 65535), Protocol(protocol))
 
 
 def _mapping(value: object, at: str) -> PortMapping:

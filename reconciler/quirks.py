@@ -84,6 +84,7 @@ class Request:
     same_port_ok: bool = False  # the manifest allows internal_port := external_port
     permanent_ok: bool = False  # the manifest allows a permanent lease where the router needs one
     any_remote_ok: bool = False  # the manifest allows any remote host where the router cannot restrict
+    longest_lease: int = MAX_LEASE  # what a finite-only router is asked for instead of permanent (capabilities)
     lan: tuple[ipaddress.IPv4Network, ...] | None = None  # subnets this host is attached to; None: unknown
     # A mapping to another host that the router holds or granted ("" if none seen): it is not in
     # secure mode, or was not when that mapping was made.
@@ -355,7 +356,7 @@ def adapt(quirk: Quirk, m: PortMapping, request: Request, *, proven: bool = True
     if quirk is Quirk.PERMANENT_ONLY and m.lease != 0:
         return replace(m, lease=0) if request.permanent_ok else (refused or m)
     if quirk is Quirk.FINITE_ONLY:
-        return replace(m, lease=MAX_LEASE) if m.lease == 0 else m
+        return replace(m, lease=request.longest_lease) if m.lease == 0 else m
     if quirk is Quirk.WILDCARD_REMOTE_ONLY and m.remote_host:
         return replace(m, remote_host="") if request.any_remote_ok else (refused or m)
     if quirk is Quirk.SAME_PORT_ONLY and m.internal_port != port:

@@ -74,7 +74,7 @@ def plan_text(plan: Plan, style: Style) -> str:
             out.append(style("!", f"  ! {k.name:<{width}} {k.key!s:<11}") + f" {_conflict_text(k)}")
     else:
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
-    protected = [m for m in plan.kept if ownership.is_protected(m.description)]
+    protected = [m for m in plan.kept if m.key in plan.protected]
     for title, rows in (
         ("Owned but no longer declared, kept because prune is off:", [m for m in plan.kept if m not in protected]),
         ("Owned but no longer declared, kept because it is protected:", protected),

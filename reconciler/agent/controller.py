@@ -40,6 +40,7 @@ from ..backends.http import Observer
 from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
 from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
+from ..ownerstore import OwnershipStore
 from . import status as st
 from .config import AgentConfig
 from .events import Events
@@ -75,8 +76,10 @@ class Agent:
         wall: Callable[[], float] = time.time,
         cache: Cache | None = None,
         observe: Observer | None = None,
+        connect: Callable[..., Backend] = api.connect,
     ) -> None:
         self.config = config
+        self._connect_to = connect  # api.connect's signature: the backend for a router URL (None: discover)
         # One cache for the agent's life, shared with any portctl run by hand: its writes are locked.
         # Lessons are stamped and aged by the agent's wall clock.
         self.cache = cache or Cache(default_directory(), clock=wall)
@@ -375,7 +378,7 @@ class Agent:
             return self._converge_locked(manifest, backend)
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
-        facts = api.read(backend)
+        facts = api.read(backend, self.cache)
         plan = api.plan(
             manifest,
             facts,
@@ -385,9 +388,9 @@ class Agent:
         )
         before = {e.mapping for e in self.status.inventory}
         if plan.blocked:
-            self._set_inventory(manifest, plan, list(facts.table))
+            self._set_inventory(manifest, plan, list(facts.table), facts.store)
             return (), (st.PLAN_BLOCKED, plan.blocked)
-        report = apply(_without_conflicts(plan), backend)
+        report = apply(_without_conflicts(plan), backend, store=facts.store)
         api.remember(backend, self.cache)
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
         for line in done:
@@ -397,7 +400,7 @@ class Agent:
             table = list(report.table)
         else:
             table = backend.list_mappings() if plan.changes else list(facts.table)
-        self._set_inventory(manifest, plan, table)
+        self._set_inventory(manifest, plan, table, facts.store)
         if not report.ok:
             failed = "; ".join(f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed)
             return done, (st.APPLY_FAILED, failed or f"not verified: {report.unverified}")
@@ -411,7 +414,7 @@ class Agent:
             url = api.router_url(self.config.router, manifest)
             old = self.status.router
             # Once connected, a reconnect reads the router afresh: it may have been replaced.
-            backend = api.connect(
+            backend = self._connect_to(
                 url,
                 self.cache,
                 timeout=self.config.timeout,
@@ -434,10 +437,10 @@ class Agent:
         self._watched = None
         self.events.forget()  # a router that went away has forgotten its subscribers
 
-    def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping]) -> None:
+    def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping], store: OwnershipStore) -> None:
         now = self.wall()
         entries = []
-        claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None)
+        claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None, store)
         for row in table:
             if row.key in claims:
                 name = claims[row.key].name
@@ -555,7 +558,8 @@ class Agent:
             backend = self._connect(manifest)
             # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
             with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
-                report = apply(api.destroy_plan(manifest, api.read(backend)), backend)
+                facts = api.read(backend, self.cache)
+                report = apply(api.destroy_plan(manifest, facts), backend, store=facts.store)
         except PortctlError as exc:
             self.log.error(f"could not release the owned mappings: {exc}")
             return
