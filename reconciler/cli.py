@@ -424,7 +424,7 @@ def _discover(args: argparse.Namespace) -> int:
     from .errors import RouterError
 
     cache, observe = _cache(), _observer(args)
-    answers = discovery.discover(args.timeout)
+    answers = discovery.discover(args.timeout, observe=observe)
     rows = []
     for a in answers:
         try:

@@ -8,11 +8,18 @@ import ipaddress
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import xmlsafe
 from .numbers import NotANumber, ascii_int
+
+if TYPE_CHECKING:
+    from .backends.http import Exchange, Observer
+
+Clock = Callable[[], float]
 
 SSDP_ADDR = ("239.255.255.250", 1900)
 SEARCH_TARGETS = (
@@ -56,7 +63,15 @@ def parse_message(data: bytes) -> tuple[str, dict[str, str]]:
 def parse_reply(
     data: bytes, source: str, *, gateway: str | None = None, subnets: list[ipaddress.IPv4Network] | None = None
 ) -> Answer | None:
-    """A valid answer, or None.
+    """A valid answer, or None (`judge_reply` says why)."""
+    judged = judge_reply(data, source, gateway=gateway, subnets=subnets)
+    return judged if isinstance(judged, Answer) else None
+
+
+def judge_reply(
+    data: bytes, source: str, *, gateway: str | None = None, subnets: list[ipaddress.IPv4Network] | None = None
+) -> Answer | str:
+    """A valid answer, or why it is not one (for --trace).
 
     Anything on the LAN can answer SSDP, so the LOCATION is followed only if it is an http URL whose
     host is an address (no name to resolve) that is the responder or the default gateway, and that
@@ -64,27 +79,29 @@ def parse_reply(
     answer can never send portctl to loopback, to another host, or off the LAN.
     """
     if len(data) > MAX_REPLY:
-        return None
+        return f"longer than {MAX_REPLY} bytes"
     start, headers = parse_message(data)
     if not start.startswith("HTTP/1.1 200"):
-        return None
+        return "not an HTTP/1.1 200 answer"
     location, target = headers.get("location", ""), headers.get("st", "")
     if target not in SEARCH_TARGETS:
-        return None
+        return "ST is not an Internet Gateway Device"
     if not (location.isascii() and location.isprintable()) or " " in location:
-        return None  # urlsplit would quietly strip control characters that the raw string keeps
+        # urlsplit would quietly strip control characters that the raw string keeps
+        return "LOCATION is not printable ASCII"
     try:
         parts = urlsplit(location)
         parts.port  # noqa: B018 - raises ValueError for a port that is not one
         host = ipaddress.ip_address(parts.hostname or "")
     except ValueError:
-        return None
+        return "LOCATION is not an http URL to an IP address"
     if parts.scheme != "http" or str(host) not in (source, gateway) or "@" in parts.netloc:
-        return None  # userinfo in a LOCATION only ever serves to disguise the host
+        # userinfo in a LOCATION only ever serves to disguise the host
+        return "LOCATION is not an http URL to the responder or the default gateway"
     if host.is_loopback or host.is_multicast or host.is_unspecified or host.version != 4:
-        return None
+        return "LOCATION is not a LAN IPv4 address"
     if subnets is not None and not any(host in net for net in subnets):
-        return None
+        return "LOCATION is not on a subnet this host is attached to"
     try:
         config_id = str(ascii_int(headers.get("configid.upnp.org", ""), max_digits=8))
     except NotANumber:
@@ -144,13 +161,17 @@ def default_gateway(route_table: str | None = None) -> str | None:
     return None
 
 
-def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
+def discover(
+    timeout: float = 3.0, *, first: bool = False, observe: Observer | None = None, clock: Clock = time.monotonic
+) -> list[Answer]:
     """IGDs that answer within `timeout`; with `first`, return as soon as one does.
 
     The search goes to the default gateway by unicast first (some routers, Eero among them, answer
     nothing else), then to the multicast group. Answers are accepted from any source port.
+    `observe` (--trace) sees each M-SEARCH sent and each datagram that answers, followed or not.
     """
-    deadline = time.monotonic() + timeout
+    start = clock()
+    deadline = start + timeout
     found: dict[str, Answer] = {}
     gateway = default_gateway()
     subnets = local_subnets() or None  # no routing table to read (not Linux): skip that check
@@ -158,19 +179,43 @@ def discover(timeout: float = 3.0, *, first: bool = False) -> list[Answer]:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
         for destination in ([(gateway, SSDP_ADDR[1])] if gateway else []) + [SSDP_ADDR]:
             for target in SEARCH_TARGETS:
+                error = ""
                 try:
                     sock.sendto(m_search(target), destination)
-                except OSError:
-                    continue  # no route for this one; the other destination may still work
-        while (left := deadline - time.monotonic()) > 0:
+                except OSError as exc:
+                    error = f"not sent: {exc.strerror or exc}"  # the other destination may still work
+                if observe:
+                    observe(_searched(destination, target, error))
+        while (left := deadline - clock()) > 0:
             sock.settimeout(left)
             try:
-                data, (source, _port) = sock.recvfrom(MAX_REPLY + 1)
+                data, (source, port) = sock.recvfrom(MAX_REPLY + 1)
             except TimeoutError:
                 break
-            answer = parse_reply(data, source, gateway=gateway, subnets=subnets)
-            if answer and answer.location not in found:
-                found[answer.location] = answer
+            judged = judge_reply(data, source, gateway=gateway, subnets=subnets)
+            if observe:
+                observe(_answered(data, source, port, clock() - start, judged))
+            if isinstance(judged, Answer) and judged.location not in found:
+                found[judged.location] = judged
                 if first:
                     break
     return list(found.values())
+
+
+def _searched(destination: tuple[str, int], target: str, error: str) -> Exchange:
+    from .backends.http import Exchange
+
+    url = f"udp://{destination[0]}:{destination[1]}"
+    return Exchange("M-SEARCH", url, target, m_search(target), None, b"", 0.0, error)
+
+
+def _answered(data: bytes, source: str, port: int, seconds: float, judged: Answer | str) -> Exchange:
+    """An answer as --trace shows it: who sent it, when, and the LOCATION followed or why not."""
+    from .backends.http import Exchange
+
+    start, headers = parse_message(data[:MAX_REPLY])
+    code = start.split(" ")[1] if start.startswith("HTTP/") and " " in start else ""
+    status = int(code) if len(code) == 3 and code.isascii() and code.isdigit() else 0
+    note = f"LOCATION {judged.location}" if isinstance(judged, Answer) else f"ignored: {judged}"
+    url = f"udp://{source}:{port}"
+    return Exchange("M-SEARCH", url, headers.get("st", ""), b"", status, data, seconds, note=note)

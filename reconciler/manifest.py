@@ -14,11 +14,11 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from . import ownership, policy
+from . import ownership, policy, yamldoc
 from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
 from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
-from .yamldoc import MAX_BYTES, Document, Path, oversize
+from .yamldoc import Document, Path
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -59,15 +59,10 @@ def load(path: str, memo: Cache | None = None) -> Manifest:
 
 def read(path: str) -> str:
     """The manifest's text, as parse() takes it (and a saved plan keeps it)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)  # a huge file is refused without reading it all
-        too_big = oversize(raw, path)
-        if too_big:
-            raise ManifestError([too_big])
-        return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError([Problem(path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
+    text = yamldoc.read(path)
+    if isinstance(text, Problem):
+        raise ManifestError([text])
+    return text
 
 
 def parse(text: str, path: str = "<manifest>", memo: Cache | None = None) -> Manifest:

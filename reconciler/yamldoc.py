@@ -1,9 +1,10 @@
 """YAML text -> plain data that remembers where each value stands, read within bounds.
 
-A manifest is a few kilobytes, so anything far beyond that is refused with a located problem
-instead of being read: text over MAX_BYTES, nesting deeper than MAX_DEPTH, and more than MAX_NODES
-values once aliases are expanded (a few hundred bytes of aliases of aliases, the "billion laughs",
-name billions of values). An alias inside the value it names is refused where it stands.
+Every YAML file portctl reads goes through here: the manifest, and the agent's config file (named
+by `what` in messages). A manifest is a few kilobytes, so anything far beyond that is refused with
+a located problem instead of being read: text over MAX_BYTES, nesting deeper than MAX_DEPTH, and
+more than MAX_NODES values once aliases are expanded (a few hundred bytes of aliases of aliases,
+the "billion laughs", name billions of values). An alias inside the value it names is refused where it stands.
 
 Scalars are read as YAML 1.2's core schema: no sexagesimal `22:22`, no `yes`/`no` booleans, and an
 integer is ASCII digits even under an explicit `!!int` tag (Python's int() also reads '٨٠' and '²'
@@ -46,37 +47,54 @@ def json_path(at: Path) -> str:
     return out
 
 
-def oversize(data: bytes | str, path: str) -> Problem | None:
+def oversize(data: bytes | str, path: str, what: str = "manifest") -> Problem | None:
     """A problem naming the line where `data` passes MAX_BYTES, if it does."""
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) <= MAX_BYTES:
         return None
     line = raw.count(b"\n", 0, MAX_BYTES) + 1
-    return Problem(path, line, 1, "", f"the manifest goes past {MAX_BYTES} bytes here; portctl reads no more")
+    return Problem(path, line, 1, "", f"the {what} goes past {MAX_BYTES} bytes here; portctl reads no more")
+
+
+def read(path: str, what: str = "manifest") -> str | Problem:
+    """The text of the file at `path`, or the problem that keeps it from being read.
+
+    A huge file is refused without reading it all.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        return oversize(raw, path, what) or raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Problem(path, 0, 0, "", f"cannot read {what}: {exc}")
 
 
 class Document:
     """YAML parsed into plain data, remembering where each value and key stands."""
 
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str, *, what: str = "manifest", empty_ok: bool = False) -> None:
+        """`what` names the document in messages; with `empty_ok`, an empty one is data None, not a problem."""
         import yaml
 
         self.path = path
+        self.what = what
         self.problems: list[Problem] = []
         self.values: dict[Path, tuple[int, int]] = {}
         self.keys: dict[Path, tuple[int, int]] = {}
         self.data: Any = None
         self._nodes = 0
-        too_big = oversize(text, path)
+        too_big = oversize(text, path, what)
         if too_big:
             self.problems.append(too_big)
             return
         try:
             loader = _loader_class()(text)
+            loader.what = what
             try:
                 node = loader.get_single_node()
                 if node is None:
-                    self.problems.append(Problem(path, 1, 1, "", "the manifest is empty"))
+                    if not empty_ok:
+                        self.problems.append(Problem(path, 1, 1, "", f"the {what} is empty"))
                     return
                 self.data = self._convert(node, (), loader)
             finally:
@@ -97,7 +115,7 @@ class Document:
         self._count(node, at)
         self.values[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_COLLECTIONS:
-            message = f"{_short(node.tag)} is not a manifest value: write a plain list or mapping"
+            message = f"{_short(node.tag)} is not a {self.what} value: write a plain list or mapping"
             self.problems.append(self.problem(at, message))
             return None
         if isinstance(node, yaml.MappingNode):
@@ -129,9 +147,10 @@ class Document:
         """Stop once aliases have expanded the document past the bounds."""
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _TooBig(node.start_mark, f"the manifest expands to more than {MAX_NODES} values (aliases repeat)")
+            raise _TooBig(node.start_mark, f"the {self.what} expands to more than {MAX_NODES} values (aliases repeat)")
         if len(at) > MAX_DEPTH:
-            raise _TooBig(node.start_mark, f"the manifest nests deeper than {MAX_DEPTH} levels (through aliases)")
+            message = f"the {self.what} nests deeper than {MAX_DEPTH} levels (through aliases)"
+            raise _TooBig(node.start_mark, message)
 
     def _scalar(self, node: Any, at: Path, loader: Any) -> Any:
         import yaml
@@ -192,6 +211,7 @@ def _loader_class() -> type:
         def __init__(self, stream: str) -> None:
             super().__init__(stream)
             self._depth = 0
+            self.what = "manifest"  # how messages name the document
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -205,7 +225,7 @@ def _loader_class() -> type:
             if not isinstance(event, yaml.CollectionStartEvent):
                 return super().compose_node(parent, index)
             if self._depth >= MAX_DEPTH:
-                raise _TooBig(event.start_mark, f"the manifest nests deeper than {MAX_DEPTH} levels")
+                raise _TooBig(event.start_mark, f"the {self.what} nests deeper than {MAX_DEPTH} levels")
             self._depth += 1
             try:
                 return super().compose_node(parent, index)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import pytest
 
 from reconciler.agent.config import AgentConfig, ConfigError, build
-from tests.helpers import portctl, write
+from reconciler.yamldoc import MAX_BYTES, MAX_DEPTH
+from tests.helpers import billion_laughs, portctl, write
 
 NO_FLAGS: dict[str, Any] = {}
 
@@ -26,11 +28,11 @@ def test_the_config_file_uses_the_flag_names_and_flags_override_it(tmp_path: Any
         ("repo: x\nintervall: 5m\n", NO_FLAGS, "unknown setting 'intervall'"),
         ("repo: x\ninterval: soon\n", NO_FLAGS, "interval: 'soon' is not a duration"),
         ("repo: x\nrelease-on-exit: yes please\n", NO_FLAGS, "release-on-exit: 'yes please' is not true or false"),
-        ("repo: [\n", NO_FLAGS, "a.yaml:2: not valid YAML"),
+        ("repo: [\n", NO_FLAGS, "a.yaml:2:1: invalid YAML"),
         ("- repo\n", NO_FLAGS, "expected a mapping of settings"),
         ("interval: 60\n", NO_FLAGS, "give the manifest's source"),
         ("repo: x\n", {"manifest": "m.yaml"}, "not both"),
-        ("repo: x\nlisten: localhost\n", NO_FLAGS, "a.yaml: listen: 'localhost' is not HOST:PORT"),
+        ("repo: x\nlisten: localhost\n", NO_FLAGS, "a.yaml:2:9: listen: 'localhost' is not HOST:PORT"),
         ("repo: x\njitter: 2\n", NO_FLAGS, "jitter must be a share between 0 and 1"),
         ("repo: x\nallowed-signers: /etc/portctl/signers\n", NO_FLAGS, "only used with verify-signatures"),
     ],
@@ -44,12 +46,59 @@ def test_bad_settings_are_refused_with_one_clear_message(
         build(path, flags)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (billion_laughs(), r"a\.yaml:\d+:\d+: the agent config expands to more than 50000 values \(aliases repeat\)$"),
+        ("repo: " + "[" * 5000 + "]" * 5000 + "\n", rf"a\.yaml:1:{MAX_DEPTH + 6}: the agent config nests deeper than"),
+        ("repo: &a [*a]\n", r"a\.yaml:1:11: the alias \*a is inside the value it names$"),
+        ("repo: x\n" + "# padding\n" * (MAX_BYTES // 10), rf"a\.yaml:\d+:1: the agent config goes past {MAX_BYTES}"),
+        ("repo: x\nrelease-on-exit: yes\n", r"a\.yaml:2:18: release-on-exit: 'yes' is not true or false$"),
+        ("repo: x\n\n# how often\ninterval: soon\n", r"a\.yaml:4:11: interval: 'soon' is not a duration"),
+        ("repo: x\n  # indented\nintervall: 5m\n", r"a\.yaml:3:1: unknown setting 'intervall'"),
+        ("repo: x\nevents-port: 70000\n", r"a\.yaml:2:14: events-port must be a port"),
+    ],
+)
+def test_the_config_file_is_read_within_bounds_and_located(tmp_path: Any, text: str, message: str) -> None:
+    """The config file is read like a manifest: bounded, YAML 1.2, and every problem at its file:line:column."""
+    path = write(tmp_path, text, "a.yaml")
+    with pytest.raises(ConfigError) as raised:
+        build(path, NO_FLAGS)
+    assert re.match(f"^{re.escape(str(tmp_path))}/{message}", str(raised.value)), str(raised.value)
+
+
+def test_yaml_1_1_words_are_text_in_the_config_file(tmp_path: Any) -> None:
+    """`ref: no` names a branch called "no" (YAML 1.1 would read false); `webhook: on` is text, not true."""
+    path = write(tmp_path, "repo: x\nref: no\nwebhook: on\n", "a.yaml")
+    config = build(path, NO_FLAGS)
+    assert (config.ref, config.webhook) == ("no", "on")
+
+
+def test_a_bad_flag_is_blamed_on_the_command_line_not_the_file(tmp_path: Any) -> None:
+    """With a config file given, a bad --interval is the command line's problem, not the file's."""
+    path = write(tmp_path, "repo: x\ninterval: 5m\n", "a.yaml")
+    with pytest.raises(ConfigError, match=r"^the command line: interval: 'soon' is not a duration"):
+        build(path, {"interval": "soon"})
+
+
+@pytest.mark.parametrize("verb", [[], ["status"]])
+def test_an_unbounded_config_is_one_line_and_exit_1(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], verb: list[str]
+) -> None:
+    """`portctl agent` and `portctl agent status` refuse a billion-laughs config with one located line, exit 1."""
+    path = write(tmp_path, billion_laughs(), "agent.yaml")
+    run = portctl(capsys, "agent", *verb, "--config", path)
+    assert run.code == 1
+    expected = rf"error: {re.escape(path)}:\d+:\d+: the agent config expands to more than 50000 values.*\n"
+    assert re.fullmatch(expected, run.err), run.err
+
+
 def test_a_bad_config_is_one_line_and_exit_1(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The CLI prints the problem without a traceback and exits 1."""
     path = write(tmp_path, "repo: x\ninterval: soon\n", "agent.yaml")
     run = portctl(capsys, "agent", "--config", path)
     assert run.code == 1
-    assert run.err == f"error: {path}: interval: 'soon' is not a duration (examples: 3600, 90m, 1h30m, 7d)\n"
+    assert run.err == f"error: {path}:2:11: interval: 'soon' is not a duration (examples: 3600, 90m, 1h30m, 7d)\n"
 
 
 def test_the_client_says_when_no_agent_is_running(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from reconciler import discovery
 from tests import routerlab
 from tests.conftest import require_lab
 from tests.helpers import write
@@ -79,3 +80,29 @@ def test_unicast_only_router_ignores_multicast(odd_lab: routerlab.Lab) -> None:
     assert r.stdout.startswith(expected), r.stdout + r.stderr
     if expected == "answered":
         assert ", 1900)" not in r.stdout  # the answer came from another port
+
+
+def test_discover_trace_shows_each_search_and_each_answer(odd_lab: routerlab.Lab) -> None:
+    """`portctl discover --trace`: every M-SEARCH sent (unicast to the gateway, then multicast), and each
+    answer with the address it came from, its time and the LOCATION followed."""
+    import re
+
+    r = odd_lab.portctl("discover", "--timeout", "2", "--trace")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sent = re.findall(r"^trace: M-SEARCH udp://(\S+) (\S+): sent (\d+) bytes$", r.stderr, re.M)
+    gateway = f"{routerlab.ROUTER_LAN_IP}:1900"
+    assert [(to, target) for to, target, _ in sent] == [
+        (to, target) for to in (gateway, "239.255.255.250:1900") for target in discovery.SEARCH_TARGETS
+    ]
+    assert all(int(size) == len(discovery.m_search(target)) for _, target, size in sent)
+    answers = re.findall(
+        r"^trace: M-SEARCH udp://([\d.]+):(\d+) (\S+): HTTP 200, sent 0 bytes, received \d+ bytes in [\d.]+ ms; "
+        r"LOCATION (\S+)$",
+        r.stderr,
+        re.M,
+    )
+    assert answers, r.stderr
+    assert {(host, location) for host, _port, _st, location in answers} == {(routerlab.ROUTER_LAN_IP, odd_lab.url)}
+    assert all(target in discovery.SEARCH_TARGETS for _h, _p, target, _l in answers)
+    assert f"trace: GET {odd_lab.url}: HTTP 200" in r.stderr  # and the description that followed
+    assert "trace:" not in r.stdout

@@ -102,11 +102,11 @@ def test_a_listen_port_that_is_not_a_number_is_a_config_error(listen: str) -> No
     [("timeout", ".nan"), ("timeout", ".inf"), ("timeout", "-1"), ("timeout", "0"), ("events-port", "'\u0668'")],
 )
 def test_config_file_numbers_are_checked_like_flags(tmp_path: str, setting: str, value: str) -> None:
-    """timeout: .nan, .inf, -1 or 0 in the agent's config file is a ConfigError naming the file and setting."""
+    """timeout: .nan, .inf, -1 or 0 in the agent's config file is a ConfigError naming the file, line and setting."""
     path = f"{tmp_path}/agent.yaml"
     with open(path, "w") as f:
         f.write(f"manifest: m.yaml\n{setting}: {value}\n")
-    with pytest.raises(ConfigError, match=f"^{path}: {setting}: "):
+    with pytest.raises(ConfigError, match=f"^{path}:2:{len(setting) + 3}: {setting}: "):
         build(path, {})
 
 

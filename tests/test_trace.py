@@ -110,3 +110,66 @@ def test_the_tracer_writes_whole_exchanges() -> None:
     stream = io.StringIO()
     Tracer(stream)(Exchange("GET", "http://r/d.xml", "", b"", None, b"", 0.5, "connection refused"))
     assert stream.getvalue() == "trace: GET http://r/d.xml: no answer after 500.0 ms: connection refused\n"
+
+
+def test_an_ssdp_search_and_its_answer_read_as_datagrams() -> None:
+    """An M-SEARCH is shown as sent (not as a request that got no answer); an answer shows its LOCATION."""
+    from reconciler import discovery
+
+    target = discovery.SEARCH_TARGETS[0]
+    search = discovery.m_search(target)
+    sent = lines(Exchange("M-SEARCH", "udp://239.255.255.250:1900", target, search, None, b"", 0.0))
+    assert sent[0] == f"M-SEARCH udp://239.255.255.250:1900 {target}: sent {len(search)} bytes"
+    assert sent[1:] == [f"  > {line}" for line in search.decode().splitlines() if line]
+    reply = b"HTTP/1.1 200 OK\r\nST: x\r\nLOCATION: http://192.168.1.1:5000/d.xml\r\n\r\n"
+    note = "LOCATION http://192.168.1.1:5000/d.xml"
+    answered = lines(Exchange("M-SEARCH", "udp://192.168.1.1:1900", target, b"", 200, reply, 0.0421, note=note))
+    assert answered[0] == (
+        f"M-SEARCH udp://192.168.1.1:1900 {target}: HTTP 200, sent 0 bytes, received {len(reply)} bytes in 42.1 ms; "
+        f"{note}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "source", "why"),
+    [
+        (b"HTTP/1.1 404 Not Found\r\n\r\n", "192.168.1.1", "not an HTTP/1.1 200 answer"),
+        (b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\nLOCATION: http://192.168.1.1/d.xml\r\n\r\n", "192.168.1.1",
+         "ST is not an Internet Gateway Device"),
+        (b"HTTP/1.1 200 OK\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n"
+         b"LOCATION: http://192.168.1.9/d.xml\r\n\r\n", "192.168.1.1",
+         "LOCATION is not an http URL to the responder or the default gateway"),
+    ],
+)  # fmt: skip
+def test_an_ssdp_answer_that_is_not_followed_says_why(reply: bytes, source: str, why: str) -> None:
+    """judge_reply names the reason an answer is ignored, which --trace shows; parse_reply still says None."""
+    from reconciler import discovery
+
+    assert discovery.judge_reply(reply, source) == why
+    assert discovery.parse_reply(reply, source) is None
+
+
+def test_the_agent_traces_its_event_subscriptions(tmp_path: str, emulator: EmulatorServer) -> None:
+    """An agent given an observer (--trace) shows its SUBSCRIBE, with the SID granted, and its UNSUBSCRIBE."""
+    from reconciler.agent.config import AgentConfig
+    from reconciler.agent.controller import Agent
+    from reconciler.agent.logs import JsonLog
+    from reconciler.cache import Cache
+    from tests.agenthelp import ROUTER_TIMEOUT, Clock
+
+    seen: list[Exchange] = []
+    path = write(tmp_path, MANIFEST)
+    clock = Clock()
+    config = AgentConfig(manifest=path, settle=0, router=emulator.url, timeout=ROUTER_TIMEOUT, events=True)
+    agent = Agent(config, log=JsonLog(io.StringIO()), clock=clock, cache=Cache.from_env(), observe=seen.append)
+    try:
+        agent.step()  # the first pass: connect, reconcile, attach the listener
+        agent.step()  # nothing else due: subscribe
+        sid, url = agent.events.sid, agent.events.url
+        granted = round((agent.events.next_renewal - clock.now) * 2)  # renewed at half the granted time
+    finally:
+        agent.events.close()
+    gena = [(x.method, x.url, x.status, x.note) for x in seen if x.method in ("SUBSCRIBE", "UNSUBSCRIBE")]
+    assert sid.startswith("uuid:") and url.startswith(emulator.url.rsplit("/", 1)[0])
+    assert gena == [("SUBSCRIBE", url, 200, f"SID {sid} for {granted}s"), ("UNSUBSCRIBE", url, 200, f"SID {sid}")]
+    assert lines(next(x for x in seen if x.method == "SUBSCRIBE"))[0].endswith(f"; SID {sid} for {granted}s")

@@ -1,21 +1,24 @@
 """The agent's settings: command-line flags over an optional YAML config file over defaults.
 
 The config file uses the flags' long names as keys (`interval: 5m`, `verify-signatures: true`), so
-one vocabulary serves the command line, the file, the systemd unit and the docs.
+one vocabulary serves the command line, the file, the systemd unit and the docs. The file is read
+like a manifest (yamldoc: within bounds, YAML 1.2 scalars, so `yes` is text and not true), and a
+bad value is named by file, line and column.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..durations import parse_duration
-from ..errors import PortctlError
+from ..errors import PortctlError, Problem
 from ..numbers import NotANumber, ascii_int, seconds
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
+WHAT = "agent config"  # how messages name the file
 
 
 class ConfigError(PortctlError):
@@ -72,32 +75,39 @@ _NUMBERS: dict[str, Callable[[Any], float]] = {
 
 
 def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
-    """Merge the config file (if any) and the flags that were given (None means not given)."""
-    values: dict[str, Any] = {}
-    if file:
-        values.update(_read(file))
-    values.update({k: v for k, v in flags.items() if v is not None})
-    where = file or "the command line"
+    """Merge the config file (if any) and the flags that were given (None means not given).
+
+    A bad value is one ConfigError naming where it was given: the file, line and column of a
+    setting from the file, "the command line" for a flag.
+    """
+    settings = _Settings.read(file) if file else _Settings("the command line")
+    values = dict(settings.values)
+    given = {k: v for k, v in flags.items() if v is not None}
+    values.update(given)
+
+    def where(key: str) -> str:
+        return "the command line" if key in given else settings.where(key)
+
     out: dict[str, Any] = {}
     for key, value in values.items():
-        out[key] = _convert(key, value, where)
+        out[key] = _convert(key, value, where(key))
     config = AgentConfig(**out)
     if bool(config.repo) == bool(config.manifest):
         raise ConfigError("give the manifest's source: --repo URL_OR_PATH, or --manifest FILE (not both)")
     if config.interval < 1:
-        raise ConfigError(f"{where}: interval must be at least 1s")
+        raise ConfigError(f"{where('interval')}: interval must be at least 1s")
     if not 0 <= config.jitter < 1:
-        raise ConfigError(f"{where}: jitter must be a share between 0 and 1, such as 0.1")
+        raise ConfigError(f"{where('jitter')}: jitter must be a share between 0 and 1, such as 0.1")
     if not 0 <= config.events_port <= 65535:
-        raise ConfigError(f"{where}: events-port must be a port (0 to 65535)")
+        raise ConfigError(f"{where('events_port')}: events-port must be a port (0 to 65535)")
     if config.max_deletions is not None and config.max_deletions < 0:
-        raise ConfigError(f"{where}: max-deletions must be 0 or more")
+        raise ConfigError(f"{where('max_deletions')}: max-deletions must be 0 or more")
     if config.allowed_signers and not config.verify_signatures:
-        raise ConfigError(f"{where}: allowed-signers is only used with verify-signatures")
+        raise ConfigError(f"{where('allowed_signers')}: allowed-signers is only used with verify-signatures")
     try:
         split_address(config.listen)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: listen: {exc}") from exc
+        raise ConfigError(f"{where('listen')}: listen: {exc}") from exc
     return config
 
 
@@ -112,30 +122,45 @@ def split_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), number
 
 
-def _read(file: str) -> dict[str, Any]:
-    import yaml
+@dataclass
+class _Settings:
+    """The settings a config file gives, and where each stands in it."""
 
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{file}{at}: not valid YAML") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping of settings such as 'repo: ...'")
-    known = {f.name for f in fields(AgentConfig)}
-    out = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise ConfigError(f"{file}: unknown setting {key!r}; the settings are the agent's long flag names")
-        out[name] = value
-    return out
+    file: str
+    values: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # setting -> (line, column) of its value
+
+    def where(self, key: str) -> str:
+        line, column = self.lines.get(key, (0, 0))
+        return f"{self.file}:{line}:{column}" if line else self.file
+
+    @classmethod
+    def read(cls, file: str) -> _Settings:
+        """The file's settings, read within the manifest's bounds and YAML 1.2's scalars (yamldoc)."""
+        from .. import yamldoc
+
+        text = yamldoc.read(file, WHAT)
+        if isinstance(text, Problem):
+            raise ConfigError(str(text))
+        doc = yamldoc.Document(text, file, what=WHAT, empty_ok=True)
+        if doc.problems:
+            # The first problem in the file: one clear message, the way a flag's is.
+            raise ConfigError(str(min(doc.problems, key=lambda p: (p.line, p.column))))
+        if doc.data is None:
+            return cls(file)
+        if not isinstance(doc.data, dict):
+            raise ConfigError(f"{file}: expected a mapping of settings such as 'repo: ...'")
+        known = {f.name for f in fields(AgentConfig)}
+        settings = cls(file)
+        for key, value in doc.data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                line, column = doc.where((key,), key=True)
+                where = f"{file}:{line}:{column}" if line else file
+                raise ConfigError(f"{where}: unknown setting {key!r}; the settings are the agent's long flag names")
+            settings.values[name] = value
+            settings.lines[name] = doc.where((key,))
+        return settings
 
 
 def _convert(key: str, value: Any, where: str) -> Any:

@@ -103,7 +103,9 @@ class Agent:
         )
         self.webhook = Webhook(config.webhook, self.log) if config.webhook else None
         self._wake = threading.Event()
-        self.events = Events(self.config, self.log, self.request_reconcile, self._wake.set, clock, wall)
+        self.events = Events(
+            self.config, self.log, self.request_reconcile, self._wake.set, clock, wall, observe=observe
+        )
         self._stop = threading.Event()
         self._tickets = threading.Condition()
         self._requested = 0  # reconcile requests taken (control API, events)

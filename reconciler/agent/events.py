@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..backends.base import Backend, EventSource
+from ..backends.http import Observer
 from ..errors import RouterError, RouterUnreachable
 from . import status as st
 from .config import AgentConfig
@@ -43,8 +44,10 @@ class Events:
         wake: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        observe: Observer | None = None,
     ) -> None:
         self.config = config
+        self.observe = observe  # sees every SUBSCRIBE and UNSUBSCRIBE (--trace)
         self.log = log
         self.clock = clock
         self.wall = wall
@@ -115,7 +118,7 @@ class Events:
         from ..backends import gena
 
         try:
-            sub = gena.subscribe(self.url, self.listener.callback, self.config.timeout)
+            sub = gena.subscribe(self.url, self.listener.callback, self.config.timeout, self.observe)
         except RouterUnreachable as exc:
             # Most likely restarting: ask again soon, backing off towards the long retry.
             self._failures += 1
@@ -137,7 +140,7 @@ class Events:
         from ..backends import gena
 
         try:
-            sub = gena.renew(self.url, self.sid, self.config.timeout)
+            sub = gena.renew(self.url, self.sid, self.config.timeout, self.observe)
         except RouterError as exc:
             # 412: the router forgot the SID (it restarted). No answer: the subscription may be
             # gone as well. Either way subscribe afresh and reconcile, rather than trust it.
@@ -177,7 +180,7 @@ class Events:
             from ..backends import gena
 
             with contextlib.suppress(RouterError):  # the router drops it when it runs out anyway
-                gena.unsubscribe(self.url, self.sid, self.config.timeout)
+                gena.unsubscribe(self.url, self.sid, self.config.timeout, self.observe)
         if self.listener is not None:
             self.listener.stop()
         self.listener, self.sid, self.next_renewal, self.subscribed_at = None, "", float("inf"), None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from .. import xmlsafe
 from ..errors import RouterError, RouterProtocolError
 from ..httpserve import BackgroundServer
 from ..numbers import NotANumber, ascii_int
-from .http import HttpClient
+from .http import Exchange, HttpClient, Observer
 
 MAX_EVENT_BYTES = 64 * 1024  # a propertyset of a few variables; miniupnpd's are under 1 KiB
 REQUESTED_SECONDS = 1800  # the spec's recommended minimum; the router may grant less
@@ -59,20 +59,41 @@ class EventListener:
         self._server.stop()
 
 
-def subscribe(event_url: str, callback: str, timeout: float) -> Subscription:
-    return _request("SUBSCRIBE", event_url, timeout, CALLBACK=f"<{callback}>", NT="upnp:event")
+def subscribe(event_url: str, callback: str, timeout: float, observe: Observer | None = None) -> Subscription:
+    """`observe` (--trace) sees the request and its answer, as it sees every SOAP call."""
+    return _request("SUBSCRIBE", event_url, timeout, observe, CALLBACK=f"<{callback}>", NT="upnp:event")
 
 
-def renew(event_url: str, sid: str, timeout: float) -> Subscription:
+def renew(event_url: str, sid: str, timeout: float, observe: Observer | None = None) -> Subscription:
     """Extend `sid`; a router that rebooted has forgotten it and answers 412 (RouterProtocolError)."""
-    return _request("SUBSCRIBE", event_url, timeout, SID=sid)
+    return _request("SUBSCRIBE", event_url, timeout, observe, SID=sid)
 
 
-def unsubscribe(event_url: str, sid: str, timeout: float) -> None:
-    _request("UNSUBSCRIBE", event_url, timeout, SID=sid)
+def unsubscribe(event_url: str, sid: str, timeout: float, observe: Observer | None = None) -> None:
+    _request("UNSUBSCRIBE", event_url, timeout, observe, SID=sid)
 
 
-def _request(method: str, event_url: str, timeout: float, **headers: str) -> Subscription:
+def _request(method: str, event_url: str, timeout: float, observe: Observer | None, **headers: str) -> Subscription:
+    """One GENA request; `observe` sees it once its answer is judged, with the SID (or the refusal) noted."""
+    seen: list[Exchange] = []
+    note = ""
+    try:
+        sub = _ask(method, event_url, timeout, seen.append if observe else None, headers)
+        note = f"SID {sub.sid}" + (f" for {sub.seconds}s" if method == "SUBSCRIBE" else "")
+        return sub
+    except RouterError as exc:
+        note = str(exc)
+        raise
+    finally:
+        # The subscription lives in headers, which the bare exchange does not carry: say what came of it.
+        if observe is not None:
+            for x in seen:
+                observe(replace(x, action="", note=note if x.status is not None else ""))
+
+
+def _ask(
+    method: str, event_url: str, timeout: float, observe: Observer | None, headers: dict[str, str]
+) -> Subscription:
     parts = urlsplit(event_url)
     if parts.scheme != "http" or not parts.hostname:
         raise RouterProtocolError(f"the router's event URL {event_url!r} is not an http:// URL")
@@ -80,7 +101,7 @@ def _request(method: str, event_url: str, timeout: float, **headers: str) -> Sub
         headers["TIMEOUT"] = f"Second-{REQUESTED_SECONDS}"
     # One request by one deadline (a router trickling its answer cannot hold the agent's loop),
     # and a small cap: a subscription's answer has no body worth reading.
-    client = HttpClient(parts.hostname, parts.port or 80, timeout=timeout, max_body=4096)
+    client = HttpClient(parts.hostname, parts.port or 80, timeout=timeout, max_body=4096, observe=observe)
     try:
         resp = client.request(method, parts.path or "/", method, headers=headers)
     finally:

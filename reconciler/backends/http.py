@@ -52,16 +52,22 @@ class Response:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One request and what came of it, as an observer (--trace) sees it."""
+    """One request and what came of it, as an observer (--trace) sees it.
+
+    HTTP to the router (SOAP, descriptions, GENA) is one exchange per request. SSDP is datagrams:
+    each M-SEARCH sent is one exchange with no answer and no error, each answer another, with no
+    bytes sent and `seconds` since its search went out.
+    """
 
     method: str
     url: str
-    action: str  # the SOAP action, "" for a document
+    action: str  # the SOAP action, "" for a document; the search target of an M-SEARCH
     sent: bytes
-    status: int | None  # None: no answer (`error` says why)
+    status: int | None  # None: no answer (`error` says why; without one, a datagram that expects none)
     received: bytes
     seconds: float
     error: str = ""
+    note: str = ""  # what portctl made of the answer, where that is not plain (an SSDP answer's LOCATION)
 
 
 Observer = Callable[[Exchange], None]

@@ -1,8 +1,9 @@
 """--trace: the conversation with the router, as a person reads it, without a packet capture.
 
-A `Tracer` is an `http.Observer`: the HTTP client hands it each exchange once it ends, and it writes
-one header line (method, URL, SOAP action, status, bytes each way, milliseconds) and the two bodies,
-trimmed and made printable, so a hostile or broken answer cannot drive the terminal.
+A `Tracer` is an `http.Observer`: the HTTP client (SOAP, descriptions, GENA subscriptions) and SSDP
+discovery hand it each exchange once it ends, and it writes one header line (method, URL, SOAP
+action or search target, status, bytes each way, milliseconds) and the two bodies, trimmed and made
+printable, so a hostile or broken answer cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ def lines(x: Exchange, body_limit: int = BODY_LIMIT) -> list[str]:
     """The exchange as lines of text: a summary, then what was sent (>) and what came back (<)."""
     action = f" {xmlsafe.printable(x.action, 80)}" if x.action else ""
     ms = f"{x.seconds * 1000:.1f} ms"
-    if x.status is None:
+    if x.status is None and x.error:
         outcome = f"no answer after {ms}: {xmlsafe.printable(x.error, 300)}"
+    elif x.status is None:
+        outcome = f"sent {len(x.sent)} bytes"  # a datagram: its answers, if any, are exchanges of their own
     else:
         outcome = f"HTTP {x.status}, sent {len(x.sent)} bytes, received {len(x.received)} bytes in {ms}"
+    if x.note:
+        outcome += f"; {xmlsafe.printable(x.note, 300)}"
     out = [f"{x.method} {xmlsafe.printable(x.url, 300)}{action}: {outcome}"]
     out += [f"  > {line}" for line in _body(x.sent, body_limit)]
     out += [f"  < {line}" for line in _body(x.received, body_limit)]
