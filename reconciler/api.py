@@ -66,12 +66,18 @@ def connect(
             clock=stamp,
         )
 
-    backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh)
+    backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh, observe)
     backend.learned = cache.learned(backend.info.identity, stamp())
     return backend
 
 
-def _discovered(cache: Cache, backend_at: Callable[..., Backend], discovery_timeout: float, fresh: bool) -> Backend:
+def _discovered(
+    cache: Cache,
+    backend_at: Callable[..., Backend],
+    discovery_timeout: float,
+    fresh: bool,
+    observe: Observer | None,
+) -> Backend:
     from . import discovery
 
     network = discovery.network_key()
@@ -81,7 +87,7 @@ def _discovered(cache: Cache, backend_at: Callable[..., Backend], discovery_time
             return backend_at(str(remembered.get("location")), fresh=False)
         except RouterError:
             cache.put("networks", network, None)  # gone or moved: ask the network again
-    answers = discovery.discover(discovery_timeout, first=True)
+    answers = discovery.discover(discovery_timeout, first=True, observe=observe)
     if not answers:
         raise DiscoveryError(
             f"no Internet Gateway Device answered SSDP within {discovery_timeout:g}s; "

@@ -106,3 +106,13 @@ def test_discover_trace_shows_each_search_and_each_answer(odd_lab: routerlab.Lab
     assert all(target in discovery.SEARCH_TARGETS for _h, _p, target, _l in answers)
     assert f"trace: GET {odd_lab.url}: HTTP 200" in r.stderr  # and the description that followed
     assert "trace:" not in r.stdout
+
+
+def test_plan_trace_shows_the_search_that_found_the_router(odd_lab: routerlab.Lab, tmp_path: str) -> None:
+    """With no router given, `plan --trace` shows the M-SEARCH that found it (the cache is empty:
+    nothing remembered the router's location), then the SOAP conversation."""
+    r = odd_lab.portctl("plan", write(tmp_path, MANIFEST), "--trace", "--no-color", router=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"trace: M-SEARCH udp://{routerlab.ROUTER_LAN_IP}:1900 " in r.stderr
+    assert f"LOCATION {odd_lab.url}" in r.stderr
+    assert "trace: POST " in r.stderr and "GetExternalIPAddress" in r.stderr
