@@ -117,6 +117,14 @@ def remember(backend: Backend, cache: Cache) -> None:
         cache.remember(backend.info.identity, backend.learned, backend.info.description)
 
 
+def relearn(backend: Backend, cache: Cache, now: float) -> None:
+    """Keep what `backend` learned, then take up the cache's lessons as they stand now: what a
+    `portctl forget` dropped meanwhile is forgotten here too, and what another run learned is known
+    (a long-lived connection, the agent's, calls this before each pass)."""
+    remember(backend, cache)
+    backend.learned = cache.learned(backend.info.identity, now)
+
+
 def read(backend: Backend, cache: Cache | None = None) -> Facts:
     """The table, and the ownership store that says which of its rows are whose (`owners`)."""
     return Facts(backend, backend.list_mappings(), owners(backend, cache))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import api, lock, renewal
+from reconciler import api, lock, quirks, renewal
 from reconciler import manifest as manifest_module
 from reconciler.agent import status as st
 from reconciler.agent.control import ControlServer
@@ -156,3 +156,23 @@ def test_a_wan_connection_that_does_not_answer_is_not_taken_for_connected() -> N
         backend = api.connect(server.url, Cache.from_env(), timeout=ROUTER_TIMEOUT)
         assert backend.info.external_ip == PROFILES["two-wan"].external_ip
         assert dead.calls["GetStatusInfo"] >= 1
+
+
+def test_a_forget_run_beside_the_agent_is_forgotten_by_its_next_pass(tmp_path: Any) -> None:
+    """The agent keeps one connection, and with it what the router taught. A `portctl forget` run
+    by hand meanwhile must count: the next pass asks the router again instead of planning from the
+    lesson the user dropped (and learns it again, as the router still refuses)."""
+    with EmulatorServer(Router(PROFILES["permanent-only"])) as server:
+        path = write(str(tmp_path / "mappings.yaml"), manifest(("web", 8080, 80), lease="1h"))
+        run = Driven(path, server, settle=0)
+        refused = run.agent.reconcile()
+        assert refused.result == "failed" and "portctl forget permanent-only" in refused.message
+        asked = server.router.calls["AddPortMapping"]
+        assert asked >= 1
+        assert run.agent.reconcile().result == "failed"
+        assert server.router.calls["AddPortMapping"] == asked  # planned from the lesson: not asked again
+
+        assert main(["forget", "permanent-only", "--router", server.url]) == 0
+        assert run.agent.reconcile().result == "failed"
+        assert server.router.calls["AddPortMapping"] > asked  # the router was asked again
+        assert quirks.Quirk.PERMANENT_ONLY in Cache.from_env().learned(server.udn).quirks  # and taught it again

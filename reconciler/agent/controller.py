@@ -380,6 +380,7 @@ class Agent:
             return self._converge_locked(manifest, backend)
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
+        api.relearn(backend, self.cache, self.wall())  # `portctl forget` may have run since the last pass
         facts = api.read(backend, self.cache)
         plan = api.plan(
             manifest,
