@@ -1,11 +1,11 @@
 """Failures of PCP and NAT-PMP exchanges, as part of portctl's tree (reconciler.errors).
 
-    RouterError
-    ├── RouterTimeout               (reconciler.errors) no matching answer by the deadline
-    ├── RouterProtocolError
-    │   └── MalformedAnswer         a datagram that is no valid answer to the request, and why
-    ├── UnsupportedVersion          the server does not speak PCP version 2: use NAT-PMP
-    └── ResultError                 a well-formed answer with a result code other than SUCCESS
+RouterError
+├── RouterTimeout               (reconciler.errors) no matching answer by the deadline
+├── RouterProtocolError
+│   └── MalformedAnswer         a datagram that is no valid answer to the request, and why
+├── UnsupportedVersion          the server does not speak PCP version 2: use NAT-PMP
+└── ResultError                 a well-formed answer with a result code other than SUCCESS
 """
 
 from __future__ import annotations
