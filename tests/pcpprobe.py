@@ -8,6 +8,7 @@ they run portctl itself.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from typing import Any
@@ -29,6 +30,7 @@ def probe(args: dict[str, Any]) -> dict[str, Any]:
                 lifetime=args["lifetime"],
                 suggested_external_port=args.get("external_port", 0),
                 prefer_failure=args.get("prefer_failure", False),
+                third_party=ipaddress.ip_address(args["third_party"]) if args.get("third_party") else None,
             )
             try:
                 answer = client.pcp(request)

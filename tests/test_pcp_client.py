@@ -6,14 +6,17 @@ through a handler; waiting for an answer moves the virtual clock instead of slee
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from reconciler.backends.pcp import wire
-from reconciler.backends.pcp.client import Client
+from reconciler.backends.pcp.client import Client, udp_socket
 from reconciler.backends.pcp.errors import MalformedAnswer, UnsupportedVersion
 from reconciler.errors import RouterTimeout, RouterUnreachable
 
@@ -207,3 +210,28 @@ def test_closing_releases_the_socket() -> None:
     with client:
         pass
     assert gateway.closed
+
+
+def test_a_real_udp_socket_on_loopback_completes_an_exchange() -> None:
+    """The default socket factory works end to end: bound to the source asked for, connected to the
+    gateway, answered by a server thread on loopback."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(60)
+    port = server.getsockname()[1]
+
+    def answer_once() -> None:
+        data, peer = server.recvfrom(100)
+        server.sendto(bytes([2, 0x80 | data[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 77]) + bytes(12), peer)
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    factory = functools.partial(udp_socket, source="127.0.0.1")
+    try:
+        with Client("127.0.0.1", port=port, socket_factory=factory) as client:
+            assert client.local_address == ipaddress.IPv4Address("127.0.0.1")
+            answer = client.pcp(wire.AnnounceRequest(client.local_address))
+        assert (answer.response.opcode, answer.response.epoch) == (wire.Opcode.ANNOUNCE, 77)
+    finally:
+        thread.join(60)
+        server.close()

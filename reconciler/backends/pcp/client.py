@@ -65,11 +65,17 @@ Jitter = Callable[[], float]
 R = TypeVar("R")
 
 
-def udp_socket(host: str, port: int) -> DatagramSocket:
-    """A UDP socket connected to host:port, so the kernel also drops datagrams from anyone else."""
+def udp_socket(host: str, port: int, source: str = "") -> DatagramSocket:
+    """A UDP socket connected to host:port, so the kernel also drops datagrams from anyone else.
+
+    `source` binds the local address first: a host with several IPv6 addresses must send from the
+    one a mapping is for (bind it with functools.partial for the socket factory).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if source:
+            sock.bind((source, 0))
         sock.connect((host, port))
     except OSError:
         sock.close()
