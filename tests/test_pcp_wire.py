@@ -239,6 +239,12 @@ def test_natpmp_answers_decode_every_field() -> None:
     )
 
 
+def test_natpmp_address_of_a_refusal_is_ignored() -> None:
+    """A refused external-address request gives no address, whatever its bytes say (RFC 6886 3.2)."""
+    refused = wire.decode_natpmp(bytes.fromhex("00 80 0003 00000010 0b162101"), wire.ExternalAddressRequest())
+    assert (refused.result_name, refused.external_address) == ("NETWORK_FAILURE", None)
+
+
 def test_natpmp_refusal_may_be_the_header_alone() -> None:
     """An 8-byte refusal decodes with its result named; raise_for_result raises it."""
     tcp = wire.NatPmpMapRequest(wire.IpProtocol.TCP, 8080, 7200)

@@ -387,7 +387,9 @@ def decode_natpmp(data: bytes, request: NatPmpRequest) -> NatPmpResponse:
         raise MalformedAnswer("NAT-PMP", f"{len(data)} bytes; a {opcode.name} answer has {full.size}")
     if opcode == NatPmpOpcode.EXTERNAL_ADDRESS:
         raw = _NATPMP_ADDRESS.unpack(data)[4]
-        return NatPmpResponse(opcode, result, epoch, external_address=ipaddress.IPv4Address(raw))
+        # RFC 6886 section 3.2: the address is undefined unless the result is SUCCESS.
+        address = ipaddress.IPv4Address(raw) if result == NatPmpResult.SUCCESS else None
+        return NatPmpResponse(opcode, result, epoch, external_address=address)
     assert isinstance(request, NatPmpMapRequest)
     *_, internal_port, external_port, lifetime = _NATPMP_MAPPED.unpack(data)
     if internal_port != request.internal_port:
