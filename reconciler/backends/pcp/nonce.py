@@ -1,0 +1,88 @@
+"""Each PCP mapping's nonce, and the descriptions miniupnpd gives PCP and NAT-PMP mappings.
+
+PCP lets only the holder of a mapping's nonce renew or delete it (another nonce gets NOT_AUTHORIZED),
+and no router lists PCP mappings. So the nonce is derived, not stored: an HMAC of the mapping's
+owner, name, protocol and internal port under a secret kept in the cache directory. The same
+mapping always gets the same nonce, a restarted portctl recognises its own mappings, and nobody
+without the secret can forge one to delete them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+import tempfile
+from typing import Literal
+
+from reconciler.errors import PortctlError
+
+from .wire import NONCE_SIZE
+
+SECRET_FILE = "pcp-secret"
+SECRET_SIZE = 32
+_CONTEXT = b"portctl PCP nonce v1\0"
+
+
+class SecretError(PortctlError):
+    """The nonce secret cannot be read or made; without it portctl cannot recognise its PCP mappings."""
+
+
+def load_secret(directory: str) -> bytes:
+    """The secret in `directory`, made on first use: random, mode 0600, and created atomically, so
+    two portctl processes starting at once end up with the same secret."""
+    path = os.path.join(directory, SECRET_FILE)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not os.path.exists(path):
+            _create(directory, path)
+        with open(path, "rb") as f:
+            secret = f.read(SECRET_SIZE + 1)
+    except OSError as exc:
+        raise SecretError(f"{path}: cannot read or create the PCP nonce secret: {exc.strerror or exc}") from exc
+    if len(secret) != SECRET_SIZE:
+        raise SecretError(
+            f"{path}: the PCP nonce secret has {len(secret)} bytes, not {SECRET_SIZE}; "
+            "restore it from a backup (a new one would orphan every PCP mapping made with the old one)"
+        )
+    return secret
+
+
+def _create(directory: str, path: str) -> None:
+    # Written in full under a temporary name, then linked into place: link fails if another process
+    # got there first, and then its secret stands. Nobody ever reads a half-written secret.
+    fd, tmp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", dir=directory)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(SECRET_SIZE))
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def mapping_nonce(secret: bytes, owner: str, name: str, protocol: str, internal_port: int) -> bytes:
+    """The 96-bit nonce of the mapping (owner, name, protocol, internal port)."""
+    identity = json.dumps([owner, name, protocol.upper(), internal_port]).encode()
+    return hmac.new(secret, _CONTEXT + identity, hashlib.sha256).digest()[:NONCE_SIZE]
+
+
+def miniupnpd_description(nonce: bytes, byteorder: Literal["little", "big"] = "little") -> str:
+    """How miniupnpd describes a PCP mapping in its UPnP table: `PCP MAP ` and the nonce as three
+    32-bit words, each printed in the router's own byte order (little on x86 and most ARM/MIPS-el
+    routers, big on big-endian MIPS)."""
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError(f"a PCP nonce has {NONCE_SIZE} bytes, not {len(nonce)}")
+    words = struct.unpack("<3I" if byteorder == "little" else ">3I", nonce)
+    return "PCP MAP " + "".join(f"{word:08x}" for word in words)
+
+
+def natpmp_description(external_port: int, protocol: str) -> str:
+    """How miniupnpd describes a NAT-PMP mapping in its UPnP table (by the external port granted)."""
+    return f"NAT-PMP {external_port} {protocol.lower()}"
