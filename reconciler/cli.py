@@ -479,7 +479,17 @@ def _emulate(args: argparse.Namespace) -> int:
         raise PortctlError(f"no emulator profile {args.profile!r}; the profiles are: {', '.join(PROFILES)}")
     try:
         server = EmulatorServer(Router(PROFILES[args.profile], igd_version=args.igd), host=args.host, port=args.port)
-        ssdp = SsdpResponder(server.url, server.udn, args.host, PROFILES[args.profile].ssdp) if args.ssdp else None
+        ssdp = (
+            SsdpResponder(
+                server.url,
+                server.udn,
+                args.host,
+                PROFILES[args.profile].ssdp,
+                boot_id=lambda: server.router.boot_id,
+            )
+            if args.ssdp
+            else None
+        )
     except OSError as exc:
         raise PortctlError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     version = server.router.igd_version
@@ -568,6 +578,12 @@ def _status_text(doc: dict[str, Any]) -> str:
         f"router:    {doc['router'] or '(not connected)'}",
         f"events:    {'subscribed' if doc.get('events', {}).get('subscribed') else 'polling'}",
     ]
+    boot = doc.get("routerBoot") or {}
+    if boot.get("since") or boot.get("bootId") is not None:
+        booted = f"since {boot['since']}" if boot.get("since") else "at an unknown moment"
+        lines.append(f"booted:    {booted}" + (f", BOOTID {boot['bootId']}" if boot.get("bootId") is not None else ""))
+    if boot.get("restarts"):
+        lines.append(f"restarts:  {boot['restarts']}, last at {boot['lastRestart']} ({boot['lastRestartCause']})")
     if doc["suspended"]:
         lines.append("SUSPENDED: the router is not kept converged")
     for c in doc["conditions"]:

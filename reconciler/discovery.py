@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import xmlsafe
+from .boot import BOOT_ID_LIMIT
 from .numbers import NotANumber, ascii_int
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Answer:
     server: str  # as the router sent it, made printable
     source: str
     config_id: str = ""  # CONFIGID.UPNP.ORG: changes whenever the router's description does
+    boot_id: int | None = None  # BOOTID.UPNP.ORG: changes whenever the router restarts (None: not given)
 
 
 def m_search(target: str, mx: int = 1) -> bytes:
@@ -112,7 +114,45 @@ def judge_reply(
         xmlsafe.printable(headers.get("server", ""), 200),
         source,
         config_id,
+        boot_id(headers.get("bootid.upnp.org", "")),
     )
+
+
+def boot_id(text: str) -> int | None:
+    """A BOOTID.UPNP.ORG header's value: a non-negative 31-bit integer in ASCII digits, else None
+    (optional before UDA 1.1; a value that is not one is read as absent, never as a restart)."""
+    try:
+        value = ascii_int(text, max_digits=10)
+    except NotANumber:
+        return None
+    return value if value < BOOT_ID_LIMIT else None
+
+
+def ask_boot_id(host: str, location: str, *, port: int = SSDP_ADDR[1], timeout: float = 1.0) -> int | None:
+    """The BOOTID the IGD at `location` gives now, asked by one unicast M-SEARCH to `host`; None when
+    it gives none or does not answer within `timeout`. Only an answer from `host` whose LOCATION names
+    the same host and port as `location` counts."""
+    want = urlsplit(location).netloc
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
+        try:
+            for target in SEARCH_TARGETS:
+                sock.sendto(m_search(target), (host, port))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                data, (source, _) = sock.recvfrom(MAX_REPLY + 1)
+                start, headers = parse_message(data[:MAX_REPLY])
+                # The LOCATION is compared, never followed: the router is known already.
+                if (
+                    source == host
+                    and start.startswith("HTTP/1.1 200")
+                    and headers.get("st") in SEARCH_TARGETS
+                    and urlsplit(headers.get("location", "")).netloc == want
+                ):
+                    return boot_id(headers.get("bootid.upnp.org", ""))
+        except (OSError, ValueError):  # timed out, no route, a LOCATION urlsplit refuses: unknown this time
+            return None
+    return None
 
 
 def _routes(route_table: str | None) -> list[list[str]]:
