@@ -15,6 +15,10 @@ router that restarted quickly can show more uptime than at the last reading).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .durations import format_duration
 
 UPTIME_GRAIN = 1.0  # routers count uptime (and epochs) in whole seconds
 BOOT_ID_LIMIT = 2**31  # UDA 1.1 section 1.2.2: BOOTID.UPNP.ORG is a non-negative 31-bit integer
@@ -63,3 +67,28 @@ def restarted(before: Boot | None, now: Boot | None) -> str:
     if before.latest is not None and now.earliest is not None and now.earliest > before.latest:
         return f"its {now.source or 'uptime'} went back"
     return ""
+
+
+@dataclass(frozen=True)
+class Booted:
+    """The router's boot as `portctl show` reports it: its uptime read at `now` (wall clock) and its boot id."""
+
+    uptime: int | None
+    now: float
+    boot_id: int | None = None
+
+    @property
+    def since(self) -> str | None:
+        """The boot moment in UTC, to the second; None when the router does not give its uptime."""
+        if self.uptime is None:
+            return None
+        moment = datetime.fromtimestamp(self.now - self.uptime, UTC)
+        return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def text(self) -> str:
+        up = f"up {format_duration(self.uptime)}, since {self.since}" if self.uptime is not None else "uptime unknown"
+        return up + (f", BOOTID {self.boot_id}" if self.boot_id is not None else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """`show --format json`'s "boot": uptime_seconds, since (UTC, ISO 8601) and boot_id, each null when unknown."""
+        return {"uptime_seconds": self.uptime, "since": self.since, "boot_id": self.boot_id}
