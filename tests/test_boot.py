@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
+import time
+from datetime import datetime
+from typing import Any
+
 import pytest
 
 from reconciler import discovery
 from reconciler.boot import Boot, Booted, restarted
+from reconciler.emulator import EmulatorServer, Router
+from reconciler.emulator.ssdp import SsdpResponder
+from tests.agenthelp import DEADLINE, Clock
+from tests.helpers import portctl
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
@@ -82,3 +93,39 @@ def test_bootid_is_read_strictly_from_an_msearch_answer(header: str, expected: i
 def test_show_says_since_when_the_router_is_up(booted: Booted, text: str, doc: dict[str, object]) -> None:
     """The boot moment is the wall clock minus the uptime, in UTC; BOOTID when the router gives one."""
     assert (booted.text(), booted.to_json()) == (text, doc)
+
+
+def test_the_boot_id_is_asked_of_the_router_itself(tmp_path: Any) -> None:
+    """A unicast M-SEARCH to the router gets its BOOTID; an answer naming another LOCATION does not count,
+    and a host with nothing on the SSDP port is unknown at once, not after the whole wait."""
+    boot = [4]
+    location = "http://127.0.0.1:5000/rootDesc.xml"
+    with contextlib.ExitStack() as stack:
+        ssdp = SsdpResponder(location, "uuid:x", "127.0.0.1", port=0, boot_id=lambda: boot[0]).start()
+        stack.callback(ssdp.stop)
+        other = SsdpResponder("http://127.0.0.1:5001/rootDesc.xml", "uuid:y", "127.0.0.1", port=0).start()
+        stack.callback(other.stop)
+        assert discovery.ask_boot_id("127.0.0.1", location, port=ssdp.port, timeout=DEADLINE) == 4
+        boot[0] = 5
+        assert discovery.ask_boot_id("127.0.0.1", location, port=ssdp.port, timeout=DEADLINE) == 5
+        assert discovery.ask_boot_id("127.0.0.1", location, port=other.port, timeout=0.5) is None
+        closed = other.port
+    started = time.monotonic()
+    assert discovery.ask_boot_id("127.0.0.1", location, port=closed, timeout=DEADLINE) is None
+    assert time.monotonic() - started < DEADLINE  # refused, not timed out
+
+
+def test_show_reports_since_when_the_router_is_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """`portctl show` gives the router's uptime and the UTC moment it booted, in text and in JSON."""
+    clock = Clock()
+    with EmulatorServer(Router(clock=clock)) as server:
+        clock.advance(3 * 3600 + 12 * 60)
+        before = time.time()
+        doc = json.loads(portctl(capsys, "show", "--router", server.url, "--json").out)
+        after = time.time()
+        text = portctl(capsys, "show", "--router", server.url, "--no-color").out
+    boot = doc["boot"]
+    assert (boot["uptime_seconds"], boot["boot_id"]) == (11520, None)
+    since = datetime.fromisoformat(boot["since"]).timestamp()
+    assert before - 11520 - 1 <= since <= after - 11520
+    assert re.search(r"^Booted: up 3h12m, since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.M), text
