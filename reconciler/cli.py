@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .api import Facts
     from .backends.base import Backend
     from .backends.http import Observer
+    from .boot import Booted
     from .cache import Cache
     from .models import Plan
 
@@ -376,6 +378,7 @@ def _show(args: argparse.Namespace) -> int:
     m = manifest.load(args.file, cache) if args.file else None
     with _session(args, cache, api.router_url(args.router, m)) as backend:
         facts = api.read(backend, cache)
+        booted = _booted(backend)
     table = facts.table
     owned = diff.owned_rows(m, table, backend.learned, facts.store) if m else {}
     if args.format == "json":
@@ -383,13 +386,28 @@ def _show(args: argparse.Namespace) -> int:
         doc = {
             "format_version": plancodec.FORMAT_VERSION,
             "router": plancodec.router_json(backend.info),
+            "boot": booted.to_json(),
             "learned": backend.learned.to_json(),
             "mappings": rows,
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(render.table_text(backend.info, table, owned, _style(args), backend.learned))
+        print(render.table_text(backend.info, table, owned, _style(args), backend.learned, booted))
     return EXIT_OK
+
+
+def _booted(backend: Backend) -> Booted:
+    """Since when the router has been up and its boot id, as far as it says; unknown is not an error here."""
+    from .boot import Booted
+    from .errors import RouterError
+
+    try:
+        uptime = backend.uptime()
+    except RouterError:
+        uptime = None
+    if uptime is not None and not 0 <= uptime < 2**32:
+        uptime = None
+    return Booted(uptime, time.time(), backend.boot_id())
 
 
 def _forget(args: argparse.Namespace) -> int:
@@ -433,7 +451,7 @@ def _discover(args: argparse.Namespace) -> int:
             info: dict[str, Any] = plancodec.router_json(backend.info)
         except RouterError as exc:
             info = {"location": a.location, "error": str(exc)}
-        rows.append(info)
+        rows.append({**info, "boot_id": a.boot_id})
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -443,7 +461,8 @@ def _discover(args: argparse.Namespace) -> int:
             print(f"{r['location']}: {r['error']}")
         else:
             what = f"{r['friendly_name']} (IGD v{r['igd_version']}), {r['service_type']}"
-            print(f"{r['location']}: {what}, external IP {r['external_ip'] or 'unknown'}")
+            boot = f", BOOTID {r['boot_id']}" if r["boot_id"] is not None else ""
+            print(f"{r['location']}: {what}, external IP {r['external_ip'] or 'unknown'}{boot}")
     return EXIT_OK if rows else EXIT_ERROR
 
 
@@ -479,7 +498,17 @@ def _emulate(args: argparse.Namespace) -> int:
         raise PortctlError(f"no emulator profile {args.profile!r}; the profiles are: {', '.join(PROFILES)}")
     try:
         server = EmulatorServer(Router(PROFILES[args.profile], igd_version=args.igd), host=args.host, port=args.port)
-        ssdp = SsdpResponder(server.url, server.udn, args.host, PROFILES[args.profile].ssdp) if args.ssdp else None
+        ssdp = (
+            SsdpResponder(
+                server.url,
+                server.udn,
+                args.host,
+                PROFILES[args.profile].ssdp,
+                boot_id=lambda: server.router.boot_id,
+            )
+            if args.ssdp
+            else None
+        )
     except OSError as exc:
         raise PortctlError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     version = server.router.igd_version
@@ -568,6 +597,12 @@ def _status_text(doc: dict[str, Any]) -> str:
         f"router:    {doc['router'] or '(not connected)'}",
         f"events:    {'subscribed' if doc.get('events', {}).get('subscribed') else 'polling'}",
     ]
+    boot = doc.get("routerBoot") or {}
+    if boot.get("since") or boot.get("bootId") is not None:
+        booted = f"since {boot['since']}" if boot.get("since") else "at an unknown moment"
+        lines.append(f"booted:    {booted}" + (f", BOOTID {boot['bootId']}" if boot.get("bootId") is not None else ""))
+    if boot.get("restarts"):
+        lines.append(f"restarts:  {boot['restarts']}, last at {boot['lastRestart']} ({boot['lastRestartCause']})")
     if doc["suspended"]:
         lines.append("SUSPENDED: the router is not kept converged")
     for c in doc["conditions"]:

@@ -4,9 +4,11 @@ Device per duplicate answer."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import xmlsafe
+from .boot import BOOT_ID_LIMIT
 from .numbers import NotANumber, ascii_int
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
 )
 MAX_REPLY = 2048
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux's value; the socket module does not export it
 ROUTE_TABLE = "/proc/net/route"  # the kernel's IPv4 routes, of this network namespace
 
 
@@ -37,6 +41,7 @@ class Answer:
     server: str  # as the router sent it, made printable
     source: str
     config_id: str = ""  # CONFIGID.UPNP.ORG: changes whenever the router's description does
+    boot_id: int | None = None  # BOOTID.UPNP.ORG: changes whenever the router restarts (None: not given)
 
 
 def m_search(target: str, mx: int = 1) -> bytes:
@@ -112,7 +117,50 @@ def judge_reply(
         xmlsafe.printable(headers.get("server", ""), 200),
         source,
         config_id,
+        boot_id(headers.get("bootid.upnp.org", "")),
     )
+
+
+def boot_id(text: str) -> int | None:
+    """A BOOTID.UPNP.ORG header's value: a non-negative 31-bit integer in ASCII digits, else None
+    (optional before UDA 1.1; a value that is not one is read as absent, never as a restart)."""
+    try:
+        value = ascii_int(text, max_digits=10)
+    except NotANumber:
+        return None
+    return value if value < BOOT_ID_LIMIT else None
+
+
+def ask_boot_id(host: str, location: str, *, port: int = SSDP_ADDR[1], timeout: float = 1.0) -> int | None:
+    """The BOOTID the IGD at `location` gives now, asked by one unicast M-SEARCH to `host`; None when
+    it gives none or does not answer within `timeout`. Only an answer from `host` whose LOCATION names
+    the same host and port as `location` counts."""
+    want = urlsplit(location).netloc
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
+        if sys.platform == "linux":
+            # A host with nothing on the SSDP port answers ICMP port unreachable: with IP_RECVERR the
+            # unconnected socket reports it at once, instead of the search waiting its whole timeout.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        try:
+            for target in SEARCH_TARGETS:
+                sock.sendto(m_search(target), (host, port))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                data, (source, _) = sock.recvfrom(MAX_REPLY + 1)
+                start, headers = parse_message(data[:MAX_REPLY])
+                # The LOCATION is compared, never followed: the router is known already.
+                if (
+                    source == host
+                    and start.startswith("HTTP/1.1 200")
+                    and headers.get("st") in SEARCH_TARGETS
+                    and urlsplit(headers.get("location", "")).netloc == want
+                ):
+                    return boot_id(headers.get("bootid.upnp.org", ""))
+        except (OSError, ValueError):  # timed out, no route, a LOCATION urlsplit refuses: unknown this time
+            return None
+    return None
 
 
 def _routes(route_table: str | None) -> list[list[str]]:

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from typing import Any
 
 from . import ownership
+from .boot import Booted
 from .durations import format_duration
 from .models import Action, Adaptation, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
 from .plancodec import FORMAT_VERSION, sensitive
@@ -178,9 +179,13 @@ def table_text(
     owned: Collection[MappingKey],
     style: Style,
     learned: Learned | None = None,
+    booted: Booted | None = None,
 ) -> str:
     """The router's table; the rows at `owned` keys are marked as the manifest's owner's."""
-    out = [router_line(info), ""]
+    out = [router_line(info)]
+    if booted is not None:
+        out.append(f"Booted: {booted.text()}")
+    out.append("")
     if learned and learned.quirks:
         out.append("Learned about this router (portctl plans for it):")
         for quirk, lesson in learned.quirks.items():

@@ -20,6 +20,7 @@ from reconciler.agent.config import AgentConfig
 from reconciler.agent.control import ControlServer
 from reconciler.agent.controller import Agent
 from reconciler.agent.logs import JsonLog
+from reconciler.backends.base import Backend
 from reconciler.emulator import EmulatorServer
 from tests.routerlab import wait_for
 
@@ -163,6 +164,7 @@ class Driven:
         clock: Clock | None = None,
         *,
         share_clock: bool = True,
+        connect: Callable[..., Backend] | None = None,
         **settings: Any,
     ) -> None:
         self.logs = io.StringIO()
@@ -172,7 +174,8 @@ class Driven:
         settings = {"events": False, "timeout": ROUTER_TIMEOUT, **settings}
         source: dict[str, Any] = {"manifest": path} if path else {}
         config = AgentConfig(router=router.url, **source, **settings)
-        self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock)
+        extra: dict[str, Any] = {"connect": connect} if connect else {}
+        self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock, **extra)
 
     def run_until(self, done: Callable[[], bool], within: float, what: str = "the condition") -> float:
         """Turn the loop, moving the clock to each wake-up, until `done()`; fails if that takes more

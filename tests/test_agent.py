@@ -18,9 +18,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from reconciler import api
 from reconciler.agent.config import AgentConfig
 from reconciler.agent.control import ControlServer, call
 from reconciler.emulator import EmulatorServer, Router
+from reconciler.emulator.ssdp import SsdpResponder
 from reconciler.errors import PortctlError
 from reconciler.models import MappingKey, Protocol
 from reconciler.ownership import is_owned
@@ -170,7 +172,72 @@ def test_a_router_restart_is_noticed_and_the_table_restored(
     took = run.run_until(lambda: ports(emulator) == {8080, 2222}, 1, "the table to be restored after the reboot")
     assert took <= 1
     assert run.passes() == passes + 1
+    said = [e for e in run.log_lines() if e["msg"].startswith("router restarted:")]
+    assert [e["msg"] for e in said] == ["router restarted: 2 owned mappings restored"]
+    assert said[0]["cause"] == "its uptime went back"
+    assert run.metric("portctl_router_restarts_total") == 1
+    assert run.condition("Ready") == ("True", "RouterRestarted")
+    boot = run.agent.status.to_json()["routerBoot"]
+    assert (boot["restarts"], boot["lastRestartCause"]) == (1, "its uptime went back")
+    run.run_for(300 * 1.1)  # the next pass: an ordinary one again
     assert run.condition("Ready") == OK
+    assert run.metric("portctl_router_restarts_total") == 1
+
+
+def test_only_the_owned_mappings_a_restart_took_are_counted_as_restored(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """A mapping the router kept is not restored, a foreign one re-added by its app stays as it is: N counts
+    only the owned mappings the pass wrote again."""
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200), ("dns", 5353, 53)))
+    run = driven(repo, emulator, tmp_path, interval=300, watch=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    run.run_for(5)
+    kept = next(e for e in emulator.router.rows() if e.external_port == 5353)
+    emulator.reboot()
+    # The router kept one mapping (from its lease file, say), and another app put its own back.
+    emulator.router.add(5353, "TCP", kept.internal_client, kept.internal_port, kept.description)
+    emulator.router.add(3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+    foreign = [e for e in snapshot(emulator) if e[0] == 3074]
+    run.run_until(lambda: ports(emulator) == {8080, 2222, 5353, 3074}, 1, "the restored table")
+    assert [e["msg"] for e in run.log_lines() if e["msg"].startswith("router restarted:")] == [
+        "router restarted: 2 owned mappings restored"
+    ]
+    assert [e for e in snapshot(emulator) if e[0] == 3074] == foreign
+
+
+def test_a_new_bootid_is_a_restart_though_the_uptime_went_on(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """A router whose uptime did not go back but whose SSDP BOOTID changed has restarted: its table is restored
+    at the next check, long before the interval, and the log names the BOOTID."""
+    ssdp = SsdpResponder(emulator.url, emulator.udn, "127.0.0.1", port=0, boot_id=lambda: emulator.router.boot_id)
+    ssdp.start()
+
+    def connect(*args: Any, **kw: Any) -> Any:
+        backend = api.connect(*args, **kw)
+        backend.ssdp_port = ssdp.port  # type: ignore[attr-defined]  # the responder's loopback port
+        return backend
+
+    try:
+        repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
+        run = driven(repo, emulator, tmp_path, interval=300, watch=1, connect=connect)
+        run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+        assert run.agent.status.to_json()["routerBoot"]["bootId"] == 1
+        run.run_for(5)
+        emulator.reboot(uptime_kept=True)
+        took = run.run_until(lambda: ports(emulator) == {8080, 2222}, 1, "the table restored after the new BOOTID")
+    finally:
+        ssdp.stop()
+    assert took <= 1
+    said = [e for e in run.log_lines() if e["msg"].startswith(("the router restarted", "router restarted"))]
+    assert [e["msg"] for e in said] == [
+        "the router restarted (its BOOTID went from 1 to 2); checking its table",
+        "router restarted: 2 owned mappings restored",
+    ]
+    assert run.metric("portctl_router_restarts_total") == 1
+    assert run.condition("Ready") == ("True", "RouterRestarted")
+    assert run.agent.status.to_json()["routerBoot"]["bootId"] == 2
 
 
 def test_a_new_wan_address_triggers_a_reconcile(repo: GitRepo, emulator: EmulatorServer, tmp_path: Any) -> None:
@@ -261,7 +328,7 @@ def test_an_empty_manifest_does_not_prune_everything_unless_allowed(
 
 def test_the_router_going_away_is_reported_and_backed_off(repo: GitRepo, tmp_path: Any) -> None:
     """An unreachable router turns Ready False with RouterUnreachable; the mappings come back within an
-    interval of its return."""
+    interval of its return, and the pass says the router restarted meanwhile (though the connection is new)."""
     router = Router()
     first = EmulatorServer(router).start()
     port = int(first.url.split(":")[2].split("/")[0])
@@ -274,7 +341,9 @@ def test_the_router_going_away_is_reported_and_backed_off(repo: GitRepo, tmp_pat
     back = EmulatorServer(router, port=port).start()
     try:
         run.run_until(lambda: ports(back) == {8080}, 5 * 1.1, "the mapping after the router came back")
-        assert run.condition("Ready") == OK
+        assert run.condition("Ready") == ("True", "RouterRestarted")
+        assert "router restarted: 1 owned mapping restored" in [e["msg"] for e in run.log_lines()]
+        assert run.metric("portctl_router_restarts_total") == 1
     finally:
         back.stop()
 

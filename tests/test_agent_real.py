@@ -179,26 +179,38 @@ def test_a_deletion_by_another_client_is_healed_within_seconds_by_events(
 def test_a_router_restart_with_an_empty_table_is_recovered_within_one_interval(
     fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
 ) -> None:
-    """miniupnpd killed: RouterUnreachable while it is down; restarted empty: every owned mapping is back in time."""
+    """miniupnpd killed: RouterUnreachable while it is down; restarted empty: every owned mapping is back in time,
+    and the agent says the router restarted (log line, metric, condition), though its connection was new."""
     lab = fresh
     repo = GitRepo(str(tmp_path / "homelab"))
+    lab.add_foreign(3074, "UDP", "Xbox Live")
     repo.commit(manifest(("web", 18080, 8002), ("ssh", 12222, 8002), client=LAN_IP))
     interval = 10
     a = RunningAgent(lab, repo, str(tmp_path), "--interval", f"{interval}s", "--no-events")
     agent.append(a)
     a.wait_ready("True", "ReconciliationSucceeded")
+    boot = a.status()["routerBoot"]
+    assert boot["bootId"] is not None and boot["since"], boot  # miniupnpd answers SSDP with BOOTID.UPNP.ORG
     lab.stop_router()
     a.wait_ready("False", "RouterUnreachable", timeout=60)
     lab.start_router()  # no lease file kept: the table is empty
+    lab.add_foreign(3074, "UDP", "Xbox Live")  # its app puts it back
+    foreign = {r for r in lab.table() if r[0] == 3074}
     back = stamp(time.time())
     # One interval on a quiet machine; on a busy one the test checks the cause instead of the clock: the
     # first pass that started after the router came back restored the table.
-    wait_for(lambda: {r[0] for r in lab.table()} == {18080, 12222}, 90, f"the restored table; log: {a.log()}")
+    wait_for(lambda: {r[0] for r in lab.table()} == {18080, 12222, 3074}, 90, f"the restored table; log: {a.log()}")
     after = [r for r in reversed(a.status()["results"]) if r["started"] > back]
     assert after and after[0]["result"] == "changed", after
     lab.serve(8002)
     assert lab.reaches(18080) and lab.reaches(12222)
-    a.wait_ready("True", "ReconciliationSucceeded")
+    said = "router restarted: 2 owned mappings restored"
+    wait_for(lambda: said in [e["msg"] for e in a.log()], 60, f"{said!r}; log: {a.log()}")
+    metrics = lab.run(lab.lan, "curl", "-sf", f"http://{LISTEN}/metrics", check=False).stdout
+    assert "portctl_router_restarts_total 1.0" in metrics.splitlines(), metrics
+    assert a.status()["routerBoot"]["restarts"] == 1
+    assert {r for r in lab.table() if r[0] == 3074} == foreign
+    a.wait_ready("True", "ReconciliationSucceeded", timeout=90)  # the next pass is an ordinary one
 
 
 def test_one_minute_leases_never_lapse_over_three_minutes(

@@ -6,7 +6,9 @@ search is sent from the lab's LAN namespace, so no SSDP leaves the namespaces.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -116,3 +118,17 @@ def test_plan_trace_shows_the_search_that_found_the_router(odd_lab: routerlab.La
     assert f"trace: M-SEARCH udp://{routerlab.ROUTER_LAN_IP}:1900 " in r.stderr
     assert f"LOCATION {odd_lab.url}" in r.stderr
     assert "trace: POST " in r.stderr and "GetExternalIPAddress" in r.stderr
+
+
+def test_discover_and_show_give_the_routers_bootid(odd_lab: routerlab.Lab) -> None:
+    """The responder's BOOTID.UPNP.ORG is in `discover` and in `show`, text and JSON, with the boot moment."""
+    found = odd_lab.portctl("discover", "--timeout", "2", "--json")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert [r["boot_id"] for r in json.loads(found.stdout)] == [1]
+    assert ", BOOTID 1" in odd_lab.portctl("discover", "--timeout", "2").stdout
+    shown = odd_lab.portctl("show", "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    boot = json.loads(shown.stdout)["boot"]
+    assert boot["boot_id"] == 1 and boot["uptime_seconds"] >= 0 and boot["since"].endswith("Z"), boot
+    text = odd_lab.portctl("show").stdout
+    assert re.search(r"^Booted: up \w+, since \S+Z, BOOTID 1$", text, re.M), text

@@ -37,6 +37,7 @@ from .. import api, diff, lock, renewal
 from ..apply import apply
 from ..backends.base import Backend
 from ..backends.http import Observer
+from ..boot import Boot, restarted
 from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
 from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
@@ -121,6 +122,12 @@ class Agent:
         self._errors_logged: set[str] = set()  # errors of passes already logged since the last success
         self._step_problems: dict[str, str] = {}  # step between passes -> the problem it has, as logged
         self._watched: Sample | None = None  # the router's address and uptime at the last check
+        # The router's boot as last read, kept across reconnects to the same router (identity): a
+        # router that was down a while and came back has restarted, though the connection was new.
+        self._boot: Boot | None = None
+        self._boot_of = ""
+        self._restart = ""  # why the router is known to have restarted, until a pass restores its table
+        self._restored: tuple[int, str] | None = None  # what that pass restored, for its condition
         # For renewals: what the router should hold, and the leases it had left when last read.
         self._desired: dict[MappingKey, PortMapping] = {}
         self._leases: dict[MappingKey, int] = {}
@@ -253,6 +260,7 @@ class Agent:
     def reconcile(self) -> Outcome:
         """One pass: source, router, plan, apply, status. Never raises for an expected failure."""
         started, t0 = self.wall(), self.clock()
+        self._restored = None
         self.status.set(st.RECONCILING, "True", st.PROGRESSING, f"reconciling {self._revision or 'the source'}")
         outcome = self._reconcile()
         duration = self.clock() - t0
@@ -292,13 +300,18 @@ class Agent:
         self._errors_logged.clear()
         self.metrics.last_success.set(self.status.succeeded(self._revision))
         message = f"applied {self._revision}" + (f": {len(changes)} change(s)" if changes else "; no changes")
-        self.status.set(st.READY, "True", st.SUCCEEDED, message)
-        self.status.set(st.RECONCILING, "False", st.SUCCEEDED, message)
-        self.status.set(st.STALLED, "False", st.SUCCEEDED, "")
+        reason = st.SUCCEEDED
+        if self._restored is not None:
+            # The pass that healed a restart says so until the next one.
+            reason, message = st.ROUTER_RESTARTED, f"{self._restored[1]}; {message}"
+            self._restored = None
+        self.status.set(st.READY, "True", reason, message)
+        self.status.set(st.RECONCILING, "False", reason, message)
+        self.status.set(st.STALLED, "False", reason, "")
         result = "changed" if changes else "unchanged"
         if settling is not None:
-            return self._settling(settling, Outcome(result, st.SUCCEEDED, message, self._next_wait(), changes))
-        return Outcome(result, st.SUCCEEDED, message, self._next_wait(), changes)
+            return self._settling(settling, Outcome(result, reason, message, self._next_wait(), changes))
+        return Outcome(result, reason, message, self._next_wait(), changes)
 
     def _fetch(self) -> tuple[Artifact | None, tuple[str, str] | None, Unsettled | None]:
         try:
@@ -398,6 +411,13 @@ class Agent:
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
         for line in done:
             self.log.info(line)
+        if self._restart:
+            restored = sum(
+                1 for r in report.results if r.ok and r.change.action == Action.ADD and str(r.change.key) in before
+            )
+            words = f"router restarted: {restored} owned mapping{'' if restored == 1 else 's'} restored"
+            self.log.info(words, restored=restored, cause=self._restart)
+            self._restored, self._restart = (restored, f"{words} ({self._restart})"), ""
         # apply() read the table back after writing; a pass that wrote nothing has the one it planned from.
         if report.table is not None:
             table = list(report.table)
@@ -430,6 +450,7 @@ class Agent:
             self._backend = backend
             self.status.connected(backend.info.identity)
             self._watched = self._read_watch(backend)
+            self._saw_boot(backend.info.identity, self._watched)
             self.log.bind(router=backend.info.address)
             self.metrics.set_info(self._revision, backend.info.identity)
             self.events.attach(backend)
@@ -530,6 +551,10 @@ class Agent:
             self._drop_backend()
             return True
         old, self._watched = self._watched, seen
+        if self._saw_boot(backend.info.identity, seen):
+            # It forgot its event subscribers too: _drop_backend() has the subscription made again.
+            self._drop_backend()
+            return True
         if old is None:
             return False
         if seen.address != old.address:
@@ -537,12 +562,22 @@ class Agent:
                 f"the router's WAN address changed from {old.address or 'none'} to {seen.address or 'none'}"
             )
             return True
-        if seen.booted_after(old):
-            # It forgot its event subscribers too: _drop_backend() has the subscription made again.
-            self.log.warning("the router restarted (its uptime went back); checking its table")
-            self._drop_backend()
-            return True
         return False
+
+    def _saw_boot(self, router: str, seen: Sample) -> bool:
+        """Take in the router's boot as just read; True (logged, counted) when it restarted since the last reading."""
+        before = self._boot if self._boot_of == router else None
+        why = restarted(before, seen.boot)
+        self._boot, self._boot_of = seen.boot.after(before), router
+        since = self.wall() - (self.clock() - self._boot.latest) if self._boot.latest is not None else None
+        self.status.booted(since, self._boot.boot_id, self._boot.source)
+        if not why:
+            return False
+        self._restart = why
+        self.metrics.router_restarts.inc()
+        self.status.restarted(why)
+        self.log.warning(f"the router restarted ({why}); checking its table")
+        return True
 
     def _read_watch(self, backend: Backend) -> Sample:
         sample = read_watch(backend, self.clock)

@@ -46,6 +46,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.router_restarts = Counter(
+            "portctl_router_restarts",
+            "Restarts of the router noticed: its boot id changed or its boot moment moved forward.",
+            registry=r,
+        )
         self.last_success = Gauge(
             "portctl_last_success_timestamp_seconds", "When a reconcile last converged the router.", registry=r
         )

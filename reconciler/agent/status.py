@@ -31,10 +31,12 @@ SUSPENDED = "Suspended"
 SOURCE_SETTLING = "SourceSettling"  # the local manifest is still being written; the last good one stays
 INTERNAL_ERROR = "InternalError"  # a bug in portctl; the log has the traceback
 CONFLICT = "Conflict"  # a declared mapping's port is held by a foreign mapping
+ROUTER_RESTARTED = "RouterRestarted"  # the pass converged a router that had restarted (its table restored)
 REASONS = frozenset(
     {
         SUCCEEDED, PROGRESSING, ROUTER_UNREACHABLE, ROUTER_ERROR, LOCKED, SOURCE_FETCH_FAILED, VERIFICATION_FAILED,
         VALIDATION_FAILED, PLAN_BLOCKED, APPLY_FAILED, SUSPENDED, SOURCE_SETTLING, INTERNAL_ERROR, CONFLICT,
+        ROUTER_RESTARTED,
     }
 )  # fmt: skip
 SUSPENDED_MESSAGE = "reconciliation is suspended; drift is not healed"
@@ -109,6 +111,10 @@ class Status:
         self._last_success = 0.0  # wall clock of the last reconcile that converged the router
         self._last_success_at: float | None = None  # ... and the same moment on `clock`
         self._router = ""
+        # The router's boot as last read, and the restarts noticed (lastRestartCause: why it was one).
+        self._boot: dict[str, Any] = {
+            "since": None, "bootId": None, "source": "", "restarts": 0, "lastRestart": None, "lastRestartCause": "",
+        }  # fmt: skip
         self._suspended: Condition | None = None  # the Ready condition while suspended
         self._inventory: tuple[InventoryEntry, ...] = ()
         self._problems: dict[str, tuple[str, str]] = {}  # step between passes -> (reason, message)
@@ -155,6 +161,16 @@ class Status:
     def connected(self, router: str) -> None:
         with self._lock:
             self._router = router
+
+    def booted(self, since: float | None, boot_id: int | None, source: str) -> None:
+        """The router's boot as last read: since when (wall clock; None: it does not say) and its id."""
+        with self._lock:
+            self._boot.update(since=stamp(since) if since is not None else None, bootId=boot_id, source=source)
+
+    def restarted(self, why: str) -> None:
+        with self._lock:
+            self._boot.update(lastRestart=stamp(self._wall()), lastRestartCause=why)
+            self._boot["restarts"] += 1
 
     def take_inventory(self, entries: tuple[InventoryEntry, ...]) -> None:
         with self._lock:
@@ -231,6 +247,7 @@ class Status:
                 "lastAttemptedRevision": self._last_attempted_revision,
                 "lastSuccessTime": stamp(self._last_success) if self._last_success else None,
                 "router": self._router,
+                "routerBoot": dict(self._boot),
                 "suspended": self._suspended is not None,
                 "conditions": [asdict(self._condition(kind)) for kind in self._conditions],  # type: ignore[arg-type]
                 "problems": [{"step": s, "reason": r, "message": m} for s, (r, m) in self._problems.items()],

@@ -1,9 +1,10 @@
-"""The cheap check between passes: the router's WAN address and uptime, and whether it restarted.
+"""The cheap check between passes: the router's WAN address, uptime and boot id, and whether it restarted.
 
 A restart is a boot moment that moved forward, not an uptime smaller than the last one seen: a
 router that restarted quickly can show more uptime at the next check than it had at the last, and
 its event subscribers are gone all the same. Each reading brackets the moment the router answered
-between two clock readings, so a slow answer never looks like a restart.
+between two clock readings, so a slow answer never looks like a restart. A boot id (SSDP
+BOOTID.UPNP.ORG) that changed is a restart whatever the uptime says. `reconciler.boot` decides.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends.base import Backend
+from ..boot import Boot, restarted
 from ..errors import RouterError, RouterProtocolError
-
-UPTIME_GRAIN = 1.0  # routers count uptime in whole seconds
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,15 @@ class Sample:
     sent: float  # the clock when the uptime was asked for ...
     answered: float  # ... and when the answer was in
     problem: str = ""  # why the uptime is unknown, when the router's answer could not be read
+    boot_id: int | None = None  # SSDP BOOTID.UPNP.ORG, when the router gives one
+
+    @property
+    def boot(self) -> Boot:
+        return Boot.from_uptime(self.uptime, self.sent, self.answered, self.boot_id)
 
     def booted_after(self, other: Sample) -> bool:
         """Did the router boot after it answered `other`? Only when nothing else can explain the readings."""
-        if self.uptime is None or other.uptime is None:
-            return False
-        # The earliest this boot can have been, against the latest the other one can have been.
-        earliest_boot = self.sent - self.uptime - UPTIME_GRAIN
-        latest_boot = other.answered - other.uptime
-        return earliest_boot > latest_boot
+        return bool(restarted(other.boot, self.boot))
 
 
 def read(backend: Backend, clock: Callable[[], float]) -> Sample:
@@ -50,4 +50,5 @@ def read(backend: Backend, clock: Callable[[], float]) -> Sample:
         uptime, problem = None, f"the router's uptime could not be read: {type(exc).__name__}: {exc}"
     if uptime is not None and not 0 <= uptime < 2**32:
         uptime, problem = None, f"the router's uptime {uptime} is out of range"
-    return Sample(address, uptime, sent, clock(), problem)
+    answered = clock()
+    return Sample(address, uptime, sent, answered, problem, backend.boot_id())

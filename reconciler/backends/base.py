@@ -84,3 +84,8 @@ class Backend(abc.ABC):
     def uptime(self) -> int | None:
         """Seconds since the router's connection came up, if it says; a drop means it restarted."""
         return None
+
+    def boot_id(self) -> int | None:
+        """The id the router gives its current boot (UPnP: SSDP BOOTID.UPNP.ORG), if it gives one; a
+        change means it restarted. Never raises: unknown is None."""
+        return None

@@ -75,6 +75,7 @@ class Router:
         self.clock = clock
         self.entries: list[Entry] = []
         self.booted = clock()
+        self.boot_id = 1  # SSDP BOOTID.UPNP.ORG: one more at each restart
         # Called (outside the lock) after every change to the table: the server's GENA eventing.
         self.on_change: list[Callable[[int], None]] = []
         self.calls: collections.Counter[str] = collections.Counter()
@@ -130,11 +131,15 @@ class Router:
             self.booted += shift
             self.clock = clock
 
-    def reboot(self) -> None:
-        """Lose the table, as most routers do on a restart, and start counting uptime again."""
+    def reboot(self, *, uptime_kept: bool = False) -> None:
+        """Lose the table, as most routers do on a restart, and start counting uptime again; with
+        `uptime_kept`, the uptime goes on (a router whose uptime is its WAN link's, which stayed up):
+        only the boot id says it restarted."""
         with self._lock:
             self.entries.clear()
-            self.booted = self.clock()
+            self.boot_id += 1
+            if not uptime_kept:
+                self.booted = self.clock()
 
     def _changed(self) -> None:
         count = len(self.entries)
@@ -178,6 +183,7 @@ class Router:
             if fault == "reboot":
                 self.entries.clear()
                 self.booted = self.clock()
+                self.boot_id += 1
                 raise WireFault("drop")
             out = handler(args, client)
             if action in ("AddPortMapping", "DeletePortMapping"):

@@ -148,9 +148,9 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
 
-    def reboot(self) -> None:
-        """Restart the router: its table and its event subscribers are gone."""
-        self.router.reboot()
+    def reboot(self, *, uptime_kept: bool = False) -> None:
+        """Restart the router: its table and its event subscribers are gone (see Router.reboot)."""
+        self.router.reboot(uptime_kept=uptime_kept)
         self.publisher.forget_all()
 
     # -- documents -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 from ..discovery import MAX_REPLY, SEARCH_TARGETS, SSDP_ADDR, parse_message
 
@@ -19,11 +20,24 @@ _ALSO_ANSWERED = ("ssdp:all", "upnp:rootdevice")
 
 
 class SsdpResponder:
-    def __init__(self, location: str, udn: str, host: str, mode: str = "standard") -> None:
+    """Answers on `host`; a `port` other than 1900 (0: a free one, for tests on loopback) hears only
+    unicast searches. `boot_id` gives BOOTID.UPNP.ORG for each answer (None: the header is left out)."""
+
+    def __init__(
+        self,
+        location: str,
+        udn: str,
+        host: str,
+        mode: str = "standard",
+        *,
+        port: int = SSDP_ADDR[1],
+        boot_id: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.location, self.udn, self.mode = location, udn, mode
+        self.boot_id = boot_id
         self._stop = threading.Event()
-        if mode == "unicast-only":
-            self._listen = _udp((host, SSDP_ADDR[1]))  # bound to the unicast address: no multicast arrives
+        if mode == "unicast-only" or port != SSDP_ADDR[1]:
+            self._listen = _udp((host, port))  # bound to the unicast address: no multicast arrives
         else:
             self._listen = _udp(("", SSDP_ADDR[1]))
             group = struct.pack("4s4s", socket.inet_aton(SSDP_ADDR[0]), socket.inet_aton(host))
@@ -57,11 +71,18 @@ class SsdpResponder:
                 with contextlib.suppress(OSError):
                     self._reply.sendto(self._answer(st), peer)
 
+    @property
+    def port(self) -> int:
+        return int(self._listen.getsockname()[1])
+
     def _answer(self, st: str) -> bytes:
+        boot = self.boot_id()
         return (
             "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nEXT:\r\n"
             f"LOCATION: {self.location}\r\nSERVER: portctl-emulator UPnP/1.1\r\n"
-            f"ST: {st}\r\nUSN: {self.udn}::{st}\r\n\r\n"
+            f"ST: {st}\r\nUSN: {self.udn}::{st}\r\n"
+            + (f"BOOTID.UPNP.ORG: {boot}\r\nCONFIGID.UPNP.ORG: 1\r\n" if boot is not None else "")
+            + "\r\n"
         ).encode()
 
 

@@ -28,6 +28,8 @@ from .description import Description, address_text, describe
 from .session import OnRequest, Service, Session, Transport
 from .table import TableReader, number, parse_row
 
+SSDP_WAIT = 1.0  # seconds a BOOTID search waits: the router is on the LAN, and unknown is no harm
+
 
 def connect(
     location: str,
@@ -82,6 +84,9 @@ class UpnpBackend(Backend):
         # A mapping to another host seen in the table or granted by the router; what disproves
         # secure mode when a later add is refused.
         self._other_host_held = ""
+        # Where its SSDP listens, for BOOTID; False once it has not answered there (asked no more).
+        self.ssdp_port = discovery.SSDP_ADDR[1]
+        self._ssdp_answers = True
         self.learned = Learned()
         self.info = upnp_router(
             described.location,
@@ -232,6 +237,15 @@ class UpnpBackend(Backend):
         if not value.strip():
             return None  # a router that does not count its uptime
         return number(value.strip(), "GetStatusInfo", "NewUptime")
+
+    def boot_id(self) -> int | None:
+        """BOOTID.UPNP.ORG from a unicast M-SEARCH to the router. A router that does not answer it is
+        not asked again on this connection: each check between passes would wait a second for nothing."""
+        if not self._ssdp_answers:
+            return None
+        found = discovery.ask_boot_id(self.session.host, self.location, port=self.ssdp_port, timeout=SSDP_WAIT)
+        self._ssdp_answers = found is not None
+        return found
 
     def local_address(self) -> str:
         if not self._local:

@@ -1,0 +1,94 @@
+"""A router's boot: when it last started, as far as its answers prove, and the one place that decides
+whether it restarted since an earlier reading.
+
+Protocol-neutral on purpose: UPnP gives an uptime (GetStatusInfo) and an SSDP `BOOTID.UPNP.ORG`;
+PCP and NAT-PMP give an epoch (seconds since their mapping state began). Each becomes a `Boot`, and
+`restarted` compares two of them the same way whatever they came from.
+
+The moment is a bracket, not a point: a router's answer takes time, and it counts uptime in whole
+seconds, so a reading says only that the boot happened between `earliest` and `latest`. A restart
+is a boot whose earliest possible moment is later than the previous boot's latest one, so a slow
+answer never looks like a restart. A boot id that changed is a restart whatever the uptime says (a
+router that restarted quickly can show more uptime than at the last reading).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .durations import format_duration
+
+UPTIME_GRAIN = 1.0  # routers count uptime (and epochs) in whole seconds
+BOOT_ID_LIMIT = 2**31  # UDA 1.1 section 1.2.2: BOOTID.UPNP.ORG is a non-negative 31-bit integer
+
+
+@dataclass(frozen=True)
+class Boot:
+    """When the router booted, on the clock of the readings: between `earliest` and `latest` (None:
+    it does not say), and the id it gives that boot (None: it gives none)."""
+
+    earliest: float | None = None
+    latest: float | None = None
+    boot_id: int | None = None
+    source: str = ""  # what the moment is from: "uptime", later "pcp-epoch", "natpmp-epoch"
+
+    @classmethod
+    def from_uptime(cls, uptime: int | None, sent: float, answered: float, boot_id: int | None = None) -> Boot:
+        """The boot an uptime proves: asked at `sent`, answered at `answered` (both on one clock)."""
+        if uptime is None:
+            return cls(boot_id=boot_id)
+        return cls(sent - uptime - UPTIME_GRAIN, answered - uptime, boot_id, "uptime")
+
+    def after(self, before: Boot | None) -> Boot:
+        """What is known of the boot once this reading is taken in after `before`: what this one does not
+        say (a boot id missed this time) is kept from `before`, unless this reading is a later boot."""
+        if before is None or restarted(before, self):
+            return self
+        if self.latest is None:
+            return Boot(
+                before.earliest,
+                before.latest,
+                self.boot_id if self.boot_id is not None else before.boot_id,
+                before.source,
+            )
+        return Boot(
+            self.earliest, self.latest, self.boot_id if self.boot_id is not None else before.boot_id, self.source
+        )
+
+
+def restarted(before: Boot | None, now: Boot | None) -> str:
+    """Why `now` is a later boot than `before`, in words for a log line; "" when nothing proves it."""
+    if before is None or now is None:
+        return ""
+    if before.boot_id is not None and now.boot_id is not None and before.boot_id != now.boot_id:
+        return f"its BOOTID went from {before.boot_id} to {now.boot_id}"
+    if before.latest is not None and now.earliest is not None and now.earliest > before.latest:
+        return f"its {now.source or 'uptime'} went back"
+    return ""
+
+
+@dataclass(frozen=True)
+class Booted:
+    """The router's boot as `portctl show` reports it: its uptime read at `now` (wall clock) and its boot id."""
+
+    uptime: int | None
+    now: float
+    boot_id: int | None = None
+
+    @property
+    def since(self) -> str | None:
+        """The boot moment in UTC, to the second; None when the router does not give its uptime."""
+        if self.uptime is None:
+            return None
+        moment = datetime.fromtimestamp(self.now - self.uptime, UTC)
+        return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def text(self) -> str:
+        up = f"up {format_duration(self.uptime)}, since {self.since}" if self.uptime is not None else "uptime unknown"
+        return up + (f", BOOTID {self.boot_id}" if self.boot_id is not None else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """`show --format json`'s "boot": uptime_seconds, since (UTC, ISO 8601) and boot_id, each null when unknown."""
+        return {"uptime_seconds": self.uptime, "since": self.since, "boot_id": self.boot_id}

@@ -1,0 +1,131 @@
+"""A router's boot, read from its uptime and its SSDP BOOTID, and the one comparison that says it restarted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from reconciler import discovery
+from reconciler.boot import Boot, Booted, restarted
+from reconciler.emulator import EmulatorServer, Router
+from reconciler.emulator.ssdp import SsdpResponder
+from tests.agenthelp import DEADLINE, Clock
+from tests.helpers import portctl
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "why"),
+    [
+        (Boot.from_uptime(100, 0.0, 0.1, 5), Boot.from_uptime(200, 100.0, 100.1, 6), "its BOOTID went from 5 to 6"),
+        (Boot.from_uptime(100, 0.0, 0.1, 5), Boot.from_uptime(5, 50.0, 50.1, 5), "its uptime went back"),
+        (Boot.from_uptime(5, 0.0, 0.1), Boot.from_uptime(11, 15.0, 15.1), "its uptime went back"),  # a quick restart
+        (Boot.from_uptime(100, 0.0, 0.1, 5), Boot.from_uptime(110, 10.0, 12.5, 5), ""),  # a slow answer
+        (Boot.from_uptime(100, 0.0, 0.1, 5), Boot.from_uptime(None, 10.0, 10.1, None), ""),  # nothing said
+        (Boot.from_uptime(None, 0.0, 0.1, 5), Boot.from_uptime(None, 10.0, 10.1, 5), ""),
+        (None, Boot.from_uptime(3, 10.0, 10.1, 9), ""),  # nothing to compare with
+    ],
+)
+def test_a_restart_is_a_new_boot_id_or_a_boot_moment_that_moved_forward(
+    before: Boot | None, now: Boot, why: str
+) -> None:
+    """A changed BOOTID is a restart whatever the uptime says; else only a boot later than the last reading allows."""
+    assert restarted(before, now) == why
+
+
+def test_a_reading_that_misses_the_boot_id_keeps_the_one_known() -> None:
+    """A BOOTID missed once is not forgotten, so the next one that differs is still a restart."""
+    first = Boot.from_uptime(100, 0.0, 0.1, 5)
+    kept = Boot.from_uptime(110, 10.0, 10.1, None).after(first)
+    assert kept.boot_id == 5
+    assert restarted(kept, Boot.from_uptime(120, 20.0, 20.1, 6)) == "its BOOTID went from 5 to 6"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7),
+        ("1700000000", 1700000000),  # miniupnpd: the time it started
+        ("2147483647", 2**31 - 1),
+        ("2147483648", None),  # beyond the 31 bits UDA 1.1 allows
+        ("", None),
+        ("-1", None),
+        ("+7", None),
+        ("\u0667", None),  # an Arabic-Indic seven: int() would take it
+        ("7_0", None),
+        ("12345678901", None),
+    ],
+)
+def test_bootid_is_read_strictly_from_an_msearch_answer(header: str, expected: int | None) -> None:
+    """BOOTID.UPNP.ORG is ASCII digits of a 31-bit number, else read as absent; the answer is valid either way."""
+    data = (
+        "HTTP/1.1 200 OK\r\nLOCATION: http://192.168.1.1:5000/rootDesc.xml\r\n"
+        f"ST: {discovery.SEARCH_TARGETS[1]}\r\nBOOTID.UPNP.ORG: {header}\r\nCONFIGID.UPNP.ORG: 3\r\n\r\n"
+    ).encode()
+    answer = discovery.parse_reply(data, "192.168.1.1")
+    assert answer is not None
+    assert (answer.boot_id, answer.config_id) == (expected, "3")
+
+
+@pytest.mark.parametrize(
+    ("booted", "text", "doc"),
+    [
+        (
+            Booted(3 * 3600 + 12 * 60, NOW, 7),
+            "up 3h12m, since 2027-01-15T04:48:00Z, BOOTID 7",
+            {"uptime_seconds": 11520, "since": "2027-01-15T04:48:00Z", "boot_id": 7},
+        ),
+        (Booted(None, NOW, 7), "uptime unknown, BOOTID 7", {"uptime_seconds": None, "since": None, "boot_id": 7}),
+        (
+            Booted(59, NOW),
+            "up 59s, since 2027-01-15T07:59:01Z",
+            {"uptime_seconds": 59, "since": "2027-01-15T07:59:01Z", "boot_id": None},
+        ),
+    ],
+)
+def test_show_says_since_when_the_router_is_up(booted: Booted, text: str, doc: dict[str, object]) -> None:
+    """The boot moment is the wall clock minus the uptime, in UTC; BOOTID when the router gives one."""
+    assert (booted.text(), booted.to_json()) == (text, doc)
+
+
+def test_the_boot_id_is_asked_of_the_router_itself(tmp_path: Any) -> None:
+    """A unicast M-SEARCH to the router gets its BOOTID; an answer naming another LOCATION does not count,
+    and a host with nothing on the SSDP port is unknown at once, not after the whole wait."""
+    boot = [4]
+    location = "http://127.0.0.1:5000/rootDesc.xml"
+    with contextlib.ExitStack() as stack:
+        ssdp = SsdpResponder(location, "uuid:x", "127.0.0.1", port=0, boot_id=lambda: boot[0]).start()
+        stack.callback(ssdp.stop)
+        other = SsdpResponder("http://127.0.0.1:5001/rootDesc.xml", "uuid:y", "127.0.0.1", port=0).start()
+        stack.callback(other.stop)
+        assert discovery.ask_boot_id("127.0.0.1", location, port=ssdp.port, timeout=DEADLINE) == 4
+        boot[0] = 5
+        assert discovery.ask_boot_id("127.0.0.1", location, port=ssdp.port, timeout=DEADLINE) == 5
+        assert discovery.ask_boot_id("127.0.0.1", location, port=other.port, timeout=0.5) is None
+        closed = other.port
+    started = time.monotonic()
+    assert discovery.ask_boot_id("127.0.0.1", location, port=closed, timeout=DEADLINE) is None
+    assert time.monotonic() - started < DEADLINE  # refused, not timed out
+
+
+def test_show_reports_since_when_the_router_is_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """`portctl show` gives the router's uptime and the UTC moment it booted, in text and in JSON."""
+    clock = Clock()
+    with EmulatorServer(Router(clock=clock)) as server:
+        clock.advance(3 * 3600 + 12 * 60)
+        before = time.time()
+        doc = json.loads(portctl(capsys, "show", "--router", server.url, "--json").out)
+        after = time.time()
+        text = portctl(capsys, "show", "--router", server.url, "--no-color").out
+    boot = doc["boot"]
+    assert (boot["uptime_seconds"], boot["boot_id"]) == (11520, None)
+    since = datetime.fromisoformat(boot["since"]).timestamp()
+    assert before - 11520 - 1 <= since <= after - 11520
+    assert re.search(r"^Booted: up 3h12m, since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.M), text
