@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -178,6 +177,8 @@ class Cache:
     def write_file(self, name: str, doc: dict[str, Any]) -> None:
         """Replace the file `name` in the cache's directory with `doc` as JSON, atomically (temporary
         file, then rename), so a reader never sees it torn. Call it under `locked`."""
+        import tempfile  # only a write needs it, and a warm plan of an unchanged table writes nothing
+
         assert self.directory is not None
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
         try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Iterator
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from . import ownership, policy, yamldoc
@@ -50,7 +50,15 @@ def schema() -> dict[str, Any]:
 
 @cache
 def _schema_text() -> str:
-    return resources.files("reconciler").joinpath("portctl.schema.json").read_text()
+    # A warm plan needs this text for the manifest's digest; beside the module it is one open(),
+    # where importlib.resources costs the plan a few milliseconds of imports (zipfile among them).
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "portctl.schema.json"), encoding="utf-8") as f:
+            return f.read()
+    except OSError:  # installed where modules are not plain files (a zip)
+        from importlib import resources
+
+        return resources.files("reconciler").joinpath("portctl.schema.json").read_text(encoding="utf-8")
 
 
 def load(path: str, memo: Cache | None = None) -> Manifest:

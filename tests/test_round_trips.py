@@ -51,6 +51,21 @@ def test_a_warm_plan_fetches_no_descriptions(emulator: EmulatorServer) -> None:
     assert sum(warm.values()) == 2 + warm["GetListOfPortMappings"]
 
 
+def test_a_warm_plan_of_an_empty_table_lists_nothing(emulator: EmulatorServer) -> None:
+    """A table last read empty and probed empty again is read whole by that probe: no listing is sent."""
+    cold, rows = read(emulator)
+    assert rows == 0 and cold["GetListOfPortMappings"] == 2
+    warm, rows = read(emulator)
+    assert rows == 0
+    assert warm == {"GetExternalIPAddress": 1, "GetGenericPortMappingEntry": 1}
+    # The probe at index 0 is what vouches for emptiness: one new row makes the next read list the table.
+    fill(emulator.router, 1, 4000, protocols=("UDP",))
+    before = snapshot(emulator)
+    sent, rows = read(emulator)
+    assert rows == 1 and sent["GetListOfPortMappings"] == 2
+    assert snapshot(emulator) == before  # reading changed nothing
+
+
 def test_a_changed_config_id_or_a_moved_control_url_reads_the_description_again(emulator: EmulatorServer) -> None:
     """The cache never outlives the description it was made from."""
     read(emulator)

@@ -72,3 +72,38 @@ def test_a_warm_plan_of_an_unchanged_table_imports_and_writes_only_what_it_needs
     assert warm.stdout.strip().endswith("needless:  code: 0"), warm.stdout + warm.stderr
     with open(cache_file, "rb") as f:
         assert f.read() == before
+
+
+# What a warm plan must not load, each a cost once paid on every run: the package-resource loader
+# (and zipfile) for the schema's text, the IDNA codec for the router's address, tempfile when nothing
+# is written. argparse's add_parser is watched to see which subcommands were built.
+LEAN = """
+import argparse, sys
+built = []
+add_parser = argparse._SubParsersAction.add_parser
+def watched(self, name, **kwargs):
+    built.append(name)
+    return add_parser(self, name, **kwargs)
+argparse._SubParsersAction.add_parser = watched
+from reconciler.cli import main
+code = main(sys.argv[1:])
+needless = ("importlib.resources", "zipfile", "encodings.idna", "tempfile")
+print("needless:", ",".join(sorted(m for m in needless if m in sys.modules)), "built:", ",".join(built), "code:", code)
+"""
+
+
+def test_a_warm_plan_builds_only_its_own_subcommand_and_loads_no_helper_it_does_not_use(
+    emulator: EmulatorServer, tmp_path: str
+) -> None:
+    """No resource loader, IDNA codec or tempfile imported, and no other subcommand's arguments built."""
+    key = MappingKey(8080, Protocol.TCP)
+    emulator.router.add(8080, "TCP", "192.168.1.50", 8080, ownership.describe("lean", key, "web"))
+    path = os.path.join(tmp_path, "m.yaml")
+    with open(path, "w") as f:
+        f.write("apiVersion: portctl/v1\nowner: lean\nmappings:\n")
+        f.write("  - {name: web, external_port: 8080, internal_client: 192.168.1.50}\n")
+    args = [sys.executable, "-c", LEAN, "plan", path, "--router", emulator.url]
+    cold = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert cold.stdout.strip().endswith("code: 0"), cold.stdout + cold.stderr
+    warm = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert warm.stdout.strip().splitlines()[-1] == "needless:  built: plan code: 0", warm.stdout + warm.stderr

@@ -28,7 +28,11 @@ class DeadlineSocket(socket.socket):
     @classmethod
     def connect_by(cls, host: str, port: int, deadline: float, clock: Clock = time.monotonic) -> DeadlineSocket:
         """A connection to host:port, made by `deadline`, that keeps it for what follows."""
-        plain = socket.create_connection((host, port), timeout=_left(deadline, clock))
+        # An ASCII name or address goes as bytes: a str is IDNA-encoded first, and that codec's
+        # imports (stringprep, unicodedata) cost more than the rest of connecting on a LAN.
+        # create_connection hands the name to getaddrinfo, which takes bytes (typeshed says str only).
+        name: str | bytes = host.encode("ascii") if host.isascii() else host
+        plain = socket.create_connection((name, port), timeout=_left(deadline, clock))  # type: ignore[arg-type]
         sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
         sock.clock = clock
         sock.deadline = deadline

@@ -83,7 +83,9 @@ class TableReader:
             pages, bound = paged
             read: list[_Page] = []
             try:
-                for proto in Protocol:
+                # A table proven to hold at most 0 entries is read whole with no page at all: the
+                # same GetGenericPortMappingEntry answer that ends an entry-by-entry read at index 0.
+                for proto in Protocol if bound else ():
                     for start, end in pages[proto]:
                         read += self._list(proto, start, end)
                 rows = list({m.key: m for page in read for m in page.rows}.values())
