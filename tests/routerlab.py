@@ -298,6 +298,13 @@ table inet filter {{
                 rows.add((int(ext), parts[1], client, int(iport), desc))
         return rows
 
+    def empty_table(self, timeout: float = 30) -> Lab:
+        """Delete every mapping with upnpc, as another client would, and wait until upnpc lists none."""
+        for port, proto, *_ in self.table():
+            self.upnpc("-d", str(port), proto)
+        wait_for(lambda: not self.table(), timeout, "the table to empty")
+        return self
+
     def add_foreign(self, port: int, protocol: str, description: str, internal_port: int | None = None) -> None:
         r = self.upnpc("-e", description, "-a", LAN_IP, str(internal_port or port), str(port), protocol, "0")
         assert "is redirected" in r.stdout, r.stdout + r.stderr

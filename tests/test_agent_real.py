@@ -21,21 +21,14 @@ import pytest
 from reconciler.agent.status import stamp
 from tests import routerlab
 from tests.agenthelp import GitRepo, manifest
-from tests.conftest import require_lab
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP, wait_for
 
 pytestmark = pytest.mark.router
 LISTEN = "127.0.0.1:9477"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pa{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pa")
 
 
 @pytest.fixture
