@@ -2,7 +2,7 @@
 
     LAN host 192.168.77.2 --veth-- 192.168.77.1 router 11.22.33.1 --veth-- 11.22.33.2 internet host
 
-The router runs miniupnpd (nftables backend).
+The router runs miniupnpd (nftables backend). tests/labfixtures.py makes the pytest fixtures over it.
 
 Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
 to the machine's own namespace except the veth pairs' creation, and both ends move out at once.
