@@ -82,7 +82,8 @@ def agent(tmp_path: Any) -> Iterator[list[RunningAgent]]:
     for a in started:
         if a.proc.poll() is None:
             a.proc.kill()
-            a.proc.wait(10)
+            # A killed process on a busy machine can take seconds to be reaped: a generous deadline.
+            a.proc.wait(60)
 
 
 def leases(lab: routerlab.Lab) -> dict[int, int]:
