@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
-from tests import routerlab
+from tests.labfixtures import IGD_VERSIONS, module_lab
+from tests.labfixtures import require_lab as require_lab  # still importable from here, where it used to live
 
 
 @pytest.fixture(autouse=True)
@@ -41,22 +41,5 @@ def emulator_v1() -> Iterator[EmulatorServer]:
         yield server
 
 
-def require_lab() -> None:
-    """Skip the real-router tests where they cannot run; in CI that is a failure, not a skip."""
-    reason = routerlab.missing_prerequisites()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"real-router tests cannot run in CI: {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module", params=["igd2", "igd1"])
-def lab(request: pytest.FixtureRequest) -> Iterator[routerlab.Lab]:
-    """Real miniupnpd in fresh network namespaces, as IGD v2 and again forced to IGD v1."""
-    require_lab()
-    igd1 = request.param == "igd1"
-    the_lab = routerlab.Lab(prefix=f"pt{os.getpid() % 1000}{'a' if igd1 else 'b'}", igd1=igd1).up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+# Real miniupnpd in fresh network namespaces, as IGD v2 and again forced to IGD v1.
+lab = module_lab("pt", IGD_VERSIONS)

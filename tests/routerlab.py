@@ -2,7 +2,7 @@
 
     LAN host 192.168.77.2 --veth-- 192.168.77.1 router 11.22.33.1 --veth-- 11.22.33.2 internet host
 
-The router runs miniupnpd (nftables backend).
+The router runs miniupnpd (nftables backend). tests/labfixtures.py makes the pytest fixtures over it.
 
 Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
 to the machine's own namespace except the veth pairs' creation, and both ends move out at once.
@@ -297,6 +297,13 @@ table inet filter {{
                 desc = line.split("'")[1] if "'" in line else ""
                 rows.add((int(ext), parts[1], client, int(iport), desc))
         return rows
+
+    def empty_table(self, timeout: float = 30) -> Lab:
+        """Delete every mapping with upnpc, as another client would, and wait until upnpc lists none."""
+        for port, proto, *_ in self.table():
+            self.upnpc("-d", str(port), proto)
+        wait_for(lambda: not self.table(), timeout, "the table to empty")
+        return self
 
     def add_foreign(self, port: int, protocol: str, description: str, internal_port: int | None = None) -> None:
         r = self.upnpc("-e", description, "-a", LAN_IP, str(internal_port or port), str(port), protocol, "0")

@@ -21,21 +21,14 @@ import pytest
 from reconciler.agent.status import stamp
 from tests import routerlab
 from tests.agenthelp import GitRepo, manifest
-from tests.conftest import require_lab
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP, wait_for
 
 pytestmark = pytest.mark.router
 LISTEN = "127.0.0.1:9477"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pa{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pa")
 
 
 @pytest.fixture
@@ -89,7 +82,8 @@ def agent(tmp_path: Any) -> Iterator[list[RunningAgent]]:
     for a in started:
         if a.proc.poll() is None:
             a.proc.kill()
-            a.proc.wait(10)
+            # A killed process on a busy machine can take seconds to be reaped: a generous deadline.
+            a.proc.wait(60)
 
 
 def leases(lab: routerlab.Lab) -> dict[int, int]:

@@ -7,19 +7,18 @@ search is sent from the lab's LAN namespace, so no SSDP leaves the namespaces.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from reconciler import discovery
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import module_lab
 
 pytestmark = pytest.mark.router
+ODD_PROFILES = ("ssdp-odd-port", "ssdp-unicast-only")
 
 MANIFEST = """\
 apiVersion: portctl/v1
@@ -44,15 +43,8 @@ except TimeoutError:
 """
 
 
-@pytest.fixture(scope="module", params=["ssdp-odd-port", "ssdp-unicast-only"])
-def odd_lab(request: pytest.FixtureRequest) -> Iterator[routerlab.Lab]:
-    require_lab()
-    profile = request.param
-    lab = routerlab.Lab(prefix=f"pd{os.getpid() % 1000}{profile[5]}", emulator=profile).up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+# portctl's emulator as the router, once per odd SSDP profile.
+odd_lab = module_lab("pd", {profile: (profile[5], {"emulator": profile}) for profile in ODD_PROFILES})
 
 
 def test_plan_apply_plan_through_discovery(odd_lab: routerlab.Lab, tmp_path: str) -> None:

@@ -13,11 +13,11 @@ LAB_FIXTURE = "lab"  # conftest's fixture: real miniupnpd in namespaces
 
 
 def _builds_namespaces(tree: ast.Module) -> bool:
-    """Does the module start a lab (routerlab.Lab(...), require_lab()) or use conftest's `lab` fixture?"""
+    """Does the module start a lab (routerlab.Lab(...), require_lab(), module_lab(...)) or use conftest's `lab`?"""
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             called = ast.unparse(node.func)
-            if called in ("Lab", "routerlab.Lab", "require_lab"):
+            if called in ("Lab", "routerlab.Lab", "require_lab", "module_lab", "labfixtures.module_lab"):
                 return True
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and _takes_lab(node):
             return True

@@ -14,15 +14,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
-from tests.routerlab import LAN_IP, wait_for
+from tests.labfixtures import module_lab
+from tests.routerlab import LAN_IP
 
 pytestmark = pytest.mark.router
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,22 +46,13 @@ mappings:
 """
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pd{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pd")
 
 
 @pytest.fixture
 def clean(lab: routerlab.Lab, tmp_path: Path) -> routerlab.Lab:
     """The router with a foreign row, a `homelab` row and an earlier demo's leftover row, nothing else."""
-    for port, proto, *_ in lab.table():
-        lab.upnpc("-d", str(port), proto)
-    wait_for(lambda: not lab.table(), 30, "the table to empty")
+    lab.empty_table()
     lab.add_foreign(6000, "TCP", "Xbox Live (another device)")
     for owner, name, port in (("homelab", "nas", 7000), ("portctl-demo", "leftover", 7500)):
         r = lab.portctl("apply", write(tmp_path, manifest(owner, name, port), f"{owner}.yaml"), "--auto-approve")

@@ -13,7 +13,7 @@ import pytest
 from reconciler import ownership, quirks
 from reconciler.models import MappingKey, Protocol
 from tests.helpers import write
-from tests.routerlab import Lab, wait_for
+from tests.routerlab import Lab
 
 pytestmark = pytest.mark.router
 
@@ -25,10 +25,7 @@ LONG = "  - {name: game, external_port: 7102, description: 'well past the first 
 @pytest.fixture
 def clean(lab: Lab) -> Lab:
     """The lab's router holding only one foreign mapping."""
-    for port, proto, *_ in lab.table():
-        lab.upnpc("-d", str(port), proto)
-    wait_for(lambda: not lab.table(), 10, "the table to empty")
-    lab.add_foreign(*FOREIGN)
+    lab.empty_table().add_foreign(*FOREIGN)
     return lab
 
 

@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP
 
 pytestmark = pytest.mark.router
@@ -32,14 +31,7 @@ mappings:
 """
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pf{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pf")
 
 
 def owned(lab: routerlab.Lab) -> set[int]:

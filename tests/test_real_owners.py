@@ -4,8 +4,6 @@ with prune, old-tag rows are re-tagged only by their owner, and foreign rows sta
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,9 @@ import pytest
 from reconciler import ownership
 from reconciler.models import MappingKey, Protocol
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
-from tests.routerlab import LAN_IP, wait_for
+from tests.labfixtures import module_lab
+from tests.routerlab import LAN_IP
 from tests.test_ownership import OLD_COLLISION
 
 pytestmark = pytest.mark.router
@@ -36,22 +34,13 @@ mappings:
 """
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"po{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("po")
 
 
 @pytest.fixture
 def clean(lab: routerlab.Lab) -> routerlab.Lab:
     """The router with two foreign rows, one of them dressed like a portctl row."""
-    for port, proto, *_ in lab.table():
-        lab.upnpc("-d", str(port), proto)
-    wait_for(lambda: not lab.table(), 30, "the table to empty")
+    lab.empty_table()
     lab.add_foreign(6000, "TCP", "Xbox Live (another device)")
     lab.add_foreign(8085, "TCP", "pc:zzzzzzzz web")
     return lab

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from reconciler import ownership
 from reconciler.models import MappingKey, Protocol
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP, Lab
 
 pytestmark = pytest.mark.router
@@ -33,14 +32,7 @@ mappings:
 ONE = "\n".join(BOTH.splitlines()[:-1]) + "\n"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    require_lab()
-    the_lab = Lab(prefix=f"pg{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pg")
 
 
 def lines(foreign: list[range]) -> list[str]:

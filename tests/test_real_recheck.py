@@ -14,27 +14,20 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP
 
 pytestmark = pytest.mark.router
 PROMPT = "Only 'yes' will be accepted: "
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pk{os.getpid() % 1000}").up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pk")
 
 
 def manifest(owner: str, *mappings: str) -> str:

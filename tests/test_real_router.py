@@ -11,7 +11,7 @@ import os
 import pytest
 
 from tests.helpers import write
-from tests.routerlab import LAN_IP, Lab, wait_for
+from tests.routerlab import LAN_IP, Lab
 from tests.test_bad_input import BAD_MANIFESTS
 
 pytestmark = pytest.mark.router
@@ -37,10 +37,7 @@ def rows(lab: Lab) -> set[tuple[int, str, int]]:
 @pytest.fixture
 def clean(lab: Lab) -> Lab:
     """The lab's router with an empty table plus one foreign mapping made by another client."""
-    for port, proto, *_ in lab.table():
-        lab.upnpc("-d", str(port), proto)
-    wait_for(lambda: not lab.table(), 10, "the table to empty")
-    lab.add_foreign(*FOREIGN)
+    lab.empty_table().add_foreign(*FOREIGN)
     return lab
 
 

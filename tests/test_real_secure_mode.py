@@ -7,13 +7,12 @@ such a refusal is reported for its one mapping and never learned as secure mode.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
 from reconciler.cache import Cache
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import IGD_VERSIONS, module_lab
 from tests.routerlab import LAN_IP, SAMPLE_RULES, Lab
 
 pytestmark = pytest.mark.router
@@ -33,23 +32,12 @@ mappings:
 OTHER_HOST = THIS_HOST + "  - name: nas\n    external_port: 5001\n    internal_client: 192.168.77.99\n"
 
 
-@pytest.fixture(scope="module", params=["igd2", "igd1"])
-def secure_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    require_lab()
-    igd1 = request.param == "igd1"
-    lab = Lab(prefix=f"ps{os.getpid() % 1000}{'a' if igd1 else 'b'}", igd1=igd1, secure_mode=True).up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+secure_lab = module_lab("ps", IGD_VERSIONS, secure_mode=True)
 
 
 @pytest.fixture
 def empty(secure_lab: Lab) -> Lab:
-    for port, proto, *_ in secure_lab.table():
-        secure_lab.upnpc("-d", str(port), proto)
-    assert secure_lab.table() == set()
-    return secure_lab
+    return secure_lab.empty_table()
 
 
 def test_this_hosts_mappings_converge_and_carry_traffic(empty: Lab, tmp_path: str) -> None:
@@ -88,16 +76,8 @@ def test_another_hosts_mapping_is_refused_before_any_write(empty: Lab, tmp_path:
     assert empty.table() == set()
 
 
-@pytest.fixture(scope="module", params=["igd2", "igd1"])
-def ruled_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """secure_mode=no, with the sample permission rules: unprivileged ports for 192.168.77.0/24 only."""
-    require_lab()
-    igd1 = request.param == "igd1"
-    lab = Lab(prefix=f"pr{os.getpid() % 1000}{'a' if igd1 else 'b'}", igd1=igd1, rules=SAMPLE_RULES).up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+# secure_mode=no, with the sample permission rules: unprivileged ports for 192.168.77.0/24 only.
+ruled_lab = module_lab("pr", IGD_VERSIONS, rules=SAMPLE_RULES)
 
 
 FOREIGN_ROW = (9999, "TCP", LAN_IP, 9999, "another app game server")
@@ -106,9 +86,7 @@ FOREIGN_ROW = (9999, "TCP", LAN_IP, 9999, "another app game server")
 @pytest.fixture
 def ruled(ruled_lab: Lab) -> Lab:
     """The ruled lab holding one foreign mapping (to this host, so it proves nothing about secure mode)."""
-    for port, proto, *_ in ruled_lab.table():
-        ruled_lab.upnpc("-d", str(port), proto)
-    ruled_lab.add_foreign(FOREIGN_ROW[0], FOREIGN_ROW[1], FOREIGN_ROW[4])
+    ruled_lab.empty_table().add_foreign(FOREIGN_ROW[0], FOREIGN_ROW[1], FOREIGN_ROW[4])
     assert ruled_lab.table() == {FOREIGN_ROW}
     return ruled_lab
 

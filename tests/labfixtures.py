@@ -1,0 +1,60 @@
+"""pytest's side of the real-router lab: one module-scoped lab fixture, made the same way for every module.
+
+routerlab knows nothing of pytest (the bench uses it too); this module turns it into fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import TypedDict, Unpack
+
+import pytest
+
+from tests.routerlab import Lab, missing_prerequisites
+
+
+class LabSettings(TypedDict, total=False):
+    """The Lab fields a module may set; the prefix is always made here."""
+
+    igd1: bool
+    secure_mode: bool
+    rules: tuple[str, ...]
+    emulator: str
+
+
+# A variant is one run of the module's tests: a letter that keeps its namespaces apart, and its settings.
+Variant = tuple[str, LabSettings]
+IGD_VERSIONS: Mapping[str, Variant] = {"igd2": ("b", {"igd1": False}), "igd1": ("a", {"igd1": True})}
+
+
+def require_lab() -> None:
+    """Skip the real-router tests where they cannot run; in CI that is a failure, not a skip."""
+    reason = missing_prerequisites()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"real-router tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+
+
+def module_lab(letters: str, variants: Mapping[str, Variant] | None = None, **settings: Unpack[LabSettings]) -> object:
+    """A module-scoped fixture: a Lab up for the module's tests and down after them, once per variant.
+
+    Bind it to the fixture's name in the module (`lab = module_lab("pd")`): pytest finds it by that name.
+
+    The prefix is `letters`, this process's pid % 1000 and the variant's letter: distinct letters per
+    module and the pid keep the namespaces of modules and of concurrent runs apart.
+    """
+
+    def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+        require_lab()
+        suffix, extra = variants[request.param] if variants else ("", LabSettings())
+        merged = LabSettings(**settings)
+        merged.update(extra)
+        the_lab = Lab(prefix=f"{letters}{os.getpid() % 1000}{suffix}", **merged).up()
+        try:
+            yield the_lab
+        finally:
+            the_lab.down()
+
+    return pytest.fixture(lab, scope="module", params=list(variants) if variants else None)
