@@ -7,10 +7,8 @@ portctl predicts for it), and real traffic from the internet-side namespace to a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from reconciler.backends.pcp.epoch import pcp_state_lost
 from reconciler.backends.pcp.nonce import mapping_nonce, miniupnpd_description, natpmp_description
 from tests import routerlab
-from tests.conftest import require_lab
+from tests.labfixtures import module_lab
 from tests.routerlab import LAN_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, wait_for
 
 pytestmark = pytest.mark.router
@@ -53,14 +51,7 @@ else:
 """
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"pq{os.getpid() % 1000}", rules=(DENIED, *routerlab.OPEN_RULES)).up()
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+lab = module_lab("pq", rules=(DENIED, *routerlab.OPEN_RULES))
 
 
 def probe(lab: routerlab.Lab, **args: Any) -> dict[str, Any]:
