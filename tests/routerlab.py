@@ -100,6 +100,15 @@ def missing_build(build: str) -> str:
     return ""
 
 
+def eventually(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    """Does `condition` come true within `timeout`? For positive traffic checks: a busy machine may lose one try."""
+    try:
+        wait_for(condition, timeout, "the condition")
+    except TimeoutError:
+        return False
+    return True
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

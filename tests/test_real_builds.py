@@ -73,7 +73,7 @@ def test_plan_apply_plan_forwards_real_traffic(clean: routerlab.Lab, tmp_path: s
     assert "Plan: 2 to add, 0 to change, 0 to remove." in plan.stdout
     r = clean.portctl("apply", path, "--auto-approve")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert clean.reaches(7201) and clean.reaches(7202)
+    assert routerlab.eventually(lambda: clean.reaches(7201) and clean.reaches(7202))
     again = clean.portctl("plan", path, "--detailed-exitcode", "--no-color")
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.rstrip().endswith("Plan: 0 to add, 0 to change, 0 to remove.")
@@ -89,7 +89,7 @@ def test_removed_mapping_stops_forwarding(clean: routerlab.Lab, tmp_path: str) -
     r = clean.portctl("apply", path, "--auto-approve", "--no-color")
     assert r.returncode == 0, r.stdout + r.stderr
     assert {row[0] for row in clean.table()} == {7211, FOREIGN[0]}
-    assert clean.reaches(7211)
+    assert routerlab.eventually(lambda: clean.reaches(7211))
     assert not clean.reaches(7212)
 
 
@@ -103,7 +103,7 @@ def test_foreign_mapping_is_untouched_by_apply_and_destroy(clean: routerlab.Lab,
     r = clean.portctl("destroy", path, "--auto-approve")
     assert r.returncode == 0, r.stdout + r.stderr
     assert clean.table() == before
-    assert clean.reaches(FOREIGN[0])
+    assert routerlab.eventually(lambda: clean.reaches(FOREIGN[0]))
 
 
 def test_the_lab_runs_the_build_it_names(clean: routerlab.Lab, tmp_path: str) -> None:

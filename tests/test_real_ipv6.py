@@ -45,7 +45,7 @@ def test_a_pinhole_lets_ipv6_tcp_reach_its_port_and_nothing_else(lab: routerlab.
     lab.serve6(18601)
     assert not lab.reaches6(18600), "the forward policy must drop IPv6 before any pinhole"
     add_pinhole(lab, 18600)
-    assert lab.reaches6(18600)
+    assert routerlab.eventually(lambda: lab.reaches6(18600))
     assert not lab.reaches6(18601)
 
 
@@ -53,7 +53,7 @@ def test_a_deleted_pinhole_closes_its_port_again(lab: routerlab.Lab) -> None:
     """DeletePinhole through upnpc stops the traffic the pinhole let in."""
     lab.serve6(18610)
     unique_id = add_pinhole(lab, 18610)
-    assert lab.reaches6(18610)
+    assert routerlab.eventually(lambda: lab.reaches6(18610))
     r = lab.upnpc6("-D", unique_id)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not lab.reaches6(18610)
@@ -66,4 +66,4 @@ def test_ipv4_mappings_keep_working_on_the_dual_stack_lab(lab: routerlab.Lab, tm
     assert not lab.reaches(7301)
     r = lab.portctl("apply", path, "--auto-approve")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert lab.reaches(7301)
+    assert routerlab.eventually(lambda: lab.reaches(7301))
