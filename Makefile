@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client curl
+# The second real router (miniupnpd-iptables) conflicts with the first as a package: system-deps unpacks it
+# here (once; a second run downloads nothing), and tests/routerlab.py runs it from here.
+PORTCTL_LAB_IPTABLES ?= $(CURDIR)/.lab/miniupnpd-iptables
+export PORTCTL_LAB_IPTABLES
 
 .PHONY: demo test lint typecheck system-deps soak bench clean
 
@@ -46,6 +50,7 @@ system-deps:
 	    echo "installing$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
+	  .ci/miniupnpd-iptables "$(PORTCTL_LAB_IPTABLES)"; \
 	else echo "not root: the real-router tests will be skipped"; fi
 
 clean:

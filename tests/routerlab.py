@@ -1,8 +1,13 @@
 """A real router to test against: miniupnpd in network namespaces that this module creates.
 
     LAN host 192.168.77.2 --veth-- 192.168.77.1 router 11.22.33.1 --veth-- 11.22.33.2 internet host
+    ipv6=True:  2001:db8:77::2         2001:db8:77::1   2001:db8:1122::1     2001:db8:1122::2
 
-The router runs miniupnpd (nftables backend). tests/labfixtures.py makes the pytest fixtures over it.
+The router runs miniupnpd: Debian's nftables build, or with `build="iptables"` Debian's iptables build
+unpacked from its .deb (the packages conflict; `make system-deps` unpacks it, see iptables_dir()).
+With `ipv6=True` both sides also carry IPv6 from the documentation prefix 2001:db8::/32 only, with
+the same forward-drop firewall, so only a pinhole lets IPv6 from the internet host reach the LAN.
+tests/labfixtures.py makes the pytest fixtures over it.
 
 Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
 to the machine's own namespace except the veth pairs' creation, and both ends move out at once.
@@ -23,6 +28,10 @@ from dataclasses import dataclass, field
 
 LAN_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, NET_IP = "192.168.77.2", "192.168.77.1", "11.22.33.1", "11.22.33.2"
 HTTP_PORT = 5000
+LAN_IP6, ROUTER_LAN_IP6 = "2001:db8:77::2", "2001:db8:77::1"
+ROUTER_WAN_IP6, NET_IP6 = "2001:db8:1122::1", "2001:db8:1122::2"
+LAN_NET6 = "2001:db8:77::/64"
+BUILDS = ("nftables", "iptables")
 # miniupnpd's permission rules, first match wins: any port for the LAN, nothing else.
 OPEN_RULES = ("allow 1-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535")
 # The rules of miniupnpd's sample configuration: unprivileged ports for the LAN, nothing else.
@@ -33,6 +42,19 @@ _SERVER = """
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
+deadline = time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while time.monotonic() < deadline:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    c.sendall(b"hello from the LAN"); c.close()
+"""
+_SERVER6 = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
 deadline = time.monotonic() + float(sys.argv[2])
 print("ready", flush=True)
 while time.monotonic() < deadline:
@@ -61,6 +83,33 @@ def missing_prerequisites() -> str:
     return ""
 
 
+def iptables_dir() -> str:
+    """Where `make system-deps` unpacked miniupnpd-iptables and legacy iptables (PORTCTL_LAB_IPTABLES overrides)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.environ.get("PORTCTL_LAB_IPTABLES") or os.path.join(here, "..", ".lab", "miniupnpd-iptables")
+
+
+def missing_build(build: str) -> str:
+    """Why this miniupnpd build cannot run here, or "" (missing_prerequisites() covers the nftables one)."""
+    if build not in BUILDS:
+        return f"no such build {build!r}: one of {', '.join(BUILDS)}"
+    if build == "iptables":
+        root = iptables_dir()
+        for tool in ("usr/sbin/miniupnpd", "usr/sbin/iptables-legacy-restore"):
+            if not os.path.exists(os.path.join(root, tool)):
+                return f"needs miniupnpd-iptables unpacked in {root} (make system-deps, as root)"
+    return ""
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    """Does `condition` come true within `timeout`? For positive traffic checks: a busy machine may lose one try."""
+    try:
+        wait_for(condition, timeout, "the condition")
+    except TimeoutError:
+        return False
+    return True
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -76,6 +125,8 @@ class Lab:
     secure_mode: bool = False
     rules: tuple[str, ...] = OPEN_RULES  # miniupnpd's allow/deny lines
     emulator: str = ""  # a quirk profile: run portctl's emulator (with SSDP) as the router instead of miniupnpd
+    ipv6: bool = False  # IPv6 on both sides too (documentation prefixes), pinholes through the same firewall
+    build: str = "nftables"  # which miniupnpd: "nftables" (installed) or "iptables" (unpacked, see iptables_dir)
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
     _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -96,10 +147,19 @@ class Lab:
     def url(self) -> str:
         return f"http://{ROUTER_LAN_IP}:{HTTP_PORT}/rootDesc.xml"
 
+    @property
+    def url6(self) -> str:
+        return f"http://[{ROUTER_LAN_IP6}]:{HTTP_PORT}/rootDesc.xml"
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def up(self) -> Lab:
         p = self.prefix
+        reason = missing_build(self.build)
+        if reason:
+            raise RuntimeError(reason)
+        if self.ipv6 and self.build != "nftables":
+            raise ValueError("the IPv6 lab runs the nftables build only")
         self.down_namespaces()
         for ns in (self.lan, self.rtr, self.net):
             _sh("ip", "netns", "add", ns)
@@ -144,6 +204,12 @@ class Lab:
             _sh("ip", "-n", ns, "link", "set", dev, "up")
         _sh("ip", "-n", self.lan, "route", "add", "default", "via", ROUTER_LAN_IP)
         _sh("ip", "netns", "exec", self.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if self.ipv6:
+            self._up_ipv6()
+        if self.build == "iptables":
+            self._iptables_chains()
+            self.start_router()
+            return self
         # The chains miniupnpd 2.3.1 (nftables) expects, with a forward policy that drops what
         # no mapping allows: a closed port really is closed.
         ruleset = f"""
@@ -188,8 +254,11 @@ table inet filter {{
         if not keep_table:
             if os.path.exists(leases):
                 os.remove(leases)
-            for chain in ("miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"):
-                _sh("ip", "netns", "exec", self.rtr, "nft", "flush", "chain", "inet", "filter", chain)
+            if self.build == "iptables":
+                self._flush_iptables_chains()
+            else:
+                for chain in ("miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"):
+                    _sh("ip", "netns", "exec", self.rtr, "nft", "flush", "chain", "inet", "filter", chain)
         with open(conf, "w") as f:
             f.write(
                 f"ext_ifname={self.prefix}w1\nlistening_ip={self.prefix}l1\nhttp_port={HTTP_PORT}\n"
@@ -200,13 +269,103 @@ table inet filter {{
                 f"lease_file={leases}\n" + "".join(f"{rule}\n" for rule in self.rules)
             )
         log = open(os.path.join(self.workdir, "miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the daemon
+        pidfile = os.path.join(self.workdir, "pid")
         self._daemon = subprocess.Popen(
-            ["ip", "netns", "exec", self.rtr, "miniupnpd", "-d", "-f", conf, "-P", os.path.join(self.workdir, "pid")],
+            ["ip", "netns", "exec", self.rtr, self._miniupnpd(), "-d", "-f", conf, "-P", pidfile],
             stdout=log,
             stderr=log,
+            env=self.iptables_env(),
         )
         # miniupnpd loads its lease file before it serves: a second or so per hundred mappings.
         wait_for(self._answers, wait, "miniupnpd to serve its description")
+
+    # -- IPv6 and the iptables build (each in its own functions) -------------------------------
+
+    def _up_ipv6(self) -> None:
+        """The notes' recipe: static addresses without DAD (no waiting), routes, forwarding on the router.
+
+        No ipv6_listening_ip in miniupnpd.conf: with it, 2.3.1 binds HTTP to that IPv6 address alone and
+        stops answering on IPv4; without it, it serves both and advertises the LAN's global IPv6 address.
+        """
+        p = self.prefix
+        _sh("ip", "netns", "exec", self.rtr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        for ns, dev, addr in (
+            (self.lan, f"{p}l0", LAN_IP6),
+            (self.rtr, f"{p}l1", ROUTER_LAN_IP6),
+            (self.rtr, f"{p}w1", ROUTER_WAN_IP6),
+            (self.net, f"{p}w0", NET_IP6),
+        ):
+            _sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
+            _sh("ip", "-n", ns, "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        _sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", ROUTER_LAN_IP6)
+        _sh("ip", "-n", self.net, "-6", "route", "add", LAN_NET6, "via", ROUTER_WAN_IP6)
+        _sh("ip", "-n", self.rtr, "-6", "route", "add", "default", "via", NET_IP6)
+
+    def _miniupnpd(self) -> str:
+        return os.path.join(iptables_dir(), "usr/sbin/miniupnpd") if self.build == "iptables" else "miniupnpd"
+
+    def iptables_env(self) -> dict[str, str] | None:
+        """For the unpacked build and its tools: their libraries (and iptables' extensions) inside its directory."""
+        if self.build != "iptables":
+            return None
+        lib = os.path.join(iptables_dir(), "usr/lib/x86_64-linux-gnu")
+        return {**os.environ, "LD_LIBRARY_PATH": lib, "XTABLES_LIBDIR": os.path.join(lib, "xtables")}
+
+    def _iptables_restore(self, rules: str, *, flush: bool) -> None:
+        restore = os.path.join(iptables_dir(), "usr/sbin/iptables-legacy-restore")
+        cmd = ["ip", "netns", "exec", self.rtr, restore, *([] if flush else ["--noflush"])]
+        subprocess.run(cmd, input=rules.encode(), check=True, capture_output=True, env=self.iptables_env())
+
+    def _iptables_chains(self) -> None:
+        """What miniupnpd's iptables_init.sh makes, with a forward policy that drops what no mapping allows."""
+        w, lan = f"{self.prefix}w1", f"{self.prefix}l1"
+        self._iptables_restore(
+            f"""*filter
+:FORWARD DROP [0:0]
+:MINIUPNPD - [0:0]
+-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A FORWARD -i {lan} -j ACCEPT
+-A FORWARD -i {w} ! -o {w} -j MINIUPNPD
+COMMIT
+*nat
+:MINIUPNPD - [0:0]
+:MINIUPNPD-POSTROUTING - [0:0]
+-A PREROUTING -i {w} -j MINIUPNPD
+-A POSTROUTING -o {w} -j MINIUPNPD-POSTROUTING
+COMMIT
+*mangle
+:MINIUPNPD - [0:0]
+-A PREROUTING -i {w} -j MINIUPNPD
+COMMIT
+""",
+            flush=True,
+        )
+
+    def _flush_iptables_chains(self) -> None:
+        # With --noflush, declaring a chain that exists empties it and leaves the jumps to it alone.
+        self._iptables_restore(
+            "*filter\n:MINIUPNPD - [0:0]\nCOMMIT\n*nat\n:MINIUPNPD - [0:0]\n:MINIUPNPD-POSTROUTING - [0:0]\nCOMMIT\n"
+            "*mangle\n:MINIUPNPD - [0:0]\nCOMMIT\n",
+            flush=False,
+        )
+
+    def upnpc6(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """upnpc over IPv6 from the LAN host (its source address is LAN_IP6, the only global one there)."""
+        return self.run(self.lan, "upnpc", "-6", "-u", self.url6, *args, check=False)
+
+    def serve6(self, port: int, lifetime: float = 120) -> None:
+        """An IPv6 TCP server on the LAN host that greets every connection."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER6, str(port), str(lifetime)],
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        self._servers.append(proc)
+
+    def reaches6(self, port: int) -> bool:
+        """Does an IPv6 connection from the internet host to the LAN host's own address reach its server?"""
+        out = self.run(self.net, sys.executable, "-c", _CLIENT, LAN_IP6, str(port)).stdout
+        return out.strip() == "hello from the LAN"
 
     def _start_emulator(self) -> None:
         log = open(os.path.join(self.workdir, "emulator.log"), "ab")  # noqa: SIM115 - owned by the process
