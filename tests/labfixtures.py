@@ -11,7 +11,7 @@ from typing import TypedDict, Unpack
 
 import pytest
 
-from tests.routerlab import Lab, missing_prerequisites
+from tests.routerlab import BUILDS, Lab, missing_build, missing_prerequisites
 
 
 class LabSettings(TypedDict, total=False):
@@ -21,16 +21,21 @@ class LabSettings(TypedDict, total=False):
     secure_mode: bool
     rules: tuple[str, ...]
     emulator: str
+    ipv6: bool
+    build: str
 
 
 # A variant is one run of the module's tests: a letter that keeps its namespaces apart, and its settings.
 Variant = tuple[str, LabSettings]
 IGD_VERSIONS: Mapping[str, Variant] = {"igd2": ("b", {"igd1": False}), "igd1": ("a", {"igd1": True})}
+# Both miniupnpd builds, each under the letter its name starts with.
+MINIUPNPD_BUILDS: Mapping[str, Variant] = {build: (build[0], {"build": build}) for build in BUILDS}
 
 
-def require_lab() -> None:
-    """Skip the real-router tests where they cannot run; in CI that is a failure, not a skip."""
-    reason = missing_prerequisites()
+def require_lab(build: str = "nftables") -> None:
+    """Skip the real-router tests where they cannot run (with miniupnpd's `build`); in CI that is a
+    failure, not a skip."""
+    reason = missing_prerequisites() or missing_build(build)
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"real-router tests cannot run in CI: {reason}")
@@ -47,13 +52,13 @@ def module_lab(letters: str, variants: Mapping[str, Variant] | None = None, **se
     """
 
     def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-        require_lab()
         suffix, extra = variants[request.param] if variants else ("", LabSettings())
         merged = LabSettings(**settings)
         merged.update(extra)
-        the_lab = Lab(prefix=f"{letters}{os.getpid() % 1000}{suffix}", **merged).up()
-        try:
-            yield the_lab
+        require_lab(merged.get("build", "nftables"))
+        the_lab = Lab(prefix=f"{letters}{os.getpid() % 1000}{suffix}", **merged)
+        try:  # a lab that fails half-way up is torn down too
+            yield the_lab.up()
         finally:
             the_lab.down()
 

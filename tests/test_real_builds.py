@@ -9,13 +9,12 @@ comes through unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import MINIUPNPD_BUILDS, module_lab
 
 pytestmark = pytest.mark.router
 FOREIGN = (6100, "TCP", "Xbox Live (another device)")
@@ -27,25 +26,7 @@ def manifest(*ports: int) -> str:
     )
 
 
-def require_build(build: str) -> None:
-    """As require_lab: skip where the build cannot run, and fail instead in CI."""
-    require_lab()
-    reason = routerlab.missing_build(build)
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"real-router tests cannot run in CI: {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module", params=routerlab.BUILDS)
-def lab(request: pytest.FixtureRequest) -> Iterator[routerlab.Lab]:
-    build: str = request.param
-    require_build(build)
-    the_lab = routerlab.Lab(prefix=f"pi{os.getpid() % 1000}{build[0]}", build=build)
-    try:  # a lab that fails half-way up is torn down too
-        yield the_lab.up()
-    finally:
-        the_lab.down()
+lab = module_lab("pi", MINIUPNPD_BUILDS)
 
 
 @pytest.fixture

@@ -7,28 +7,19 @@ host's own address, as miniupnpd insists) lets a connection from the internet ho
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from tests import routerlab
-from tests.conftest import require_lab
 from tests.helpers import write
+from tests.labfixtures import module_lab
 
 pytestmark = pytest.mark.router
 LEASE = "3600"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[routerlab.Lab]:
-    require_lab()
-    the_lab = routerlab.Lab(prefix=f"p6{os.getpid() % 1000}", ipv6=True)
-    try:  # a lab that fails half-way up is torn down too
-        yield the_lab.up()
-    finally:
-        the_lab.down()
+lab = module_lab("p6", ipv6=True)
 
 
 def add_pinhole(lab: routerlab.Lab, port: int) -> str:
