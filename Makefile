@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
-DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client curl
+DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc natpmpc nftables iproute2 git openssh-client curl
 
 .PHONY: demo test lint typecheck system-deps soak bench clean
 
