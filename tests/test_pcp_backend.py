@@ -141,9 +141,7 @@ def test_a_grant_is_listed_until_its_lifetime_ends(tmp_path: str, clock: Virtual
     assert b.get_mapping(WEB) is None
 
 
-def test_the_nonce_comes_from_the_owner_and_name_so_another_run_deletes_it(
-    tmp_path: str, router: FakeRouter
-) -> None:
+def test_the_nonce_comes_from_the_owner_and_name_so_another_run_deletes_it(tmp_path: str, router: FakeRouter) -> None:
     """The MAP carries the nonce of owner, name, protocol and internal port; a new backend on the same
     cache (a later run) deletes the mapping with it, and the router's table is empty."""
     backend(tmp_path, router).add_mapping(row(WEB, 8080))
