@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
-DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc nftables iproute2 git openssh-client curl
+DEBIAN_PACKAGES := miniupnpd-nftables miniupnpc natpmpc nftables iproute2 git openssh-client curl
 # The second real router (miniupnpd-iptables) conflicts with the first as a package: system-deps unpacks it
 # here (once; a second run downloads nothing), and tests/routerlab.py runs it from here.
 PORTCTL_LAB_IPTABLES ?= $(CURDIR)/.lab/miniupnpd-iptables

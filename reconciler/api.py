@@ -45,6 +45,9 @@ def connect(
 ) -> Backend:
     """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
 
+    `pcp://HOST[:PORT]` and `natpmp://HOST[:PORT]` speak PCP or NAT-PMP to the gateway HOST; any
+    other URL is a UPnP IGD's root description.
+
     Without `fresh`, what earlier runs left in `cache` is used: the router's description, and with
     no `url` the location last found on this network, tried before any SSDP is sent. `observe`
     sees every HTTP exchange with the router (--trace). `clock` (the cache's by default) stamps and
@@ -53,6 +56,12 @@ def connect(
     from .backends import upnp
 
     stamp = clock or cache.clock
+    if url is not None and url.partition("://")[0] in ("pcp", "natpmp"):
+        from .backends.pcp import backend as pcp
+
+        found: Backend = pcp.connect(url, cache=cache, timeout=timeout, clock=stamp)
+        found.learned = cache.learned(found.info.identity, stamp())
+        return found
 
     def backend_at(location: str, config_id: str = "", fresh: bool = fresh) -> Backend:
         return upnp.connect(
@@ -174,6 +183,7 @@ def plan(
         store=store,
         longest_lease=can.longest_lease,
         describes=can.can_describe,
+        finite_leases=can.finite_leases,
     )
     return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
 

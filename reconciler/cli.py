@@ -90,7 +90,10 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
     def router(c: argparse.ArgumentParser) -> None:
         c.add_argument(
-            "--router", metavar="URL", help="the IGD's root description URL (default: PORTCTL_ROUTER, router.url, SSDP)"
+            "--router",
+            metavar="URL",
+            help="the IGD's root description URL, or pcp://GATEWAY or natpmp://GATEWAY "
+            "(default: PORTCTL_ROUTER, router.url, SSDP)",
         )
         c.add_argument(
             "--timeout",
@@ -204,7 +207,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--manifest", metavar="FILE", help="follow a local manifest file instead of a repository")
     c.add_argument("--interval", metavar="DURATION", help="time between reconciles, such as 60s or 5m (default 60s)")
     c.add_argument("--listen", metavar="HOST:PORT", help="health, status, metrics and control (127.0.0.1:9477)")
-    c.add_argument("--router", metavar="URL", help="the IGD's root description URL (default: router.url, SSDP)")
+    c.add_argument("--router", metavar="URL", help="the router's URL, as for plan (default: router.url, SSDP)")
     c.add_argument("--timeout", type=_seconds, metavar="S", help="seconds to wait for each router request (5)")
     trace(c)
     c.add_argument("--verify-signatures", action="store_const", const=True, help="apply only signed commits")

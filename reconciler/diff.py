@@ -64,6 +64,7 @@ def diff(
     store: OwnershipStore | None = None,
     longest_lease: int = MAX_LEASE,
     describes: bool = True,
+    finite_leases: bool = False,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
@@ -74,7 +75,8 @@ def diff(
     otherwise `store` (the description tag by default) says which are.
     `longest_lease` is what the router makes of a permanent lease, and `describes` whether its rows
     keep the description sent (its backend's capabilities say); where they do not, the router's own
-    text in a row is not drift.
+    text in a row is not drift. `finite_leases`: the protocol has no permanent lease, so a permanent
+    one is refused unless the mapping accepts `longest_lease` (allow_permanent).
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -95,6 +97,7 @@ def diff(
             same_port_ok=d.allow_same_port,
             permanent_ok=d.allow_permanent,
             any_remote_ok=d.allow_any_remote_host,
+            finite_leases=finite_leases,
         )
         shaped = quirks.shape(target(owner, d, key, store), learned, request)
         if isinstance(shaped, str):
@@ -284,7 +287,8 @@ def _update(
         return Change(
             Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,), False, same_port
         )
-    effective = want.lease or longest_lease
+    # A router grants at most its longest lease: renewal is timed against what it can hold.
+    effective = min(want.lease or longest_lease, longest_lease)
     if have.lease and have.lease < effective * renew_below:
         reason = f"lease has {format_duration(have.lease)} left of {format_duration(effective)}"
         return Change(Action.RENEW, d.name, want.key, have, want, reason, same_port_ok=same_port)

@@ -39,7 +39,7 @@ _HINTS = {
     "name": "1-24 letters, digits, '.', '_' or '-', starting with a letter or digit",
     "owner": "1-32 letters, digits, '.', '_' or '-', starting with a letter or digit",
     "description": "printable ASCII text",
-    "url": "an http:// URL of the router's root description",
+    "url": "an http:// URL of the router's root description, or pcp://GATEWAY or natpmp://GATEWAY",
 }
 
 

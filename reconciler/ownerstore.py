@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ from .models import MappingKey, PortMapping
 from .ownership import Claim
 
 INVENTORY_FILE = "inventory.json"
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")  # the schema's patterns
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")
 INVENTORY_VERSION = 1
 
 
@@ -102,8 +105,9 @@ class InventoryStore:
         return os.path.join(self.cache.directory, INVENTORY_FILE)
 
     def label(self, owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
-        # Nothing on the router says who owns it; the description is for people only.
-        return f"{name} {description}" if description else name
+        # Nothing on the router says who owns it. The label names owner and name for people, and for
+        # a backend that derives what identifies the mapping from them (a PCP nonce): see `identity`.
+        return inventory_label(owner, name, description)
 
     def claim(
         self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
@@ -195,6 +199,20 @@ class InventoryStore:
                 self._seen = doc
         except OSError as exc:
             raise InventoryError(f"{self.path}: cannot write the ownership inventory: {exc}") from exc
+
+
+def inventory_label(owner: str, name: str, description: str = "") -> str:
+    """`OWNER/NAME[ DESCRIPTION]`: neither an owner nor a name may hold a "/" or a space (the schema)."""
+    head = f"{owner}/{name}"
+    return f"{head} {description}" if description else head
+
+
+def identity(label: str) -> tuple[str, str] | None:
+    """The owner and name an inventory label carries, or None if `label` is none."""
+    owner, slash, name = label.partition(" ")[0].partition("/")
+    if not slash or not _OWNER.fullmatch(owner) or not _NAME.fullmatch(name):
+        return None
+    return owner, name
 
 
 def for_router(describes: bool, cache: Cache, router: str) -> OwnershipStore:

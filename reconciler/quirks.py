@@ -61,6 +61,8 @@ WIDENS: dict[Quirk, str] = {
     Quirk.WILDCARD_REMOTE_ONLY: "allow_any_remote_host",
     Quirk.SAME_PORT_ONLY: "allow_same_port",
 }
+# The need shown where a protocol (PCP, NAT-PMP) has no permanent lease at all: not learned, declared.
+FINITE_BY_PROTOCOL = "no permanent lease in this protocol; the longest it grants"
 # Needs that narrow it, planned for without asking.
 NARROWS = frozenset({Quirk.FINITE_ONLY})
 PROVEN_FOR = 30 * 86400.0  # seconds a proven lesson is trusted before the router is asked again
@@ -85,6 +87,7 @@ class Request:
     permanent_ok: bool = False  # the manifest allows a permanent lease where the router needs one
     any_remote_ok: bool = False  # the manifest allows any remote host where the router cannot restrict
     longest_lease: int = MAX_LEASE  # what a finite-only router is asked for instead of permanent (capabilities)
+    finite_leases: bool = False  # the protocol has no permanent lease (PCP, NAT-PMP): capabilities
     lan: tuple[ipaddress.IPv4Network, ...] | None = None  # subnets this host is attached to; None: unknown
     # A mapping to another host that the router holds or granted ("" if none seen): it is not in
     # secure mode, or was not when that mapping was made.
@@ -581,6 +584,16 @@ def shape(m: PortMapping, learned: Learned, request: Request) -> tuple[PortMappi
     """The row a router with these needs will hold for `m`, with what was adapted and why, or why
     it cannot hold it (a proven need the manifest does not allow)."""
     adapted_by: list[Adaptation] = []
+    if request.finite_leases and m.lease == 0:
+        longest = format_duration(request.longest_lease)
+        if not request.permanent_ok:
+            return (
+                f"lease: permanent cannot be held: this router's protocol has no permanent lease (at most {longest}). "
+                "Set a lease such as lease: 1h (portctl renews it at half), "
+                f"or allow_permanent: true to accept the longest lifetime, {longest}"
+            )
+        adapted_by.append(Adaptation("lease", 0, request.longest_lease, FINITE_BY_PROTOCOL, "allow_permanent"))
+        m = replace(m, lease=request.longest_lease)
     for quirk in Quirk:
         lesson = learned.quirks.get(quirk)
         if lesson is None:

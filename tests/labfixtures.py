@@ -23,6 +23,7 @@ class LabSettings(TypedDict, total=False):
     emulator: str
     ipv6: bool
     build: str
+    upnp: bool
 
 
 # A variant is one run of the module's tests: a letter that keeps its namespaces apart, and its settings.

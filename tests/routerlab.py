@@ -77,9 +77,9 @@ except OSError as e:
 def missing_prerequisites() -> str:
     if os.geteuid() != 0:
         return "needs root for network namespaces"
-    for tool in ("ip", "nft", "miniupnpd", "upnpc"):
+    for tool in ("ip", "nft", "miniupnpd", "upnpc", "natpmpc"):  # natpmpc: another app's NAT-PMP mappings
         if shutil.which(tool) is None:
-            return f"needs {tool} (Debian: miniupnpd-nftables miniupnpc nftables iproute2)"
+            return f"needs {tool} (Debian: miniupnpd-nftables miniupnpc natpmpc nftables iproute2)"
     return ""
 
 
@@ -127,6 +127,7 @@ class Lab:
     emulator: str = ""  # a quirk profile: run portctl's emulator (with SSDP) as the router instead of miniupnpd
     ipv6: bool = False  # IPv6 on both sides too (documentation prefixes), pinholes through the same firewall
     build: str = "nftables"  # which miniupnpd: "nftables" (installed) or "iptables" (unpacked, see iptables_dir)
+    upnp: bool = True  # False: miniupnpd with UPnP IGD off (no HTTP, no SSDP); PCP and NAT-PMP stay on
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
     _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -262,7 +263,7 @@ table inet filter {{
         with open(conf, "w") as f:
             f.write(
                 f"ext_ifname={self.prefix}w1\nlistening_ip={self.prefix}l1\nhttp_port={HTTP_PORT}\n"
-                "enable_natpmp=yes\nenable_upnp=yes\nsystem_uptime=no\n"
+                f"enable_natpmp=yes\nenable_upnp={'yes' if self.upnp else 'no'}\nsystem_uptime=no\n"
                 f"secure_mode={'yes' if self.secure_mode else 'no'}\n"
                 f"force_igd_desc_v1={'yes' if self.igd1 else 'no'}\n"
                 f"uuid=3d3cec3a-8cf0-11e0-98ee-{abs(hash(self.prefix)) % 10**12:012d}\n"
@@ -394,6 +395,12 @@ COMMIT
         if self._daemon is not None and self._daemon.poll() is not None:
             raise RuntimeError(f"the router exited; see the log in {self.workdir}")
         probe = f"import urllib.request; urllib.request.urlopen({self.url!r}, timeout=1).read()"
+        if not self.upnp:
+            # No HTTP to ask: a NAT-PMP external-address request (RFC 6886 section 3.2) answered is serving.
+            probe = (
+                "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); "
+                f"s.sendto(bytes(2), ({ROUTER_LAN_IP!r}, 5351)); assert s.recv(16)[1] == 128"
+            )
         try:
             return self.run(self.lan, sys.executable, "-c", probe, check=False, timeout=10).returncode == 0
         except subprocess.TimeoutExpired:

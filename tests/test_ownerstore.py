@@ -15,7 +15,7 @@ from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, PortMapping, Protocol
 from reconciler.ownership import Claim
-from reconciler.ownerstore import INVENTORY_FILE, InventoryError, InventoryStore, TagStore, for_router
+from reconciler.ownerstore import INVENTORY_FILE, InventoryError, InventoryStore, TagStore, for_router, identity
 
 WEB = MappingKey(8080, Protocol.TCP)
 ROW = PortMapping(WEB, "192.168.1.20", 80, "web nginx")
@@ -126,7 +126,7 @@ def test_the_file_is_keyed_by_router_identity(tmp_path: str) -> None:
 
 def test_the_planner_asks_the_store_it_is_given(tmp_path: str) -> None:
     """With an inventory, the planner prunes the recorded row, leaves the unrecorded one alone, and
-    writes an untagged description."""
+    writes an untagged label naming owner and mapping (what a PCP backend derives its nonce from)."""
     inventory = store(str(tmp_path))
     inventory.record("homelab", WEB, ROW, "web")
     stranger = PortMapping(MappingKey(9090, Protocol.TCP), "192.168.1.30", 9090, "game")
@@ -134,7 +134,24 @@ def test_the_planner_asks_the_store_it_is_given(tmp_path: str) -> None:
     plan = diff.diff(Manifest("m.yaml", "homelab", (ssh,)), [ROW, stranger], store=inventory)
     assert [(c.action, c.key) for c in plan.changes] == [(Action.REMOVE, WEB), (Action.ADD, ssh.key)]
     assert plan.foreign == (stranger,)
-    assert [c.after.description for c in plan.changes if c.after] == ["ssh"]
+    assert [c.after.description for c in plan.changes if c.after] == ["homelab/ssh"]
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("homelab/ssh", ("homelab", "ssh")),
+        ("homelab/ssh the ssh server", ("homelab", "ssh")),
+        ("ssh", None),
+        ("ssh the/ssh server", None),
+        ("/ssh", None),
+        ("homelab/", None),
+        ("pc:abc/def", None),
+    ],
+)
+def test_an_inventory_label_gives_back_its_owner_and_name(label: str, expected: tuple[str, str] | None) -> None:
+    """Owner and name come back only from a label of the inventory's OWNER/NAME form."""
+    assert identity(label) == expected
 
 
 def test_a_router_that_describes_gets_the_tag_store(tmp_path: str) -> None:
@@ -149,10 +166,10 @@ def test_api_plans_and_destroys_with_the_store_it_is_given(tmp_path: str, emulat
     """api.plan and api.destroy_plan claim by the store handed in: an inventory's row is removed
     by destroy, and an untagged row the inventory does not hold is left foreign."""
     cache = Cache(str(tmp_path))
-    emulator.router.add(8080, "TCP", "127.0.0.1", 80, "web nginx")
+    emulator.router.add(8080, "TCP", "127.0.0.1", 80, "homelab/web nginx")  # as the inventory labels it
     emulator.router.add(9090, "TCP", "127.0.0.1", 9090, "game")
     inventory = InventoryStore(cache, emulator.udn)
-    inventory.record("homelab", WEB, PortMapping(WEB, "127.0.0.1", 80, "web nginx"), "web")
+    inventory.record("homelab", WEB, PortMapping(WEB, "127.0.0.1", 80, "homelab/web nginx"), "web")
     web = DesiredMapping("web", WEB, "127.0.0.1", 80, 0, description="nginx")
     m = Manifest("m.yaml", "homelab", (web,))
     with api.session(emulator.url, cache) as backend:

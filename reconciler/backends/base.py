@@ -22,6 +22,8 @@ class Capabilities:
     picks_external_port: bool  # the router, not the request, decides the external port
     sends_events: bool  # the router pushes change events (see EventSource)
     longest_lease: int  # seconds; what "permanent" becomes, and what a lease is renewed against
+    # Every lease ends (PCP, NAT-PMP): a manifest's "permanent" is refused unless it accepts longest_lease.
+    finite_leases: bool = False
 
 
 @runtime_checkable

@@ -5,12 +5,17 @@ RouterError
 ├── RouterProtocolError
 │   └── MalformedAnswer         a datagram that is no valid answer to the request, and why
 ├── UnsupportedVersion          the server does not speak PCP version 2: use NAT-PMP
-└── ResultError                 a well-formed answer with a result code other than SUCCESS
+├── ResultError                 a well-formed answer with a result code other than SUCCESS
+└── UpnpActionError             (reconciler.errors)
+    └── RouterRefused           (reconciler.errors)
+        └── MapRefused          refused, or granted another external port than asked (released)
+PortctlError
+└── NoRecords                   what was granted cannot be kept beside the cache
 """
 
 from __future__ import annotations
 
-from reconciler.errors import RouterError, RouterProtocolError
+from reconciler.errors import PortctlError, RouterError, RouterProtocolError, RouterRefused
 
 
 class MalformedAnswer(RouterProtocolError):
@@ -51,3 +56,18 @@ class ResultError(RouterError):
         self.code = code
         self.name = name
         self.retry_after = retry_after
+
+
+class MapRefused(RouterRefused):
+    """The router would not hold the mapping as asked: it refused it with a result code, or granted
+    another external port (released again at once). Final for this mapping: the plan's on_conflict
+    decides what to ask for instead."""
+
+    def __init__(self, protocol: str, code: int, message: str, *, stop: bool = False) -> None:
+        super().__init__(f"{protocol} MAP", code, message, stop=stop)
+        self.args = (message,)
+
+
+class NoRecords(PortctlError):
+    """What the router granted cannot be kept (no cache directory, or it cannot be written): without
+    it portctl cannot tell what it holds on a router that lists nothing."""

@@ -1,0 +1,321 @@
+"""The PCP (RFC 6887) and NAT-PMP (RFC 6886) backend: the Backend interface over `client.Client`.
+
+Neither protocol can list or describe, so what the router granted this host is kept beside the
+cache (`granted`): `list_mappings` is those grants not yet expired on the backend's clock. Ownership
+is not read from the router either: `api.read` gives such a router the local inventory
+(`ownerstore.InventoryStore`), whose label of each row names its owner and mapping, `OWNER/NAME ...`.
+
+PCP: each mapping's nonce is derived from the local secret and that owner and name with the protocol
+and internal port (`nonce.mapping_nonce`), so renew and delete always match, a restarted portctl
+holds its mappings again, and another owner's nonce deletes nothing of ours (NOT_AUTHORIZED). Every
+MAP carries PREFER_FAILURE; miniupnpd 2.3.1 still moves off a port another mapping holds, so the
+granted port is compared with the requested one: one that differs is released at once and the add
+is refused (MapRefused); the plan's on_conflict decides where to go instead.
+
+NAT-PMP has no nonce: a mapping is the internal port of the host that asks, and a delete names that.
+
+An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
+next plan finds them gone and adds them again. Building a backend does no I/O; `connect` does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from ...cache import Cache
+from ...errors import RouterUnreachable
+from ...models import MappingKey, PortMapping, RouterInfo
+from ...models import Protocol as Transport
+from ...ownerstore import identity
+from ...quirks import Learned
+from ..base import Backend, Capabilities
+from . import epoch, nonce, wire
+from .client import DEADLINE, Answer, Client
+from .errors import MapRefused, ResultError
+from .granted import Epoch, Grant, Granted
+
+Mode = Literal["pcp", "natpmp"]
+MODES: tuple[Mode, ...] = ("pcp", "natpmp")
+# The longest lifetime asked for where the manifest accepts it for "permanent": one day, miniupnpd's
+# ceiling for PCP (a router that grants less teaches its own ceiling, see `_granted`).
+LONGEST_LEASE = 86400
+R = TypeVar("R")
+
+
+class Exchanger(Protocol):
+    """What the backend needs of a client (client.Client; tests hand in a fake)."""
+
+    local_address: wire.IPAddress
+
+    def pcp(self, request: wire.PcpRequest) -> Answer[wire.PcpResponse]: ...
+    def natpmp(self, request: wire.NatPmpRequest) -> Answer[wire.NatPmpResponse]: ...
+    def close(self) -> None: ...
+
+
+def connect(
+    url: str,
+    *,
+    cache: Cache,
+    timeout: float | None = None,
+    clock: Callable[[], float] | None = None,
+) -> PcpBackend:
+    """The router at `pcp://HOST[:PORT]` or `natpmp://HOST[:PORT]`, connected (one exchange)."""
+    parts = urlsplit(url)
+    if parts.scheme not in MODES or not parts.hostname:
+        raise RouterUnreachable(f"{url!r} is not a pcp:// or natpmp:// URL of a gateway")
+    mode: Mode = "pcp" if parts.scheme == "pcp" else "natpmp"
+    try:
+        port = parts.port or wire.PORT
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        raise RouterUnreachable(f"{url!r}: the gateway is given by its IP address and port") from None
+    gateway = parts.hostname
+    deadline = timeout or DEADLINE
+    backend = PcpBackend(
+        gateway,
+        mode=mode,
+        cache=cache,
+        clock=clock,
+        open_client=lambda: Client(gateway, port=port, deadline=deadline, clock=backend.clock),
+    )
+    return backend.connect()
+
+
+class PcpBackend(Backend):
+    """The gateway `gateway` spoken to in `mode`. `open_client` makes the client when `connect` runs;
+    `clock` (the cache's wall clock by default) times lifetimes and epochs, across runs too."""
+
+    def __init__(
+        self,
+        gateway: str,
+        *,
+        mode: Mode,
+        cache: Cache,
+        open_client: Callable[[], Exchanger],
+        clock: Callable[[], float] | None = None,
+        secret: bytes | None = None,
+    ) -> None:
+        self.mode = mode
+        self.gateway = gateway
+        self.cache = cache
+        self.clock = clock or cache.clock
+        self._open_client = open_client
+        self._client: Exchanger | None = None
+        self._secret = secret
+        self.info = RouterInfo(mode, f"{mode}:{gateway}", f"{mode}://{gateway}", service=mode)
+        self.capabilities = Capabilities(
+            can_list=False,
+            can_describe=False,
+            picks_external_port=True,
+            sends_events=False,
+            longest_lease=LONGEST_LEASE,
+            finite_leases=True,
+        )
+        self.learned = Learned()
+        self.granted = Granted(cache, self.info.identity)
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connect(self) -> PcpBackend:
+        """Open the client and ask once: the router's epoch, and its external address."""
+        if self._client is None:
+            self._client = self._open_client()
+        if self.mode == "pcp" and self._secret is None:
+            self._secret = nonce.load_secret(self.cache.directory or "")
+        if self.mode == "pcp":
+            self._pcp(wire.AnnounceRequest(self.client.local_address))
+        self.info = replace(self.info, external_ip=self.external_address())
+        ceiling = self.granted.ceiling()
+        if ceiling:
+            self.capabilities = replace(self.capabilities, longest_lease=min(LONGEST_LEASE, ceiling))
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> Exchanger:
+        if self._client is None:
+            raise RouterUnreachable(f"not connected to {self.info.address}: connect() first")
+        return self._client
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def list_mappings(self) -> list[PortMapping]:
+        """What the router granted this host and still holds, by its lifetimes: foreign rows are unseen."""
+        now = self.clock()
+        return [_remaining(g, now) for _, g in sorted(self.granted.grants().items()) if g.expires > now]
+
+    def get_mapping(self, key: MappingKey) -> PortMapping | None:
+        grant = self.granted.grants().get(key)
+        now = self.clock()
+        return _remaining(grant, now) if grant is not None and grant.expires > now else None
+
+    def add_mapping(self, mapping: PortMapping) -> None:
+        """Ask for exactly `mapping`: its external port (PREFER_FAILURE in PCP) and its lease. A grant
+        of another port is released and refused; a shorter lifetime is what is recorded."""
+        if mapping.lease == 0:
+            raise MapRefused(self._name, 0, f"{self._name} leases are finite: {mapping.key} asks for a permanent one")
+        if mapping.internal_client != str(self.client.local_address):
+            raise MapRefused(
+                self._name,
+                0,
+                f"{self._name} maps ports only to the host that asks ({self.client.local_address}), and "
+                f"{mapping.key} is for {mapping.internal_client}: run portctl on that host",
+            )
+        grant = self._map_pcp(mapping) if self.mode == "pcp" else self._map_natpmp(mapping)
+        self.granted.put(grant)
+        if 0 < grant.row.lease < mapping.lease:
+            # The router's ceiling: what "permanent" becomes here, and what renewals are timed against.
+            self.granted.shortened(grant.row.lease)
+            longest = min(self.capabilities.longest_lease, grant.row.lease)
+            self.capabilities = replace(self.capabilities, longest_lease=longest)
+
+    def delete_mapping(self, mapping: PortMapping) -> None:
+        held = self.granted.grants().get(mapping.key)
+        if self.mode == "pcp":
+            n = held.nonce if held is not None and held.nonce else self._nonce(mapping)
+            try:
+                self._pcp_release(mapping, n)
+            except MapRefused as exc:
+                if exc.code == wire.Result.NOT_AUTHORIZED:
+                    # Another client's nonce holds it now (a MAP from this host takes a mapping over):
+                    # it is no longer ours to keep or to delete.
+                    self.granted.drop(mapping.key)
+                raise
+        else:
+            self._natpmp(wire.NatPmpMapRequest(_ip_protocol(mapping), mapping.internal_port, 0))
+        self.granted.drop(mapping.key)
+
+    def external_address(self) -> str:
+        """Asked with NAT-PMP in both modes (PCP has no such request; miniupnpd answers both)."""
+        answer = self._natpmp(wire.ExternalAddressRequest())
+        return str(answer.external_address or "")
+
+    def local_address(self) -> str:
+        return str(self.client.local_address)
+
+    # -- PCP -----------------------------------------------------------------------------------
+
+    @property
+    def _name(self) -> str:
+        return "PCP" if self.mode == "pcp" else "NAT-PMP"
+
+    def _nonce(self, mapping: PortMapping) -> bytes:
+        owner_name = identity(mapping.description)
+        if owner_name is None or self._secret is None:
+            raise MapRefused("PCP", 0, f"{mapping.key}: the row names no owner and mapping to derive its nonce from")
+        owner, name = owner_name
+        return nonce.mapping_nonce(self._secret, owner, name, mapping.key.protocol.value, mapping.internal_port)
+
+    def _map_pcp(self, mapping: PortMapping) -> Grant:
+        n = self._nonce(mapping)
+        response = self._pcp(
+            wire.MapRequest(
+                nonce=n,
+                protocol=_ip_protocol(mapping),
+                internal_port=mapping.internal_port,
+                client_address=self.client.local_address,
+                lifetime=mapping.lease,
+                suggested_external_port=mapping.key.external_port,
+                prefer_failure=True,
+            )
+        )
+        assert response.map is not None  # a SUCCESS answer to MAP carries its body (wire checks)
+        granted = response.map.external_port
+        if granted != mapping.key.external_port:
+            self._pcp_release(replace(mapping, key=replace(mapping.key, external_port=granted)), n)
+            raise self._moved(mapping, granted)
+        return Grant(replace(mapping, lease=response.lifetime), n, self.clock() + response.lifetime)
+
+    def _pcp_release(self, mapping: PortMapping, n: bytes) -> None:
+        self._pcp(
+            wire.MapRequest(
+                nonce=n,
+                protocol=_ip_protocol(mapping),
+                internal_port=mapping.internal_port,
+                client_address=self.client.local_address,
+                lifetime=0,
+                suggested_external_port=mapping.key.external_port,
+            )
+        )
+
+    def _pcp(self, request: wire.PcpRequest) -> wire.PcpResponse:
+        answer = self.client.pcp(request)
+        self._check_epoch("pcp", answer.response.epoch, answer.received_at)
+        return self._refusal(answer.response, request)
+
+    def _refusal(self, response: wire.PcpResponse, request: wire.PcpRequest) -> wire.PcpResponse:
+        try:
+            return response.raise_for_result()
+        except ResultError as exc:
+            if not isinstance(request, wire.MapRequest):
+                raise
+            what = "delete" if request.lifetime == 0 else "map"
+            port = f"{request.suggested_external_port}/{wire.IpProtocol(request.protocol).name.lower()}"
+            raise MapRefused(
+                "PCP", exc.code, f"PCP refused to {what} {port}: {exc.code} {exc.name}{_HINTS.get(exc.code, '')}"
+            ) from exc
+
+    # -- NAT-PMP -------------------------------------------------------------------------------
+
+    def _map_natpmp(self, mapping: PortMapping) -> Grant:
+        protocol = _ip_protocol(mapping)
+        response = self._natpmp(
+            wire.NatPmpMapRequest(protocol, mapping.internal_port, mapping.lease, mapping.key.external_port)
+        )
+        granted, lifetime = response.external_port or 0, response.lifetime or 0
+        if granted != mapping.key.external_port:
+            self._natpmp(wire.NatPmpMapRequest(protocol, mapping.internal_port, 0))
+            raise self._moved(mapping, granted)
+        return Grant(replace(mapping, lease=lifetime), b"", self.clock() + lifetime)
+
+    def _natpmp(self, request: wire.NatPmpRequest) -> wire.NatPmpResponse:
+        answer = self.client.natpmp(request)
+        self._check_epoch("natpmp", answer.response.epoch, answer.received_at)
+        try:
+            return answer.response.raise_for_result()
+        except ResultError as exc:
+            raise MapRefused("NAT-PMP", exc.code, f"NAT-PMP {exc.operation} refused: {exc.code} {exc.name}") from exc
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _moved(self, mapping: PortMapping, granted: int) -> MapRefused:
+        return MapRefused(
+            self._name,
+            0,
+            f"{self._name} granted {granted} instead of {mapping.key} (another mapping holds that port); "
+            f"released again. Choose another external port, or on_conflict: next_free",
+        )
+
+    def _check_epoch(self, protocol: str, value: int, at: float) -> None:
+        """RFC 6887 section 8.5, RFC 6886 section 3.6: an epoch that ran back or fell behind the
+        client's clock means the router lost its mappings, and every grant kept for it is void."""
+        before = self.granted.epoch(protocol)
+        lost = before is not None and (epoch.pcp_state_lost if protocol == "pcp" else epoch.natpmp_state_lost)(
+            before.value, before.at, value, at
+        )
+        self.granted.saw(protocol, Epoch(value, at), lost=lost)
+
+
+# What a refusal asks of the user, by PCP result code.
+_HINTS = {
+    int(wire.Result.CANNOT_PROVIDE_EXTERNAL): " (the router will not give that external port: choose another)",
+    int(wire.Result.NOT_AUTHORIZED): " (the router's rules refuse it, or another client holds the mapping)",
+    int(wire.Result.UNSUPP_OPTION): " (the router does not take an option portctl sent)",
+}
+
+
+def _ip_protocol(mapping: PortMapping) -> wire.IpProtocol:
+    return wire.IpProtocol.TCP if mapping.key.protocol is Transport.TCP else wire.IpProtocol.UDP
+
+
+def _remaining(grant: Grant, now: float) -> PortMapping:
+    """The granted row with the lease it has left (at least a second while it is held)."""
+    return replace(grant.row, lease=max(1, int(grant.expires - now)))
