@@ -169,13 +169,15 @@ def test_another_port_granted_is_released_and_refused(tmp_path: str, router: Fak
     assert [r.prefer_failure for r in mapped] == [True]
 
 
-def test_natpmp_releases_another_port_granted_too(tmp_path: str, router: FakeRouter) -> None:
-    """In NAT-PMP mode a moved grant is deleted (lifetime 0 for the internal port) and refused."""
+def test_natpmp_refuses_another_port_granted_and_leaves_it(tmp_path: str, router: FakeRouter) -> None:
+    """In NAT-PMP mode a moved grant is refused but never deleted: a mapping is named by the internal
+    port alone, so the answer may be another application's existing mapping (RFC 6886 section 3.3)."""
     router.held.add((17, DNS.external_port))
     b = backend(tmp_path, router, "natpmp")
-    with pytest.raises(MapRefused, match="NAT-PMP granted 18054 instead of 18053/udp"):
+    with pytest.raises(MapRefused, match=r"NAT-PMP answered 18053/udp with external port 18054.*left alone"):
         b.add_mapping(row(DNS, 53, name="dns"))
-    assert router.table == {}
+    assert router.table == {(17, 53): (18054, b"", 3600)}
+    assert not [r for r in router.requests if isinstance(r, wire.NatPmpMapRequest) and r.lifetime == 0]
     assert b.list_mappings() == []
 
 

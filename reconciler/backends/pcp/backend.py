@@ -13,6 +13,8 @@ granted port is compared with the requested one: one that differs is released at
 is refused (MapRefused); the plan's on_conflict decides where to go instead.
 
 NAT-PMP has no nonce: a mapping is the internal port of the host that asks, and a delete names that.
+So a grant of another port is refused but never released: it may be another application's mapping of
+the same internal port, returned as RFC 6886 says an existing mapping is.
 
 An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
 next plan finds them gone and adds them again. Building a backend does no I/O; `connect` does.
@@ -272,8 +274,17 @@ class PcpBackend(Backend):
         )
         granted, lifetime = response.external_port or 0, response.lifetime or 0
         if granted != mapping.key.external_port:
-            self._natpmp(wire.NatPmpMapRequest(protocol, mapping.internal_port, 0))
-            raise self._moved(mapping, granted)
+            # Not released: NAT-PMP names a mapping by this host's internal port alone, and a router
+            # answers a request for a port already mapped with that mapping (RFC 6886 section 3.3),
+            # which may be another application's on this host. Deleting it could delete theirs.
+            raise MapRefused(
+                self._name,
+                0,
+                f"NAT-PMP answered {mapping.key} with external port {granted}: another mapping holds "
+                f"{mapping.key.external_port}, or another application on this host already maps internal "
+                f"port {mapping.internal_port}. It was left alone (NAT-PMP cannot tell whose it is; it lapses "
+                f"in {lifetime} s unless renewed). Choose another external port, or on_conflict: next_free",
+            )
         return Grant(replace(mapping, lease=lifetime), b"", self.clock() + lifetime)
 
     def _natpmp(self, request: wire.NatPmpRequest) -> wire.NatPmpResponse:
