@@ -285,8 +285,13 @@ def _holds(change: Change, table: dict[MappingKey, PortMapping], backend: Backen
     row = table.get(change.key)
     describes = backend.capabilities.can_describe
     if change.after is None:
-        # Gone, or the port now holds somebody else's mapping: either way ours is removed.
-        return row is None or (change.before is not None and not _same_row(row, change.before, describes))
+        # Gone, or the port now holds somebody else's mapping: either way ours is removed. Where the
+        # router keeps descriptions, a row still carrying ours is ours, wherever it points now.
+        if row is None or change.before is None:
+            return row is None
+        if describes:
+            return not quirks.same_description(row.description, change.before.description)
+        return not _same_row(row, change.before, describes)
     if row is None:
         return False
     want = change.after

@@ -49,20 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command_named(argv: Sequence[str]) -> str | None:
-    """The subcommand `argv` names: its first word that is not an option (portctl's own take no value)."""
-    for arg in argv:
-        if arg == "--":
-            return None
-        if not arg.startswith("-"):
-            return arg
-    return None
+    """The subcommand `argv` names when it comes first; None when an option of portctl's own comes
+    before it (`-h plan`, `--version`): those answer from the whole parser, every command listed."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 class _Unbuilt(argparse.ArgumentParser):
     """Stands in for a subcommand that is not being run, whose arguments are never built.
 
     argparse checks every argument as it is added (a help formatter, a translation lookup that stats
-    locale files); for all twelve subcommands that costs a warm plan more than reading the router.
+    locale files); for all eleven others that costs a warm plan more than reading the router.
     """
 
     def __init__(self) -> None:  # nothing of an ArgumentParser is used: no super().__init__()

@@ -104,3 +104,24 @@ def test_a_next_free_mapping_stays_on_the_port_it_moved_to(tmp_path: str, capsys
         assert code == 0, out
         assert run(capsys, server, "apply", path, "--auto-approve")[0] == 0
         assert snapshot(server) == moved
+
+
+class _DeleteRepoints(Router):
+    """A router that acknowledges DeletePortMapping but keeps the row, pointing elsewhere: the
+    description (our tag) is still there, so the mapping is still ours and not removed."""
+
+    def _delete(self, args: dict[str, str], client: str) -> dict[str, str]:
+        row = self._find(int(args["NewExternalPort"]), args["NewProtocol"])
+        if row is not None:
+            self._store(replace(row, internal_client="127.0.0.99"))
+        return {}
+
+
+def test_a_removal_is_done_only_when_our_row_is_gone(tmp_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row that still carries our description after the delete was acknowledged is not reported done."""
+    web = f"  - {{name: web, external_port: 8080, internal_client: {THIS_HOST}}}\n"
+    path = write(tmp_path, "apiVersion: portctl/v1\nowner: t\nmappings:\n" + web)
+    with EmulatorServer(_DeleteRepoints()) as server:
+        assert run(capsys, server, "apply", path, "--auto-approve")[0] == 0
+        code, out = run(capsys, server, "destroy", path, "--auto-approve")
+        assert code == 1 and "still lists the mapping" in out, out

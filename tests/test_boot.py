@@ -129,3 +129,26 @@ def test_show_reports_since_when_the_router_is_up(capsys: pytest.CaptureFixture[
     since = datetime.fromisoformat(boot["since"]).timestamp()
     assert before - 11520 - 1 <= since <= after - 11520
     assert re.search(r"^Booted: up 3h12m, since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.M), text
+
+
+def test_one_unanswered_boot_id_search_does_not_stop_the_asking(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost or late SSDP answer is asked again at the next check; only SSDP_TRIES misses in a row
+    stop a connection asking (each would wait a second for nothing)."""
+    from reconciler import api
+    from reconciler.backends.upnp import backend as upnp_backend
+    from reconciler.cache import Cache
+
+    answers = iter([None, 7, None, None, None, 8])
+    asked: list[int | None] = []
+
+    def ask(*args: Any, **kwargs: Any) -> int | None:
+        asked.append(found := next(answers))
+        return found
+
+    monkeypatch.setattr(discovery, "ask_boot_id", ask)
+    backend = api.connect(emulator.url, Cache(None))
+    seen = [backend.boot_id() for _ in range(6)]
+    assert seen == [None, 7, None, None, None, None]
+    assert len(asked) == 2 + upnp_backend.SSDP_TRIES  # the sixth check asked nothing

@@ -70,10 +70,22 @@ def test_a_damaged_secret_is_refused_not_replaced(tmp_path: str) -> None:
     path = os.path.join(str(tmp_path), SECRET_FILE)
     with open(path, "wb") as f:
         f.write(b"short")
+    os.chmod(path, 0o600)
     with pytest.raises(SecretError, match=f"{path}: the PCP nonce secret has 5 bytes, not 32"):
         load_secret(str(tmp_path))
     with open(path, "rb") as f:
         assert f.read() == b"short"
+
+
+def test_a_secret_others_can_read_is_refused(tmp_path: str) -> None:
+    """A secret restored with mode 0644 is refused, naming the mode and the remedy; not used, not replaced."""
+    secret = load_secret(str(tmp_path))
+    path = os.path.join(str(tmp_path), SECRET_FILE)
+    os.chmod(path, 0o644)
+    with pytest.raises(SecretError, match=r"must be this user's alone.*mode 644.*chmod 600"):
+        load_secret(str(tmp_path))
+    os.chmod(path, 0o600)
+    assert load_secret(str(tmp_path)) == secret
 
 
 def test_miniupnpd_prints_the_nonce_as_words_in_its_byte_order() -> None:

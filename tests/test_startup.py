@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from reconciler import ownership
 from reconciler.cache import Cache
@@ -107,3 +108,19 @@ def test_a_warm_plan_builds_only_its_own_subcommand_and_loads_no_helper_it_does_
     assert cold.stdout.strip().endswith("code: 0"), cold.stdout + cold.stderr
     warm = subprocess.run(args, capture_output=True, text=True, check=True)
     assert warm.stdout.strip().splitlines()[-1] == "needless:  built: plan code: 0", warm.stdout + warm.stderr
+
+
+def test_help_before_the_command_word_lists_every_command(capsys: Any) -> None:
+    """`portctl -h plan` is portctl's own help (the command word comes after the option): every
+    command is listed, as with `portctl -h`, not only the one named."""
+    import pytest
+
+    from reconciler.cli import main
+
+    listed = []
+    for argv in (["-h"], ["-h", "plan"], ["--help", "apply"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        listed.append({line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()})
+    assert listed[0] == listed[1] == listed[2] and {"plan", "apply", "destroy", "agent"} <= listed[0]

@@ -3,8 +3,9 @@
 PCP lets only the holder of a mapping's nonce renew or delete it (another nonce gets NOT_AUTHORIZED),
 and no router lists PCP mappings. So the nonce is derived, not stored: an HMAC of the mapping's
 owner, name, protocol and internal port under a secret kept in the cache directory. The same
-mapping always gets the same nonce, a restarted portctl recognises its own mappings, and nobody
-without the secret can forge one to delete them.
+mapping always gets the same nonce, and a restarted portctl recognises its own mappings. The secret
+keeps other hosts from deriving the nonce of a mapping ahead of time; it is no access control once
+the mapping exists: miniupnpd prints each PCP mapping's nonce in its UPnP table, readable by the LAN.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def load_secret(directory: str) -> bytes:
         if not os.path.exists(path):
             _create(directory, path)
         with open(path, "rb") as f:
+            _private(path, os.fstat(f.fileno()))
             secret = f.read(SECRET_SIZE + 1)
     except OSError as exc:
         raise SecretError(f"{path}: cannot read or create the PCP nonce secret: {exc.strerror or exc}") from exc
@@ -50,6 +52,16 @@ def load_secret(directory: str) -> bytes:
             "restore it from a backup (a new one would orphan every PCP mapping made with the old one)"
         )
     return secret
+
+
+def _private(path: str, stat: os.stat_result) -> None:
+    """Refuse a secret others can read or that another user owns: a copy restored with the wrong mode
+    would keep working while anyone on the host could derive every nonce."""
+    if stat.st_mode & 0o077 or stat.st_uid != os.geteuid():
+        raise SecretError(
+            f"{path}: the PCP nonce secret must be this user's alone (mode 0600); it is mode "
+            f"{stat.st_mode & 0o777:o}, owned by uid {stat.st_uid}: chmod 600 it (and chown it) if it is yours"
+        )
 
 
 def _create(directory: str, path: str) -> None:

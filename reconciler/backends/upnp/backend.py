@@ -29,6 +29,7 @@ from .session import OnRequest, Service, Session, Transport
 from .table import TableReader, number, parse_row
 
 SSDP_WAIT = 1.0  # seconds a BOOTID search waits: the router is on the LAN, and unknown is no harm
+SSDP_TRIES = 3  # unanswered BOOTID searches in a row before a connection stops asking
 
 
 def connect(
@@ -86,7 +87,7 @@ class UpnpBackend(Backend):
         self._other_host_held = ""
         # Where its SSDP listens, for BOOTID; False once it has not answered there (asked no more).
         self.ssdp_port = discovery.SSDP_ADDR[1]
-        self._ssdp_answers = True
+        self._ssdp_misses = 0  # unanswered BOOTID asks in a row
         self.learned = Learned()
         self.info = upnp_router(
             described.location,
@@ -239,12 +240,14 @@ class UpnpBackend(Backend):
         return number(value.strip(), "GetStatusInfo", "NewUptime")
 
     def boot_id(self) -> int | None:
-        """BOOTID.UPNP.ORG from a unicast M-SEARCH to the router. A router that does not answer it is
-        not asked again on this connection: each check between passes would wait a second for nothing."""
-        if not self._ssdp_answers:
+        """BOOTID.UPNP.ORG from a unicast M-SEARCH to the router. A router that has not answered it
+        SSDP_TRIES times in a row is not asked again on this connection: each check between passes
+        would wait a second for nothing. One lost or late answer (miniupnpd may delay even a unicast
+        answer by up to MX) must not switch BOOTID off for good."""
+        if self._ssdp_misses >= SSDP_TRIES:
             return None
         found = discovery.ask_boot_id(self.session.host, self.location, port=self.ssdp_port, timeout=SSDP_WAIT)
-        self._ssdp_answers = found is not None
+        self._ssdp_misses = 0 if found is not None else self._ssdp_misses + 1
         return found
 
     def local_address(self) -> str:
