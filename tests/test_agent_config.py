@@ -57,6 +57,10 @@ def test_bad_settings_are_refused_with_one_clear_message(
         ("repo: x\n\n# how often\ninterval: soon\n", r"a\.yaml:4:11: interval: 'soon' is not a duration"),
         ("repo: x\n  # indented\nintervall: 5m\n", r"a\.yaml:3:1: unknown setting 'intervall'"),
         ("repo: x\nevents-port: 70000\n", r"a\.yaml:2:14: events-port must be a port"),
+        (
+            "repo: x\nmax-deletions: 1\nmax_deletions: 5\n",
+            r"a\.yaml:3:1: 'max_deletions' sets max-deletions a second time$",
+        ),
     ],
 )
 def test_the_config_file_is_read_within_bounds_and_located(tmp_path: Any, text: str, message: str) -> None:

@@ -158,6 +158,10 @@ class _Settings:
                 line, column = doc.where((key,), key=True)
                 where = f"{file}:{line}:{column}" if line else file
                 raise ConfigError(f"{where}: unknown setting {key!r}; the settings are the agent's long flag names")
+            if name in settings.values:  # max-deletions and max_deletions: which one meant it?
+                line, column = doc.where((key,), key=True)
+                where = f"{file}:{line}:{column}" if line else file
+                raise ConfigError(f"{where}: {key!r} sets {name.replace('_', '-')} a second time")
             settings.values[name] = value
             settings.lines[name] = doc.where((key,))
         return settings
