@@ -619,3 +619,20 @@ def test_a_billion_laughs_commit_is_refused_quickly_and_the_last_good_revision_s
     assert run.agent.status.last_applied_revision == f"main@sha1:{good}"
     assert run.agent.status.last_attempted_revision == f"main@sha1:{bad}"
     assert snapshot(emulator) == before
+
+
+def test_a_restart_whose_pass_partly_failed_still_says_so(
+    repo: GitRepo, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    """The pass after a restart restores one mapping and fails another: the condition is the failure,
+    and its message says the router restarted and what was restored."""
+    repo.commit(manifest(("web", 8080, 80), ("ssh", 2222, 2200)))
+    run = driven(repo, emulator, tmp_path, interval=300, watch=1)
+    run.run_until(lambda: run.condition("Ready") == OK, 0, "the first pass")
+    run.run_for(5)
+    emulator.reboot()
+    emulator.router.fail_next("AddPortMapping", 501)
+    run.run_until(lambda: run.passes() >= 2, 1, "the pass after the restart")
+    condition = run.agent.status.condition("Ready")
+    assert condition is not None and condition.reason == "ApplyFailed"
+    assert condition.message.startswith("router restarted: 1 owned mapping restored (its uptime went back); ")

@@ -426,7 +426,10 @@ class Agent:
         self._set_inventory(manifest, plan, table, facts.store)
         if not report.ok:
             failed = "; ".join(f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed)
-            return done, (st.APPLY_FAILED, failed or f"not verified: {report.unverified}")
+            failed = failed or f"not verified: {report.unverified}"
+            if self._restored is not None:  # the failure is the condition's reason; the restart is said too
+                failed, self._restored = f"{self._restored[1]}; {failed}", None
+            return done, (st.APPLY_FAILED, failed)
         if plan.conflicts:
             names = "; ".join(f"{k.name} {k.key}: {k.reason}" for k in plan.conflicts)
             return done, (st.CONFLICT, f"not placed: {names}")
