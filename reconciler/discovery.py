@@ -32,6 +32,9 @@ SEARCH_TARGETS = (
 MAX_REPLY = 2048
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux's value; the socket module does not export it
 ROUTE_TABLE = "/proc/net/route"  # the kernel's IPv4 routes, of this network namespace
+IF_INET6 = "/proc/net/if_inet6"  # the kernel's IPv6 addresses, of this network namespace
+_GLOBAL_SCOPE = "00"  # if_inet6's scope column: 00 global, 10 host (loopback), 20 link, 40 site
+_TENTATIVE = 0x40  # IFA_F_TENTATIVE: duplicate address detection has not let it be used yet
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,29 @@ def local_subnets(route_table: str | None = None) -> list[ipaddress.IPv4Network]
         if len(row) > 7 and row[1] != "00000000" and row[2] == "00000000":
             nets.append(ipaddress.IPv4Network(f"{_address(row[1])}/{_address(row[7])}", strict=False))
     return nets
+
+
+def local_ipv6(if_inet6: str | None = None) -> list[str]:
+    """This host's (this network namespace's) global IPv6 addresses in compressed form, the ones a
+    request can leave from and a pinhole can lead to; none where IPv6 is off."""
+    try:
+        with open(if_inet6 or IF_INET6, encoding="ascii") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    out = []
+    for row in rows:
+        # address (32 hex digits) ifindex prefixlen scope flags name
+        if len(row) < 6 or len(row[0]) != 32 or row[3] != _GLOBAL_SCOPE:
+            continue
+        try:
+            address = ipaddress.IPv6Address(int(row[0], 16))
+            flags = int(row[4], 16)
+        except ValueError:
+            continue
+        if not flags & _TENTATIVE and address.compressed not in out:
+            out.append(address.compressed)
+    return out
 
 
 def network_key(arp_table: str = "/proc/net/arp") -> str:

@@ -12,11 +12,13 @@
         │   ├── ConnectionDropped     the router closed the connection without answering
         │   └── RouterTimeout         one request was not answered by its deadline (the router may be busy)
         ├── NotAnIGD                  the device answered but offers no WAN connection service
-        ├── ActionNotOffered          the router's service description does not list the action
+        ├── ActionNotOffered          the router does not offer the action (its description, or a 401 answer, says so)
         ├── RouterProtocolError       the router's answer is malformed, hostile or too large
         │   └── HttpStatusError       an HTTP error status that carried no UPnP fault
         └── UpnpActionError           the router answered an action with a UPnP fault code
-            └── RouterRefused         a fault the fallback table (quirks.py) says is final, with the need it shows
+            ├── RouterRefused         a fault the fallback table (quirks.py) says is final, with the need it shows
+            │   └── PinholeRefused    606 to AddPinhole: not this host's own address, or a privileged port
+            └── PinholeNotFound       402/704 to UpdatePinhole or DeletePinhole: no pinhole has that UniqueID
 
 Only backends raise RouterError (and xmlsafe, the parser they read the router's XML with); they
 translate socket, http.client and XML parser exceptions at that boundary, so nothing above them
@@ -125,9 +127,12 @@ class ActionNotOffered(RouterError):
     Not a UPnP fault: the router did not answer anything, it just does not offer this.
     """
 
-    def __init__(self, action: str, where: str) -> None:
-        super().__init__(f"the router does not offer {action} (its service description at {where} does not list it)")
+    def __init__(self, action: str, where: str, *, why: str = "") -> None:
+        super().__init__(
+            f"the router does not offer {action} ({why or f'its service description at {where} does not list it'})"
+        )
         self.action = action
+        self.where = where
 
 
 class ConnectionDropped(RouterUnreachable):
@@ -176,3 +181,23 @@ class RouterRefused(UpnpActionError):
         self.need = need
         self.proven = proven
         self.args = (f"{self.args[0]}: {remedy}",)
+
+
+class PinholeRefused(RouterRefused):
+    """The router refused to open a pinhole (606 to AddPinhole); `remedy` says which of its rules the
+    pinhole breaks, `internal_client` and `internal_port` name the pinhole."""
+
+    def __init__(self, code: int, remedy: str, *, internal_client: str, internal_port: int) -> None:
+        super().__init__("AddPinhole", code, remedy)
+        self.internal_client = internal_client
+        self.internal_port = internal_port
+
+
+class PinholeNotFound(UpnpActionError):
+    """The router holds no pinhole with this UniqueID (it expired, or was deleted): for a delete, the
+    work is already done; for an update, the pinhole must be added again."""
+
+    def __init__(self, action: str, code: int, unique_id: int) -> None:
+        super().__init__(action, code)
+        self.unique_id = unique_id
+        self.args = (f"{self.args[0]}: the router holds no pinhole {unique_id} (expired or deleted)",)

@@ -54,6 +54,42 @@ class PortMapping:
     remote_host: str = ""
 
 
+PINHOLE_MAX_LEASE = 86400  # WANIPv6FirewallControl's longest lease (1 day); there are no permanent pinholes
+PINHOLE_FIRST_PORT = 1024  # routers (miniupnpd) open no pinhole to a privileged port
+
+
+@dataclass(frozen=True, order=True)
+class PinholeKey:
+    """What makes two pinholes one to the router: everything but the lease. Re-adding a pinhole with
+    the same key answers the UniqueID the router already gave it, which is how an owner finds its own
+    again (the router lists no pinholes and keeps no description). Addresses are compressed text
+    (`ipaddress`'s form), "" is any remote host and remote port 0 any remote port."""
+
+    internal_client: str  # an IPv6 address of the host that asks (the router insists)
+    internal_port: int
+    protocol: Protocol
+    remote_host: str = ""
+    remote_port: int = 0
+
+    def __str__(self) -> str:
+        source = (
+            f" from [{self.remote_host or '*'}]:{self.remote_port or '*'}"
+            if self.remote_host or self.remote_port
+            else ""
+        )
+        return f"[{self.internal_client}]:{self.internal_port}/{self.protocol.lower()}{source}"
+
+
+@dataclass(frozen=True)
+class Pinhole:
+    """An IPv6 firewall pinhole: what may come in to `key`, for `lease` seconds (1..PINHOLE_MAX_LEASE).
+
+    The router names the pinhole it opened by a UniqueID; ownership of it goes through an inventory."""
+
+    key: PinholeKey
+    lease: int
+
+
 @dataclass(frozen=True)
 class DesiredMapping:
     """One router mapping the manifest asks for (ranges and `both` are already expanded)."""

@@ -363,9 +363,9 @@ COMMIT
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         self._servers.append(proc)
 
-    def reaches6(self, port: int) -> bool:
-        """Does an IPv6 connection from the internet host to the LAN host's own address reach its server?"""
-        out = self.run(self.net, sys.executable, "-c", _CLIENT, LAN_IP6, str(port)).stdout
+    def reaches6(self, port: int, address: str = LAN_IP6) -> bool:
+        """Does an IPv6 connection from the internet host to the LAN host's `address` reach its server?"""
+        out = self.run(self.net, sys.executable, "-c", _CLIENT, address, str(port)).stdout
         return out.strip() == "hello from the LAN"
 
     def _start_emulator(self) -> None:

@@ -26,13 +26,20 @@ class DeadlineSocket(socket.socket):
     clock: Clock
 
     @classmethod
-    def connect_by(cls, host: str, port: int, deadline: float, clock: Clock = time.monotonic) -> DeadlineSocket:
-        """A connection to host:port, made by `deadline`, that keeps it for what follows."""
+    def connect_by(
+        cls, host: str, port: int, deadline: float, clock: Clock = time.monotonic, *, source: str = ""
+    ) -> DeadlineSocket:
+        """A connection to host:port, made by `deadline`, that keeps it for what follows; from the local
+        address `source` when one is given (a router may judge a request by where it comes from)."""
         # An ASCII name or address goes as bytes: a str is IDNA-encoded first, and that codec's
         # imports (stringprep, unicodedata) cost more than the rest of connecting on a LAN.
         # create_connection hands the name to getaddrinfo, which takes bytes (typeshed says str only).
         name: str | bytes = host.encode("ascii") if host.isascii() else host
-        plain = socket.create_connection((name, port), timeout=_left(deadline, clock))  # type: ignore[arg-type]
+        plain = socket.create_connection(
+            (name, port),  # type: ignore[arg-type]
+            timeout=_left(deadline, clock),
+            source_address=(source, 0) if source else None,
+        )
         sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
         sock.clock = clock
         sock.deadline = deadline

@@ -77,6 +77,7 @@ class HttpClient:
     """Requests to `host`:`port`, one at a time (a lock serialises callers on other threads).
 
     `observe`, when given, sees every exchange once it ends, answered or not; `clock` times it.
+    `source`, when given, is the local address every connection leaves from.
     """
 
     def __init__(
@@ -88,8 +89,10 @@ class HttpClient:
         max_body: int = MAX_BODY_BYTES,
         observe: Observer | None = None,
         clock: Clock = time.monotonic,
+        source: str = "",
     ) -> None:
         self.host, self.port, self.timeout, self.max_body = host, port, timeout, max_body
+        self.source = source
         self.observe, self.clock = observe, clock
         self.connections = 0  # TCP connections opened, for tests and the benchmark
         self._conn: _Connection | None = None
@@ -110,7 +113,8 @@ class HttpClient:
 
         `timeout` replaces the client's own for this request; `why` says where it came from, for the message.
         """
-        what = _What(action, f"http://{self.host}:{self.port}{path}", timeout or self.timeout, why)
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, as a URL writes it
+        what = _What(action, f"http://{host}:{self.port}{path}", timeout or self.timeout, why)
         if self.observe is None:
             return self._request(method, path, what, body, headers)
         start = self.clock()
@@ -168,7 +172,7 @@ class HttpClient:
 
     def _connection(self, deadline: float) -> _Connection:
         if self._conn is None:
-            conn = _Connection(self.host, self.port, self.clock).by(deadline)
+            conn = _Connection(self.host, self.port, self.clock, self.source).by(deadline)
             conn.connect()
             self._conn = conn
             self.connections += 1
@@ -201,9 +205,10 @@ class HttpClient:
 class _Connection(http.client.HTTPConnection):
     """An HTTPConnection on a DeadlineSocket: a request through it ends by the deadline set with `by`."""
 
-    def __init__(self, host: str, port: int, clock: Clock) -> None:
+    def __init__(self, host: str, port: int, clock: Clock, source: str = "") -> None:
         super().__init__(host, port)
         self.clock = clock
+        self.source = source
         self.deadline = 0.0
 
     def by(self, deadline: float) -> _Connection:
@@ -213,7 +218,7 @@ class _Connection(http.client.HTTPConnection):
         return self
 
     def connect(self) -> None:
-        sock = DeadlineSocket.connect_by(self.host, self.port, self.deadline, self.clock)
+        sock = DeadlineSocket.connect_by(self.host, self.port, self.deadline, self.clock, source=self.source)
         # A request is one small write; never hold it back waiting for an ACK (Nagle).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock

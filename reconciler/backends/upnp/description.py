@@ -27,6 +27,8 @@ CONNECTION_SERVICES = (
     "urn:dslforum-org:service:WANIPConnection:1",
     "urn:dslforum-org:service:WANPPPConnection:1",
 )
+# IGD v2's IPv6 firewall: pinholes. Offered beside a connection service, never instead of one.
+FIREWALL_SERVICE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 DESCRIPTION_TTL = 3600.0  # seconds a cached description is trusted without a configId to check
 
 
@@ -42,14 +44,16 @@ class Offered:
 
 @dataclass(frozen=True)
 class Device:
-    """What the device description says: who the router is and which connection services it offers,
-    most capable first."""
+    """What the device description says: who the router is, which connection services it offers,
+    most capable first, and its IPv6 firewall service if it offers one (which does not prove that
+    pinholes work there: only an AddPinhole that succeeds does)."""
 
     config_id: str
     udn: str
     friendly_name: str
     igd_version: int
     offered: tuple[Offered, ...]
+    firewall: Offered | None = None
 
 
 @dataclass(frozen=True)
@@ -165,19 +169,8 @@ def parse_device(document: bytes, location: str) -> Device:
     device = xmlsafe.children(root, "device")[0]
     base = xmlsafe.text(root, "URLBase") or location
     found = [(xmlsafe.text(svc, "serviceType"), svc) for svc in _services(device)]
-    offered = []
-    for service_type in CONNECTION_SERVICES:
-        for found_type, svc in found:
-            if found_type == service_type:
-                event = xmlsafe.text(svc, "eventSubURL")
-                offered.append(
-                    Offered(
-                        service_type,
-                        urljoin(base, xmlsafe.text(svc, "controlURL")),
-                        urljoin(base, xmlsafe.text(svc, "SCPDURL")),
-                        urljoin(base, event) if event else "",
-                    )
-                )
+    offered = [_offered(base, t, svc) for service_type in CONNECTION_SERVICES for t, svc in found if t == service_type]
+    firewall = next((_offered(base, t, svc) for t, svc in found if t == FIREWALL_SERVICE), None)
     if not offered:
         kind = xmlsafe.text(device, "deviceType") or "unknown device"
         raise NotAnIGD(
@@ -190,6 +183,17 @@ def parse_device(document: bytes, location: str) -> Device:
         friendly_name=xmlsafe.printable(xmlsafe.text(device, "friendlyName"), 100),
         igd_version=2 if xmlsafe.text(device, "deviceType").endswith(":2") else 1,
         offered=tuple(offered),
+        firewall=firewall,
+    )
+
+
+def _offered(base: str, service_type: str, svc: Element) -> Offered:
+    event = xmlsafe.text(svc, "eventSubURL")
+    return Offered(
+        service_type,
+        urljoin(base, xmlsafe.text(svc, "controlURL")),
+        urljoin(base, xmlsafe.text(svc, "SCPDURL")),
+        urljoin(base, event) if event else "",
     )
 
 

@@ -73,13 +73,15 @@ class Session:
         observe: Observer | None = None,
         on_request: OnRequest | None = None,
         connect: Callable[[str, int], Transport] | None = None,
+        source: str = "",
     ) -> None:
         self.host = host
+        self.source = source  # the local address requests leave from ("" for the route's choice)
         self.timeout = default_timeout() if timeout is None else timeout
         self.patience = Patience(self.timeout)  # per-request deadlines that follow how slow this router is
         self.on_request = on_request
         wait = self.timeout
-        self._connect = connect or (lambda h, p: HttpClient(h, p, timeout=wait, observe=observe))
+        self._connect = connect or (lambda h, p: HttpClient(h, p, timeout=wait, observe=observe, source=source))
         self._clients: dict[tuple[str, int], Transport] = {}
 
     def close(self) -> None:
