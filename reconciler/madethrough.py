@@ -46,7 +46,9 @@ def taken_over(row: PortMapping, internal_client: str, internal_port: int) -> st
     through = made_through(row)
     if not through or (row.internal_client, row.internal_port) != (internal_client, internal_port):
         return ""
+    # NAT-PMP maps only for the asking host; PCP may have been asked by a third party for it.
+    who = "by" if through == NATPMP else "for"
     return (
-        f"{row.key} was taken over through {through} by {row.internal_client}: "
+        f"{row.key} was taken over through {through} {who} {row.internal_client}: "
         "the app on that host mapped the same internal port"
     )

@@ -148,6 +148,15 @@ def test_a_nat_pmp_takeover_of_a_declared_port_is_a_named_conflict() -> None:
     assert plan.changes == () and plan.foreign == (natpmp_row(),)
 
 
+def test_a_foreign_pcp_takeover_of_a_declared_port_is_named_too() -> None:
+    """A MAP from the same host with another nonce takes a mapping over on miniupnpd: named as such."""
+    theirs = PortMapping(WEB, HOST, 9000, "PCP MAP " + "ab" * 12, lease=500)
+    plan = diff.diff(manifest(), [theirs])
+    assert [k.reason for k in plan.conflicts] == [
+        f"9000/tcp was taken over through PCP for {HOST}: the app on that host mapped the same internal port"
+    ]
+
+
 def test_a_nat_pmp_row_of_another_host_is_an_ordinary_foreign_holder() -> None:
     """A NAT-PMP row forwarding elsewhere holds the port like any foreign mapping, and says what made it."""
     plan = diff.diff(manifest(), [natpmp_row(OTHER_HOST)])
