@@ -143,7 +143,12 @@ def owners(backend: Backend, cache: Cache | None) -> OwnershipStore:
     """Where this router's owners are recorded: in its descriptions when it keeps them (UPnP IGD),
     else in a local inventory in `cache` (a protocol that cannot describe needs one: without a
     cache directory that is an error, never a silent "nothing is ours")."""
-    return for_router(backend.capabilities.can_describe, cache or Cache(None), backend.info.identity)
+    from .backends.pcp.nonce import Recogniser
+
+    cache = cache or Cache(None)
+    # miniupnpd lists mappings made through PCP in its UPnP table: this host's own are told by their nonce.
+    made = Recogniser(cache.directory)
+    return for_router(backend.capabilities.can_describe, cache, backend.info.identity, made)
 
 
 def resolve(manifest: Manifest, backend: Backend) -> Manifest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from . import ownership, quirks, renewal
+from . import madethrough, ownership, quirks, renewal
 from .durations import format_duration
 from .models import (
     MAX_LEASE,
@@ -105,7 +105,9 @@ def diff(
             continue
         (want, adapted), have = shaped, rows.get(key)
         desired.append(want)
-        moved = f"{d.key.external_port} is taken; using {key.external_port} (next_free)" if key != d.key else ""
+        taken = _taken(d, rows)  # an app on d's host took its port over through PCP or NAT-PMP
+        held = taken or f"{d.key.external_port} is taken"
+        moved = f"{held}; using {key.external_port} (next_free)" if key != d.key else ""
         change: Change | None
         if have is None:
             change = Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)
@@ -117,7 +119,7 @@ def diff(
                 key,
                 have,
                 want,
-                f"takeover of foreign mapping {have.description!r}",
+                f"takeover: {taken}" if taken else f"takeover of foreign mapping {have.description!r}",
                 replace=True,
                 same_port_ok=d.allow_same_port,
             )
@@ -125,6 +127,9 @@ def diff(
             change = _update(d, have, want, renew_below, longest_lease, describes)
             if change is not None and claims[key].legacy:
                 change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
+            elif change is not None and claims[key].through:
+                said = f"made through {claims[key].through} by this owner ({have.description!r}): re-made with its tag"
+                change = replace(change, reason=f"re-tag: {said}")
         if change is not None:
             changes.append(replace(change, adapted=adapted, allowed=allowed, protect=d.protect))
 
@@ -240,7 +245,8 @@ def _place(
         if chosen is None:
             key = _blocker(group, 0, placed, rows, owned, declared) or first
             holder = rows.get(key) or PortMapping(key, "", 0, "declared twice")
-            reason = "held by a foreign mapping"
+            at = next((d for d in group if d.key == key), None)
+            reason = (_taken(at, rows) if at else "") or "held by a foreign mapping"
             if policy == OnConflict.NEXT_FREE:
                 reason += f"; no free port within {NEXT_FREE_WINDOW} above it"
             conflicts.append(Conflict(name, key, holder, reason))
@@ -248,6 +254,12 @@ def _place(
         for d in group:
             placed[MappingKey(d.key.external_port + chosen, d.key.protocol)] = d
     return placed, conflicts
+
+
+def _taken(d: DesiredMapping, rows: dict[MappingKey, PortMapping]) -> str:
+    """Why `d`'s own port is held, if an app on its host took it over through PCP or NAT-PMP; else ""."""
+    row = rows.get(d.key)
+    return madethrough.taken_over(row, d.internal_client, d.internal_port) if row is not None else ""
 
 
 def _blocker(

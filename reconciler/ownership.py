@@ -47,6 +47,7 @@ class Claim:
     name: str  # "" when the router cut the name off
     protected: bool
     legacy: bool = False  # carries the old 8-character tag: re-tag it
+    through: str = ""  # made through PCP with this owner's nonce, as miniupnpd lists it: re-tag it
 
 
 def code(owner: str, key: MappingKey) -> str:

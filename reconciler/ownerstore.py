@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from . import models, ownership
+from . import madethrough, models, ownership
 from .cache import Cache
 from .errors import PortctlError
 from .models import MappingKey, PortMapping
@@ -60,8 +60,22 @@ class OwnershipStore(Protocol):
         ...
 
 
+# The descriptions miniupnpd would list for the PCP mapping (owner, name, protocol, internal port)
+# this host made (backends/pcp/nonce.Recogniser); empty where this host has no PCP secret.
+PcpDescriptions = Callable[[str, str, str, int], Collection[str]]
+
+
 class TagStore:
-    """Ownership read from the description's tag: nothing to keep beside the router."""
+    """Ownership read from the description's tag: nothing to keep beside the router.
+
+    On miniupnpd a mapping made through PCP shows up in the UPnP table as `PCP MAP <nonce>`. With
+    `pcp_made`, such a row is this owner's when its nonce is the one this host's secret derives for
+    a mapping the manifest may place at its key (same name, protocol and internal port): a switch
+    from pcp:// to UPnP then claims it instead of adding a second one. The claim says so (`through`),
+    and the plan re-tags it."""
+
+    def __init__(self, pcp_made: PcpDescriptions | None = None) -> None:
+        self.pcp_made = pcp_made
 
     def label(self, owner: str, key: MappingKey, name: str, description: str = "", *, protect: bool = False) -> str:
         return ownership.describe(owner, key, name, description, protect=protect)
@@ -69,7 +83,13 @@ class TagStore:
     def claim(
         self, owner: str, key: MappingKey, row: PortMapping, names: Collection[str] = (), cut: int = 0
     ) -> Claim | None:
-        return ownership.claim(owner, key, row.description, names, cut)
+        found = ownership.claim(owner, key, row.description, names, cut)
+        if found is not None or self.pcp_made is None or madethrough.made_through(row) != madethrough.PCP:
+            return found
+        for name in sorted(names):
+            if row.description in self.pcp_made(owner, name, key.protocol.value, row.internal_port):
+                return Claim(name, False, through=madethrough.PCP)
+        return None
 
     def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:
         """The description written with the row is the record."""
@@ -215,9 +235,10 @@ def identity(label: str) -> tuple[str, str] | None:
     return owner, name
 
 
-def for_router(describes: bool, cache: Cache, router: str) -> OwnershipStore:
-    """The store for a router: its descriptions where it keeps them, else a local inventory."""
-    return TagStore() if describes else InventoryStore(cache, router)
+def for_router(describes: bool, cache: Cache, router: str, pcp_made: PcpDescriptions | None = None) -> OwnershipStore:
+    """The store for a router: its descriptions where it keeps them (and, with `pcp_made`, this host's
+    PCP nonces in the rows miniupnpd lists for PCP mappings), else a local inventory."""
+    return TagStore(pcp_made) if describes else InventoryStore(cache, router)
 
 
 def _key_text(key: MappingKey) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from . import ownership
+from . import madethrough, ownership
 from .boot import Booted
 from .durations import format_duration
 from .models import Action, Adaptation, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
@@ -85,7 +85,7 @@ def plan_text(plan: Plan, style: Style) -> str:
     if plan.foreign:
         out.append("")
         out.append(style("dim", f"Foreign mappings, left alone ({len(plan.foreign)}):"))
-        out += [style("dim", f"    {m.key!s:<11} -> {_target(m)}  {m.description!r}") for m in plan.foreign]
+        out += [style("dim", f"    {m.key!s:<11} -> {_target(m)}  {m.description!r}{_made(m)}") for m in plan.foreign]
     out.append("")
     out.append(summary_line(plan))
     return "\n".join(out)
@@ -94,7 +94,13 @@ def plan_text(plan: Plan, style: Style) -> str:
 def _conflict_text(k: Conflict) -> str:
     if k.holder is None:
         return k.reason
-    return f"{k.reason}: {_target(k.holder)} {k.holder.description!r}"
+    return f"{k.reason}: {_target(k.holder)} {k.holder.description!r}{_made(k.holder)}"
+
+
+def _made(m: PortMapping) -> str:
+    """`  (made through NAT-PMP by 192.168.77.2)` for a row miniupnpd made for PCP or NAT-PMP; else ""."""
+    said = madethrough.label(m)
+    return f"  ({said})" if said else ""
 
 
 def remote_text(m: PortMapping) -> str:
@@ -197,6 +203,7 @@ def table_text(
     for m in sorted(table, key=lambda m: m.key):
         who = owner_label(m, owned)
         row = f"  {m.key!s:<11} -> {_target(m):<21} lease {lease_text(m.lease):<10} {who:<8} {m.description!r}"
+        row += _made(m)
         out.append(row if who == "owned" else style("dim", row))
     return "\n".join(out)
 

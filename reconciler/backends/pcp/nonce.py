@@ -98,3 +98,29 @@ def miniupnpd_description(nonce: bytes, byteorder: Literal["little", "big"] = "l
 def natpmp_description(external_port: int, protocol: str) -> str:
     """How miniupnpd describes a NAT-PMP mapping in its UPnP table (by the external port granted)."""
     return f"NAT-PMP {external_port} {protocol.lower()}"
+
+
+class Recogniser:
+    """The descriptions miniupnpd lists for the PCP mappings this host made, for a reader of the UPnP
+    table (ownerstore.TagStore). The secret in `directory` is read at the first question and never
+    made: without one, no PCP mapping is this host's. miniupnpd prints the nonce in its own byte
+    order, unknown over UPnP, so both are answered (96 bits of HMAC either way)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self._secret: bytes | None = None
+        self._read = False
+
+    def __call__(self, owner: str, name: str, protocol: str, internal_port: int) -> frozenset[str]:
+        secret = self._load()
+        if secret is None:
+            return frozenset()
+        n = mapping_nonce(secret, owner, name, protocol, internal_port)
+        return frozenset(miniupnpd_description(n, order) for order in ("little", "big"))
+
+    def _load(self) -> bytes | None:
+        if not self._read:
+            there = self.directory is not None and os.path.exists(os.path.join(self.directory, SECRET_FILE))
+            self._secret = load_secret(self.directory) if there and self.directory else None
+            self._read = True
+        return self._secret
