@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import struct
-import tempfile
 from typing import Literal
 
 from reconciler.errors import PortctlError
@@ -67,6 +66,8 @@ def _private(path: str, stat: os.stat_result) -> None:
 def _create(directory: str, path: str) -> None:
     # Written in full under a temporary name, then linked into place: link fails if another process
     # got there first, and then its secret stands. Nobody ever reads a half-written secret.
+    import tempfile  # only the first run makes a secret; a warm plan that checks PCP rows never does
+
     fd, tmp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", dir=directory)  # mode 0600
     try:
         with os.fdopen(fd, "wb") as f:
