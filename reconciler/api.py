@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from . import diff as _diff
-from . import renewal
+from . import protocols, renewal
 from .backends.base import Backend
 from .backends.http import Observer
 from .cache import Cache
@@ -32,6 +33,12 @@ def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
     return flag or os.environ.get("PORTCTL_ROUTER") or (manifest.router_url if manifest else None)
 
 
+def protocol_order(flag: Sequence[str] | None, manifest: Manifest | None) -> tuple[str, ...]:
+    """--protocols (or PORTCTL_PROTOCOLS, which the CLI reads as its default), then the manifest's
+    router.protocols, else every protocol in the default order: UPnP, PCP, NAT-PMP."""
+    return tuple(flag or (manifest.protocols if manifest else ()) or protocols.PROTOCOLS)
+
+
 def connect(
     url: str | None,
     cache: Cache,
@@ -42,24 +49,27 @@ def connect(
     observe: Observer | None = None,
     fresh: bool = False,
     clock: Callable[[], float] | None = None,
+    order: Sequence[str] = protocols.PROTOCOLS,
+    probes: Callable[[str | None, Sequence[str]], Mapping[str, protocols.Probe]] | None = None,
 ) -> Backend:
-    """A backend for the router at `url` (found by SSDP when None), knowing what it taught before.
+    """A backend for the router at `url` (chosen by probing the gateway when None), knowing what it
+    taught before.
 
     `pcp://HOST[:PORT]` and `natpmp://HOST[:PORT]` speak PCP or NAT-PMP to the gateway HOST; any
-    other URL is a UPnP IGD's root description.
+    other URL is a UPnP IGD's root description. Without a URL the default gateway is probed for the
+    protocols in `order`, each for at most `discovery_timeout` seconds, and the first it speaks is
+    used (`protocols`); `probes` makes the probes (discovery's real ones by default).
 
     Without `fresh`, what earlier runs left in `cache` is used: the router's description, and with
-    no `url` the location last found on this network, tried before any SSDP is sent. `observe`
-    sees every HTTP exchange with the router (--trace). `clock` (the cache's by default) stamps and
-    ages what the router teaches.
+    no `url` what the probes found on this network, trusted before anything is sent. `observe`
+    sees every exchange with the router (--trace). `clock` (the cache's by default) stamps and ages
+    what the router teaches.
     """
     from .backends import upnp
 
     stamp = clock or cache.clock
     if url is not None and url.partition("://")[0] in ("pcp", "natpmp"):
-        from .backends.pcp import backend as pcp
-
-        found: Backend = pcp.connect(url, cache=cache, timeout=timeout, clock=stamp)
+        found = _pcp_at(url, cache, timeout, stamp, observe, natpmp_spoken=_natpmp_known(url, cache))
         found.learned = cache.learned(found.info.identity, stamp())
         return found
 
@@ -75,45 +85,113 @@ def connect(
             clock=stamp,
         )
 
-    backend = backend_at(url) if url is not None else _discovered(cache, backend_at, discovery_timeout, fresh, observe)
+    if url is not None:
+        backend = backend_at(url)
+    else:
+
+        def chosen(protocol: str, spoken: protocols.Spoken, cached: bool) -> Backend:
+            if protocol == protocols.UPNP:
+                found = spoken.findings[protocols.UPNP]
+                return backend_at(found.location, found.config_id, fresh=fresh and not cached)
+            return _pcp_at(
+                f"{protocol}://{spoken.gateway}",
+                cache,
+                timeout,
+                stamp,
+                observe,
+                natpmp_spoken=spoken.speaks(protocols.NATPMP) or not spoken.known(protocols.NATPMP),
+            )
+
+        backend = _discovered(cache, chosen, order, discovery_timeout, fresh, observe, probes)
     backend.learned = cache.learned(backend.info.identity, stamp())
     return backend
 
 
+def _pcp_at(
+    url: str,
+    cache: Cache,
+    timeout: float | None,
+    clock: Callable[[], float],
+    observe: Observer | None,
+    *,
+    natpmp_spoken: bool,
+) -> Backend:
+    from .backends.pcp import backend as pcp
+
+    return pcp.connect(url, cache=cache, timeout=timeout, clock=clock, observe=observe, natpmp_spoken=natpmp_spoken)
+
+
+def _natpmp_known(url: str, cache: Cache) -> bool:
+    """Whether the gateway of a pcp:// URL is to be asked NAT-PMP: yes unless the probes on this
+    network found that very gateway silent in NAT-PMP."""
+    from . import discovery
+
+    spoken = protocols.Spoken.from_json(cache.get("networks", discovery.network_key()))
+    if spoken is None or spoken.gateway != urlsplit(url).hostname:
+        return True
+    return spoken.speaks(protocols.NATPMP) or not spoken.known(protocols.NATPMP)
+
+
 def _discovered(
     cache: Cache,
-    backend_at: Callable[..., Backend],
-    discovery_timeout: float,
+    chosen: Callable[[str, protocols.Spoken, bool], Backend],
+    order: Sequence[str],
+    deadline: float,
     fresh: bool,
     observe: Observer | None,
+    make_probes: Callable[[str | None, Sequence[str]], Mapping[str, protocols.Probe]] | None,
 ) -> Backend:
     from . import discovery
 
     network = discovery.network_key()
-    remembered = None if fresh else cache.get("networks", network)
-    if remembered is not None:
+    remembered = None if fresh else protocols.Spoken.from_json(cache.get("networks", network))
+    choice = remembered.choice(order) if remembered is not None else None
+    if remembered is not None and choice is not None:
         try:
-            return backend_at(str(remembered.get("location")), fresh=False)
+            return chosen(choice, remembered, True)
         except RouterError:
             cache.put("networks", network, None)  # gone or moved: ask the network again
-    answers = discovery.discover(discovery_timeout, first=True, observe=observe)
-    if not answers:
-        raise DiscoveryError(
-            f"no Internet Gateway Device answered SSDP within {discovery_timeout:g}s; "
-            "give the router with --router URL or PORTCTL_ROUTER"
+    gateway = discovery.default_gateway()
+    if make_probes is None:
+        spoken = protocols.probe(
+            gateway or "", discovery.probes(gateway, order, observe=observe), deadline, order=order
         )
-    found = answers[0]
-    backend = backend_at(found.location, found.config_id)
-    cache.put("networks", network, {"location": found.location})
+    else:
+        spoken = protocols.probe(gateway or "", make_probes(gateway, order), deadline, order=order)
+    choice = spoken.choice(order)
+    if choice is None:
+        said = "; ".join(f"{protocols.NAMES[p]}: {f.detail}" for p, f in spoken.findings.items())
+        where = f"the gateway {gateway}" if gateway else "this network (no default gateway)"
+        raise DiscoveryError(
+            f"{where} answered none of {', '.join(protocols.NAMES[p] for p in order)} within {deadline:g}s"
+            f"{' (' + said + ')' if said else ''}; give the router with --router URL or PORTCTL_ROUTER"
+        )
+    backend = chosen(choice, spoken, False)
+    cache.put("networks", network, {**spoken.to_json(), "location": backend.info.address, "protocol": choice})
     return backend
+
+
+def remembered_protocols(cache: Cache, backend: Backend) -> protocols.Spoken | None:
+    """What the probes on this network found, if they chose `backend`'s router (show says it)."""
+    from . import discovery
+
+    record = cache.get("networks", discovery.network_key())
+    if record is None or record.get("location") != backend.info.address:
+        return None
+    return protocols.Spoken.from_json(record)
 
 
 @contextlib.contextmanager
 def session(
-    url: str | None, cache: Cache, *, timeout: float | None = None, observe: Observer | None = None
+    url: str | None,
+    cache: Cache,
+    *,
+    timeout: float | None = None,
+    observe: Observer | None = None,
+    order: Sequence[str] = protocols.PROTOCOLS,
 ) -> Iterator[Backend]:
     """A connected backend; what the router taught is remembered in `cache` however the block ends."""
-    backend = connect(url, cache, timeout=timeout, observe=observe)
+    backend = connect(url, cache, timeout=timeout, observe=observe, order=order)
     try:
         yield backend
     finally:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .backends.http import Observer
     from .boot import Booted
     from .cache import Cache
-    from .models import Plan
+    from .models import Manifest, Plan
+    from .protocols import Spoken
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 T = TypeVar("T")
@@ -98,7 +99,18 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             metavar="S",
             help="seconds to wait for each router request (default: PORTCTL_TIMEOUT, else 5)",
         )
+        protocols(c)
         trace(c)
+
+    def protocols(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--protocols",
+            type=_protocols,
+            default=os.environ.get("PORTCTL_PROTOCOLS") or None,  # checked by `type` like the flag
+            metavar="LIST",
+            help="the protocols to try at the gateway, in order, e.g. upnp,pcp,natpmp "
+            "(default: PORTCTL_PROTOCOLS, router.protocols, all three in that order)",
+        )
 
     def trace(c: argparse.ArgumentParser) -> None:
         c.add_argument(
@@ -169,8 +181,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="forget everything learned about the router")
     router(c)
 
-    c = command("discover", _discover, "list the gateways that answer SSDP")
+    c = command("discover", _discover, "list the gateways that answer SSDP, and what the default gateway speaks")
     c.add_argument("--timeout", type=_seconds, default=3.0, metavar="S")
+    protocols(c)
     trace(c)
     output(c, "the gateways found")
 
@@ -242,6 +255,15 @@ def _seconds(text: str) -> float:
     return _number(lambda: numbers.seconds(text))
 
 
+def _protocols(text: str) -> tuple[str, ...]:
+    from .protocols import BadOrder, parse_order
+
+    try:
+        return parse_order(text)
+    except BadOrder as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds_or_zero(text: str) -> float:
     return _number(lambda: numbers.seconds(text, allow_zero=True))
 
@@ -284,7 +306,7 @@ def _plan(args: argparse.Namespace) -> int:
     cache = _cache()
     text = manifest.read(args.file)
     m = manifest.parse(text, args.file, cache)
-    with _session(args, cache, api.router_url(args.router, m)) as backend:
+    with _session(args, cache, api.router_url(args.router, m), m) as backend:
         plan = api.plan(m, api.read(backend, cache), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     if args.out:
         from . import planfile  # a plan not saved needs no codec
@@ -317,7 +339,7 @@ def _apply(args: argparse.Namespace) -> int:
         )
         url = api.router_url(args.router, m) or (saved.plan.router.location if saved.plan.router else None)
         with (
-            _session(args, cache, url) as backend,
+            _session(args, cache, url, m) as backend,
             _router_lock(cache, backend, args.lock_timeout),
         ):
             facts = api.read(backend, cache)
@@ -335,7 +357,7 @@ def _apply(args: argparse.Namespace) -> int:
     m = manifest.load(args.file, cache)
     # Read and write under the router's lock: another portctl's writes would make the plan stale.
     with (
-        _session(args, cache, api.router_url(args.router, m)) as backend,
+        _session(args, cache, api.router_url(args.router, m), m) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
         facts = api.read(backend, cache)
@@ -349,7 +371,7 @@ def _destroy(args: argparse.Namespace) -> int:
     cache = _cache()
     m = manifest.load(args.file, cache)
     with (
-        _session(args, cache, api.router_url(args.router, m)) as backend,
+        _session(args, cache, api.router_url(args.router, m), m) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
         facts = api.read(backend, cache)
@@ -407,9 +429,11 @@ def _show(args: argparse.Namespace) -> int:
 
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
-    with _session(args, cache, api.router_url(args.router, m)) as backend:
+    with _session(args, cache, api.router_url(args.router, m), m) as backend:
         facts = api.read(backend, cache)
         booted = _booted(backend)
+    spoken = api.remembered_protocols(cache, backend)
+    used = "upnp" if backend.info.protocol.startswith("upnp") else backend.info.protocol
     table = facts.table
     owned = diff.owned_rows(m, table, backend.learned, facts.store) if m else {}
     if args.format == "json":
@@ -419,11 +443,16 @@ def _show(args: argparse.Namespace) -> int:
             "router": plancodec.router_json(backend.info),
             "boot": booted.to_json(),
             "learned": backend.learned.to_json(),
+            "protocols": {"used": used, "gateway_speaks": list(spoken.spoken) if spoken else None},
             "mappings": rows,
         }
         print(json.dumps(doc, indent=2))
     else:
         print(render.table_text(backend.info, table, owned, _style(args), backend.learned, booted))
+        from .protocols import NAMES
+
+        also = f"; the gateway speaks {_spoken_text(spoken)}" if spoken else ""
+        print(f"Protocol: {NAMES.get(used, used)}{also}")
     return EXIT_OK
 
 
@@ -453,7 +482,13 @@ def _forget(args: argparse.Namespace) -> int:
         raise PortctlError(f"name the needs to forget ({known}), or pass --all")
     cache = _cache()
     # Connected only for the router's identity, which names its entry in the cache.
-    backend = api.connect(api.router_url(args.router, None), cache, timeout=args.timeout, observe=_observer(args))
+    backend = api.connect(
+        api.router_url(args.router, None),
+        cache,
+        timeout=args.timeout,
+        observe=_observer(args),
+        order=api.protocol_order(args.protocols, None),
+    )
     # Re-read and rewritten under the cache's lock: what another portctl stores meanwhile stays.
     try:
         dropped = cache.forget(backend.info.identity, None if args.all else {Quirk(q) for q in args.quirks})
@@ -468,12 +503,28 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from . import discovery, plancodec
+    import threading
+
+    from . import discovery, plancodec, protocols
     from .backends import upnp
     from .errors import RouterError
 
     cache, observe = _cache(), _observer(args)
-    answers = discovery.discover(args.timeout, observe=observe)
+    order = args.protocols or protocols.PROTOCOLS
+    gateway = discovery.default_gateway()
+    # PCP and NAT-PMP are asked of the default gateway while SSDP searches the LAN: one wait for all.
+    probed: list[Spoken] = []
+    others = discovery.probes(gateway, [p for p in order if p != protocols.UPNP], observe=observe)
+    asking = threading.Thread(target=lambda: probed.append(protocols.probe(gateway or "", others, args.timeout)))
+    asking.start()
+    answers = discovery.discover(args.timeout, observe=observe) if protocols.UPNP in order else []
+    asking.join()
+    at_gateway = [a for a in answers if a.source == gateway]
+    findings = dict(probed[0].findings)
+    if at_gateway:
+        findings[protocols.UPNP] = protocols.Finding(protocols.UPNP, True, at_gateway[0].location)
+    spoken = protocols.Spoken(gateway or "", findings)
+    speaks = list(spoken.spoken)
     rows = []
     for a in answers:
         try:
@@ -482,19 +533,37 @@ def _discover(args: argparse.Namespace) -> int:
             info: dict[str, Any] = plancodec.router_json(backend.info)
         except RouterError as exc:
             info = {"location": a.location, "error": str(exc)}
-        rows.append({**info, "boot_id": a.boot_id})
+        rows.append({**info, "boot_id": a.boot_id, "protocols": speaks if a.source == gateway else ["upnp"]})
+    if not at_gateway and speaks:
+        first = speaks[0]
+        details = {p: f.detail for p, f in spoken.findings.items() if spoken.speaks(p)}
+        rows.append({"location": f"{first}://{gateway}", "gateway": gateway, "protocols": speaks, "details": details})
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print(f"No Internet Gateway Device answered within {args.timeout:g}s.")
+        print(f"No gateway answered {', '.join(protocols.NAMES[p] for p in order)} within {args.timeout:g}s.")
     for r in [] if args.format == "json" else rows:
         if "error" in r:
             print(f"{r['location']}: {r['error']}")
-        else:
+        elif "gateway" not in r:
             what = f"{r['friendly_name']} (IGD v{r['igd_version']}), {r['service_type']}"
             boot = f", BOOTID {r['boot_id']}" if r["boot_id"] is not None else ""
             print(f"{r['location']}: {what}, external IP {r['external_ip'] or 'unknown'}{boot}")
+    if args.format != "json" and gateway and speaks:
+        print(f"Gateway {gateway} speaks: {_spoken_text(spoken)}")
     return EXIT_OK if rows else EXIT_ERROR
+
+
+def _spoken_text(spoken: Spoken) -> str:
+    """`UPnP IGD, PCP (epoch 7), NAT-PMP (external address ...)`: each protocol spoken, with what it said."""
+    from .protocols import NAMES, UPNP
+
+    parts = []
+    for p in spoken.spoken:
+        found = spoken.findings.get(p)
+        detail = found.detail if found is not None and found.spoken and p != UPNP else ""
+        parts.append(f"{NAMES[p]} ({detail})" if detail else NAMES[p])
+    return ", ".join(parts)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -722,11 +791,14 @@ def _cache() -> Cache:
     return Cache.from_env()
 
 
-def _session(args: argparse.Namespace, cache: Cache, url: str | None) -> contextlib.AbstractContextManager[Backend]:
-    """A connected backend as the command's flags ask (--timeout, --trace)."""
+def _session(
+    args: argparse.Namespace, cache: Cache, url: str | None, m: Manifest | None
+) -> contextlib.AbstractContextManager[Backend]:
+    """A connected backend as the command's flags and the manifest `m` ask (--timeout, --trace, --protocols)."""
     from . import api
 
-    return api.session(url, cache, timeout=args.timeout, observe=_observer(args))
+    order = api.protocol_order(args.protocols, m)
+    return api.session(url, cache, timeout=args.timeout, observe=_observer(args), order=order)
 
 
 def _observer(args: argparse.Namespace) -> Observer | None:

@@ -10,7 +10,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -21,6 +21,8 @@ from .numbers import NotANumber, ascii_int
 
 if TYPE_CHECKING:
     from .backends.http import Exchange, Observer
+    from .backends.pcp.client import Client, SocketFactory
+    from .protocols import Probe
 
 Clock = Callable[[], float]
 
@@ -293,3 +295,105 @@ def _answered(data: bytes, source: str, port: int, seconds: float, judged: Answe
     note = f"LOCATION {judged.location}" if isinstance(judged, Answer) else f"ignored: {judged}"
     url = f"udp://{source}:{port}"
     return Exchange("M-SEARCH", url, headers.get("st", ""), b"", status, data, seconds, note=note)
+
+
+# -- which protocols the gateway speaks (protocols.py chooses among them) -----------------------
+
+
+def probes(
+    gateway: str | None,
+    protocols: Sequence[str],
+    *,
+    observe: Observer | None = None,
+    socket_factory: SocketFactory | None = None,
+    clock: Clock = time.monotonic,
+) -> dict[str, Probe]:
+    """A probe per protocol in `protocols` at `gateway` (UPnP's SSDP also goes to the multicast group,
+    as `discover` does; PCP and NAT-PMP are asked of the gateway alone). Without a gateway only SSDP
+    can look."""
+    from .protocols import NATPMP, PCP, UPNP
+
+    made: dict[str, Probe] = {}
+    for protocol in protocols:
+        if protocol == UPNP:
+            made[UPNP] = upnp_probe(observe)
+        elif gateway and protocol == PCP:
+            made[PCP] = pcp_probe(gateway, observe=observe, socket_factory=socket_factory, clock=clock)
+        elif gateway and protocol == NATPMP:
+            made[NATPMP] = natpmp_probe(gateway, observe=observe, socket_factory=socket_factory, clock=clock)
+    return made
+
+
+def upnp_probe(observe: Observer | None = None) -> Probe:
+    from .protocols import UPNP, Finding
+
+    def run(deadline: float) -> Finding:
+        answers = discover(deadline, first=True, observe=observe)
+        if not answers:
+            return Finding(UPNP, False, f"no Internet Gateway Device answered SSDP in {deadline:g} s")
+        return Finding(UPNP, True, answers[0].location, answers[0].location, answers[0].config_id)
+
+    return run
+
+
+def pcp_probe(
+    gateway: str,
+    *,
+    observe: Observer | None = None,
+    socket_factory: SocketFactory | None = None,
+    clock: Clock = time.monotonic,
+) -> Probe:
+    """PCP ANNOUNCE (RFC 6887 section 14.1): any version 2 answer means PCP; an answer in version 0
+    (UNSUPPORTED_VERSION from a NAT-PMP-only server) proves NAT-PMP instead."""
+    from .backends.pcp import wire
+    from .backends.pcp.errors import UnsupportedVersion
+    from .errors import RouterError
+    from .protocols import NATPMP, PCP, Finding
+
+    def run(deadline: float) -> Finding:
+        try:
+            with _client(gateway, deadline, observe, socket_factory, clock) as client:
+                answer = client.pcp(wire.AnnounceRequest(client.local_address)).response
+        except UnsupportedVersion as exc:
+            return Finding(PCP, False, str(exc), proves=NATPMP if exc.server_version == 0 else "")
+        except RouterError as exc:
+            return Finding(PCP, False, str(exc))
+        return Finding(PCP, True, f"epoch {answer.epoch}" + ("" if answer.ok else f", {answer.result_name}"))
+
+    return run
+
+
+def natpmp_probe(
+    gateway: str,
+    *,
+    observe: Observer | None = None,
+    socket_factory: SocketFactory | None = None,
+    clock: Clock = time.monotonic,
+) -> Probe:
+    """NAT-PMP's external-address request (RFC 6886 section 3.2): any answer means NAT-PMP."""
+    from .backends.pcp import wire
+    from .errors import RouterError
+    from .protocols import NATPMP, Finding
+
+    def run(deadline: float) -> Finding:
+        try:
+            with _client(gateway, deadline, observe, socket_factory, clock) as client:
+                answer = client.natpmp(wire.ExternalAddressRequest()).response
+        except RouterError as exc:
+            return Finding(NATPMP, False, str(exc))
+        said = f"external address {answer.external_address}" if answer.ok else answer.result_name
+        return Finding(NATPMP, True, f"{said}, epoch {answer.epoch}")
+
+    return run
+
+
+def _client(
+    gateway: str, deadline: float, observe: Observer | None, socket_factory: SocketFactory | None, clock: Clock
+) -> Client:
+    from .backends.pcp.client import Client, udp_socket
+    from .backends.pcp.traced import traced
+
+    factory = socket_factory or udp_socket
+    if observe is not None:
+        factory = traced(observe, factory, clock)
+    return Client(gateway, deadline=deadline, socket_factory=factory, clock=clock)

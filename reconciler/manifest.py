@@ -180,6 +180,7 @@ def _semantic_problems(doc: Document) -> Iterator[Problem]:
     if isinstance(defaults.get("lease"), str):
         yield from _lease_problems(doc, ("defaults", "lease"), defaults["lease"])
     yield from _protocol_problems(doc, ("defaults", "protocol"), defaults.get("protocol"))
+    yield from _router_problems(doc, data.get("router"))
     raw_policy = data.get("policy")
     if isinstance(raw_policy, dict) and isinstance(raw_policy.get("max_lease"), str):
         yield from _lease_problems(doc, ("policy", "max_lease"), raw_policy["max_lease"])
@@ -430,7 +431,26 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
         data.get("prune", True),
         bool(router.get("allow_private_wan", False)),
         _policy(data)[0],
+        tuple(router.get("protocols", ())),
     )
+
+
+def _router_problems(doc: Document, router: Any) -> Iterator[Problem]:
+    """A router.url whose protocol router.protocols leaves out: the two contradict each other."""
+    if (
+        not isinstance(router, dict)
+        or not isinstance(router.get("url"), str)
+        or not isinstance(router.get("protocols"), list)
+    ):
+        return
+    scheme = router["url"].partition("://")[0]
+    spoken = "upnp" if scheme in ("http", "https") else scheme
+    if spoken not in router["protocols"]:
+        yield doc.problem(
+            ("router", "url"),
+            f"speaks {spoken}, which router.protocols ({', '.join(map(str, router['protocols']))}) leaves out: "
+            "drop the url to let portctl choose, or list its protocol",
+        )
 
 
 def _opt_in(m: dict[str, Any], defaults: dict[str, Any], name: str) -> bool:
@@ -445,7 +465,8 @@ apiVersion: {api}
 # Keep the owner unique to this installation: two hosts sharing one prune each other's mappings.
 owner: {owner}
 # router:
-#   url: http://192.168.1.1:5000/rootDesc.xml   # default: SSDP discovery
+#   url: http://192.168.1.1:5000/rootDesc.xml   # default: probe the gateway (UPnP, then PCP, then NAT-PMP)
+#   protocols: [upnp, pcp, natpmp]               # which to try, in this order
 defaults:
   internal_client: auto    # this host's address towards the router
   lease: permanent

@@ -128,6 +128,7 @@ class Manifest:
     prune: bool = True
     allow_private_wan: bool = False  # map even when the router's WAN address is private (double NAT)
     policy: Policy = Policy()
+    protocols: tuple[str, ...] = ()  # router.protocols: the order to try them in; () the default
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from .http import Exchange
 
 BODY_LIMIT = 1500  # characters of each body shown; descriptions and listings can be long
 PREFIX = "trace: "
+# Binary datagrams (backends/pcp/traced): shown as hex, their status a result code rather than HTTP's.
+DATAGRAMS = ("PCP", "NAT-PMP", "UDP")
 
 
 class Tracer:
@@ -41,14 +43,26 @@ def lines(x: Exchange, body_limit: int = BODY_LIMIT) -> list[str]:
         outcome = f"no answer after {ms}: {xmlsafe.printable(x.error, 300)}"
     elif x.status is None:
         outcome = f"sent {len(x.sent)} bytes"  # a datagram: its answers, if any, are exchanges of their own
+    elif x.method in DATAGRAMS:
+        outcome = f"received {len(x.received)} bytes after {ms}"
     else:
         outcome = f"HTTP {x.status}, sent {len(x.sent)} bytes, received {len(x.received)} bytes in {ms}"
     if x.note:
         outcome += f"; {xmlsafe.printable(x.note, 300)}"
     out = [f"{x.method} {xmlsafe.printable(x.url, 300)}{action}: {outcome}"]
-    out += [f"  > {line}" for line in _body(x.sent, body_limit)]
-    out += [f"  < {line}" for line in _body(x.received, body_limit)]
+    body = _hex if x.method in DATAGRAMS else _body
+    out += [f"  > {line}" for line in body(x.sent, body_limit)]
+    out += [f"  < {line}" for line in body(x.received, body_limit)]
     return out
+
+
+def _hex(data: bytes, limit: int) -> list[str]:
+    """A binary datagram as rows of 16 bytes in hex, 4-byte words apart (the RFCs draw them so)."""
+    shown = data[: limit // 2]
+    rows = [" ".join(shown[i + j : i + j + 4].hex() for j in range(0, 16, 4)).strip() for i in range(0, len(shown), 16)]
+    if len(data) > len(shown):
+        rows.append(f"... ({len(data) - len(shown)} more bytes)")
+    return rows
 
 
 def _body(data: bytes, limit: int) -> list[str]:

@@ -35,10 +35,12 @@ from ...models import Protocol as Transport
 from ...ownerstore import identity
 from ...quirks import Learned
 from ..base import Backend, Capabilities
+from ..http import Observer
 from . import epoch, nonce, wire
-from .client import DEADLINE, Answer, Client
+from .client import DEADLINE, Answer, Client, udp_socket
 from .errors import MapRefused, ResultError
 from .granted import Epoch, Grant, Granted
+from .traced import traced
 
 Mode = Literal["pcp", "natpmp"]
 MODES: tuple[Mode, ...] = ("pcp", "natpmp")
@@ -64,8 +66,12 @@ def connect(
     cache: Cache,
     timeout: float | None = None,
     clock: Callable[[], float] | None = None,
+    observe: Observer | None = None,
+    natpmp_spoken: bool = True,
 ) -> PcpBackend:
-    """The router at `pcp://HOST[:PORT]` or `natpmp://HOST[:PORT]`, connected (one exchange)."""
+    """The router at `pcp://HOST[:PORT]` or `natpmp://HOST[:PORT]`, connected (one exchange, two in
+    PCP mode where the gateway speaks NAT-PMP too: `natpmp_spoken`). `observe` sees every datagram
+    (--trace)."""
     parts = urlsplit(url)
     if parts.scheme not in MODES or not parts.hostname:
         raise RouterUnreachable(f"{url!r} is not a pcp:// or natpmp:// URL of a gateway")
@@ -77,12 +83,14 @@ def connect(
         raise RouterUnreachable(f"{url!r}: the gateway is given by its IP address and port") from None
     gateway = parts.hostname
     deadline = timeout or DEADLINE
+    factory = traced(observe) if observe is not None else udp_socket
     backend = PcpBackend(
         gateway,
         mode=mode,
         cache=cache,
         clock=clock,
-        open_client=lambda: Client(gateway, port=port, deadline=deadline, clock=backend.clock),
+        open_client=lambda: Client(gateway, port=port, deadline=deadline, socket_factory=factory, clock=backend.clock),
+        natpmp_spoken=natpmp_spoken,
     )
     return backend.connect()
 
@@ -100,14 +108,19 @@ class PcpBackend(Backend):
         open_client: Callable[[], Exchanger],
         clock: Callable[[], float] | None = None,
         secret: bytes | None = None,
+        natpmp_spoken: bool = True,
     ) -> None:
         self.mode = mode
+        # In PCP mode the external address is asked with NAT-PMP (PCP has no such request) only where
+        # the gateway speaks it: a PCP-only gateway would leave the request unanswered to the deadline.
+        self.natpmp_spoken = natpmp_spoken or mode == "natpmp"
         self.gateway = gateway
         self.cache = cache
         self.clock = clock or cache.clock
         self._open_client = open_client
         self._client: Exchanger | None = None
         self._secret = secret
+        self._assigned = ""  # the external address the last MAP answer assigned, this run
         self.info = RouterInfo(mode, f"{mode}:{gateway}", f"{mode}://{gateway}", service=mode)
         self.capabilities = Capabilities(
             can_list=False,
@@ -128,7 +141,7 @@ class PcpBackend(Backend):
             self._client = self._open_client()
         if self.mode == "pcp" and self._secret is None:
             self._secret = nonce.load_secret(self.cache.directory or "")
-        if self.mode == "pcp":
+        if self.mode == "pcp" and self.natpmp_spoken:
             self._pcp(wire.AnnounceRequest(self.client.local_address))
         self.info = replace(self.info, external_ip=self.external_address())
         ceiling = self.granted.ceiling()
@@ -196,9 +209,16 @@ class PcpBackend(Backend):
         self.granted.drop(mapping.key)
 
     def external_address(self) -> str:
-        """Asked with NAT-PMP in both modes (PCP has no such request; miniupnpd answers both)."""
-        answer = self._natpmp(wire.ExternalAddressRequest())
-        return str(answer.external_address or "")
+        """Asked with NAT-PMP where the gateway speaks it (PCP has no such request); else the address
+        the last MAP answer assigned, or an ANNOUNCE (which keeps the epoch checked) and the address
+        remembered from earlier grants."""
+        if self.natpmp_spoken:
+            answer = self._natpmp(wire.ExternalAddressRequest())
+            return str(answer.external_address or "")
+        if self._assigned:
+            return self._assigned
+        self._pcp(wire.AnnounceRequest(self.client.local_address))
+        return self.granted.external()
 
     def local_address(self) -> str:
         return str(self.client.local_address)
@@ -230,6 +250,11 @@ class PcpBackend(Backend):
             )
         )
         assert response.map is not None  # a SUCCESS answer to MAP carries its body (wire checks)
+        assigned = response.map.external_address
+        if not assigned.is_unspecified and str(assigned) != self._assigned:
+            self._assigned = str(assigned)
+            self.granted.assigned(self._assigned)
+            self.info = replace(self.info, external_ip=self._assigned)
         granted = response.map.external_port
         if granted != mapping.key.external_port:
             self._pcp_release(replace(mapping, key=replace(mapping.key, external_port=granted)), n)

@@ -99,6 +99,16 @@ class Granted:
 
         self._change(change)
 
+    def external(self) -> str:
+        """The external address the router last assigned a mapping ("" before any)."""
+        value = self._record().get("limits", {}).get("external")
+        return value if isinstance(value, str) else ""
+
+    def assigned(self, address: str) -> None:
+        """The router assigned `address` to a mapping: what its external address is taken to be where
+        nothing else tells (a PCP-only gateway)."""
+        self._change(lambda record: record.setdefault("limits", {}).__setitem__("external", address))
+
     def _record(self) -> dict[str, Any]:
         record = self.cache.read().get(SECTION, {}).get(self.router, {})
         return {k: v for k, v in record.items() if isinstance(v, dict)}
