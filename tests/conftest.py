@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,34 @@ def router_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     # seconds for its turn. Tests about timeouts pass their own.
     monkeypatch.setenv("PORTCTL_TIMEOUT", "30")
     return path
+
+
+def _loopback(address: object) -> bool:
+    host = address[0] if isinstance(address, tuple) and address else address
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@pytest.fixture(autouse=True)
+def datagrams_stay_on_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Network safety: code run in the test process sends datagrams (SSDP, PCP, NAT-PMP) to loopback
+    only. The real-router tests send theirs from processes run inside the lab's namespaces."""
+    sendto, send = socket.socket.sendto, socket.socket.send
+
+    def checked_sendto(self: socket.socket, data: Any, *rest: Any) -> int:
+        if self.type == socket.SOCK_DGRAM and not _loopback(rest[-1]):
+            raise AssertionError(f"a test sent a datagram to {rest[-1]!r}, off this host")
+        return sendto(self, data, *rest)
+
+    def checked_send(self: socket.socket, data: Any, *rest: Any) -> int:
+        if self.type == socket.SOCK_DGRAM and not _loopback(self.getpeername()):
+            raise AssertionError(f"a test sent a datagram to {self.getpeername()!r}, off this host")
+        return send(self, data, *rest)
+
+    monkeypatch.setattr(socket.socket, "sendto", checked_sendto)
+    monkeypatch.setattr(socket.socket, "send", checked_send)
 
 
 @pytest.fixture
