@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from ..errors import UPNP_ERROR_NAMES
@@ -16,6 +16,7 @@ from ..models import MAX_LEASE
 from .profiles import Profile
 
 Args = dict[str, str]
+T = TypeVar("T")
 
 
 class Fault(Exception):
@@ -45,6 +46,7 @@ class Entry:
     enabled: bool
     description: str
     expires: float | None  # None: permanent
+    nonce: bytes = b""  # the PCP nonce that made it (only its holder renews or deletes it); b"": not PCP's
 
 
 class Router:
@@ -140,6 +142,22 @@ class Router:
             self.boot_id += 1
             if not uptime_kept:
                 self.booted = self.clock()
+
+    def epoch(self) -> int:
+        """Seconds since the PCP/NAT-PMP state began (RFC 6887 section 8.5): the uptime, or with the
+        profile's `epoch_period` the time since the daemon last restarted (keeping its table)."""
+        uptime = max(0, int(self.clock() - self.booted))
+        period = self.profile.epoch_period
+        return uptime % period if period else uptime
+
+    def transact(self, change: Callable[[], T]) -> T:
+        """Run `change` on the table under the lock, expired rows gone first; the listeners (GENA)
+        hear of it afterwards. A change that raises is a refusal: nobody hears of it."""
+        with self._lock:
+            self._expire()
+            out = change()
+        self._changed()
+        return out
 
     def _changed(self) -> None:
         count = len(self.entries)

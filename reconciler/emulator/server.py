@@ -16,7 +16,9 @@ from xml.sax.saxutils import escape
 from .. import xmlsafe
 from ..errors import RouterProtocolError
 from .events import EVENT_PATH, Publisher
+from .pcp import Responder
 from .router import Fault, Router, WireFault
+from .udp import UdpServer
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENCODING = "http://schemas.xmlsoap.org/soap/encoding/"
@@ -85,9 +87,14 @@ _ARGUMENTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
 
 
 class EmulatorServer:
-    """Serves `router` on host:port (port 0 picks a free one) until stop(); usable as a context manager."""
+    """Serves `router` on host:port (port 0 picks a free one) until stop(); usable as a context manager.
 
-    def __init__(self, router: Router | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    With `pcp_port` (0 picks a free one) it also answers PCP and NAT-PMP over UDP on host:pcp_port,
+    on the same table. `host` may be an IPv6 address (such as ::1, for pinholes)."""
+
+    def __init__(
+        self, router: Router | None = None, host: str = "127.0.0.1", port: int = 0, *, pcp_port: int | None = None
+    ) -> None:
         self.router = router or Router()
         self.profile = self.router.profile
         self.udn = "uuid:00000000-7e57-4d00-8000-00000000c0de"
@@ -106,9 +113,33 @@ class EmulatorServer:
         self.events = True  # answer SUBSCRIBE; False imitates routers that list an eventSubURL but refuse it
         self.publisher = Publisher()
         self.router.on_change.append(self.publisher.publish)
-        self._httpd = _QuietServer((host, port), _handler(self))
+        self._httpd = (_QuietServer6 if ":" in host else _QuietServer)((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.pcp = Responder(self.router)
+        self._udp: UdpServer | None = None
+        if pcp_port is not None:
+            try:
+                self._udp = UdpServer(self.pcp.answer, host, pcp_port)
+            except OSError:
+                self._httpd.server_close()
+                raise
+
+    @property
+    def pcp_port(self) -> int:
+        """The UDP port PCP and NAT-PMP are answered on; ValueError when the server has none."""
+        if self._udp is None:
+            raise ValueError("this emulator serves no PCP/NAT-PMP port (pass pcp_port)")
+        return self._udp.port
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    def pcp_url(self, scheme: str = "pcp") -> str:
+        """pcp://HOST:PORT (or natpmp://) of the UDP port, as portctl's --router takes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.pcp_port}"
 
     @property
     def service_type(self) -> str:
@@ -117,7 +148,8 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/rootDesc.xml"  # AF_INET: always a str
+        host = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"http://{host}:{port}/rootDesc.xml"
 
     def count_request(self) -> int:
         """Number this request (from 1); the flaky profile fails by the count, so runs repeat exactly."""
@@ -130,9 +162,13 @@ class EmulatorServer:
             target=self._httpd.serve_forever, args=(0.05,), name="portctl-emulator", daemon=True
         )  # a short poll: stop() returns at once, which hundreds of property-test examples notice
         self._thread.start()
+        if self._udp is not None:
+            self._udp.start()
         return self
 
     def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.stop()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.hang_up()
@@ -146,6 +182,8 @@ class EmulatorServer:
         self.stop()
 
     def serve_forever(self) -> None:
+        if self._udp is not None:
+            self._udp.start()
         self._httpd.serve_forever()
 
     def reboot(self, *, uptime_kept: bool = False) -> None:
@@ -264,6 +302,10 @@ class _QuietServer(ThreadingHTTPServer):
         # oversized documents); anything else is a bug in the emulator and is reported.
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class _QuietServer6(_QuietServer):
+    address_family = socket.AF_INET6
 
 
 def _strict_refusal(soap_action: str, body: bytes, service_type: str, action: str) -> str:
