@@ -49,6 +49,8 @@ class Profile:
     # version-0 UNSUPP_VERSION; "unsupp-version": it gets a PCP UNSUPP_VERSION naming version 1
     epoch_period: int = 0  # the daemon restarts every this many seconds: the epoch runs back, the table stays
     byteorder: str = "little"  # how the router prints a PCP nonce's 32-bit words in its UPnP descriptions
+    # IPv6 pinholes: WANIPv6FirewallControl:1 is served where igd_version >= 2 and this is True.
+    pinholes: bool = True
 
 
 _PROFILES = (
@@ -213,6 +215,13 @@ _PROFILES = (
         "the PCP/NAT-PMP daemon restarts every 10 minutes, keeping its table: the epoch runs back to 0",
         "OpenWrt restarting miniupnpd (with its lease file) on every WAN ifupdate or DHCP renewal",
         epoch_period=600,
+    ),
+    Profile(
+        "no-pinholes",
+        "IGD v1 without WANIPv6FirewallControl: every pinhole action is answered 401 Invalid Action",
+        "IGD v1 routers, miniupnpd built without IPv6",
+        igd_version=1,
+        pinholes=False,
     ),
     Profile("ssdp-odd-port", "SSDP answers come from a port other than 1900", "various", ssdp="odd-port"),
     Profile(

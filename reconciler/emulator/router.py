@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 from ..errors import UPNP_ERROR_NAMES
 from ..models import MAX_LEASE
+from .firewall import Firewall
 from .profiles import Profile
 
 Args = dict[str, str]
@@ -86,6 +87,8 @@ class Router:
         self._wire_faults: list[list[Any]] = []  # [action, calls to let through first, kind]
         self._faults: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        # IPv6 pinholes (WANIPv6FirewallControl:1): on the same clock, lost with the table on a restart.
+        self.firewall = Firewall(lambda: self.clock())
 
     # -- test controls ----------------------------------------------------------------------
 
@@ -132,6 +135,7 @@ class Router:
                     e.expires += shift
             self.booted += shift
             self.clock = clock
+            self.firewall.shift(shift)
 
     def reboot(self, *, uptime_kept: bool = False) -> None:
         """Lose the table, as most routers do on a restart, and start counting uptime again; with
@@ -139,6 +143,7 @@ class Router:
         only the boot id says it restarted."""
         with self._lock:
             self.entries.clear()
+            self.firewall.clear()
             self.boot_id += 1
             if not uptime_kept:
                 self.booted = self.clock()
@@ -200,6 +205,7 @@ class Router:
             fault = self._due_fault(action)
             if fault == "reboot":
                 self.entries.clear()
+                self.firewall.clear()
                 self.booted = self.clock()
                 self.boot_id += 1
                 raise WireFault("drop")
