@@ -13,10 +13,10 @@ import pytest
 from reconciler import xmlsafe
 from reconciler.backends import soap
 from reconciler.emulator import PROFILES, EmulatorServer, Router
-from reconciler.emulator.firewall import SERVICE_TYPE
 from reconciler.errors import UpnpActionError
 
 ME = "::1"
+SERVICE_TYPE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 
 
 class SteppedClock:
