@@ -100,10 +100,10 @@ def test_an_identical_add_returns_the_same_unique_id_and_extends_the_lease(
 ) -> None:
     """Re-adding the same pinhole answers its UniqueID again and restarts its lease; another port is
     another pinhole."""
-    first = add(server, lease=100)
-    clock.jumped += 90
-    assert add(server, lease=100) == first
-    clock.jumped += 90  # 180 s after the first add: alive only because the second one extended it
+    first = add(server, lease=1000)
+    clock.jumped += 900
+    assert add(server, lease=1000) == first
+    clock.jumped += 900  # 1800 s after the first add: alive only because the second one extended it
     other = add(server, port=8444)
     assert other != first
     assert pinholes(server) == [(int(first), ME, 8443, 6), (int(other), ME, 8444, 6)]
@@ -113,10 +113,10 @@ def test_a_pinhole_expires_on_the_routers_clock_and_update_extends_it(
     server: EmulatorServer, clock: SteppedClock
 ) -> None:
     """UpdatePinhole gives a pinhole a new lease; without one it is gone when its lease ends."""
-    kept, lapsing = add(server, lease=60), add(server, port=9000, lease=60)
-    clock.jumped += 50
-    call(server, "UpdatePinhole", UniqueID=kept, NewLeaseTime="600")
-    clock.jumped += 20
+    kept, lapsing = add(server, lease=600), add(server, port=9000, lease=600)
+    clock.jumped += 500
+    call(server, "UpdatePinhole", UniqueID=kept, NewLeaseTime="6000")
+    clock.jumped += 200
     assert [p[0] for p in pinholes(server)] == [int(kept)]
     assert refused(server, "UpdatePinhole", UniqueID=lapsing, NewLeaseTime="600") == 704
 
