@@ -194,6 +194,12 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     c.add_argument("--port", type=_port, default=5000)
     c.add_argument("--igd", type=int, choices=(1, 2), help="IGD version (default: the profile's)")
+    c.add_argument(
+        "--pcp-port",
+        type=_port,
+        metavar="PORT",
+        help="also answer PCP and NAT-PMP on this UDP port of --host (0: a free one; 5351 is theirs)",
+    )
     c.add_argument("--profile", default="spec", help="how the router bends the spec; --profile list shows them")
     c.add_argument(
         "--ssdp",
@@ -597,7 +603,9 @@ def _emulate(args: argparse.Namespace) -> int:
     if args.profile not in PROFILES:
         raise PortctlError(f"no emulator profile {args.profile!r}; the profiles are: {', '.join(PROFILES)}")
     try:
-        server = EmulatorServer(Router(PROFILES[args.profile], igd_version=args.igd), host=args.host, port=args.port)
+        server = EmulatorServer(
+            Router(PROFILES[args.profile], igd_version=args.igd), host=args.host, port=args.port, pcp_port=args.pcp_port
+        )
         ssdp = (
             SsdpResponder(
                 server.url,
@@ -613,6 +621,8 @@ def _emulate(args: argparse.Namespace) -> int:
         raise PortctlError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     version = server.router.igd_version
     print(f"IGD v{version} emulator, profile {args.profile}, at {server.url} (Ctrl-C stops it)", flush=True)
+    if args.pcp_port is not None:
+        print(f"PCP and NAT-PMP on UDP: {server.pcp_url()} and {server.pcp_url('natpmp')}", flush=True)
     if ssdp:
         ssdp.start()
     with contextlib.suppress(KeyboardInterrupt):

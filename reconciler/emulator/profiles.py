@@ -44,6 +44,13 @@ class Profile:
     flaky_every: int = 0  # every Nth request fails: alternately a bare HTTP 500 and a dropped connection
     dead_wan_first: bool = False  # a disconnected WAN connection service is listed before the live one
     ssdp: str = "standard"  # "odd-port": answers from another port; "unicast-only": ignores multicast
+    # PCP and NAT-PMP on the UDP port (EmulatorServer's pcp_port), as miniupnpd answers them.
+    pcp: str = "v2"  # "v2": PCP version 2 and NAT-PMP; "natpmp-only": a PCP request gets NAT-PMP's
+    # version-0 UNSUPP_VERSION; "unsupp-version": it gets a PCP UNSUPP_VERSION naming version 1
+    epoch_period: int = 0  # the daemon restarts every this many seconds: the epoch runs back, the table stays
+    byteorder: str = "little"  # how the router prints a PCP nonce's 32-bit words in its UPnP descriptions
+    # IPv6 pinholes: WANIPv6FirewallControl:1 is served where igd_version >= 2 and this is True.
+    pinholes: bool = True
 
 
 _PROFILES = (
@@ -190,6 +197,31 @@ _PROFILES = (
         "Debian 12's miniupnpd 2.3.1 (fixed upstream in 2.3.4)",
         list_abort_over=132,
         list_cap=128,
+    ),
+    Profile(
+        "natpmp-only",
+        "speaks NAT-PMP but not PCP: a PCP request is answered with NAT-PMP's version-0 UNSUPP_VERSION",
+        "Apple AirPort, older Tomato and DD-WRT builds (miniupnpd before 2.0)",
+        pcp="natpmp-only",
+    ),
+    Profile(
+        "pcp-unsupp-version",
+        "a PCP version 2 request is answered with UNSUPP_VERSION naming version 1; NAT-PMP works",
+        "firmware built on the PCP draft (version 1), such as early Apple and Cisco implementations",
+        pcp="unsupp-version",
+    ),
+    Profile(
+        "epoch-goes-back",
+        "the PCP/NAT-PMP daemon restarts every 10 minutes, keeping its table: the epoch runs back to 0",
+        "OpenWrt restarting miniupnpd (with its lease file) on every WAN ifupdate or DHCP renewal",
+        epoch_period=600,
+    ),
+    Profile(
+        "no-pinholes",
+        "IGD v1 without WANIPv6FirewallControl: every pinhole action is answered 401 Invalid Action",
+        "IGD v1 routers, miniupnpd built without IPv6",
+        igd_version=1,
+        pinholes=False,
     ),
     Profile("ssdp-odd-port", "SSDP answers come from a port other than 1900", "various", ssdp="odd-port"),
     Profile(

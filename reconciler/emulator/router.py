@@ -8,14 +8,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from ..errors import UPNP_ERROR_NAMES
 from ..models import MAX_LEASE
+from .firewall import Firewall
 from .profiles import Profile
 
 Args = dict[str, str]
+T = TypeVar("T")
 
 
 class Fault(Exception):
@@ -45,6 +47,7 @@ class Entry:
     enabled: bool
     description: str
     expires: float | None  # None: permanent
+    nonce: bytes = b""  # the PCP nonce that made it (only its holder renews or deletes it); b"": not PCP's
 
 
 class Router:
@@ -84,6 +87,8 @@ class Router:
         self._wire_faults: list[list[Any]] = []  # [action, calls to let through first, kind]
         self._faults: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        # IPv6 pinholes (WANIPv6FirewallControl:1): on the same clock, lost with the table on a restart.
+        self.firewall = Firewall(lambda: self.clock())
 
     # -- test controls ----------------------------------------------------------------------
 
@@ -130,6 +135,7 @@ class Router:
                     e.expires += shift
             self.booted += shift
             self.clock = clock
+            self.firewall.shift(shift)
 
     def reboot(self, *, uptime_kept: bool = False) -> None:
         """Lose the table, as most routers do on a restart, and start counting uptime again; with
@@ -137,9 +143,26 @@ class Router:
         only the boot id says it restarted."""
         with self._lock:
             self.entries.clear()
+            self.firewall.clear()
             self.boot_id += 1
             if not uptime_kept:
                 self.booted = self.clock()
+
+    def epoch(self) -> int:
+        """Seconds since the PCP/NAT-PMP state began (RFC 6887 section 8.5): the uptime, or with the
+        profile's `epoch_period` the time since the daemon last restarted (keeping its table)."""
+        uptime = max(0, int(self.clock() - self.booted))
+        period = self.profile.epoch_period
+        return uptime % period if period else uptime
+
+    def transact(self, change: Callable[[], T]) -> T:
+        """Run `change` on the table under the lock, expired rows gone first; the listeners (GENA)
+        hear of it afterwards. A change that raises is a refusal: nobody hears of it."""
+        with self._lock:
+            self._expire()
+            out = change()
+        self._changed()
+        return out
 
     def _changed(self) -> None:
         count = len(self.entries)
@@ -182,6 +205,7 @@ class Router:
             fault = self._due_fault(action)
             if fault == "reboot":
                 self.entries.clear()
+                self.firewall.clear()
                 self.booted = self.clock()
                 self.boot_id += 1
                 raise WireFault("drop")

@@ -14,15 +14,20 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .. import xmlsafe
-from ..errors import RouterProtocolError
+from ..errors import UPNP_ERROR_NAMES, RouterProtocolError
+from . import firewall
 from .events import EVENT_PATH, Publisher
+from .pcp import Responder
 from .router import Fault, Router, WireFault
+from .udp import UdpServer
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENCODING = "http://schemas.xmlsoap.org/soap/encoding/"
 CONTROL_PATH = "/ctl/IPConn"
 DEAD_CONTROL_PATH = "/ctl/IPConn0"  # the disconnected WAN connection of the two-wan profile
 SCPD_PATH = "/WANIPCn.xml"
+FIREWALL_CONTROL_PATH = "/ctl/IP6FCtl"  # miniupnpd's paths for WANIPv6FirewallControl:1
+FIREWALL_SCPD_PATH = "/WANIP6FC.xml"
 
 # name -> (UPnP data type, allowed values); the relatedStateVariable of each argument below.
 _STATE_VARIABLES = {
@@ -83,11 +88,50 @@ _ARGUMENTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     ),
 }
 
+# WANIPv6FirewallControl:1: action -> (in arguments, out arguments), and the state variables they name.
+_FIREWALL_VARIABLES = {
+    "FirewallEnabled": "boolean",
+    "InboundPinholeAllowed": "boolean",
+    "OutboundPinholeTimeout": "ui4",
+    "A_ARG_TYPE_IPv6Address": "string",
+    "A_ARG_TYPE_Port": "ui2",
+    "A_ARG_TYPE_Protocol": "ui2",
+    "A_ARG_TYPE_LeaseTime": "ui4",
+    "A_ARG_TYPE_UniqueID": "ui2",
+    "A_ARG_TYPE_PinholePackets": "ui4",
+    "A_ARG_TYPE_Boolean": "boolean",
+}
+_PINHOLE = [
+    ("RemoteHost", "A_ARG_TYPE_IPv6Address"),
+    ("RemotePort", "A_ARG_TYPE_Port"),
+    ("InternalClient", "A_ARG_TYPE_IPv6Address"),
+    ("InternalPort", "A_ARG_TYPE_Port"),
+    ("Protocol", "A_ARG_TYPE_Protocol"),
+]
+_UID = [("UniqueID", "A_ARG_TYPE_UniqueID")]
+_FIREWALL_ARGUMENTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+    "GetFirewallStatus": (
+        [],
+        [("FirewallEnabled", "FirewallEnabled"), ("InboundPinholeAllowed", "InboundPinholeAllowed")],
+    ),
+    "GetOutboundPinholeTimeout": (_PINHOLE, [("OutboundPinholeTimeout", "OutboundPinholeTimeout")]),
+    "AddPinhole": ([*_PINHOLE, ("LeaseTime", "A_ARG_TYPE_LeaseTime")], _UID),
+    "UpdatePinhole": ([*_UID, ("NewLeaseTime", "A_ARG_TYPE_LeaseTime")], []),
+    "DeletePinhole": (_UID, []),
+    "GetPinholePackets": (_UID, [("PinholePackets", "A_ARG_TYPE_PinholePackets")]),
+    "CheckPinholeWorking": (_UID, [("IsWorking", "A_ARG_TYPE_Boolean")]),
+}
+
 
 class EmulatorServer:
-    """Serves `router` on host:port (port 0 picks a free one) until stop(); usable as a context manager."""
+    """Serves `router` on host:port (port 0 picks a free one) until stop(); usable as a context manager.
 
-    def __init__(self, router: Router | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    With `pcp_port` (0 picks a free one) it also answers PCP and NAT-PMP over UDP on host:pcp_port,
+    on the same table. `host` may be an IPv6 address (such as ::1, for pinholes)."""
+
+    def __init__(
+        self, router: Router | None = None, host: str = "127.0.0.1", port: int = 0, *, pcp_port: int | None = None
+    ) -> None:
         self.router = router or Router()
         self.profile = self.router.profile
         self.udn = "uuid:00000000-7e57-4d00-8000-00000000c0de"
@@ -106,9 +150,38 @@ class EmulatorServer:
         self.events = True  # answer SUBSCRIBE; False imitates routers that list an eventSubURL but refuse it
         self.publisher = Publisher()
         self.router.on_change.append(self.publisher.publish)
-        self._httpd = _QuietServer((host, port), _handler(self))
+        self._httpd = (_QuietServer6 if ":" in host else _QuietServer)((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.pcp = Responder(self.router)
+        self._udp: UdpServer | None = None
+        if pcp_port is not None:
+            try:
+                self._udp = UdpServer(self.pcp.answer, host, pcp_port)
+            except OSError:
+                self._httpd.server_close()
+                raise
+
+    @property
+    def pinholes(self) -> bool:
+        """Is WANIPv6FirewallControl:1 served (IGD v2 and the profile's say)?"""
+        return self.router.igd_version >= 2 and self.profile.pinholes
+
+    @property
+    def pcp_port(self) -> int:
+        """The UDP port PCP and NAT-PMP are answered on; ValueError when the server has none."""
+        if self._udp is None:
+            raise ValueError("this emulator serves no PCP/NAT-PMP port (pass pcp_port)")
+        return self._udp.port
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    def pcp_url(self, scheme: str = "pcp") -> str:
+        """pcp://HOST:PORT (or natpmp://) of the UDP port, as portctl's --router takes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.pcp_port}"
 
     @property
     def service_type(self) -> str:
@@ -117,7 +190,8 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/rootDesc.xml"  # AF_INET: always a str
+        host = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"http://{host}:{port}/rootDesc.xml"
 
     def count_request(self) -> int:
         """Number this request (from 1); the flaky profile fails by the count, so runs repeat exactly."""
@@ -130,9 +204,13 @@ class EmulatorServer:
             target=self._httpd.serve_forever, args=(0.05,), name="portctl-emulator", daemon=True
         )  # a short poll: stop() returns at once, which hundreds of property-test examples notice
         self._thread.start()
+        if self._udp is not None:
+            self._udp.start()
         return self
 
     def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.stop()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.hang_up()
@@ -146,6 +224,8 @@ class EmulatorServer:
         self.stop()
 
     def serve_forever(self) -> None:
+        if self._udp is not None:
+            self._udp.start()
         self._httpd.serve_forever()
 
     def reboot(self, *, uptime_kept: bool = False) -> None:
@@ -160,13 +240,22 @@ class EmulatorServer:
         connections = [(CONTROL_PATH, "")]
         if DEAD_CONTROL_PATH in self.controls:
             connections.insert(0, (DEAD_CONTROL_PATH, "-dead"))
+        # miniupnpd lists the firewall service beside WANIPConnection:2 in the WANConnectionDevice.
+        pinholes = (
+            f"<service><serviceType>{firewall.SERVICE_TYPE}</serviceType>"
+            "<serviceId>urn:upnp-org:serviceId:WANIPv6Firewall1</serviceId>"
+            f"<SCPDURL>{FIREWALL_SCPD_PATH}</SCPDURL><controlURL>{FIREWALL_CONTROL_PATH}</controlURL>"
+            "<eventSubURL>/evt/IP6FCtl</eventSubURL></service>"
+            if self.pinholes
+            else ""
+        )
         devices = "".join(
             f"<device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:{v}</deviceType>"
             f"<friendlyName>WANConnectionDevice{suffix}</friendlyName><UDN>{self.udn}-2{suffix}</UDN><serviceList>"
             f"<service><serviceType>{self.service_type}</serviceType>"
             f"<serviceId>urn:upnp-org:serviceId:WANIPConn1{suffix}</serviceId>"
             f"<SCPDURL>{SCPD_PATH}</SCPDURL><controlURL>{path}</controlURL><eventSubURL>{EVENT_PATH}</eventSubURL>"
-            "</service></serviceList></device>"
+            f"</service>{'' if suffix else pinholes}</serviceList></device>"
             for path, suffix in connections
         )
         return (
@@ -210,6 +299,44 @@ class EmulatorServer:
             f"<actionList>{actions}</actionList><serviceStateTable>{variables}</serviceStateTable></scpd>"
         ).encode()
 
+    def firewall_description(self) -> bytes:
+        actions = "".join(
+            f"<action><name>{name}</name><argumentList>"
+            + "".join(
+                f"<argument><name>{arg}</name><direction>{direction}</direction>"
+                f"<relatedStateVariable>{var}</relatedStateVariable></argument>"
+                for direction, args in (("in", ins), ("out", outs))
+                for arg, var in args
+            )
+            + "</argumentList></action>"
+            for name, (ins, outs) in _FIREWALL_ARGUMENTS.items()
+        )
+        variables = "".join(
+            f'<stateVariable sendEvents="no"><name>{name}</name><dataType>{kind}</dataType></stateVariable>'
+            for name, kind in _FIREWALL_VARIABLES.items()
+        )
+        return (
+            '<?xml version="1.0"?>\n<scpd xmlns="urn:schemas-upnp-org:service-1-0">'
+            "<specVersion><major>1</major><minor>0</minor></specVersion>"
+            f"<actionList>{actions}</actionList><serviceStateTable>{variables}</serviceStateTable></scpd>"
+        ).encode()
+
+    def firewall_control(self, soap_action: str, body: bytes, client: str) -> tuple[int, bytes]:
+        """Answer one pinhole request; without the service (IGD v1, or the profile's say) every
+        action is 401 Invalid Action, as a router without IGD2 answers."""
+        try:
+            action, args = _soap_request(body)
+        except _BadRequest as bad:
+            return 400, bad.reason.encode()
+        if not self.pinholes or soap_action.strip('"') != f"{firewall.SERVICE_TYPE}#{action}":
+            return _fault(401)
+        try:
+            out = self.router.firewall.call(action, args, client)
+        except firewall.PinholeFault as fault:
+            return _fault(fault.code, UPNP_ERROR_NAMES.get(fault.code, "ActionFailed"))
+        values = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in out.items())
+        return 200, _envelope(f'<u:{action}Response xmlns:u="{firewall.SERVICE_TYPE}">{values}</u:{action}Response>')
+
     def control(self, soap_action: str, body: bytes, client: str, router: Router | None = None) -> tuple[int, bytes]:
         """Answer one SOAP request; raises WireFault where the router would answer no SOAP at all."""
         try:
@@ -233,6 +360,24 @@ class EmulatorServer:
             return _fault(fault.code, fault.description)
         values = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in out.items())
         return 200, _envelope(f'<u:{action}Response xmlns:u="{self.service_type}">{values}</u:{action}Response>')
+
+
+class _BadRequest(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _soap_request(body: bytes) -> tuple[str, dict[str, str]]:
+    """The action and arguments a SOAP request carries; _BadRequest (HTTP 400) for a malformed one."""
+    try:
+        envelope = xmlsafe.parse(body, "SOAP request")
+    except RouterProtocolError:
+        raise _BadRequest("malformed SOAP request") from None
+    request = next((c for b in xmlsafe.children(envelope, "Body") for c in b), None)
+    if request is None:
+        raise _BadRequest("SOAP request without a body")
+    return xmlsafe.local(request.tag), {xmlsafe.local(arg.tag): (arg.text or "") for arg in request}
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -264,6 +409,10 @@ class _QuietServer(ThreadingHTTPServer):
         # oversized documents); anything else is a bug in the emulator and is reported.
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class _QuietServer6(_QuietServer):
+    address_family = socket.AF_INET6
 
 
 def _strict_refusal(soap_action: str, body: bytes, service_type: str, action: str) -> str:
@@ -332,6 +481,8 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, server.root_description())
             elif self.path == SCPD_PATH:
                 self._send(200, server.service_description())
+            elif self.path == FIREWALL_SCPD_PATH and server.pinholes:
+                self._send(200, server.firewall_description())
             else:
                 self._send(404, b"not found")
 
@@ -351,6 +502,9 @@ def _handler(server: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                     self._send(*server.control(action, body, client, server.controls[self.path]))
                 except WireFault as fault:
                     self._wire(fault.kind)
+            elif self.path == FIREWALL_CONTROL_PATH:
+                action, client = self.headers.get("SOAPAction", ""), self.client_address[0]
+                self._send(*server.firewall_control(action, body, client))
             else:
                 self._send(404, b"not found")
 
