@@ -8,9 +8,8 @@ import pytest
 
 
 def test_a_datagram_off_this_host_fails_the_test_before_it_is_sent() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        with pytest.raises(AssertionError, match="off this host"):
-            s.sendto(b"M-SEARCH", ("192.0.2.1", 1900))  # TEST-NET-1: never routed, never sent
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(AssertionError, match="off this host"):
+        s.sendto(b"M-SEARCH", ("192.0.2.1", 1900))  # TEST-NET-1: never routed, never sent
 
 
 def test_loopback_datagrams_go_through() -> None:
