@@ -433,7 +433,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _booted(backend: Backend) -> Booted:
     """Since when the router has been up and its boot id, as far as it says; unknown is not an error here."""
-    from .boot import Booted
+    from .boot import Booted, Epochs
     from .errors import RouterError
 
     try:
@@ -442,7 +442,8 @@ def _booted(backend: Backend) -> Booted:
         uptime = None
     if uptime is not None and not 0 <= uptime < 2**32:
         uptime = None
-    return Booted(uptime, time.time(), backend.boot_id())
+    rule = backend.epoch_rule if isinstance(backend, Epochs) else None  # PCP, NAT-PMP: an epoch, not an uptime
+    return Booted(uptime, time.time(), backend.boot_id(), rule)
 
 
 def _forget(args: argparse.Namespace) -> int:
