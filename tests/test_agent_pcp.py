@@ -3,7 +3,9 @@ the router's epoch is said and healed at once, and leases are renewed at half of
 
 from __future__ import annotations
 
+import itertools
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,6 +20,18 @@ GATEWAY = "192.168.77.1"
 # Another application on this host maps its own port with its own nonce: never the agent's to touch.
 FOREIGN_AT, FOREIGN = (6, 9999), (19999, b"another-app-nonce", 600)
 RESTARTED = "router restarted: 2 owned mappings restored"
+
+
+@dataclass
+class TimedRouter(FakeRouter):
+    """The fake router, noting when each mapping (by internal port) was made or renewed."""
+
+    maps: dict[int, list[float]] = field(default_factory=dict)
+
+    def map(self, protocol: int, internal: int, external: int, lifetime: int, n: bytes) -> tuple[int, int, int]:
+        if lifetime:
+            self.maps.setdefault(internal, []).append(self.clock())
+        return super().map(protocol, internal, external, lifetime, n)
 
 
 def driven(tmp_path: Any, mode: Mode, router: FakeRouter, clock: Clock, lease: str = "1h", **settings: Any) -> Driven:
@@ -59,3 +73,41 @@ def test_an_epoch_that_went_back_is_a_restart_said_and_healed_at_the_next_check(
     assert (boot["source"], boot["restarts"]) == (f"{mode}-epoch", 1), boot
     assert "epoch went from" in boot["lastRestartCause"], boot
     assert router.table[FOREIGN_AT] == FOREIGN
+
+
+def test_a_pass_asks_the_epoch_first_so_a_restart_is_healed_within_one_interval(tmp_path: Any) -> None:
+    """With checks between passes rarer than passes, the pass itself sees the restart: its table is
+    only what this host recorded, so it asks the router's epoch before planning from it."""
+    clock = Clock()
+    router = FakeRouter(clock)  # type: ignore[arg-type]
+    run = driven(tmp_path, "pcp", router, clock, interval=60, watch=3600)
+    run.run_until(lambda: owned(router) == {8080, 8022}, 60, "the first pass")
+    run.run_for(100)
+    router.restart()
+    run.run_until(lambda: owned(router) == {8080, 8022}, 60 * 1.1 + 1, "the owned mappings back")
+    assert [e["msg"] for e in run.log_lines()].count(RESTARTED) == 1
+    assert run.metric("portctl_router_restarts_total") == 1
+
+
+@pytest.mark.parametrize("mode", ["pcp", "natpmp"])
+@pytest.mark.parametrize(
+    ("lease", "ceiling"),
+    [("10m", 86400), ("1h", 600)],  # as asked; shortened by the router to 10 minutes
+    ids=["granted-as-asked", "granted-shorter"],
+)
+def test_leases_are_renewed_at_half_of_what_was_granted(tmp_path: Any, mode: Mode, lease: str, ceiling: int) -> None:
+    """Each 600 s grant is renewed after 40-50 % of it has gone, whatever the manifest asked for, and the
+    agent does not spin on a lease the router shortened; an epoch that keeps pace is never a restart."""
+    clock = Clock()
+    router = TimedRouter(clock, ceiling=ceiling)  # type: ignore[arg-type]
+    run = driven(tmp_path, mode, router, clock, lease=lease, interval=300, watch=15)
+    start = clock()
+    run.run_for(2400)
+    for internal in (8080, 8022):
+        times = router.maps[internal]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert times[0] - start < 60 and clock() - times[-1] <= 0.5 * 600, times  # it never lapsed
+        assert all(0.4 * 600 <= g <= 0.5 * 600 for g in gaps), gaps
+    # A renewal about every 270 s and an ordinary pass every 300 s: about 18 in 40 minutes, not one a second.
+    assert run.passes() <= 30, run.passes()
+    assert run.metric("portctl_router_restarts_total") == 0
