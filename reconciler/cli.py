@@ -636,6 +636,8 @@ def _status_text(doc: dict[str, Any]) -> str:
     boot = doc.get("routerBoot") or {}
     if boot.get("since") or boot.get("bootId") is not None:
         booted = f"since {boot['since']}" if boot.get("since") else "at an unknown moment"
+        if str(boot.get("source", "")).endswith("-epoch"):
+            booted += f" (by its {boot['source']}: when its mapping state began)"
         lines.append(f"booted:    {booted}" + (f", BOOTID {boot['bootId']}" if boot.get("bootId") is not None else ""))
     if boot.get("restarts"):
         lines.append(f"restarts:  {boot['restarts']}, last at {boot['lastRestart']} ({boot['lastRestartCause']})")

@@ -13,6 +13,7 @@ import pytest
 from reconciler.backends.base import Backend
 from reconciler.backends.pcp.backend import Mode, PcpBackend
 from reconciler.cache import Cache
+from reconciler.cli import _status_text
 from tests.agenthelp import Clock, Driven, manifest
 from tests.test_pcp_backend import HOST, SECRET, FakeClient, FakeRouter
 
@@ -72,6 +73,8 @@ def test_an_epoch_that_went_back_is_a_restart_said_and_healed_at_the_next_check(
     boot = run.agent.status.to_json()["routerBoot"]
     assert (boot["source"], boot["restarts"]) == (f"{mode}-epoch", 1), boot
     assert "epoch went from" in boot["lastRestartCause"], boot
+    text = _status_text(run.agent.status.to_json())
+    assert f"(by its {mode}-epoch: when its mapping state began)" in text and "restarts:  1," in text, text
     assert router.table[FOREIGN_AT] == FOREIGN
 
 
