@@ -10,18 +10,44 @@ seconds, so a reading says only that the boot happened between `earliest` and `l
 is a boot whose earliest possible moment is later than the previous boot's latest one, so a slow
 answer never looks like a restart. A boot id that changed is a restart whatever the uptime says (a
 router that restarted quickly can show more uptime than at the last reading).
+
+An epoch is judged by its own protocol's rule instead (RFC 6887 section 8.5, RFC 6886 section 3.6):
+it may fall behind the client's clock by a little (2 s, and a share of the time between readings,
+for drift), so a router whose clock runs slow is not taken for one that restarted. The rule is
+handed in with the reading (`EpochRule`), so this module knows no protocol.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .durations import format_duration
 
 UPTIME_GRAIN = 1.0  # routers count uptime (and epochs) in whole seconds
 BOOT_ID_LIMIT = 2**31  # UDA 1.1 section 1.2.2: BOOTID.UPNP.ORG is a non-negative 31-bit integer
+
+
+# (epoch before, client time it arrived, epoch now, client time it arrived) -> the state was lost
+Lost = Callable[[int, float, int, float], bool]
+
+
+@dataclass(frozen=True)
+class EpochRule:
+    """How a protocol's epoch proves a restart: its name as a boot's source and its RFC's test."""
+
+    source: str  # "pcp-epoch", "natpmp-epoch"
+    lost: Lost = field(compare=False)
+    label: str = "epoch"  # what `portctl show` calls the value: "PCP epoch"
+
+
+@runtime_checkable
+class Epochs(Protocol):
+    """A backend whose `uptime()` is an epoch (seconds since its mapping state began), judged by `epoch_rule`."""
+
+    epoch_rule: EpochRule
 
 
 @dataclass(frozen=True)
@@ -32,7 +58,9 @@ class Boot:
     earliest: float | None = None
     latest: float | None = None
     boot_id: int | None = None
-    source: str = ""  # what the moment is from: "uptime", later "pcp-epoch", "natpmp-epoch"
+    source: str = ""  # what the moment is from: "uptime", "pcp-epoch", "natpmp-epoch"
+    epoch: tuple[int, float] | None = None  # an epoch and the clock when it arrived, for `rule`
+    rule: EpochRule | None = None
 
     @classmethod
     def from_uptime(cls, uptime: int | None, sent: float, answered: float, boot_id: int | None = None) -> Boot:
@@ -41,21 +69,23 @@ class Boot:
             return cls(boot_id=boot_id)
         return cls(sent - uptime - UPTIME_GRAIN, answered - uptime, boot_id, "uptime")
 
+    @classmethod
+    def from_epoch(cls, epoch: int | None, sent: float, answered: float, rule: EpochRule) -> Boot:
+        """The boot an epoch proves (asked at `sent`, answered at `answered`), judged by `rule`."""
+        if epoch is None:
+            return cls()
+        moment = cls.from_uptime(epoch, sent, answered)
+        return replace(moment, source=rule.source, epoch=(epoch, answered), rule=rule)
+
     def after(self, before: Boot | None) -> Boot:
         """What is known of the boot once this reading is taken in after `before`: what this one does not
         say (a boot id missed this time) is kept from `before`, unless this reading is a later boot."""
         if before is None or restarted(before, self):
             return self
+        boot_id = self.boot_id if self.boot_id is not None else before.boot_id
         if self.latest is None:
-            return Boot(
-                before.earliest,
-                before.latest,
-                self.boot_id if self.boot_id is not None else before.boot_id,
-                before.source,
-            )
-        return Boot(
-            self.earliest, self.latest, self.boot_id if self.boot_id is not None else before.boot_id, self.source
-        )
+            return replace(before, boot_id=boot_id)
+        return replace(self, boot_id=boot_id)
 
 
 def restarted(before: Boot | None, now: Boot | None) -> str:
@@ -64,6 +94,12 @@ def restarted(before: Boot | None, now: Boot | None) -> str:
         return ""
     if before.boot_id is not None and now.boot_id is not None and before.boot_id != now.boot_id:
         return f"its BOOTID went from {before.boot_id} to {now.boot_id}"
+    rule = now.rule
+    if rule is not None and before.rule == rule and before.epoch is not None and now.epoch is not None:
+        (was, then), (value, at) = before.epoch, now.epoch
+        if rule.lost(was, then, value, at):
+            return f"its {rule.label} went from {was} s to {value} s in {at - then:.0f} s"
+        return ""
     if before.latest is not None and now.earliest is not None and now.earliest > before.latest:
         return f"its {now.source or 'uptime'} went back"
     return ""
@@ -71,11 +107,13 @@ def restarted(before: Boot | None, now: Boot | None) -> str:
 
 @dataclass(frozen=True)
 class Booted:
-    """The router's boot as `portctl show` reports it: its uptime read at `now` (wall clock) and its boot id."""
+    """The router's boot as `portctl show` reports it: its uptime (or, with `rule`, its epoch) read at
+    `now` (wall clock) and its boot id."""
 
     uptime: int | None
     now: float
     boot_id: int | None = None
+    rule: EpochRule | None = None  # the value is this protocol's epoch, not the router's uptime
 
     @property
     def since(self) -> str | None:
@@ -86,9 +124,21 @@ class Booted:
         return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
     def text(self) -> str:
+        if self.rule is not None:
+            if self.uptime is None:
+                return f"{self.rule.label} unknown"
+            return f"{self.rule.label} {format_duration(self.uptime)} (mapping state since {self.since})"
         up = f"up {format_duration(self.uptime)}, since {self.since}" if self.uptime is not None else "uptime unknown"
         return up + (f", BOOTID {self.boot_id}" if self.boot_id is not None else "")
 
     def to_json(self) -> dict[str, Any]:
-        """`show --format json`'s "boot": uptime_seconds, since (UTC, ISO 8601) and boot_id, each null when unknown."""
-        return {"uptime_seconds": self.uptime, "since": self.since, "boot_id": self.boot_id}
+        """`show --format json`'s "boot": uptime_seconds or epoch_seconds (by `source`: "uptime", "pcp-epoch",
+        "natpmp-epoch"), since (UTC, ISO 8601) and boot_id, each null when unknown."""
+        epoch = self.rule is not None
+        return {
+            "source": self.rule.source if self.rule is not None else "uptime",
+            "uptime_seconds": None if epoch else self.uptime,
+            "epoch_seconds": self.uptime if epoch else None,
+            "since": self.since,
+            "boot_id": self.boot_id,
+        }

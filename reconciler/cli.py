@@ -464,7 +464,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _booted(backend: Backend) -> Booted:
     """Since when the router has been up and its boot id, as far as it says; unknown is not an error here."""
-    from .boot import Booted
+    from .boot import Booted, Epochs
     from .errors import RouterError
 
     try:
@@ -473,7 +473,8 @@ def _booted(backend: Backend) -> Booted:
         uptime = None
     if uptime is not None and not 0 <= uptime < 2**32:
         uptime = None
-    return Booted(uptime, time.time(), backend.boot_id())
+    rule = backend.epoch_rule if isinstance(backend, Epochs) else None  # PCP, NAT-PMP: an epoch, not an uptime
+    return Booted(uptime, time.time(), backend.boot_id(), rule)
 
 
 def _forget(args: argparse.Namespace) -> int:
@@ -710,6 +711,8 @@ def _status_text(doc: dict[str, Any]) -> str:
     boot = doc.get("routerBoot") or {}
     if boot.get("since") or boot.get("bootId") is not None:
         booted = f"since {boot['since']}" if boot.get("since") else "at an unknown moment"
+        if str(boot.get("source", "")).endswith("-epoch"):
+            booted += f" (by its {boot['source']}: when its mapping state began)"
         lines.append(f"booted:    {booted}" + (f", BOOTID {boot['bootId']}" if boot.get("bootId") is not None else ""))
     if boot.get("restarts"):
         lines.append(f"restarts:  {boot['restarts']}, last at {boot['lastRestart']} ({boot['lastRestartCause']})")

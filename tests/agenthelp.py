@@ -155,12 +155,13 @@ class Clock:
 
 class Driven:
     """An agent whose loop the test turns (no thread), on a clock the test moves. The emulated router
-    counts uptime and leases on the same clock, so a busy machine changes nothing a test sees."""
+    counts uptime and leases on the same clock, so a busy machine changes nothing a test sees. With a
+    router URL instead of an emulator, `connect` makes the backend (a fake router on the same clock)."""
 
     def __init__(
         self,
         path: str | None,
-        router: EmulatorServer,
+        router: EmulatorServer | str,
         clock: Clock | None = None,
         *,
         share_clock: bool = True,
@@ -169,11 +170,12 @@ class Driven:
     ) -> None:
         self.logs = io.StringIO()
         self.clock = clock or Clock()
-        if share_clock:
+        if isinstance(router, EmulatorServer) and share_clock:
             router.router.use_clock(self.clock)
         settings = {"events": False, "timeout": ROUTER_TIMEOUT, **settings}
         source: dict[str, Any] = {"manifest": path} if path else {}
-        config = AgentConfig(router=router.url, **source, **settings)
+        url = router.url if isinstance(router, EmulatorServer) else router  # a URL: `connect` makes its backend
+        config = AgentConfig(router=url, **source, **settings)
         extra: dict[str, Any] = {"connect": connect} if connect else {}
         self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock, **extra)
 

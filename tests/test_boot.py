@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from reconciler import discovery
+from reconciler.backends.pcp.epoch import NATPMP_RULE, PCP_RULE
 from reconciler.boot import Boot, Booted, restarted
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.emulator.ssdp import SsdpResponder
@@ -19,6 +20,7 @@ from tests.agenthelp import DEADLINE, Clock
 from tests.helpers import portctl
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+UPTIME = {"source": "uptime", "uptime_seconds": None, "epoch_seconds": None, "since": None, "boot_id": None}
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,36 @@ def test_a_reading_that_misses_the_boot_id_keeps_the_one_known() -> None:
     kept = Boot.from_uptime(110, 10.0, 10.1, None).after(first)
     assert kept.boot_id == 5
     assert restarted(kept, Boot.from_uptime(120, 20.0, 20.1, 6)) == "its BOOTID went from 5 to 6"
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "why"),
+    [
+        # PCP (RFC 6887 section 8.5): back by more than a second, or off the client's clock by 2 s + 1/16
+        ((100, 0.0), (5, 15.0), "its PCP epoch went from 100 s to 5 s in 15 s"),
+        ((3, 0.0), (14, 30.0), "its PCP epoch went from 3 s to 14 s in 30 s"),  # restarted within the interval
+        ((100, 0.0), (99, 0.5), ""),  # a second back is quantisation
+        ((1000, 0.0), (4580, 3600.0), ""),  # a router clock 0.6 % slow: drift, not a restart
+        ((100, 0.0), (113, 15.0), ""),
+    ],
+)
+def test_a_pcp_epoch_is_judged_by_its_rfc_not_by_the_uptime_bracket(
+    before: tuple[int, float], now: tuple[int, float], why: str
+) -> None:
+    """A PCP router's epoch that fell behind is a restart only beyond the RFC's allowance for drift."""
+    first = Boot.from_epoch(before[0], before[1] - 0.1, before[1], PCP_RULE)
+    second = Boot.from_epoch(now[0], now[1] - 0.1, now[1], PCP_RULE)
+    assert restarted(first, second) == why
+    assert restarted(first.after(None), second.after(first)) == why  # what the agent keeps is still judged so
+
+
+def test_a_natpmp_epoch_is_judged_by_its_rfc() -> None:
+    """RFC 6886 section 3.6: at least 7/8 of the client's elapsed time, less 2 s, or the router lost its state."""
+    first = Boot.from_epoch(1000, 0.0, 0.1, NATPMP_RULE)
+    # 1000 s later the epoch should be 1000 + 875 at least, less 2 s.
+    assert restarted(first, Boot.from_epoch(1874, 1000.0, 1000.1, NATPMP_RULE)) == ""
+    later = Boot.from_epoch(1872, 1000.0, 1000.1, NATPMP_RULE)
+    assert restarted(first, later) == "its NAT-PMP epoch went from 1000 s to 1872 s in 1000 s"
 
 
 @pytest.mark.parametrize(
@@ -80,18 +112,25 @@ def test_bootid_is_read_strictly_from_an_msearch_answer(header: str, expected: i
         (
             Booted(3 * 3600 + 12 * 60, NOW, 7),
             "up 3h12m, since 2027-01-15T04:48:00Z, BOOTID 7",
-            {"uptime_seconds": 11520, "since": "2027-01-15T04:48:00Z", "boot_id": 7},
+            {**UPTIME, "uptime_seconds": 11520, "since": "2027-01-15T04:48:00Z", "boot_id": 7},
         ),
-        (Booted(None, NOW, 7), "uptime unknown, BOOTID 7", {"uptime_seconds": None, "since": None, "boot_id": 7}),
+        (Booted(None, NOW, 7), "uptime unknown, BOOTID 7", {**UPTIME, "boot_id": 7}),
         (
             Booted(59, NOW),
             "up 59s, since 2027-01-15T07:59:01Z",
-            {"uptime_seconds": 59, "since": "2027-01-15T07:59:01Z", "boot_id": None},
+            {**UPTIME, "uptime_seconds": 59, "since": "2027-01-15T07:59:01Z"},
         ),
+        (
+            Booted(300, NOW, None, PCP_RULE),
+            "PCP epoch 5m (mapping state since 2027-01-15T07:55:00Z)",
+            {**UPTIME, "source": "pcp-epoch", "epoch_seconds": 300, "since": "2027-01-15T07:55:00Z"},
+        ),
+        (Booted(None, NOW, None, NATPMP_RULE), "NAT-PMP epoch unknown", {**UPTIME, "source": "natpmp-epoch"}),
     ],
 )
 def test_show_says_since_when_the_router_is_up(booted: Booted, text: str, doc: dict[str, object]) -> None:
-    """The boot moment is the wall clock minus the uptime, in UTC; BOOTID when the router gives one."""
+    """The boot moment is the wall clock minus the uptime (or a PCP/NAT-PMP epoch, named so), in UTC;
+    BOOTID when the router gives one."""
     assert (booted.text(), booted.to_json()) == (text, doc)
 
 

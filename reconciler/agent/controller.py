@@ -1,7 +1,7 @@
 """The pull loop: fetch the manifest, read the router, plan, apply, report; then decide when to run again.
 
 `Agent.reconcile()` is one pass and returns how long to wait before the next. `Agent.run()` is the
-loop around it: it also checks the router cheaply between passes (WAN address, uptime), keeps
+loop around it: it also checks the router cheaply between passes (WAN address, uptime or epoch), keeps
 the GENA subscription alive, and wakes early when an event, a control request or a lease renewal
 asks for it. Every pass runs on the loop's thread; other threads only set flags and wake it.
 
@@ -387,7 +387,13 @@ class Agent:
 
     def _converge(self, manifest: Manifest) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
+        connected = self._backend is not None
         backend = self._connect(manifest)
+        if connected and not backend.capabilities.can_list:
+            # What such a router holds is only what this host recorded of its grants, as good as the
+            # router's memory: its epoch is asked first, so this pass sees a restart, not a later check.
+            self._watched = self._read_watch(backend)
+            self._saw_boot(backend.info.identity, self._watched)
         # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
         with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
             return self._converge_locked(manifest, backend)
@@ -498,7 +504,8 @@ class Agent:
         for key, want in self._desired.items():
             left = self._leases.get(key, 0)
             if left:
-                full = want.lease or self._longest_lease()
+                # Against what the router grants: a lease it shortens lasts only its longest one.
+                full = min(want.lease or self._longest_lease(), self._longest_lease())
                 wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
         return max(MIN_WAIT, wait)
 

@@ -4,7 +4,8 @@ A restart is a boot moment that moved forward, not an uptime smaller than the la
 router that restarted quickly can show more uptime at the next check than it had at the last, and
 its event subscribers are gone all the same. Each reading brackets the moment the router answered
 between two clock readings, so a slow answer never looks like a restart. A boot id (SSDP
-BOOTID.UPNP.ORG) that changed is a restart whatever the uptime says. `reconciler.boot` decides.
+BOOTID.UPNP.ORG) that changed is a restart whatever the uptime says. A PCP or NAT-PMP router gives
+an epoch instead of an uptime, judged by its RFC's rule (`boot.Epochs`). `reconciler.boot` decides.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends.base import Backend
-from ..boot import Boot, restarted
+from ..boot import Boot, EpochRule, Epochs, restarted
 from ..errors import RouterError, RouterProtocolError
 
 
@@ -25,9 +26,12 @@ class Sample:
     answered: float  # ... and when the answer was in
     problem: str = ""  # why the uptime is unknown, when the router's answer could not be read
     boot_id: int | None = None  # SSDP BOOTID.UPNP.ORG, when the router gives one
+    rule: EpochRule | None = None  # `uptime` is this protocol's epoch (PCP, NAT-PMP)
 
     @property
     def boot(self) -> Boot:
+        if self.rule is not None:
+            return Boot.from_epoch(self.uptime, self.sent, self.answered, self.rule)
         return Boot.from_uptime(self.uptime, self.sent, self.answered, self.boot_id)
 
     def booted_after(self, other: Sample) -> bool:
@@ -51,4 +55,5 @@ def read(backend: Backend, clock: Callable[[], float]) -> Sample:
     if uptime is not None and not 0 <= uptime < 2**32:
         uptime, problem = None, f"the router's uptime {uptime} is out of range"
     answered = clock()
-    return Sample(address, uptime, sent, answered, problem, backend.boot_id())
+    rule = backend.epoch_rule if isinstance(backend, Epochs) else None
+    return Sample(address, uptime, sent, answered, problem, backend.boot_id(), rule)

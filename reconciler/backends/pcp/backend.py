@@ -17,7 +17,9 @@ So a grant of another port is refused but never released: it may be another appl
 the same internal port, returned as RFC 6886 says an existing mapping is.
 
 An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
-next plan finds them gone and adds them again. Building a backend does no I/O; `connect` does.
+next plan finds them gone and adds them again. `uptime()` asks for the epoch afresh (ANNOUNCE, or
+NAT-PMP's external address), and `epoch_rule` tells the agent's restart check and `portctl show`
+that it is an epoch, judged by its RFC. Building a backend does no I/O; `connect` does.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class PcpBackend(Backend):
         )
         self.learned = Learned()
         self.granted = Granted(cache, self.info.identity)
+        self.epoch_rule = epoch.PCP_RULE if mode == "pcp" else epoch.NATPMP_RULE
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -222,6 +225,16 @@ class PcpBackend(Backend):
 
     def local_address(self) -> str:
         return str(self.client.local_address)
+
+    def uptime(self) -> int | None:
+        """The epoch, asked afresh (one exchange): seconds since the router's mapping state began.
+
+        PCP asks with an ANNOUNCE; NAT-PMP with an external-address request. The answer's epoch is
+        checked like any other, so a router that lost its state voids the grants kept for it here too.
+        """
+        if self.mode == "pcp":
+            return self._pcp(wire.AnnounceRequest(self.client.local_address)).epoch
+        return self._natpmp(wire.ExternalAddressRequest()).epoch
 
     # -- PCP -----------------------------------------------------------------------------------
 

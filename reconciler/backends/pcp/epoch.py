@@ -9,6 +9,8 @@ passed in by the caller: nothing here reads a clock.
 
 from __future__ import annotations
 
+from ...boot import EpochRule
+
 
 def pcp_state_lost(prev_epoch: int, prev_client_time: float, new_epoch: int, new_client_time: float) -> bool:
     """RFC 6887 section 8.5: true when the new epoch is invalid against the previous answer.
@@ -28,3 +30,8 @@ def natpmp_state_lost(prev_epoch: int, prev_client_time: float, new_epoch: int, 
     advanced by 7/8 of the client's elapsed time (the client's clock may run up to 1/8 fast)."""
     expected = prev_epoch + (new_client_time - prev_client_time) * 7 / 8
     return new_epoch < expected - 2
+
+
+# The rules as the agent's restart check takes them (reconciler.boot): an epoch reading becomes a Boot.
+PCP_RULE = EpochRule("pcp-epoch", pcp_state_lost, "PCP epoch")
+NATPMP_RULE = EpochRule("natpmp-epoch", natpmp_state_lost, "NAT-PMP epoch")
