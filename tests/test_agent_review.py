@@ -5,6 +5,7 @@ answer. Passes are driven one at a time on a clock the emulated router shares.""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 from typing import Any
@@ -14,11 +15,15 @@ import pytest
 from reconciler import api, lock, quirks, renewal
 from reconciler import manifest as manifest_module
 from reconciler.agent import status as st
+from reconciler.agent.config import AgentConfig
 from reconciler.agent.control import ControlServer
+from reconciler.agent.controller import Agent
+from reconciler.agent.logs import JsonLog
 from reconciler.agent.source import SourceError, Unsettled, VerificationError
 from reconciler.cache import Cache
 from reconciler.cli import main
 from reconciler.emulator import PROFILES, EmulatorServer, Router
+from reconciler.errors import RouterError
 from tests.agenthelp import ROUTER_TIMEOUT, Driven, get, manifest
 from tests.helpers import snapshot
 
@@ -176,3 +181,22 @@ def test_a_forget_run_beside_the_agent_is_forgotten_by_its_next_pass(tmp_path: A
         assert run.agent.reconcile().result == "failed"
         assert server.router.calls["AddPortMapping"] > asked  # the router was asked again
         assert quirks.Quirk.PERMANENT_ONLY in Cache.from_env().learned(server.udn).quirks  # and taught it again
+
+
+def test_the_agent_probes_in_the_order_the_manifest_gives(tmp_path: Any) -> None:
+    """router.protocols reaches the agent's connection as it reaches the CLI's: [natpmp] is asked for
+    NAT-PMP alone; a manifest without it asks for every protocol in the default order."""
+    from reconciler import protocols
+
+    asked: list[tuple[str, ...]] = []
+
+    def connect(url: str | None, cache: Cache, **kw: Any) -> Any:
+        asked.append(tuple(kw["order"]))
+        raise RouterError("no router here")
+
+    forced = manifest(("web", 8080, 80)).replace("owner: homelab", "owner: homelab\nrouter:\n  protocols: [natpmp]")
+    for text in (forced, manifest(("web", 8080, 80))):
+        path = write(str(tmp_path / "mappings.yaml"), text)
+        agent = Agent(AgentConfig(manifest=path, events=False, settle=0), log=JsonLog(io.StringIO()), connect=connect)
+        assert agent.reconcile().result == "failed"
+    assert asked == [("natpmp",), protocols.PROTOCOLS]

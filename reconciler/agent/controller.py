@@ -453,6 +453,7 @@ class Agent:
                 on_request=self.metrics.request,
                 observe=self.observe,
                 fresh=bool(old),
+                order=api.protocol_order(None, manifest),  # the manifest's router.protocols, else all
             )
             if old and old != backend.info.identity:
                 self.log.warning(f"the router changed: {old} is now {backend.info.identity} at {backend.info.address}")
