@@ -37,24 +37,13 @@ OPEN_RULES = ("allow 1-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0
 # The rules of miniupnpd's sample configuration: unprivileged ports for the LAN, nothing else.
 SAMPLE_RULES = ("allow 1024-65535 192.168.77.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535")
 
-# Answers every connection with a greeting; stops by itself after `lifetime` seconds.
+# Answers every connection with a greeting; stops by itself after `lifetime` seconds. IPv4, or IPv6
+# (all addresses of the LAN host) with a third argument "6".
 _SERVER = """
 import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
-deadline = time.monotonic() + float(sys.argv[2])
-print("ready", flush=True)
-while time.monotonic() < deadline:
-    try:
-        c, _ = s.accept()
-    except socket.timeout:
-        continue
-    c.sendall(b"hello from the LAN"); c.close()
-"""
-_SERVER6 = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
+v6 = sys.argv[3:] == ["6"]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
 deadline = time.monotonic() + float(sys.argv[2])
 print("ready", flush=True)
 while time.monotonic() < deadline:
@@ -356,12 +345,7 @@ COMMIT
 
     def serve6(self, port: int, lifetime: float = 120) -> None:
         """An IPv6 TCP server on the LAN host that greets every connection."""
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER6, str(port), str(lifetime)],
-            stdout=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        self._servers.append(proc)
+        self.serve(port, lifetime, "6")
 
     def reaches6(self, port: int, address: str = LAN_IP6) -> bool:
         """Does an IPv6 connection from the internet host to the LAN host's `address` reach its server?"""
@@ -475,10 +459,10 @@ COMMIT
         r = self.upnpc("-e", description, "-a", LAN_IP, str(internal_port or port), str(port), protocol, "0")
         assert "is redirected" in r.stdout, r.stdout + r.stderr
 
-    def serve(self, port: int, lifetime: float = 120) -> None:
-        """A TCP server on the LAN host that greets every connection."""
+    def serve(self, port: int, lifetime: float = 120, *family: str) -> None:
+        """A TCP server on the LAN host that greets every connection (IPv6 with `family` "6")."""
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER, str(port), str(lifetime)],
+            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER, str(port), str(lifetime), *family],
             stdout=subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
