@@ -223,12 +223,21 @@ def read(
 ) -> Facts:
     """The table, and the ownership store that says which of its rows are whose (`owners`); with a
     `manifest`, the IPv6 pinholes its owner declares or holds (each request waits `timeout`)."""
-    from . import pinholeaccess
-
     table = backend.list_mappings()
     store = owners(backend, cache)
-    held = pinholeaccess.read(manifest, backend, cache, timeout=timeout) if manifest and cache else None
+    held = None
+    # A warm plan of mappings alone pays nothing for pinholes: not even the imports.
+    if manifest is not None and cache is not None and (manifest.pinholes or _pinholes_recorded(cache)):
+        from . import pinholeaccess
+
+        held = pinholeaccess.read(manifest, backend, cache, timeout=timeout)
     return Facts(backend, table, store, held)
+
+
+def _pinholes_recorded(cache: Cache) -> bool:
+    from .pinholestore import FILE
+
+    return cache.directory is not None and os.path.exists(os.path.join(cache.directory, FILE))
 
 
 def owners(backend: Backend, cache: Cache | None) -> OwnershipStore:
