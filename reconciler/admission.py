@@ -9,16 +9,24 @@ reports breaches of literal values earlier, with their file and line. Pure: no I
 
 from __future__ import annotations
 
-from . import policy
+from collections.abc import Sequence
+
+from . import pinholes, pinholespec, policy
 from .durations import format_duration
 from .models import Action, Manifest, Plan, Refusal
 
 
 def admit(
-    plan: Plan, manifest: Manifest, *, max_deletions: int | None = None, allow_empty: bool = False
+    plan: Plan,
+    manifest: Manifest,
+    *,
+    max_deletions: int | None = None,
+    allow_empty: bool = False,
+    local_ipv6: Sequence[str] = (),
 ) -> list[Refusal]:
-    """Every reason `plan` must not be applied; empty when it may."""
-    out: list[Refusal] = []
+    """Every reason `plan` must not be applied; empty when it may. `local_ipv6` is this host's IPv6
+    addresses, which a pinhole must lead to."""
+    out = _pinhole_refusals(plan, manifest, local_ipv6)
     if plan.blocked:
         out.append(Refusal("blocked", plan.blocked))
     out += [Refusal("conflict", f"{k.name} {k.key}: {k.reason}", k.name, k.key) for k in plan.conflicts]
@@ -75,6 +83,27 @@ def admit(
                 "pass --allow-empty if that is meant",
             )
         )
+    return out
+
+
+def _pinhole_refusals(plan: Plan, manifest: Manifest, local: Sequence[str]) -> list[Refusal]:
+    """A pinhole that the router cannot open, that the policy does not allow, or a router without pinholes."""
+    out: list[Refusal] = []
+    opening = [c for c in plan.pinholes if c.after is not None]
+    if opening and plan.pinholes_unavailable:
+        out.append(Refusal("pinholes", f"pinholes cannot be opened on this router: {plan.pinholes_unavailable}"))
+        return out
+    for c in opening:
+        assert c.after is not None
+        out += [Refusal("pinhole", f"{c.name} {message}", c.name) for message in pinholes.problems(c.after, local)]
+        if not pinholespec.prefix_allowed(manifest.policy, c.key.internal_client):
+            out.append(
+                Refusal(
+                    "policy",
+                    f"{c.name} pinhole {c.key} leads to {c.key.internal_client}, outside policy.allowed_ipv6_prefixes",
+                    c.name,
+                )
+            )
     return out
 
 

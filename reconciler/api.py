@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import diff as _diff
-from . import protocols, renewal
+from . import pinholeplan, protocols, renewal
 from .backends.base import Backend
 from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
 from .models import Manifest, Plan, PortMapping
 from .ownerstore import OwnershipStore, TagStore, for_router
+
+if TYPE_CHECKING:
+    from .pinholeaccess import PinholeFacts
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Facts:
     backend: Backend
     table: list[PortMapping]
     store: OwnershipStore = field(default_factory=TagStore)
+    pinholes: PinholeFacts | None = None  # None: the manifest declares none and its owner holds none
 
 
 def router_url(flag: str | None, manifest: Manifest | None) -> str | None:
@@ -212,9 +218,26 @@ def relearn(backend: Backend, cache: Cache, now: float) -> None:
     backend.learned = cache.learned(backend.info.identity, now)
 
 
-def read(backend: Backend, cache: Cache | None = None) -> Facts:
-    """The table, and the ownership store that says which of its rows are whose (`owners`)."""
-    return Facts(backend, backend.list_mappings(), owners(backend, cache))
+def read(
+    backend: Backend, cache: Cache | None = None, manifest: Manifest | None = None, *, timeout: float | None = None
+) -> Facts:
+    """The table, and the ownership store that says which of its rows are whose (`owners`); with a
+    `manifest`, the IPv6 pinholes its owner declares or holds (each request waits `timeout`)."""
+    table = backend.list_mappings()
+    store = owners(backend, cache)
+    held = None
+    # A warm plan of mappings alone pays nothing for pinholes: not even the imports.
+    if manifest is not None and cache is not None and (manifest.pinholes or _pinholes_recorded(cache)):
+        from . import pinholeaccess
+
+        held = pinholeaccess.read(manifest, backend, cache, timeout=timeout)
+    return Facts(backend, table, store, held)
+
+
+def _pinholes_recorded(cache: Cache) -> bool:
+    from .pinholestore import FILE
+
+    return cache.directory is not None and os.path.exists(os.path.join(cache.directory, FILE))
 
 
 def owners(backend: Backend, cache: Cache | None) -> OwnershipStore:
@@ -246,11 +269,13 @@ def plan(
     max_deletions: int | None = None,
     allow_empty: bool = False,
     store: OwnershipStore | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Plan:
     """The plan for `manifest`, through the admission gate: blocked (nothing may be applied) where it
     breaks the manifest's policy, sensitive ports or protection on the rows as they will be written, or
     the deletion guards: more than `max_deletions`, or an empty manifest pruning all. `store` says
-    which rows are ours; by default the one `read` chose for this router (`owners`)."""
+    which rows are ours; by default the one `read` chose for this router (`owners`). `clock` says
+    which held pinholes are due for renewal."""
     backend = facts.backend
     store = store or facts.store
     local = backend.local_or_unknown()
@@ -268,18 +293,34 @@ def plan(
         describes=can.can_describe,
         finite_leases=can.finite_leases,
     )
-    return _admitted(planned, resolved, max_deletions=max_deletions, allow_empty=allow_empty)
+    held = facts.pinholes
+    if held is not None:
+        auto = held.source or "auto"  # no address towards the router: admission refuses "auto"
+        desired = [
+            replace(d, key=replace(d.key, internal_client=auto)) if d.key.internal_client == "auto" else d
+            for d in manifest.pinholes
+        ]
+        changes = pinholeplan.diff(desired, held.held, clock(), prune=manifest.prune)
+        planned = replace(planned, pinholes=changes, pinholes_unavailable=held.unavailable)
+    return _admitted(planned, resolved, facts, max_deletions=max_deletions, allow_empty=allow_empty)
 
 
 def destroy_plan(manifest: Manifest, facts: Facts, store: OwnershipStore | None = None) -> Plan:
-    """The plan removing every mapping this owner holds, through the admission gate (protection)."""
+    """The plan removing every mapping and closing every pinhole this owner holds, through the
+    admission gate (protection)."""
     backend = facts.backend
     planned = _diff.destroy(manifest, facts.table, backend.info, backend.local_or_unknown(), store or facts.store)
-    return _admitted(planned, replace(manifest, mappings=()), allow_empty=True)
+    if facts.pinholes is not None:
+        closes = tuple(pinholeplan.close(h, "destroy") for h in facts.pinholes.held)
+        planned = replace(planned, pinholes=closes)
+    return _admitted(planned, replace(manifest, mappings=(), pinholes=()), facts, allow_empty=True)
 
 
-def _admitted(plan: Plan, manifest: Manifest, *, max_deletions: int | None = None, allow_empty: bool = False) -> Plan:
+def _admitted(
+    plan: Plan, manifest: Manifest, facts: Facts, *, max_deletions: int | None = None, allow_empty: bool = False
+) -> Plan:
     from . import admission
 
-    refusals = admission.admit(plan, manifest, max_deletions=max_deletions, allow_empty=allow_empty)
+    local = facts.pinholes.local if facts.pinholes else ()
+    refusals = admission.admit(plan, manifest, max_deletions=max_deletions, allow_empty=allow_empty, local_ipv6=local)
     return replace(plan, refusals=tuple(refusals), blocked=admission.blocking(refusals))

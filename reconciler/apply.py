@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import ownership, quirks
 from .backends.base import Backend
 from .errors import ConflictError, RouterError, RouterRefused, RouterTimeout, RouterUnreachable, UpnpActionError
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
 from .ownerstore import OwnershipStore
+
+if TYPE_CHECKING:
+    from .pinholeaccess import PinholeFacts
 
 Progress = Callable[[Change], None]
 
@@ -26,6 +30,7 @@ def apply(
     *,
     clock: Callable[[], float] = time.time,
     store: OwnershipStore | None = None,
+    pinholes: PinholeFacts | None = None,
 ) -> ApplyReport:
     """Write every change exactly as planned, continuing past failed ones, and tell `store` (the
     ownership store the plan was made with, when it keeps records) what is now held and released.
@@ -38,10 +43,18 @@ def apply(
     not answered in time stops the rest only if the router then does not answer at all: a busy router
     that is slow once still gets every other change tried. After writing, the table is read back and
     a change counts as done only if the router now holds what was planned (a timed-out write too).
+    The plan's pinholes are written after its mappings, through `pinholes` (the facts they were
+    planned from), and recorded in its inventory.
     """
     report = _apply(plan, backend, progress, clock)
     if store is not None:
         _keep_records(plan, report, store)
+    if plan.pinholes:
+        if pinholes is None:
+            raise ConflictError("the plan has pinholes but no pinhole service was read; nothing more was changed")
+        from . import pinholeaccess
+
+        report = replace(report, pinholes=pinholeaccess.write(plan, pinholes, clock))
     return report
 
 

@@ -313,7 +313,8 @@ def _plan(args: argparse.Namespace) -> int:
     text = manifest.read(args.file)
     m = manifest.parse(text, args.file, cache)
     with _session(args, cache, api.router_url(args.router, m), m) as backend:
-        plan = api.plan(m, api.read(backend, cache), max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        facts = api.read(backend, cache, m, timeout=args.timeout)
+        plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     if args.out:
         from . import planfile  # a plan not saved needs no codec
 
@@ -348,7 +349,7 @@ def _apply(args: argparse.Namespace) -> int:
             _session(args, cache, url, m) as backend,
             _router_lock(cache, backend, args.lock_timeout),
         ):
-            facts = api.read(backend, cache)
+            facts = api.read(backend, cache, m, timeout=args.timeout)
             planfile.check_current(saved.plan, facts.table, backend.info)
             deletions = [n for n in (saved.max_deletions, args.max_deletions) if n is not None]
             plan = api.plan(
@@ -366,7 +367,7 @@ def _apply(args: argparse.Namespace) -> int:
         _session(args, cache, api.router_url(args.router, m), m) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
-        facts = api.read(backend, cache)
+        facts = api.read(backend, cache, m, timeout=args.timeout)
         plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
         return _execute(plan, facts, args.auto_approve, args)
 
@@ -380,7 +381,7 @@ def _destroy(args: argparse.Namespace) -> int:
         _session(args, cache, api.router_url(args.router, m), m) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
-        facts = api.read(backend, cache)
+        facts = api.read(backend, cache, m, timeout=args.timeout)
         return _execute(api.destroy_plan(m, facts), facts, args.auto_approve, args)
 
 
@@ -400,12 +401,13 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
         raise ConflictError("resolve the conflicts above; nothing was changed")
     if not plan.has_changes:
         if args.format == "json":
-            print(json.dumps(render.report_json(apply(plan, facts.backend, store=facts.store)), indent=2))
+            report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
+            print(json.dumps(render.report_json(report), indent=2))
         return EXIT_OK
     if not approved:
         _confirm()
     progress = None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
-    report = apply(plan, facts.backend, progress, store=facts.store)
+    report = apply(plan, facts.backend, progress, store=facts.store, pinholes=facts.pinholes)
     if args.format == "json":
         print(json.dumps(render.report_json(report), indent=2))
     else:
@@ -414,7 +416,9 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
         if report.skipped:
             print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
             print("Run plan again to see the router as it is now.")
-        elif not report.ok and all(r.final for r in report.failed):
+        elif (
+            not report.ok and all(r.final for r in report.failed) and all(p.final for p in report.pinholes if not p.ok)
+        ):
             print("The router refused the changes marked FAILED; running apply again would be refused the same way.")
             print("Change what each says first.")
         elif not report.ok:
@@ -436,12 +440,14 @@ def _show(args: argparse.Namespace) -> int:
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
     with _session(args, cache, api.router_url(args.router, m), m) as backend:
-        facts = api.read(backend, cache)
+        facts = api.read(backend, cache, m, timeout=args.timeout)
         booted = _booted(backend)
     spoken = api.remembered_protocols(cache, backend)
     used = "upnp" if backend.info.protocol.startswith("upnp") else backend.info.protocol
     table = facts.table
     owned = diff.owned_rows(m, table, backend.learned, facts.store) if m else {}
+    held = facts.pinholes.held if facts.pinholes else ()
+    now = time.time()
     if args.format == "json":
         rows = [{**(plancodec.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
         doc = {
@@ -451,10 +457,13 @@ def _show(args: argparse.Namespace) -> int:
             "learned": backend.learned.to_json(),
             "protocols": {"used": used, "gateway_speaks": list(spoken.spoken) if spoken else None},
             "mappings": rows,
+            "pinholes": [render.held_json(h, now) for h in held],
         }
         print(json.dumps(doc, indent=2))
     else:
         print(render.table_text(backend.info, table, owned, _style(args), backend.learned, booted))
+        if facts.pinholes is not None:
+            print(render.held_text(held, now, m.owner if m else ""))
         from .protocols import NAMES
 
         also = f"; the gateway speaks {_spoken_text(spoken)}" if spoken else ""

@@ -34,6 +34,7 @@ SEARCH_TARGETS = (
 MAX_REPLY = 2048
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux's value; the socket module does not export it
 ROUTE_TABLE = "/proc/net/route"  # the kernel's IPv4 routes, of this network namespace
+IPV6_ROUTE = "/proc/net/ipv6_route"  # the kernel's IPv6 routes, of this network namespace
 IF_INET6 = "/proc/net/if_inet6"  # the kernel's IPv6 addresses, of this network namespace
 _GLOBAL_SCOPE = "00"  # if_inet6's scope column: 00 global, 10 host (loopback), 20 link, 40 site
 _TENTATIVE = 0x40  # IFA_F_TENTATIVE: duplicate address detection has not let it be used yet
@@ -211,6 +212,27 @@ def local_ipv6(if_inet6: str | None = None) -> list[str]:
         if not flags & _TENTATIVE and address.compressed not in out:
             out.append(address.compressed)
     return out
+
+
+def default_gateway6(ipv6_route: str | None = None) -> str | None:
+    """This host's IPv6 default gateway where it is a global address (a link-local one needs a zone
+    that a URL cannot carry portably); None otherwise."""
+    try:
+        with open(ipv6_route or IPV6_ROUTE, encoding="ascii") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return None
+    for row in rows:
+        # destination, its prefix length, source, its prefix length, next hop, metric, refcnt, use, flags, device
+        if len(row) < 10 or row[0] != "0" * 32 or row[1] != "00" or row[4] == "0" * 32:
+            continue
+        try:
+            hop = ipaddress.IPv6Address(int(row[4], 16))
+        except ValueError:
+            continue
+        if not (hop.is_link_local or hop.is_loopback or hop.is_multicast):
+            return hop.compressed
+    return None
 
 
 def network_key(arp_table: str = "/proc/net/arp") -> str:

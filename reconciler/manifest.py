@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from . import ownership, policy, yamldoc
+from . import ownership, pinholespec, policy, yamldoc
 from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
 from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
@@ -151,7 +151,8 @@ def _message(error: Any, at: Path) -> str:
     specific = _specific(error)
     if specific is not None and specific.validator not in ("pattern", "const", "type", "enum"):
         return str(specific.message)
-    hint = _HINTS.get(str(at[-1])) if at else None
+    hints = pinholespec.HINTS if at and at[0] == "pinholes" else _HINTS
+    hint = hints.get(str(at[-1])) if at else None
     if error.validator in ("oneOf", "anyOf", "pattern", "const") and hint:
         return f"{error.instance!r} is not {hint}"
     return str(error.message)
@@ -184,9 +185,11 @@ def _semantic_problems(doc: Document) -> Iterator[Problem]:
     raw_policy = data.get("policy")
     if isinstance(raw_policy, dict) and isinstance(raw_policy.get("max_lease"), str):
         yield from _lease_problems(doc, ("policy", "max_lease"), raw_policy["max_lease"])
-    rules, breaches = _policy(data)
+    rules, breaches = _policy(data, doc)
     for where, message in breaches:
         yield doc.problem(where, message)
+    yield from pinholespec.prefixes(doc, raw_policy if isinstance(raw_policy, dict) else {})[1]
+    yield from pinholespec.problems(doc, rules)
     if isinstance(defaults.get("lease"), str | int) and not policy.lease_allowed(rules, _lease(defaults["lease"])):
         yield doc.problem(("defaults", "lease"), f"longer than policy.max_lease ({format_duration(rules.max_lease)})")
     mappings = data.get("mappings")
@@ -266,7 +269,7 @@ def _semantic_problems(doc: Document) -> Iterator[Problem]:
                 )
 
 
-def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
+def _policy(data: dict[str, Any], doc: Document | None = None) -> tuple[Policy, list[tuple[Path, str]]]:
     """The manifest's policy, and what is wrong with it (values the schema accepted)."""
     raw = data.get("policy") if isinstance(data.get("policy"), dict) else {}
     assert isinstance(raw, dict)
@@ -292,7 +295,8 @@ def _policy(data: dict[str, Any]) -> tuple[Policy, list[tuple[Path, str]]]:
             )
     max_lease = raw.get("max_lease")
     limit = _lease(max_lease) if isinstance(max_lease, str | int) else 0
-    return Policy(tuple(nets), tuple(ports), limit), breaches
+    prefixes = pinholespec.prefixes(doc, raw)[0] if doc is not None else ()
+    return Policy(tuple(nets), tuple(ports), limit, prefixes), breaches
 
 
 def _list(value: object) -> list[Any]:
@@ -430,8 +434,9 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
         router.get("url"),
         data.get("prune", True),
         bool(router.get("allow_private_wan", False)),
-        _policy(data)[0],
+        _policy(data, doc)[0],
         tuple(router.get("protocols", ())),
+        pinholespec.build(doc),
     )
 
 

@@ -91,6 +91,50 @@ class Pinhole:
 
 
 @dataclass(frozen=True)
+class DesiredPinhole:
+    """One pinhole the manifest asks for (`both` already expanded); its internal client is "auto" until resolved."""
+
+    name: str
+    key: PinholeKey
+    lease: int
+    line: int = 0  # where the pinhole is declared, for messages
+
+
+@dataclass(frozen=True)
+class HeldPinhole:
+    """A pinhole an owner holds as the inventory recorded it: the router's UniqueID for it and when
+    its lease ends (seconds on the wall clock)."""
+
+    name: str
+    pinhole: Pinhole
+    unique_id: int
+    expires: float
+
+    @property
+    def key(self) -> PinholeKey:
+        return self.pinhole.key
+
+
+class PinholeAction(enum.StrEnum):
+    OPEN = "open"  # AddPinhole
+    RENEW = "renew"  # UpdatePinhole (AddPinhole again if the router no longer has it)
+    CLOSE = "close"  # DeletePinhole
+
+
+@dataclass(frozen=True)
+class PinholeChange:
+    """One pinhole write the plan intends: `after` is what is opened or renewed, `before` the record
+    of what is held (renew and close name the router's UniqueID through it)."""
+
+    action: PinholeAction
+    name: str
+    key: PinholeKey
+    before: HeldPinhole | None
+    after: Pinhole | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class DesiredMapping:
     """One router mapping the manifest asks for (ranges and `both` are already expanded)."""
 
@@ -117,6 +161,7 @@ class Policy:
     allowed_internal_clients: tuple[str, ...] = ()  # IPv4 CIDRs
     allowed_external_ports: tuple[tuple[int, int], ...] = ()  # inclusive ranges
     max_lease: int = 0  # seconds; 0: no limit (then permanent leases are allowed)
+    allowed_ipv6_prefixes: tuple[str, ...] = ()  # IPv6 CIDRs pinholes may lead to
 
 
 @dataclass(frozen=True)
@@ -129,6 +174,7 @@ class Manifest:
     allow_private_wan: bool = False  # map even when the router's WAN address is private (double NAT)
     policy: Policy = Policy()
     protocols: tuple[str, ...] = ()  # router.protocols: the order to try them in; () the default
+    pinholes: tuple[DesiredPinhole, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +295,9 @@ class Plan:
     quirks: tuple[str, ...] = ()  # what this router is known to need, as planned for
     desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
     refusals: tuple[Refusal, ...] = ()  # why the admission gate refuses it (empty: it may be applied)
+    pinholes: tuple[PinholeChange, ...] = ()  # the IPv6 pinholes to open, renew and close
+    # Why no pinhole can be opened on this router ("" where they can, or none is asked for).
+    pinholes_unavailable: str = ""
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)
@@ -262,9 +311,12 @@ class Plan:
             "conflict": len(self.conflicts),
         }
 
+    def count_pinholes(self, action: PinholeAction) -> int:
+        return sum(1 for c in self.pinholes if c.action is action)
+
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes or self.pinholes)
 
 
 @dataclass(frozen=True)
@@ -277,14 +329,24 @@ class ChangeResult:
 
 
 @dataclass(frozen=True)
+class PinholeResult:
+    change: PinholeChange
+    ok: bool
+    error: str = ""
+    unique_id: int = 0  # the router's UniqueID for an opened or renewed pinhole
+    final: bool = False  # refused in a way a rerun repeats
+
+
+@dataclass(frozen=True)
 class ApplyReport:
     results: tuple[ChangeResult, ...] = field(default_factory=tuple)
     table: tuple[PortMapping, ...] | None = None  # the router's table as read back after the writes
     unverified: str = ""  # why the table could not be read back: the "done" rows are only acknowledged
+    pinholes: tuple[PinholeResult, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results) and not self.unverified
+        return all(r.ok for r in self.results) and all(r.ok for r in self.pinholes) and not self.unverified
 
     @property
     def failed(self) -> tuple[ChangeResult, ...]:

@@ -18,12 +18,18 @@ from typing import Any, TypeVar
 from . import policy, xmlsafe
 from .models import (
     MAX_LEASE,
+    PINHOLE_MAX_LEASE,
     Action,
     Adaptation,
     Change,
     Conflict,
     FieldChange,
+    HeldPinhole,
     MappingKey,
+    Pinhole,
+    PinholeAction,
+    PinholeChange,
+    PinholeKey,
     Plan,
     PortMapping,
     Protocol,
@@ -80,6 +86,35 @@ def mapping_json(m: PortMapping | None) -> dict[str, Any] | None:
     return d
 
 
+def pinhole_key_json(key: PinholeKey) -> dict[str, Any]:
+    return {
+        "internal_client": key.internal_client,
+        "internal_port": key.internal_port,
+        "protocol": key.protocol.value,
+        "remote_host": key.remote_host,
+        "remote_port": key.remote_port,
+    }
+
+
+def _pinhole_change_json(c: PinholeChange) -> dict[str, Any]:
+    before = c.before
+    return {
+        "action": c.action.value,
+        "name": c.name,
+        "key": pinhole_key_json(c.key),
+        "lease": c.after.lease if c.after else None,
+        "before": None
+        if before is None
+        else {
+            "name": before.name,
+            "lease": before.pinhole.lease,
+            "unique_id": before.unique_id,
+            "expires": before.expires,
+        },
+        "reason": c.reason,
+    }
+
+
 def encode(plan: Plan) -> dict[str, Any]:
     """`plan` as a JSON document that `decode` reads back to an equal Plan."""
     return {
@@ -107,6 +142,8 @@ def encode(plan: Plan) -> dict[str, Any]:
             for r in plan.refusals
         ],
         "quirks": list(plan.quirks),
+        "pinholes": [_pinhole_change_json(c) for c in plan.pinholes],
+        "pinholes_unavailable": plan.pinholes_unavailable,
         "summary": plan.summary,
     }
 
@@ -153,7 +190,52 @@ def decode(doc: dict[str, Any]) -> Plan:
         # Plans saved before the rows they lead to were written carry no "desired": none to check.
         desired=_list(doc, "desired", "", _mapping) if "desired" in doc else (),
         refusals=_list(doc, "refusals", "", _refusal),
+        # Plans saved before pinholes carry none.
+        pinholes=_list(doc, "pinholes", "", _pinhole_change) if "pinholes" in doc else (),
+        pinholes_unavailable=_text(doc, "pinholes_unavailable", "", 2000) if "pinholes_unavailable" in doc else "",
     )
+
+
+def _pinhole_key(value: object, at: str) -> PinholeKey:
+    d = _is_object(value, at)
+    protocol = _text(d, "protocol", at, 3)
+    if protocol not in Protocol.__members__:
+        raise Malformed(f"{at}.protocol", f"{protocol!r} is not TCP or UDP")
+    return PinholeKey(
+        _text(d, "internal_client", at, 64),
+        _int(d, "internal_port", at, 1, 65535),
+        Protocol(protocol),
+        _text(d, "remote_host", at, 64),
+        _int(d, "remote_port", at, 0, 65535),
+    )
+
+
+def _pinhole_change(value: object, at: str) -> PinholeChange:
+    d = _is_object(value, at)
+    action = _text(d, "action", at, 10)
+    if action not in {a.value for a in PinholeAction}:
+        raise Malformed(f"{at}.action", f"{action!r} is not one of {', '.join(a.value for a in PinholeAction)}")
+    key = _pinhole_key(_get(d, "key", at), _join(at, "key"))
+    lease = None if _get(d, "lease", at) is None else _int(d, "lease", at, 1, PINHOLE_MAX_LEASE)
+    raw = _get(d, "before", at)
+    before = None
+    if raw is not None:
+        b = _is_object(raw, f"{at}.before")
+        where = f"{at}.before"
+        expires = _get(b, "expires", where)
+        if not isinstance(expires, int | float) or isinstance(expires, bool) or not 0 <= expires < 2**40:
+            raise Malformed(f"{where}.expires", f"expected a time in seconds, not {_describe(expires)}")
+        before = HeldPinhole(
+            _text(b, "name", where, 200),
+            Pinhole(key, _int(b, "lease", where, 1, PINHOLE_MAX_LEASE)),
+            _int(b, "unique_id", where, 0, 2**32 - 1),
+            expires,
+        )
+    after = None if lease is None else Pinhole(key, lease)
+    if (after is None) != (action == PinholeAction.CLOSE.value):
+        raise Malformed(f"{at}.lease", "a close has no lease, an open or renew has one")
+    name, reason = _text(d, "name", at, 200), _text(d, "reason", at, 2000)
+    return PinholeChange(PinholeAction(action), name, key, before, after, reason)
 
 
 def _router(d: dict[str, Any], at: str) -> RouterInfo:

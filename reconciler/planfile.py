@@ -130,8 +130,15 @@ def check_replanned(path: str, saved: Plan, now: Plan) -> None:
         )
     shown = [_essence(c) for c in saved.changes]
     planned = [_essence(c) for c in now.changes]
-    if shown == planned:
+    holes_shown = [(c.action, c.name, c.key, c.after) for c in saved.pinholes]
+    holes_planned = [(c.action, c.name, c.key, c.after) for c in now.pinholes]
+    if shown == planned and holes_shown == holes_planned:
         return
+    if shown == planned:
+        raise PlanFileError(
+            f"{path}: the IPv6 pinholes to open, renew or close are not those the saved plan shows; "
+            "nothing was changed. Run plan again"
+        )
     lines = [f"  only in the saved plan: {_change_text(c)}" for c in saved.changes if _essence(c) not in planned]
     lines += [f"  only in a plan made now: {_change_text(c)}" for c in now.changes if _essence(c) not in shown]
     raise PlanFileError(

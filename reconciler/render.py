@@ -10,11 +10,25 @@ from typing import Any
 from . import madethrough, ownership
 from .boot import Booted
 from .durations import format_duration
-from .models import Action, Adaptation, ApplyReport, Change, Conflict, MappingKey, Plan, PortMapping, RouterInfo
+from .models import (
+    Action,
+    Adaptation,
+    ApplyReport,
+    Change,
+    Conflict,
+    HeldPinhole,
+    MappingKey,
+    PinholeAction,
+    PinholeChange,
+    Plan,
+    PortMapping,
+    RouterInfo,
+)
 from .plancodec import FORMAT_VERSION, sensitive
 from .quirks import MEANING, Learned, Quirk
 
 _SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
+_PINHOLE_SYMBOL = {PinholeAction.OPEN: "+", PinholeAction.RENEW: "~", PinholeAction.CLOSE: "-"}
 _COLOR = {"+": "32", "~": "33", "-/+": "33", "-": "31", "!": "1;31", "dim": "2"}
 
 
@@ -51,6 +65,9 @@ def summary_line(plan: Plan) -> str:
     line = f"Plan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove."
     if s["conflict"]:
         line = line[:-1] + f", {s['conflict']} conflict{'s' if s['conflict'] > 1 else ''}."
+    if plan.pinholes:
+        counts = [plan.count_pinholes(a) for a in PinholeAction]
+        line += " Pinholes: {} to open, {} to renew, {} to close.".format(*counts)
     return line
 
 
@@ -73,7 +90,12 @@ def plan_text(plan: Plan, style: Style) -> str:
             out += _change_lines(c, width, style)
         for k in plan.conflicts:
             out.append(style("!", f"  ! {k.name:<{width}} {k.key!s:<11}") + f" {_conflict_text(k)}")
-    else:
+    if plan.pinholes:
+        if plan.changes or plan.conflicts:
+            out.append("")
+        out.append(f'IPv6 pinholes portctl will open, renew and close for owner "{plan.owner}":')
+        out += [_pinhole_line(c, style) for c in plan.pinholes]
+    if not (plan.changes or plan.conflicts or plan.pinholes):
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
     protected = [m for m in plan.kept if m.key in plan.protected]
     for title, rows in (
@@ -89,6 +111,41 @@ def plan_text(plan: Plan, style: Style) -> str:
     out.append("")
     out.append(summary_line(plan))
     return "\n".join(out)
+
+
+def _pinhole_line(c: PinholeChange, style: Style) -> str:
+    symbol = _PINHOLE_SYMBOL[c.action]
+    head = style(symbol, f"  {symbol:<3} {c.name:<16} {c.key!s}")
+    if c.after is None:
+        held = f" UniqueID {c.before.unique_id}" if c.before else ""
+        return f"{head}  close{held} ({c.reason})"
+    verb = "open" if c.action is PinholeAction.OPEN else "renew"
+    return f"{head}  {verb}, lease {format_duration(c.after.lease)} ({c.reason})"
+
+
+def held_text(held: Collection[HeldPinhole], now: float, owner: str) -> str:
+    """The pinholes `owner` holds on this router, as its inventory records them (the router lists none)."""
+    if not held:
+        return f"\nNo IPv6 pinholes recorded for owner {owner!r} on this router."
+    out = [f"\nIPv6 pinholes owner {owner!r} holds (as recorded here; the router lists none):"]
+    for h in held:
+        left = int(h.expires - now)
+        remaining = f"{format_duration(left)} left" if left > 0 else "expired"
+        lease = format_duration(h.pinhole.lease)
+        out.append(f"  {h.name:<16} {h.key!s}  lease {lease}, {remaining}  UniqueID {h.unique_id}")
+    return "\n".join(out)
+
+
+def held_json(h: HeldPinhole, now: float) -> dict[str, Any]:
+    from .plancodec import pinhole_key_json
+
+    return {
+        "name": h.name,
+        "key": pinhole_key_json(h.key),
+        "lease": h.pinhole.lease,
+        "unique_id": h.unique_id,
+        "remaining": max(0, int(h.expires - now)),
+    }
 
 
 def _conflict_text(k: Conflict) -> str:
@@ -168,6 +225,10 @@ def report_text(report: ApplyReport, style: Style) -> str:
         mark = style("+", "done   ") if r.ok else style("!", "SKIPPED" if r.skipped else "FAILED ")
         line = f"  {mark} {c.action.value:<6} {c.name} {c.key}"
         out.append(line + ("" if r.ok else f": {r.error}"))
+    for p in report.pinholes:
+        mark = style("+", "done   ") if p.ok else style("!", "FAILED ")
+        said = f" (UniqueID {p.unique_id})" if p.ok else f": {p.error}"
+        out.append(f"  {mark} {p.change.action.value:<6} pinhole {p.change.name} {p.change.key}{said}")
     done = sum(1 for r in report.results if r.ok)
     skipped = len(report.skipped)
     out.append("")
@@ -175,7 +236,11 @@ def report_text(report: ApplyReport, style: Style) -> str:
         out.append(style("!", f"Not verified: the table could not be read back ({report.unverified})."))
         out.append('"done" means the router acknowledged the write.')
     tail = f", {skipped} skipped" if skipped else ""
-    out.append(f"Apply: {done} done, {len(report.results) - done - skipped} failed{tail}.")
+    if report.results or not report.pinholes:
+        out.append(f"Apply: {done} done, {len(report.results) - done - skipped} failed{tail}.")
+    if report.pinholes:
+        ok = sum(1 for p in report.pinholes if p.ok)
+        out.append(f"Pinholes: {ok} done, {len(report.pinholes) - ok} failed.")
     return "\n".join(out)
 
 
@@ -233,5 +298,17 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
                 "error": r.error,
             }
             for r in report.results
+        ],
+        "pinholes": [
+            {
+                "action": p.change.action.value,
+                "name": p.change.name,
+                "key": str(p.change.key),
+                "ok": p.ok,
+                "unique_id": p.unique_id,
+                "final": p.final,
+                "error": p.error,
+            }
+            for p in report.pinholes
         ],
     }
