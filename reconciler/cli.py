@@ -300,9 +300,11 @@ def _validate(args: argparse.Namespace) -> int:
 
     m = manifest.load(args.file)
     if args.format == "json":
-        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, "mappings": len(m.mappings)}, indent=2))
+        counts = {"mappings": len(m.mappings), "pinholes": len(m.pinholes)}
+        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, **counts}, indent=2))
     else:
-        print(f"{args.file}: valid ({len(m.mappings)} router mappings for owner {m.owner!r})")
+        pinholes = f" and {len(m.pinholes)} IPv6 pinholes" if m.pinholes else ""
+        print(f"{args.file}: valid ({len(m.mappings)} router mappings{pinholes} for owner {m.owner!r})")
     return EXIT_OK
 
 

@@ -148,6 +148,8 @@ def _message(error: Any, at: Path) -> str:
     """jsonschema's message, made specific for values that match none of several shapes."""
     if error.validator == "maxItems":  # jsonschema's message repeats the whole list
         return f"{len(error.instance)} items; at most {error.validator_value}"
+    if error.validator == "anyOf" and not at:  # the top level: neither section (jsonschema repeats the file)
+        return "declares neither mappings nor pinholes: add a 'mappings:' list (or 'pinholes:')"
     specific = _specific(error)
     if specific is not None and specific.validator not in ("pattern", "const", "type", "enum"):
         return str(specific.message)
@@ -398,7 +400,7 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
     owner = data["owner"]
     defaults = data.get("defaults", {})
     out: list[DesiredMapping] = []
-    for i, m in enumerate(data["mappings"] or []):
+    for i, m in enumerate(data.get("mappings") or []):
         ext = _port_range(m["external_port"])
         intr = _port_range(m.get("internal_port", m["external_port"]))
         assert ext is not None and intr is not None  # checked above

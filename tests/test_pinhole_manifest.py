@@ -220,3 +220,19 @@ def test_a_close_with_a_lease_is_malformed() -> None:
     doc["pinholes"][0]["action"] = "close"
     with pytest.raises(plancodec.Malformed, match=r"pinholes\[0\]\.lease"):
         plancodec.decode(doc)
+
+
+def test_a_manifest_of_pinholes_alone_needs_no_empty_mappings_list(tmp_path: str) -> None:
+    """`pinholes:` without `mappings:` is a manifest; one with neither is refused at line 1, saying what to add;
+    validate counts the pinholes."""
+    from reconciler.cli import main
+    from tests.helpers import write
+
+    pinhole = f"  - {{name: web6, internal_client: '{ME}', internal_port: 18800}}\n"
+    text = "apiVersion: portctl/v1\nowner: six\npinholes:\n" + pinhole
+    m = manifest.parse(text, "six.yaml")
+    assert m.mappings == () and [p.name for p in m.pinholes] == ["web6"]
+    with pytest.raises(ManifestError, match=r"^neither\.yaml:1:1: \$: declares neither mappings nor pinholes"):
+        manifest.parse("apiVersion: portctl/v1\nowner: six\n", "neither.yaml")
+    path = write(tmp_path, text)
+    assert main(["validate", path]) == 0
