@@ -184,3 +184,37 @@ def test_a_router_without_the_pinhole_service_is_refused_before_any_write(
         assert snapshot(server) == table
         assert "AddPinhole" not in server.router.firewall.calls
         assert server.router.firewall.rows() == []
+
+
+def test_the_agent_opens_renews_and_closes_pinholes(tmp_path: Path, server: EmulatorServer) -> None:
+    """The agent's pass covers pinholes as `apply` does: opened on the first pass, renewed once half the
+    lease has passed (on the agent's clock), closed when dropped from the manifest with prune; the
+    other app's pinhole stays exactly as it was."""
+    import io
+
+    from reconciler.agent.config import AgentConfig
+    from reconciler.agent.controller import Agent
+    from reconciler.agent.logs import JsonLog
+    from tests.agenthelp import Clock
+
+    path = write(str(tmp_path), ONLY_WEB.replace("mappings: []", "prune: true\nmappings: []"))
+    wall = Clock()
+    wall.now = 1_000_000.0
+    logs = io.StringIO()
+    config = AgentConfig(manifest=path, router=server.url, events=False, settle=0, timeout=30)
+    agent = Agent(config, log=JsonLog(logs), clock=wall, wall=wall, cache=Cache(os.path.join(tmp_path, "cache")))
+    theirs = foreign(server)
+    assert agent.reconcile().result == "changed"
+    assert [p[2] for p in pinholes(server) if p[2] != 9000] == [18800]
+    wall.advance(1900)  # past half of the 1 h lease
+    assert agent.reconcile().result == "changed"
+    assert server.router.firewall.calls[-1] == "UpdatePinhole"
+    Path(path).write_text("apiVersion: portctl/v1\nowner: six\nprune: true\nmappings: []\n")
+    assert agent.reconcile().result == "changed"
+    assert [p[2] for p in pinholes(server)] == [9000] and foreign(server) == theirs
+    said = [line for line in logs.getvalue().splitlines() if "IPv6 pinhole web" in line]
+    assert [w for w in ("open", "renew", "close") if any(f'"{w} IPv6 pinhole web' in s for s in said)] == [
+        "open",
+        "renew",
+        "close",
+    ]

@@ -40,7 +40,7 @@ from ..backends.http import Observer
 from ..boot import Boot, restarted
 from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
-from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, Plan, PortMapping
+from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, PinholeChange, Plan, PortMapping
 from ..ownerstore import OwnershipStore
 from . import status as st
 from .config import AgentConfig
@@ -400,21 +400,23 @@ class Agent:
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         api.relearn(backend, self.cache, self.wall())  # `portctl forget` may have run since the last pass
-        facts = api.read(backend, self.cache)
+        facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout)
         plan = api.plan(
             manifest,
             facts,
             renew_below=renewal.AGENT_BELOW,
             max_deletions=self.config.max_deletions,
             allow_empty=self.config.allow_empty,
+            clock=self.wall,
         )
         before = {e.mapping for e in self.status.inventory}
         if plan.blocked:
             self._set_inventory(manifest, plan, list(facts.table), facts.store)
             return (), (st.PLAN_BLOCKED, plan.blocked)
-        report = apply(_without_conflicts(plan), backend, store=facts.store)
+        report = apply(_without_conflicts(plan), backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
         api.remember(backend, self.cache)
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
+        done += tuple(_pinhole_words(r.change) for r in report.pinholes if r.ok)
         for line in done:
             self.log.info(line)
         if self._restart:
@@ -431,7 +433,10 @@ class Agent:
             table = backend.list_mappings() if plan.changes else list(facts.table)
         self._set_inventory(manifest, plan, table, facts.store)
         if not report.ok:
-            failed = "; ".join(f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed)
+            failed = "; ".join(
+                [f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed]
+                + [f"pinhole {r.change.name}: {r.error}" for r in report.pinholes if not r.ok]
+            )
             failed = failed or f"not verified: {report.unverified}"
             if self._restored is not None:  # the failure is the condition's reason; the restart is said too
                 failed, self._restored = f"{self._restored[1]}; {failed}", None
@@ -607,8 +612,9 @@ class Agent:
             backend = self._connect(manifest)
             # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
             with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
-                facts = api.read(backend, self.cache)
-                report = apply(api.destroy_plan(manifest, facts), backend, store=facts.store)
+                facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout)
+                plan = api.destroy_plan(manifest, facts)
+                report = apply(plan, backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
         except PortctlError as exc:
             self.log.error(f"could not release the owned mappings: {exc}")
             return
@@ -637,6 +643,11 @@ def _without_conflicts(plan: Plan) -> Plan:
     from dataclasses import replace
 
     return replace(plan, conflicts=())
+
+
+def _pinhole_words(change: PinholeChange) -> str:
+    k = change.key
+    return f"{change.action.value} IPv6 pinhole {change.name}: [{k.internal_client}]:{k.internal_port}/{k.protocol}"
 
 
 def _words(change: Change, was_owned: bool) -> str:
