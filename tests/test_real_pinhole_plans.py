@@ -6,11 +6,13 @@ A pinhole miniupnpc's own client made for another port is never touched.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from reconciler.pinholestore import FILE
 from tests import routerlab
 from tests.helpers import write
 from tests.labfixtures import module_lab
@@ -26,7 +28,7 @@ pinholes:
 WEB = "  - {name: web, internal_port: 18800}"
 
 
-lab = module_lab("pq", ipv6=True)
+lab = module_lab("ph", ipv6=True)
 
 
 def foreign_rules(lab: routerlab.Lab, port: int) -> list[str]:
@@ -57,6 +59,14 @@ def test_apply_opens_the_pinhole_plan_is_then_empty_and_removal_closes_it(lab: r
     again = lab.portctl("plan", path, "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "No changes" in again.stdout
+
+    # A portctl that lost its records (another cache, a reinstall) finds the same pinhole, not a second one.
+    ours = foreign_rules(lab, 18800)
+    os.remove(os.path.join(os.environ["PORTCTL_CACHE_DIR"], FILE))
+    found = lab.portctl("apply", path, "--auto-approve")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert foreign_rules(lab, 18800) == ours and len(ours) == 1
+    assert "No changes" in lab.portctl("plan", path).stdout
 
     write(tmp_path, MANIFEST.format(pinholes="  []").replace("pinholes:\n  []", "pinholes: []"))
     closed = lab.portctl("apply", path, "--auto-approve")
