@@ -140,6 +140,11 @@ class InventoryStore:
         name, protected = held.get("name"), held.get("protected")
         if not isinstance(name, str) or not isinstance(protected, bool):
             return None
+        said = identity(row.description)
+        if said is not None and said != (owner, name):
+            # A record outlives the row it was made for (a lease that lapsed, a router that forgot): the
+            # row at that key now may be another owner's, made since. The row's own label decides.
+            return None
         return Claim(name, protected)
 
     def owned(self, owner: str) -> dict[MappingKey, Claim]:

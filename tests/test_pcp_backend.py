@@ -308,3 +308,28 @@ def test_a_lease_longer_than_the_router_grants_is_not_renewed_on_every_plan() ->
     old = row(WEB, 8080, lease=10 * 3600)
     plan = diff.diff(manifest, [old], claims=claims, longest_lease=86400, describes=False)
     assert [c.action for c in plan.changes] == [Action.RENEW]
+
+
+def test_a_stale_record_never_claims_another_owners_mapping(
+    tmp_path: str, clock: VirtualClock, router: FakeRouter
+) -> None:
+    """Owner media's grant lapsed and its record stayed; owner games then mapped the same port to the same
+    host:port. Media's manifest no longer declaring it must not prune games' mapping: the row's label
+    (games/srv) decides, not media's old record."""
+    cache = Cache(str(tmp_path), clock=clock)
+    media = Manifest("a.yaml", "media", (DesiredMapping("web", WEB, HOST, 8080, 600),))
+    games = Manifest("b.yaml", "games", (DesiredMapping("srv", WEB, HOST, 8080, 3600),))
+    b = backend(tmp_path, router)
+    facts = api.read(b, cache)
+    assert apply(api.plan(media, facts), b, store=facts.store, clock=clock).ok
+    clock.now += 700  # media's 10-minute grant lapsed
+    router.table.clear()
+    facts = api.read(b, cache)
+    assert apply(api.plan(games, facts), b, store=facts.store, clock=clock).ok
+    theirs = dict(router.table)
+
+    facts = api.read(b, cache)
+    dropped = api.plan(replace(media, mappings=()), facts, allow_empty=True)
+    assert dropped.changes == () and [m.key for m in dropped.foreign] == [WEB]
+    assert apply(dropped, b, store=facts.store, clock=clock).ok
+    assert router.table == theirs
