@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import diff as _diff
-from . import pinholeplan, protocols, renewal
+from . import pinholeplan, protocols, renewal, urls
 from .backends.base import Backend
 from .backends.http import Observer
 from .cache import Cache
@@ -74,6 +74,8 @@ def connect(
     from .backends import upnp
 
     stamp = clock or cache.clock
+    if url is not None:
+        urls.problem(url, raise_as=DiscoveryError)
     if url is not None and url.partition("://")[0] in ("pcp", "natpmp"):
         found = _pcp_at(url, cache, timeout, stamp, observe, natpmp_spoken=_natpmp_known(url, cache))
         found.learned = cache.learned(found.info.identity, stamp())

@@ -443,7 +443,15 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
 
 
 def _router_problems(doc: Document, router: Any) -> Iterator[Problem]:
-    """A router.url whose protocol router.protocols leaves out: the two contradict each other."""
+    """A router.url no router can have (no host, an unreadable address or port), or whose protocol
+    router.protocols leaves out: the two contradict each other."""
+    if isinstance(router, dict) and isinstance(router.get("url"), str):
+        from .urls import problem as url_problem
+
+        problem = url_problem(router["url"])
+        if problem:
+            yield doc.problem(("router", "url"), f"{router['url']!r} is not a router URL: {problem}")
+            return
     if (
         not isinstance(router, dict)
         or not isinstance(router.get("url"), str)

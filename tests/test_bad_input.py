@@ -147,6 +147,27 @@ def test_unreachable_router(tmp_path: str, capsys: pytest.CaptureFixture[str]) -
     assert "cannot reach router at http://127.0.0.1:9/rootDesc.xml: connection refused" in run.err
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://[::1/rootDesc.xml", "Invalid IPv6 URL"),
+        ("pcp://[fe80::1", "Invalid IPv6 URL"),
+        ("natpmp://192.168.1.1:99999", "Port out of range 0-65535"),
+        ("http://:5000/rootDesc.xml", "it names no host"),
+    ],
+)
+def test_a_url_no_router_can_have_is_one_message(
+    tmp_path: str, capsys: pytest.CaptureFixture[str], url: str, why: str
+) -> None:
+    """From --router: one line naming the URL and why, exit 1; from router.url: the same at its file:line."""
+    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--router", url)
+    assert (run.code, run.err) == (1, f"error: {url!r} is not a router URL: {why}\n")
+    text = MANIFEST.replace("mappings:", f"router:\n  url: '{url}'\nmappings:", 1)
+    run = portctl(capsys, "validate", write(tmp_path, text))
+    assert run.code == 1 and f"$.router.url: {url!r} is not a router URL: {why}" in run.err, run.err
+    assert "Traceback" not in run.err
+
+
 HOSTILE_DESCRIPTIONS = [
     (b"<root><device>", "is not well-formed XML"),
     (
