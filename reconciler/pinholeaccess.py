@@ -131,6 +131,12 @@ def write(
             return spoken[source]
 
         for c in plan.pinholes:
+            if c.action is PinholeAction.CLOSE and facts.store.others(plan.owner, c.key):
+                # Another owner holds the very same pinhole: closing it would close theirs. Only this
+                # owner's record goes.
+                facts.store.release(plan.owner, c.key)
+                out.append(PinholeResult(c, True, unique_id=c.before.unique_id if c.before else 0))
+                continue
             try:
                 unique_id = _write_one(c.action, c.before, c.after, fw)
             except (RouterRefused, ActionNotOffered) as exc:
@@ -150,18 +156,18 @@ def write(
 def _write_one(
     action: PinholeAction, before: HeldPinhole | None, after: Pinhole | None, fw: Callable[[str], firewall.Firewall]
 ) -> int:
+    # A recorded UniqueID is never sent as it is: a router that restarted numbers its pinholes from 1
+    # again, and the id may now be another app's pinhole on this host. An identical AddPinhole answers
+    # the id the router has for this very pinhole (extending it), so renew is that add, and close asks
+    # it first with the shortest lease, then deletes what it answered.
     if action is PinholeAction.CLOSE:
         assert before is not None
-        with contextlib.suppress(PinholeNotFound):  # expired or gone with a router restart: closed already
-            fw(before.key.internal_client).delete(before.unique_id)
-        return before.unique_id
+        firewall_of_host = fw(before.key.internal_client)
+        unique_id = firewall_of_host.add(Pinhole(before.key, 1))
+        with contextlib.suppress(PinholeNotFound):  # lapsed within that second: closed already
+            firewall_of_host.delete(unique_id)
+        return unique_id
     assert after is not None
-    if action is PinholeAction.RENEW and before is not None:
-        try:
-            fw(after.key.internal_client).update(before.unique_id, after.lease)
-            return before.unique_id
-        except PinholeNotFound:
-            pass  # the router lost it (a restart): the same pinhole, added again
     return fw(after.key.internal_client).add(after)
 
 

@@ -45,6 +45,18 @@ class PinholeStore:
         out = [h for r in (records.values() if isinstance(records, dict) else ()) if (h := _held(r)) is not None]
         return tuple(sorted(out, key=lambda h: h.key))
 
+    def others(self, owner: str, key: PinholeKey) -> tuple[str, ...]:
+        """The other owners who recorded the same pinhole here: the router holds one pinhole for them
+        all (an identical AddPinhole answers the same UniqueID), so one owner's close is not theirs."""
+        section = self._read()["routers"].get(self.router, {})
+        if not isinstance(section, dict):
+            return ()
+        return tuple(
+            sorted(
+                o for o, records in section.items() if o != owner and isinstance(records, dict) and str(key) in records
+            )
+        )
+
     def record(self, owner: str, name: str, pinhole: Pinhole, unique_id: int, expires: float) -> None:
         entry = {
             "name": name,

@@ -161,7 +161,9 @@ def test_a_pinhole_is_renewed_at_half_its_lease(tmp_path: Path, server: Emulator
     assert [(c.action, c.reason) for c in plan.pinholes] == [(PinholeAction.RENEW, "half its lease has passed")]
     report = apply(plan, backend, clock=lambda: start + 1900, pinholes=facts.pinholes)
     assert report.ok
-    assert server.router.firewall.calls[-1] == "UpdatePinhole"
+    # Renewed by adding the identical pinhole again: the router extends it under the same UniqueID.
+    assert server.router.firewall.calls[-1] == "AddPinhole"
+    assert [r.unique_id for r in report.pinholes] == [h.unique_id for h in facts.pinholes.held]
     assert facts.pinholes is not None
     assert [h.expires for h in facts.pinholes.store.held("six")] == [start + 1900 + 3600]
 
@@ -208,7 +210,7 @@ def test_the_agent_opens_renews_and_closes_pinholes(tmp_path: Path, server: Emul
     assert [p[2] for p in pinholes(server) if p[2] != 9000] == [18800]
     wall.advance(1900)  # past half of the 1 h lease
     assert agent.reconcile().result == "changed"
-    assert server.router.firewall.calls[-1] == "UpdatePinhole"
+    assert server.router.firewall.calls[-1] == "AddPinhole"
     Path(path).write_text("apiVersion: portctl/v1\nowner: six\nprune: true\nmappings: []\n")
     assert agent.reconcile().result == "changed"
     assert [p[2] for p in pinholes(server)] == [9000] and foreign(server) == theirs
@@ -218,3 +220,46 @@ def test_the_agent_opens_renews_and_closes_pinholes(tmp_path: Path, server: Emul
         "renew",
         "close",
     ]
+
+
+def app_pinhole(server: EmulatorServer, port: int) -> None:
+    """Another app on this host opens a pinhole of its own."""
+    args = {"RemoteHost": "", "RemotePort": "0", "InternalClient": ME, "InternalPort": str(port), "Protocol": "6"}
+    server.router.firewall.call("AddPinhole", {**args, "LeaseTime": "86400"}, ME)
+
+
+def test_a_recorded_unique_id_never_reaches_another_apps_pinhole_after_a_restart(
+    tmp_path: Path, server: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The router restarted and numbers pinholes from 1 again; another app on this host now holds the id
+    recorded for ours. Dropping ours from the manifest closes ours alone: the app's pinholes stay."""
+    path = write(tmp_path, ONLY_WEB.replace("mappings: []", "prune: true\nmappings: []"))
+    assert cli(capsys, server, path, "apply", "--auto-approve")[0] == 0
+    ours = next(p[0] for p in pinholes(server) if p[2] == 18800)
+    server.router.reboot()
+    for port in range(9000, 9000 + ours):  # the app's pinholes take ids 1..ours
+        app_pinhole(server, port)
+    theirs = sorted(p for p in pinholes(server))
+    assert ours in [p[0] for p in theirs]
+    write(tmp_path, "apiVersion: portctl/v1\nowner: six\nprune: true\nmappings: []\n")
+    code, out = cli(capsys, server, path, "apply", "--auto-approve")
+    assert code == 0, out
+    assert sorted(pinholes(server)) == theirs
+
+
+def test_a_pinhole_two_owners_hold_is_not_closed_by_one(
+    tmp_path: Path, server: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two owners on this host declare the same pinhole: the router holds one, under one UniqueID. One
+    owner dropping it only gives up its record; the other's pinhole stays open, its plan empty."""
+    a = write(tmp_path, ONLY_WEB.replace("mappings: []", "prune: true\nmappings: []"), "a.yaml")
+    b = write(tmp_path, ONLY_WEB.replace("owner: six", "owner: seven"), "b.yaml")
+    assert cli(capsys, server, a, "apply", "--auto-approve")[0] == 0
+    assert cli(capsys, server, b, "apply", "--auto-approve")[0] == 0
+    shared = [p for p in pinholes(server) if p[2] == 18800]
+    assert len(shared) == 1
+    write(tmp_path, "apiVersion: portctl/v1\nowner: six\nprune: true\nmappings: []\n", "a.yaml")
+    assert cli(capsys, server, a, "apply", "--auto-approve")[0] == 0
+    assert [p for p in pinholes(server) if p[2] == 18800] == shared
+    code, out = cli(capsys, server, b, "plan", "--detailed-exitcode")
+    assert code == 0 and "No changes" in out, out

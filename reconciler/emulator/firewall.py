@@ -81,8 +81,10 @@ class Firewall:
             return list(self.pinholes.values())
 
     def clear(self) -> None:
+        """A restart: every pinhole gone, and UniqueIDs given from 1 again (miniupnpd's next_uid)."""
         with self._lock:
             self.pinholes.clear()
+            self._next_id = 1
 
     def shift(self, seconds: float) -> None:
         """The router moved to another clock: every pinhole keeps its time left."""
