@@ -3,9 +3,10 @@
 Run by bench/plan_vs_upnpc.py (make bench) on its lab, whose miniupnpd speaks UPnP IGD, PCP and
 NAT-PMP at once. For each size the same manifest (N mappings per protocol, each its own internal
 port of the LAN host, as PCP names a mapping by it) is applied through `--router URL` and through
-`--router pcp://ROUTER`, one protocol after the other in each repetition, every time on a router
-restarted with an empty table and a fresh cache that one untimed plan has introduced to the router
-(UPnP: its description; PCP: the nonce secret). Timed, as commands run on the LAN host:
+`--router pcp://ROUTER`, one protocol after the other in each repetition (taking turns going first),
+every time on a router restarted with an empty table and a fresh cache that one untimed plan has
+introduced to the router (UPnP: its description; PCP: the nonce secret). Timed, as commands run on
+the LAN host:
 - cold apply: every mapping new;
 - warm plan: the next plan, which must be a no-op;
 - warm apply: the next apply of the unchanged manifest, which must renew nothing.
@@ -84,8 +85,9 @@ def measure(bench: Runner, python: str, workdir: str, count: int, repeat: int) -
     # miniupnpd reloads its rules on every write (UPNP-NOTES.md): generous, but a hung run still ends.
     timeout = 120 + 3.0 * count
     row = Row(count)
-    for _ in range(repeat):
-        for protocol in PROTOCOLS:
+    for i in range(repeat):
+        # Each goes first in every other round, so neither always meets a router just restarted.
+        for protocol in PROTOCOLS[:: 1 if i % 2 == 0 else -1]:
             bench.load(0)
             cache = tempfile.mkdtemp(dir=workdir)
             common = ("--router", routers[protocol], "--no-color")

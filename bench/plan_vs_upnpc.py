@@ -140,7 +140,8 @@ def main() -> int:
             print("warning: the router keeps connections open; SYNs undercount requests", file=sys.stderr)
         # Compile portctl's bytecode once, as an installed package has it.
         subprocess.run([python, "-m", "reconciler", "--version"], env=bench.env, capture_output=True, check=True)
-        for count in [int(s) for s in args.sizes.split(",")]:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for count in sizes:
             bench.load(count)
             path = os.path.join(workdir, f"m{count}.yaml")
             with open(path, "w") as f:
@@ -189,7 +190,6 @@ def main() -> int:
             # The target is a ratio in every run, not only the median's: show the slowest warm run's too.
             runs = ", ".join(f"{t * 1000:.0f}" for t in times["warm"])
             print(f"      warm runs {runs} ms; upnpc -l / slowest warm {med['upnpc'] / max(times['warm']):.2f}x")
-        sizes = [int(s) for s in args.sizes.split(",")]
         applies = []
         for count in sizes:
             applies.append(pcp_vs_upnp.measure(bench, python, workdir, count, args.repeat))
