@@ -12,8 +12,12 @@ cold `portctl plan` (empty cache) and a warm one, each as the command a user run
 `upnpc -L` is run only on tables it can read safely: past paging.PAGE_LIMIT mappings of one protocol
 its single listing overflows miniupnpd 2.3.1 (see reconciler/paging.py).
 
+Then, on the same router, bench/pcp_vs_upnp.py times portctl's cold apply, warm plan and warm apply
+of one manifest over PCP against the same over UPnP, at the same sizes.
+
 Requests are counted on the router: an nftables counter of TCP SYNs to its HTTP port, which is one
-per request because miniupnpd answers every request with `Connection: close` (checked below).
+per request because miniupnpd answers every request with `Connection: close` (checked below), and
+one of datagrams to its PCP/NAT-PMP port.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench import pcp_vs_upnp
 from reconciler import ownership, paging
 from reconciler.models import MappingKey, Protocol
 from tests import routerlab
@@ -62,23 +67,33 @@ class Bench:
         nft = f"""
 table inet bench {{
   counter http {{ }}
+  counter pcp {{ }}
   chain input {{
     type filter hook input priority -10; policy accept;
     tcp dport {routerlab.HTTP_PORT} tcp flags syn counter name http
+    udp dport 5351 counter name pcp
   }}
 }}
 """
         subprocess.run(["ip", "netns", "exec", lab.rtr, "nft", "-f", "-"], input=nft.encode(), check=True)
 
     def requests(self) -> int:
-        out = self.lab.run(self.lab.rtr, "nft", "reset", "counter", "inet", "bench", "http").stdout
-        return int(out.split("packets")[1].split()[0])
+        """HTTP requests and PCP/NAT-PMP datagrams that reached the router since the last call."""
+        total = 0
+        for counter in ("http", "pcp"):
+            out = self.lab.run(self.lab.rtr, "nft", "reset", "counter", "inet", "bench", counter).stdout
+            total += int(out.split("packets")[1].split()[0])
+        return total
 
-    def timed(self, *cmd: str, cache: str = "") -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    def timed(
+        self, *cmd: str, cache: str = "", timeout: float | None = None
+    ) -> tuple[float, int, subprocess.CompletedProcess[str]]:
         self.requests()
         env = {**self.env, "PORTCTL_CACHE_DIR": cache} if cache else self.env
         start = time.perf_counter()
-        done = subprocess.run(["ip", "netns", "exec", self.lab.lan, *cmd], capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.lab.lan, *cmd], capture_output=True, text=True, env=env, timeout=timeout
+        )
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -125,7 +140,8 @@ def main() -> int:
             print("warning: the router keeps connections open; SYNs undercount requests", file=sys.stderr)
         # Compile portctl's bytecode once, as an installed package has it.
         subprocess.run([python, "-m", "reconciler", "--version"], env=bench.env, capture_output=True, check=True)
-        for count in [int(s) for s in args.sizes.split(",")]:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for count in sizes:
             bench.load(count)
             path = os.path.join(workdir, f"m{count}.yaml")
             with open(path, "w") as f:
@@ -174,6 +190,10 @@ def main() -> int:
             # The target is a ratio in every run, not only the median's: show the slowest warm run's too.
             runs = ", ".join(f"{t * 1000:.0f}" for t in times["warm"])
             print(f"      warm runs {runs} ms; upnpc -l / slowest warm {med['upnpc'] / max(times['warm']):.2f}x")
+        applies = []
+        for count in sizes:
+            applies.append(pcp_vs_upnp.measure(bench, python, workdir, count, args.repeat))
+            print(pcp_vs_upnp.line(applies[-1]), flush=True)
         discovery = measure_discovery(bench, python, workdir)
         startup = statistics.median(bench.timed(python, "-c", "pass")[0] for _ in range(5))
         alive = lab.router_alive()
@@ -204,6 +224,10 @@ def main() -> int:
             over_warm(med, "upnpc-L").strip(),
         ]
         print("| " + " | ".join(cells) + " |")
+    print()
+    print("portctl over UPnP and over PCP, same manifest, same router (medians):")
+    for line in pcp_vs_upnp.table(applies):
+        print(line)
     print()
     print(f"of which Python start-up: {startup * 1000:.0f} ms for `python -c pass` in the LAN namespace")
     for line in discovery:
