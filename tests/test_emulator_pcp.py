@@ -347,3 +347,24 @@ def test_a_big_endian_router_prints_the_nonce_words_the_other_way_round() -> Non
         assert snapshot(server)[0][4] == "PCP MAP 00112233445566778899aabb"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("timeout", "deadline"), [(5.0, 21.0), (40.0, 40.0)])
+def test_a_short_timeout_still_leaves_three_pcp_sends(
+    server: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeout: float, deadline: float
+) -> None:
+    """UDP has no connection to fail fast on: each exchange gets at least the first three sends (21 s),
+    whatever --timeout says; a longer --timeout is kept."""
+    from reconciler.backends.pcp import backend as pcp_backend
+
+    given: list[float] = []
+
+    class Counted(Client):
+        def __init__(self, *args: object, deadline: float, **kwargs: object) -> None:
+            given.append(deadline)
+            super().__init__(*args, deadline=deadline, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pcp_backend, "Client", Counted)
+    b = api.connect(server.pcp_url("pcp"), Cache(str(tmp_path)), timeout=timeout)
+    b.external_address()
+    assert given and set(given) == {deadline}

@@ -49,6 +49,7 @@ MODES: tuple[Mode, ...] = ("pcp", "natpmp")
 # The longest lifetime asked for where the manifest accepts it for "permanent": one day, miniupnpd's
 # ceiling for PCP (a router that grants less teaches its own ceiling, see `_granted`).
 LONGEST_LEASE = 86400
+RETRANSMIT_FLOOR = 21.0  # seconds: the first three PCP sends (0, 3 and 9 s) and the 12 s wait after them
 R = TypeVar("R")
 
 
@@ -84,7 +85,10 @@ def connect(
     except ValueError:
         raise RouterUnreachable(f"{url!r}: the gateway is given by its IP address and port") from None
     gateway = parts.hostname
-    deadline = timeout or DEADLINE
+    # Never fewer than three sends: at IRT 3 s doubling, a 5 s --timeout leaves two, and a busy
+    # miniupnpd holding ~200 mappings was seen to miss that (the PCP bench, load average 6). UDP
+    # has no connection to fail fast on: a deadline is all a silent router costs.
+    deadline = max(timeout or DEADLINE, RETRANSMIT_FLOOR)
     factory = traced(observe) if observe is not None else udp_socket
     backend = PcpBackend(
         gateway,
