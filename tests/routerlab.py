@@ -90,6 +90,12 @@ def missing_build(build: str) -> str:
     return ""
 
 
+# A command in a namespace must end by itself; these bound it. Generous: on a shared CI machine a
+# single request to miniupnpd was seen to take over 30 s, and one apply writes several rows.
+COMMAND_TIMEOUT = 180.0
+PORTCTL_TIMEOUT = 300.0
+
+
 def eventually(condition: Callable[[], bool], timeout: float = 30) -> bool:
     """Does `condition` come true within `timeout`? For positive traffic checks: a busy machine may lose one try."""
     try:
@@ -410,7 +416,7 @@ COMMIT
         ns: str,
         *cmd: str,
         check: bool = True,
-        timeout: float = 60,
+        timeout: float = COMMAND_TIMEOUT,
         stdin: str | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
@@ -428,7 +434,8 @@ COMMIT
         """portctl run on the LAN host, as a user would run it there."""
         extra = ["--router", self.url] if router and args and args[0] not in ("validate", "discover", "init") else []
         env = {k: v for k, v in os.environ.items() if k not in ("PORTCTL_ROUTER",)}
-        return self.run(self.lan, sys.executable, "-m", "reconciler", *args, *extra, check=False, stdin=stdin, env=env)
+        command = (sys.executable, "-m", "reconciler", *args, *extra)
+        return self.run(self.lan, *command, check=False, stdin=stdin, env=env, timeout=PORTCTL_TIMEOUT)
 
     def upnpc(self, *args: str) -> subprocess.CompletedProcess[str]:
         """miniupnpc's client: the independent witness of what the router holds."""
