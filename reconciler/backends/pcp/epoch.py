@@ -3,8 +3,10 @@
 Every PCP and NAT-PMP answer carries the seconds since the server's mapping state began. Between
 two answers that value must advance about as fast as the client's clock; when it runs back or falls
 behind, the server restarted (or otherwise lost its table) and every mapping must be made again.
-The client times are the client's clock when each answer arrived (a monotonic clock, in seconds),
-passed in by the caller: nothing here reads a clock.
+The client times are the client's clock when each answer arrived, in seconds, passed in by the
+caller: nothing here reads a clock. The backend passes the wall clock, because the last epoch is kept
+across runs; a wall clock stepped by more than the RFC's allowance (NTP at boot) can therefore read
+as a restart, which costs one needless re-add and loses nothing.
 """
 
 from __future__ import annotations
