@@ -205,10 +205,7 @@ def _semantic_problems(doc: Document) -> Iterator[Problem]:
             continue
         at: Path = ("mappings", i)
         name = m.get("name")
-        if isinstance(name, str):
-            if name in names:
-                yield doc.problem((*at, "name"), f"duplicate name {name!r} (also mappings[{names[name]}])")
-            names.setdefault(name, i)
+        yield from doc.repeated_name(at, name, names)
         if isinstance(m.get("lease"), str):
             yield from _lease_problems(doc, (*at, "lease"), m["lease"])
         for field in ("internal_client", "remote_host"):

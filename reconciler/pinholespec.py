@@ -39,10 +39,7 @@ def problems(doc: Document, rules: Policy) -> Iterator[Problem]:
             continue
         at: Path = ("pinholes", i)
         name = p.get("name")
-        if isinstance(name, str):
-            if name in names:
-                yield doc.problem((*at, "name"), f"duplicate name {name!r} (also pinholes[{names[name]}])")
-            names.setdefault(name, i)
+        yield from doc.repeated_name(at, name, names)
         lease = p.get("lease")
         if isinstance(lease, str):
             try:

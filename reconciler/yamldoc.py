@@ -174,6 +174,17 @@ class Document:
         line, col = self.where(at, key=key)
         return Problem(self.path, line, col, json_path(at), message)
 
+    def repeated_name(self, at: Path, name: object, seen: dict[str, int]) -> list[Problem]:
+        """The item at `at` (its section and index) names itself `name`: a problem if an earlier item of
+        the section took that name (kept in `seen`, which learns this one otherwise)."""
+        if not isinstance(name, str):
+            return []
+        section, index = at[0], at[1]
+        if name in seen:
+            return [self.problem((*at, "name"), f"duplicate name {name!r} (also {section}[{seen[name]}])")]
+        seen[name] = int(index)
+        return []
+
 
 def _short(tag: str) -> str:
     return tag.replace("tag:yaml.org,2002:", "!!")
