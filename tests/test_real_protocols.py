@@ -28,8 +28,14 @@ def show(lab: Lab, tmp_path: str, router: str = "") -> dict[str, object]:
 def test_default_probing_picks_upnp_where_it_is_on_else_pcp(lab: Lab, tmp_path: str) -> None:
     """No router given: UPnP when the router speaks it, PCP when UPnP is off."""
     protocols = show(lab, tmp_path)
-    expected = ["upnp", "pcp", "natpmp"] if lab.upnp else ["pcp", "natpmp"]
-    assert protocols == {"used": "upnp" if lab.upnp else "pcp", "gateway_speaks": expected}
+    used = "upnp" if lab.upnp else "pcp"
+    spoken = ["upnp", "pcp", "natpmp"] if lab.upnp else ["pcp", "natpmp"]
+    assert protocols["used"] == used
+    # The choice stops probing once it is settled: what the gateway was heard to speak by then starts
+    # with the protocol used and keeps the order; a later protocol's answer may not have come yet (a
+    # busy machine: natpmp was missing once under load). Never one it does not speak.
+    heard = protocols["gateway_speaks"]
+    assert heard[:1] == [used] and heard == [p for p in spoken if p in heard], protocols
 
 
 def test_router_protocols_natpmp_forces_natpmp(lab: Lab, tmp_path: str) -> None:
