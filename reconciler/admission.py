@@ -95,7 +95,8 @@ def _pinhole_refusals(plan: Plan, manifest: Manifest, local: Sequence[str]) -> l
         return out
     for c in opening:
         assert c.after is not None
-        out += [Refusal("pinhole", f"{c.name} {message}", c.name) for message in pinholes.problems(c.after, local)]
+        found = pinholes.problems(c.after, local, plan.pinholes_through)
+        out += [Refusal("pinhole", f"{c.name} {message}", c.name) for message in found]
         if not pinholespec.prefix_allowed(manifest.policy, c.key.internal_client):
             out.append(
                 Refusal(

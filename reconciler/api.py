@@ -303,7 +303,8 @@ def plan(
             for d in manifest.pinholes
         ]
         changes = pinholeplan.diff(desired, held.held, clock(), prune=manifest.prune)
-        planned = replace(planned, pinholes=changes, pinholes_unavailable=held.unavailable)
+        why = held.unavailable
+        planned = replace(planned, pinholes=changes, pinholes_unavailable=why, pinholes_through=held.through)
     return _admitted(planned, resolved, facts, max_deletions=max_deletions, allow_empty=allow_empty)
 
 
@@ -314,7 +315,7 @@ def destroy_plan(manifest: Manifest, facts: Facts, store: OwnershipStore | None 
     planned = _diff.destroy(manifest, facts.table, backend.info, backend.local_or_unknown(), store or facts.store)
     if facts.pinholes is not None:
         closes = tuple(pinholeplan.close(h, "destroy") for h in facts.pinholes.held)
-        planned = replace(planned, pinholes=closes)
+        planned = replace(planned, pinholes=closes, pinholes_through=facts.pinholes.through)
     return _admitted(planned, replace(manifest, mappings=(), pinholes=()), facts, allow_empty=True)
 
 

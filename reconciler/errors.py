@@ -193,6 +193,11 @@ class PinholeRefused(RouterRefused):
         self.internal_port = internal_port
 
 
+class PinholeHeldElsewhere(RouterRefused):
+    """The router will not close a pinhole because it holds it for another (PCP: another nonce): it
+    stays open until its lease runs out, and is no longer this owner's to record."""
+
+
 class PinholeNotFound(UpnpActionError):
     """The router holds no pinhole with this UniqueID (it expired, or was deleted): for a delete, the
     work is already done; for an update, the pinhole must be added again."""

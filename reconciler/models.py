@@ -106,13 +106,19 @@ class HeldPinhole:
     its lease ends (seconds on the wall clock)."""
 
     name: str
-    pinhole: Pinhole
+    pinhole: Pinhole  # as asked
     unique_id: int
     expires: float
+    granted: int = 0  # the lifetime the router gave where it gave less than asked (PCP may); 0: as asked
 
     @property
     def key(self) -> PinholeKey:
         return self.pinhole.key
+
+    @property
+    def lasts(self) -> int:
+        """The seconds each opening or renewal of it lasts on the router."""
+        return self.granted or self.pinhole.lease
 
 
 class PinholeAction(enum.StrEnum):
@@ -296,6 +302,7 @@ class Plan:
     desired: tuple[PortMapping, ...] = ()  # the owned rows the router holds once the plan is applied
     refusals: tuple[Refusal, ...] = ()  # why the admission gate refuses it (empty: it may be applied)
     pinholes: tuple[PinholeChange, ...] = ()  # the IPv6 pinholes to open, renew and close
+    pinholes_through: str = ""  # the service that opens them: "upnp" (WANIPv6FirewallControl) or "pcp"
     # Why no pinhole can be opened on this router ("" where they can, or none is asked for).
     pinholes_unavailable: str = ""
 

@@ -1,16 +1,17 @@
-"""IPv6 pinholes on a connected router: what is known before planning (`read`: where the firewall
-service is, which address this host speaks from, what the inventory records, and why pinholes
-cannot be opened there, if they cannot), and the writes of a plan's pinholes (`write`).
+"""IPv6 pinholes on a connected router: what is known before planning (`read`: which service opens
+them, which address this host speaks from, what the inventory records, and why pinholes cannot be
+opened there, if they cannot), and the writes of a plan's pinholes (`write`).
 
-The service is spoken to over IPv6 from the pinhole's own address (the router insists), at the
-router's description URL with its IPv6 address: the URL's own where it is IPv6, else this host's
-IPv6 default gateway. A router without the service, or one answering 401, is said in the plan and
-nothing is written; only an AddPinhole that succeeds proves pinholes work there.
+Two services open them: UPnP's WANIPv6FirewallControl where the router is spoken to by UPnP, and
+PCP (a MAP for this host's IPv6 address) where it is spoken to by PCP. NAT-PMP has no IPv6. Either
+is spoken to over IPv6 from the pinhole's own address (routers insist), at the router's IPv6
+address: the router URL's own where it is IPv6, else this host's IPv6 default gateway. A router
+without the UPnP service, or one answering 401, is said in the plan and nothing is written; only a
+pinhole that opens proves pinholes work there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import socket
@@ -20,14 +21,21 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from . import discovery
-from .backends.base import Backend
+from .backends.base import Backend, Opened, PinholeOpener
 from .backends.upnp import firewall
 from .cache import Cache
-from .errors import ActionNotOffered, PinholeNotFound, RouterError, RouterRefused
-from .models import HeldPinhole, Manifest, Pinhole, PinholeAction, PinholeResult, Plan
+from .errors import ActionNotOffered, PinholeHeldElsewhere, RouterError, RouterRefused
+from .models import HeldPinhole, Manifest, PinholeAction, PinholeChange, PinholeResult, Plan
 from .pinholestore import FILE, PinholeStore
 
-Connect = Callable[..., firewall.Firewall]
+Connect = Callable[..., firewall.Firewall]  # UPnP's: how the firewall service is reached (tests hand in one)
+Open = Callable[[str], PinholeOpener]  # an opener speaking from this host's address
+
+
+def _through(backend: Backend) -> str:
+    """Which service opens pinholes on this router: "upnp", "pcp", or "" (none: NAT-PMP)."""
+    protocol = backend.info.protocol
+    return "upnp" if protocol.startswith("upnp") else "pcp" if protocol == "pcp" else ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class PinholeFacts:
     local: tuple[str, ...]  # this host's addresses a pinhole may lead to
     unavailable: str = ""  # why no pinhole can be opened on this router ("" if they may be)
     timeout: float | None = None
+    through: str = "upnp"  # the service that opens them: "upnp" (location is its description) or "pcp"
 
 
 def read(
@@ -58,17 +67,23 @@ def read(
     held = store.held(manifest.owner)
     if not manifest.pinholes and not held:
         return None
-    location = ipv6_location(backend.info.address) if backend.info.protocol.startswith("upnp") else None
+    through = _through(backend)
+    location = ipv6_location(backend.info.address) if through else None
     source = source_towards(location) if location else ""
     local = tuple(dict.fromkeys([*discovery.local_ipv6(), *([source] if source else [])]))
-    why = _unavailable(backend, location, source, timeout, connect)
-    return PinholeFacts(store, held, location or "", source, local, why, timeout)
+    why = _unavailable(backend, through, location, source, timeout, connect)
+    return PinholeFacts(store, held, location or "", source, local, why, timeout, through or "upnp")
 
 
-def _unavailable(backend: Backend, location: str | None, source: str, timeout: float | None, connect: Connect) -> str:
-    if not backend.info.protocol.startswith("upnp"):
+def _unavailable(
+    backend: Backend, through: str, location: str | None, source: str, timeout: float | None, connect: Connect
+) -> str:
+    if not through:
         spoken = backend.info.protocol
-        return f"pinholes go through UPnP's WANIPv6FirewallControl, and this router is spoken to by {spoken}"
+        return (
+            f"pinholes go through UPnP's WANIPv6FirewallControl or PCP, and this router is spoken to by {spoken}, "
+            "which has no IPv6: set router.protocols to put upnp or pcp first"
+        )
     if location is None:
         return (
             f"portctl knows no IPv6 address of the router ({backend.info.address} is IPv4 and this host has no "
@@ -76,6 +91,8 @@ def _unavailable(backend: Backend, location: str | None, source: str, timeout: f
         )
     if not source:
         return f"this host has no IPv6 route to the router at {location}"
+    if through == "pcp":
+        return ""  # no probe: a silent gateway would cost the whole deadline, and only a MAP proves it
     try:
         with connect(location, source=source, timeout=timeout) as fw:
             fw.status()  # proves nothing when it answers; a 401 proves the actions are not there
@@ -91,10 +108,10 @@ def _inventory_exists(cache: Cache) -> bool:
 
 
 def ipv6_location(address: str) -> str | None:
-    """The router's description URL with an IPv6 host: `address` itself where its host is IPv6,
-    else with this host's IPv6 default gateway; None when neither is known."""
+    """The router's description URL (or its pcp:// URL) with an IPv6 host: `address` itself where its
+    host is IPv6, else with this host's IPv6 default gateway; None when neither is known."""
     parts = urlsplit(address)
-    if parts.scheme != "http" or not parts.hostname:
+    if parts.scheme not in ("http", "pcp") or not parts.hostname:
         return None
     if _is_ipv6(parts.hostname):
         return address
@@ -117,17 +134,26 @@ def source_towards(location: str) -> str:
 
 
 def write(
-    plan: Plan, facts: PinholeFacts, clock: Callable[[], float], *, connect: Connect = firewall.connect
+    plan: Plan,
+    facts: PinholeFacts,
+    clock: Callable[[], float],
+    *,
+    connect: Connect = firewall.connect,
+    opener: Open | None = None,
 ) -> tuple[PinholeResult, ...]:
     """Write the plan's pinholes exactly as planned, each from its own address, recording each one
-    opened or renewed (its UniqueID and expiry) and releasing each one closed. Continues past failures."""
+    opened or renewed (its UniqueID and expiry) and releasing each one closed. Continues past failures.
+    `opener` makes the opener for an address (by default the service `facts` name: UPnP through
+    `connect`, or PCP)."""
     out = []
+    make = opener or _opener(facts, connect)
     with ExitStack() as stack:
-        spoken: dict[str, firewall.Firewall] = {}
+        spoken: dict[str, PinholeOpener] = {}
 
-        def fw(source: str) -> firewall.Firewall:
+        def at(source: str) -> PinholeOpener:
             if source not in spoken:
-                spoken[source] = stack.enter_context(connect(facts.location, source=source, timeout=facts.timeout))
+                spoken[source] = make(source)
+                stack.callback(spoken[source].close)
             return spoken[source]
 
         for c in plan.pinholes:
@@ -138,37 +164,47 @@ def write(
                 out.append(PinholeResult(c, True, unique_id=c.before.unique_id if c.before else 0))
                 continue
             try:
-                unique_id = _write_one(c.action, c.before, c.after, fw)
-            except (RouterRefused, ActionNotOffered) as exc:
-                out.append(PinholeResult(c, False, str(exc), final=True))
-                continue
+                opened = _write_one(c, at)
             except RouterError as exc:
-                out.append(PinholeResult(c, False, str(exc)))
+                # Not ours any more (the router said so); or a PCP renewal, which closes the pinhole before
+                # it maps it again, failed half-way: the next plan opens it rather than trust the record.
+                renewing = c.action is PinholeAction.RENEW and facts.through == "pcp"
+                if renewing or isinstance(exc, PinholeHeldElsewhere):
+                    facts.store.release(plan.owner, c.key)
+                final = isinstance(exc, (RouterRefused, ActionNotOffered))
+                out.append(PinholeResult(c, False, str(exc), final=final))
                 continue
-            if c.after is None:
+            if c.after is None or opened is None:
                 facts.store.release(plan.owner, c.key)
+                out.append(PinholeResult(c, True, unique_id=c.before.unique_id if c.before else 0))
             else:
-                facts.store.record(plan.owner, c.name, c.after, unique_id, clock() + c.after.lease)
-            out.append(PinholeResult(c, True, unique_id=unique_id))
+                facts.store.record(
+                    plan.owner, c.name, c.after, opened.unique_id, clock() + opened.lease, granted=opened.lease
+                )
+                out.append(PinholeResult(c, True, unique_id=opened.unique_id))
     return tuple(out)
 
 
-def _write_one(
-    action: PinholeAction, before: HeldPinhole | None, after: Pinhole | None, fw: Callable[[str], firewall.Firewall]
-) -> int:
-    # A recorded UniqueID is never sent as it is: a router that restarted numbers its pinholes from 1
-    # again, and the id may now be another app's pinhole on this host. An identical AddPinhole answers
-    # the id the router has for this very pinhole (extending it), so renew is that add, and close asks
-    # it first with the shortest lease, then deletes what it answered.
-    if action is PinholeAction.CLOSE:
-        assert before is not None
-        firewall_of_host = fw(before.key.internal_client)
-        unique_id = firewall_of_host.add(Pinhole(before.key, 1))
-        with contextlib.suppress(PinholeNotFound):  # lapsed within that second: closed already
-            firewall_of_host.delete(unique_id)
-        return unique_id
-    assert after is not None
-    return fw(after.key.internal_client).add(after)
+def _opener(facts: PinholeFacts, connect: Connect) -> Open:
+    if facts.through == "pcp":
+        from .backends.pcp import pinholes as pcp_pinholes
+
+        directory = facts.store.cache.directory or ""
+        return lambda source: pcp_pinholes.connect(
+            facts.location, source=source, secret_directory=directory, timeout=facts.timeout
+        )
+    return lambda source: connect(facts.location, source=source, timeout=facts.timeout)
+
+
+def _write_one(c: PinholeChange, at: Callable[[str], PinholeOpener]) -> Opened | None:
+    """Open or renew (the same request: it extends what is open) `c.after`, or close `c.before`."""
+    if c.action is PinholeAction.CLOSE:
+        assert c.before is not None
+        at(c.before.key.internal_client).shut(c.before.key)
+        return None
+    assert c.after is not None
+    opener = at(c.after.key.internal_client)
+    return opener.renew(c.after) if c.action is PinholeAction.RENEW else opener.open(c.after)
 
 
 def _is_ipv6(host: str) -> bool:

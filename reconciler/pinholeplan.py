@@ -1,8 +1,9 @@
 """The pinholes a plan opens, renews and closes: the manifest's against what the inventory records
 this owner holds (the router lists none). Pure: no I/O; `now` is passed in.
 
-A held pinhole is renewed (UpdatePinhole) once half its lease has passed, or when the manifest asks
-another lease; one whose lease has run out is opened again. Prune closes only what this owner recorded.
+A held pinhole is renewed (UpdatePinhole) once half its lease (as the router granted it) has
+passed, or when the manifest asks another lease; one whose lease has run out is opened again.
+Prune closes only what this owner recorded.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def diff(
             out.append(PinholeChange(PinholeAction.OPEN, d.name, d.key, h, want, "its lease ran out"))
         elif h.pinhole.lease != d.lease:
             out.append(PinholeChange(PinholeAction.RENEW, d.name, d.key, h, want, "the manifest asks another lease"))
-        elif h.expires - now < d.lease / 2:
+        elif h.expires - now < min(d.lease, h.lasts) / 2:
             out.append(PinholeChange(PinholeAction.RENEW, d.name, d.key, h, want, "half its lease has passed"))
         elif h.name != d.name:
             out.append(PinholeChange(PinholeAction.RENEW, d.name, d.key, h, want, f"renamed from {h.name}"))

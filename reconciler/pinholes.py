@@ -4,7 +4,8 @@ miniupnpd (2.3.1, measured; see PROTOCOL-NOTES) opens a pinhole only to the addr
 comes from, even with secure mode off, and only to ports from 1024, for 1 s to 1 day. A pinhole that
 breaks one of these would be refused with a bare 606 after the plan was approved; here each breach is
 one message naming the pinhole and the remedy, so the admission gate can refuse the plan instead.
-`local` is this host's IPv6 addresses (`discovery.local_ipv6`), handed in.
+`local` is this host's IPv6 addresses (`discovery.local_ipv6`), handed in. Through PCP the same
+rules hold (miniupnpd opens a PCP pinhole for the sender alone), and no remote filter can be given.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from .models import PINHOLE_FIRST_PORT, PINHOLE_MAX_LEASE, Pinhole
 
 
-def problems(pinhole: Pinhole, local: Sequence[str]) -> list[str]:
-    """Every reason `pinhole` cannot be opened from this host, each with its remedy; empty when it can."""
+def problems(pinhole: Pinhole, local: Sequence[str], through: str = "upnp") -> list[str]:
+    """Every reason `pinhole` cannot be opened from this host through `through` ("upnp" or "pcp"),
+    each with its remedy; empty when it can."""
     key = pinhole.key
     out = []
     client = _ipv6(key.internal_client)
@@ -51,6 +53,11 @@ def problems(pinhole: Pinhole, local: Sequence[str]) -> list[str]:
             out.append(f"remote host {key.remote_host}: write it as {remote.compressed}")
     if not 0 <= key.remote_port <= 65535:
         out.append(f"remote port {key.remote_port}: a port 1-65535, or 0 for any")
+    if through == "pcp" and (key.remote_host or key.remote_port):
+        out.append(
+            "PCP opens a pinhole to every remote host and port (miniupnpd takes no filter for one): drop "
+            "remote_host and remote_port, or open it through UPnP (router.protocols: [upnp, ...])"
+        )
     return [f"pinhole {key}: {message}" for message in out]
 
 

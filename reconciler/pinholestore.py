@@ -57,11 +57,15 @@ class PinholeStore:
             )
         )
 
-    def record(self, owner: str, name: str, pinhole: Pinhole, unique_id: int, expires: float) -> None:
+    def record(
+        self, owner: str, name: str, pinhole: Pinhole, unique_id: int, expires: float, *, granted: int = 0
+    ) -> None:
+        """`pinhole` as asked; `granted` the seconds the router gave where it gave another lifetime."""
         entry = {
             "name": name,
             "unique_id": unique_id,
             "lease": pinhole.lease,
+            "granted": granted if granted and granted != pinhole.lease else 0,
             "expires": expires,
             "internal_client": pinhole.key.internal_client,
             "internal_port": pinhole.key.internal_port,
@@ -123,7 +127,11 @@ def _held(record: object) -> HeldPinhole | None:
             int(record["remote_port"]),
         )
         return HeldPinhole(
-            str(record["name"]), Pinhole(key, int(record["lease"])), int(record["unique_id"]), float(record["expires"])
+            str(record["name"]),
+            Pinhole(key, int(record["lease"])),
+            int(record["unique_id"]),
+            float(record["expires"]),
+            int(record.get("granted", 0)),  # records written before PCP pinholes have none: as asked
         )
     except (KeyError, TypeError, ValueError):
         return None

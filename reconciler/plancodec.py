@@ -144,6 +144,7 @@ def encode(plan: Plan) -> dict[str, Any]:
         "quirks": list(plan.quirks),
         "pinholes": [_pinhole_change_json(c) for c in plan.pinholes],
         "pinholes_unavailable": plan.pinholes_unavailable,
+        "pinholes_through": plan.pinholes_through,
         "summary": plan.summary,
     }
 
@@ -193,7 +194,16 @@ def decode(doc: dict[str, Any]) -> Plan:
         # Plans saved before pinholes carry none.
         pinholes=_list(doc, "pinholes", "", _pinhole_change) if "pinholes" in doc else (),
         pinholes_unavailable=_text(doc, "pinholes_unavailable", "", 2000) if "pinholes_unavailable" in doc else "",
+        # Plans saved before PCP pinholes opened theirs through UPnP.
+        pinholes_through=_through(doc) if "pinholes_through" in doc else ("upnp" if "pinholes" in doc else ""),
     )
+
+
+def _through(doc: dict[str, object]) -> str:
+    value = _text(doc, "pinholes_through", "", 8)
+    if value not in ("", "upnp", "pcp"):
+        raise Malformed("pinholes_through", f"{value!r} is not upnp or pcp")
+    return value
 
 
 def _pinhole_key(value: object, at: str) -> PinholeKey:

@@ -130,8 +130,9 @@ def check_replanned(path: str, saved: Plan, now: Plan) -> None:
         )
     shown = [_essence(c) for c in saved.changes]
     planned = [_essence(c) for c in now.changes]
-    holes_shown = [(c.action, c.name, c.key, c.after) for c in saved.pinholes]
-    holes_planned = [(c.action, c.name, c.key, c.after) for c in now.pinholes]
+    # The service that opens them is part of what was approved: PCP opens a pinhole to every remote host.
+    holes_shown = [(c.action, c.name, c.key, c.after, saved.pinholes_through) for c in saved.pinholes]
+    holes_planned = [(c.action, c.name, c.key, c.after, now.pinholes_through) for c in now.pinholes]
     if shown == planned and holes_shown == holes_planned:
         return
     if shown == planned:

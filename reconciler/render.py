@@ -93,8 +93,9 @@ def plan_text(plan: Plan, style: Style) -> str:
     if plan.pinholes:
         if plan.changes or plan.conflicts:
             out.append("")
-        out.append(f'IPv6 pinholes portctl will open, renew and close for owner "{plan.owner}":')
-        out += [_pinhole_line(c, style) for c in plan.pinholes]
+        through = {"pcp": " (through PCP)", "upnp": " (through UPnP)"}.get(plan.pinholes_through, "")
+        out.append(f'IPv6 pinholes portctl will open, renew and close for owner "{plan.owner}"{through}:')
+        out += [_pinhole_line(c, style, plan.pinholes_through) for c in plan.pinholes]
     if not (plan.changes or plan.conflicts or plan.pinholes):
         out.append(f'No changes: the router matches the manifest for owner "{plan.owner}".')
     protected = [m for m in plan.kept if m.key in plan.protected]
@@ -113,14 +114,16 @@ def plan_text(plan: Plan, style: Style) -> str:
     return "\n".join(out)
 
 
-def _pinhole_line(c: PinholeChange, style: Style) -> str:
+def _pinhole_line(c: PinholeChange, style: Style, through: str = "upnp") -> str:
     symbol = _PINHOLE_SYMBOL[c.action]
     head = style(symbol, f"  {symbol:<3} {c.name:<16} {c.key!s}")
     if c.after is None:
         held = f" UniqueID {c.before.unique_id}" if c.before else ""
         return f"{head}  close{held} ({c.reason})"
     verb = "open" if c.action is PinholeAction.OPEN else "renew"
-    return f"{head}  {verb}, lease {format_duration(c.after.lease)} ({c.reason})"
+    # PCP maps it afresh (closed for a moment, established connections kept): say so where it was open.
+    again = ", closed and mapped again" if through == "pcp" and c.before is not None else ""
+    return f"{head}  {verb}{again}, lease {format_duration(c.after.lease)} ({c.reason})"
 
 
 def held_text(held: Collection[HeldPinhole], now: float, owner: str) -> str:

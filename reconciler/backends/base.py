@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import RouterUnreachable
-from ..models import MappingKey, PortMapping, RouterInfo
+from ..models import MappingKey, Pinhole, PinholeKey, PortMapping, RouterInfo
 from ..quirks import Learned
 
 
@@ -33,6 +33,39 @@ class EventSource(Protocol):
     def event_url(self) -> str:
         """Where to subscribe to the router's events; "" if it offers none."""
         ...
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A pinhole the router opened: its name for it (UPnP's UniqueID; 0 where it names none, as PCP)
+    and the seconds it granted."""
+
+    unique_id: int
+    lease: int
+
+
+class PinholeOpener(Protocol):
+    """Where IPv6 pinholes are opened (UPnP's WANIPv6FirewallControl, or PCP): each request leaves
+    from `source`, this host's address that every pinhole of this opener leads to (routers insist)."""
+
+    @property
+    def source(self) -> str: ...
+
+    def open(self, pinhole: Pinhole) -> Opened:
+        """Open exactly `pinhole`, or extend it where it is open already; a typed refusal otherwise
+        (a grant broader than asked is closed again and refused)."""
+        ...
+
+    def renew(self, pinhole: Pinhole) -> Opened:
+        """Extend `pinhole`, held already, to its lease from now (`open` again, or what the service needs)."""
+        ...
+
+    def shut(self, key: PinholeKey) -> None:
+        """Close the pinhole `key`; nothing to do where it is gone already. A pinhole the router holds
+        for another client is refused (RouterRefused) and left open."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Backend(abc.ABC):

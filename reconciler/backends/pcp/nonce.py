@@ -86,6 +86,13 @@ def mapping_nonce(secret: bytes, owner: str, name: str, protocol: str, internal_
     return hmac.new(secret, _CONTEXT + identity, hashlib.sha256).digest()[:NONCE_SIZE]
 
 
+def pinhole_nonce(secret: bytes, key: str) -> bytes:
+    """The 96-bit nonce of the IPv6 pinhole `key` (its text: client, port, protocol, remote). No owner
+    in it: the router holds one pinhole per key for every owner on this host, and the pinhole
+    inventory, not the nonce, says which owners hold it."""
+    return hmac.new(secret, _CONTEXT + json.dumps(["pinhole", key]).encode(), hashlib.sha256).digest()[:NONCE_SIZE]
+
+
 def miniupnpd_description(nonce: bytes, byteorder: Literal["little", "big"] = "little") -> str:
     """How miniupnpd describes a PCP mapping in its UPnP table: `PCP MAP ` and the nonce as three
     32-bit words, each printed in the router's own byte order (little on x86 and most ARM/MIPS-el

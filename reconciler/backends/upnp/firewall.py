@@ -15,12 +15,14 @@ one and extends it).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ...errors import ActionNotOffered, PinholeNotFound, PinholeRefused, RouterProtocolError, UpnpActionError
-from ...models import PINHOLE_FIRST_PORT, Pinhole, Protocol
+from ...models import PINHOLE_FIRST_PORT, Pinhole, PinholeKey, Protocol
+from ..base import Opened
 from ..http import Observer
 from .description import FIREWALL_SERVICE, parse_actions, parse_device
 from .session import OnRequest, Service, Session, Transport
@@ -104,6 +106,25 @@ class Firewall:
             _boolean(out, "GetFirewallStatus", "FirewallEnabled"),
             _boolean(out, "GetFirewallStatus", "InboundPinholeAllowed"),
         )
+
+    def open(self, pinhole: Pinhole) -> Opened:
+        """PinholeOpener: AddPinhole, which extends an identical pinhole already open."""
+        return Opened(self.add(pinhole), pinhole.lease)
+
+    def renew(self, pinhole: Pinhole) -> Opened:
+        """PinholeOpener: the identical AddPinhole again, which extends it (a recorded UniqueID is
+        never trusted for UpdatePinhole: see `shut`)."""
+        return self.open(pinhole)
+
+    def shut(self, key: PinholeKey) -> None:
+        """PinholeOpener: close `key` without trusting a UniqueID recorded earlier.
+
+        A router that restarted numbers its pinholes from 1 again, and a recorded id may now be another
+        app's pinhole on this host. An identical AddPinhole answers the id the router has for this very
+        pinhole, so it is asked first with the shortest lease, then what it answered is deleted."""
+        unique_id = self.add(Pinhole(key, 1))
+        with contextlib.suppress(PinholeNotFound):  # lapsed within that second: closed already
+            self.delete(unique_id)
 
     def add(self, pinhole: Pinhole) -> int:
         """Open `pinhole` as given; its UniqueID. An identical pinhole already open is extended to this
