@@ -24,6 +24,8 @@ class LabSettings(TypedDict, total=False):
     ipv6: bool
     build: str
     upnp: bool
+    second_host: bool
+    pcp_third_party: bool
 
 
 # A variant is one run of the module's tests: a letter that keeps its namespaces apart, and its settings.

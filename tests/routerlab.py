@@ -2,6 +2,8 @@
 
     LAN host 192.168.77.2 --veth-- 192.168.77.1 router 11.22.33.1 --veth-- 11.22.33.2 internet host
     ipv6=True:  2001:db8:77::2         2001:db8:77::1   2001:db8:1122::1     2001:db8:1122::2
+    second_host=True:
+    LAN host 192.168.77.3 --veth-- 192.168.77.1 (a /32 route each way, so the first link stays as it is)
 
 The router runs miniupnpd: Debian's nftables build, or with `build="iptables"` Debian's iptables build
 unpacked from its .deb (the packages conflict; `make system-deps` unpacks it, see iptables_dir()).
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 LAN_IP, ROUTER_LAN_IP, ROUTER_WAN_IP, NET_IP = "192.168.77.2", "192.168.77.1", "11.22.33.1", "11.22.33.2"
+LAN2_IP = "192.168.77.3"  # the second LAN host, with second_host=True
 HTTP_PORT = 5000
 LAN_IP6, ROUTER_LAN_IP6 = "2001:db8:77::2", "2001:db8:77::1"
 ROUTER_WAN_IP6, NET_IP6 = "2001:db8:1122::1", "2001:db8:1122::2"
@@ -123,6 +126,8 @@ class Lab:
     ipv6: bool = False  # IPv6 on both sides too (documentation prefixes), pinholes through the same firewall
     build: str = "nftables"  # which miniupnpd: "nftables" (installed) or "iptables" (unpacked, see iptables_dir)
     upnp: bool = True  # False: miniupnpd with UPnP IGD off (no HTTP, no SSDP); PCP and NAT-PMP stay on
+    second_host: bool = False  # a second LAN host, LAN2_IP in namespace lan2 (a server for another host's mapping)
+    pcp_third_party: bool = False  # miniupnpd maps through PCP for other hosts (THIRD_PARTY option)
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
     _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -130,6 +135,10 @@ class Lab:
     @property
     def lan(self) -> str:
         return f"{self.prefix}lan"
+
+    @property
+    def lan2(self) -> str:
+        return f"{self.prefix}lan2"
 
     @property
     def rtr(self) -> str:
@@ -202,6 +211,8 @@ class Lab:
         _sh("ip", "netns", "exec", self.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         if self.ipv6:
             self._up_ipv6()
+        if self.second_host:
+            self._up_second_host()
         if self.build == "iptables":
             self._iptables_chains()
             self.start_router()
@@ -262,7 +273,9 @@ table inet filter {{
                 f"secure_mode={'yes' if self.secure_mode else 'no'}\n"
                 f"force_igd_desc_v1={'yes' if self.igd1 else 'no'}\n"
                 f"uuid=3d3cec3a-8cf0-11e0-98ee-{abs(hash(self.prefix)) % 10**12:012d}\n"
-                f"lease_file={leases}\n" + "".join(f"{rule}\n" for rule in self.rules)
+                f"lease_file={leases}\n"
+                + ("pcp_allow_thirdparty=yes\n" if self.pcp_third_party else "")
+                + "".join(f"{rule}\n" for rule in self.rules)
             )
         log = open(os.path.join(self.workdir, "miniupnpd.log"), "ab")  # noqa: SIM115 - owned by the daemon
         pidfile = os.path.join(self.workdir, "pid")
@@ -296,6 +309,34 @@ table inet filter {{
         _sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", ROUTER_LAN_IP6)
         _sh("ip", "-n", self.net, "-6", "route", "add", LAN_NET6, "via", ROUTER_WAN_IP6)
         _sh("ip", "-n", self.rtr, "-6", "route", "add", "default", "via", NET_IP6)
+
+    def _up_second_host(self) -> None:
+        """Another LAN host on a link of its own: the router's LAN address on it too, and a /32 route to
+        it. The first LAN link, the address miniupnpd listens on and the firewall stay as they are."""
+        p = self.prefix
+        _sh("ip", "netns", "add", self.lan2)
+        _sh("ip", "-n", self.lan2, "link", "set", "lo", "up")
+        _sh(
+            "ip",
+            "link",
+            "add",
+            f"{p}m0",
+            "netns",
+            self.lan2,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{p}m1",
+            "netns",
+            self.rtr,
+        )
+        _sh("ip", "-n", self.lan2, "addr", "add", f"{LAN2_IP}/24", "dev", f"{p}m0")
+        _sh("ip", "-n", self.rtr, "addr", "add", f"{ROUTER_LAN_IP}/32", "dev", f"{p}m1")
+        for ns, dev in ((self.lan2, f"{p}m0"), (self.rtr, f"{p}m1")):
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+        _sh("ip", "-n", self.rtr, "route", "add", f"{LAN2_IP}/32", "dev", f"{p}m1")
+        _sh("ip", "-n", self.lan2, "route", "add", "default", "via", ROUTER_LAN_IP)
 
     def _miniupnpd(self) -> str:
         return os.path.join(iptables_dir(), "usr/sbin/miniupnpd") if self.build == "iptables" else "miniupnpd"
@@ -406,7 +447,7 @@ COMMIT
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def down_namespaces(self) -> None:
-        for ns in (self.lan, self.rtr, self.net):
+        for ns in (self.lan, self.lan2, self.rtr, self.net):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
     # -- acting in the namespaces ------------------------------------------------------------
@@ -466,10 +507,12 @@ COMMIT
         r = self.upnpc("-e", description, "-a", LAN_IP, str(internal_port or port), str(port), protocol, "0")
         assert "is redirected" in r.stdout, r.stdout + r.stderr
 
-    def serve(self, port: int, lifetime: float = 120, *family: str) -> None:
-        """A TCP server on the LAN host that greets every connection (IPv6 with `family` "6")."""
+    def serve(self, port: int, lifetime: float = 120, *family: str, host: str = "") -> None:
+        """A TCP server on the LAN host (or the namespace `host`, such as lan2) that greets every
+        connection (IPv6 with `family` "6")."""
+        ns = host or self.lan
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lan, sys.executable, "-c", _SERVER, str(port), str(lifetime), *family],
+            ["ip", "netns", "exec", ns, sys.executable, "-c", _SERVER, str(port), str(lifetime), *family],
             stdout=subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"

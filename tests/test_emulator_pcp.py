@@ -3,6 +3,7 @@ answers as miniupnpd 2.3.1 does, on the same table its UPnP side lists."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -299,6 +300,48 @@ def test_third_party_is_unsupp_option(server: EmulatorServer) -> None:
         refused = pcp_map(c, b"n" * 12, 8108, 18108, third_party=ipaddress.IPv4Address("192.168.1.3"))
     assert refused.result == wire.Result.UNSUPP_OPTION
     assert snapshot(server) == []
+
+
+def test_the_third_party_profile_maps_for_the_host_the_option_names() -> None:
+    """Where the router maps for other hosts, a MAP with THIRD_PARTY is the named host's mapping (its
+    row forwards there, described by the nonce); only the same nonce for that host deletes it."""
+    import ipaddress
+
+    server, nas = serve("pcp-third-party"), ipaddress.IPv4Address("192.168.1.3")
+    try:
+        with client(server) as c:
+            granted = pcp_map(c, b"n" * 12, 8108, 18108, prefer_failure=True, third_party=nas)
+            assert (granted.ok, granted.map and granted.map.external_port) == (True, 18108)
+            assert snapshot(server) == [(18108, "TCP", str(nas), 8108, miniupnpd_description(b"n" * 12))]
+            assert pcp_map(c, b"n" * 12, 8108, 18108, lifetime=0).ok  # this host's 8108: none to delete
+            assert len(snapshot(server)) == 1
+            assert pcp_map(c, b"o" * 12, 8108, 18108, lifetime=0, third_party=nas).result == wire.Result.NOT_AUTHORIZED
+            assert pcp_map(c, b"n" * 12, 8108, 18108, lifetime=0, third_party=nas).ok
+        assert snapshot(server) == []
+    finally:
+        server.stop()
+
+
+def test_a_mapping_made_through_pcp_for_another_host_is_claimed_over_upnp(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """apply through pcp:// maps a port to another host (THIRD_PARTY); a plan over UPnP on the same
+    router then claims that `PCP MAP` row as this owner's and re-tags it: not foreign, no conflict."""
+    server = serve("pcp-third-party")
+    text = MANIFEST.replace("internal_client: auto", "internal_client: 192.168.1.3").format(rows=ROWS["web"])
+    path = write(tmp_path, text, "nas.yaml")
+    try:
+        applied = portctl(capsys, "apply", path, "--router", server.pcp_url(), "--auto-approve", "--no-color")
+        assert applied.code == 0, applied.out + applied.err
+        assert [r[:4] for r in snapshot(server)] == [(18080, "TCP", "192.168.1.3", 8080)]
+        planned = portctl(capsys, "plan", path, "--router", server.url, "--json")
+        assert planned.code == 0, planned.out + planned.err
+        plan = json.loads(planned.out)
+        assert [(c["action"], c["key"]["external_port"]) for c in plan["changes"]] == [("change", 18080)]
+        assert "made through PCP by this owner" in plan["changes"][0]["reason"]
+        assert plan["foreign"] == [] and plan["conflicts"] == []
+    finally:
+        server.stop()
 
 
 def test_natpmp_for_the_same_internal_port_takes_a_upnp_mapping_over(server: EmulatorServer) -> None:

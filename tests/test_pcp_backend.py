@@ -17,10 +17,12 @@ from reconciler.backends.pcp.errors import MapRefused
 from reconciler.backends.pcp.nonce import mapping_nonce
 from reconciler.cache import Cache
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, PortMapping, Protocol
-from reconciler.ownerstore import inventory_label
+from reconciler.ownerstore import InventoryStore, inventory_label
 
 HOST = "192.168.77.2"
 HOST_IP = ipaddress.IPv4Address(HOST)
+OTHER = "192.168.77.3"  # another host on the LAN
+OTHER_IP = ipaddress.IPv4Address(OTHER)
 SECRET = bytes(range(32))
 WEB, DNS = MappingKey(18080, Protocol.TCP), MappingKey(18053, Protocol.UDP)
 
@@ -44,6 +46,7 @@ class FakeRouter:
     held: set[tuple[int, int]] = field(default_factory=set)  # (IANA protocol, external port)
     table: dict[tuple[int, int], tuple[int, bytes, int]] = field(default_factory=dict)  # -> (external, nonce, life)
     requests: list[object] = field(default_factory=list)
+    third_party: int = wire.Result.UNSUPP_OPTION  # the answer to THIRD_PARTY; SUCCESS: it maps for other hosts
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -82,9 +85,16 @@ class FakeClient:
         r = self.router
         if isinstance(request, wire.AnnounceRequest):
             return Answer(wire.PcpResponse(wire.Opcode.ANNOUNCE, 0, 0, r.epoch), r.clock(), 1)
-        result, external, life = r.map(
-            request.protocol, request.internal_port, request.suggested_external_port, request.lifetime, request.nonce
-        )
+        if request.third_party is not None and r.third_party:
+            result, external, life = r.third_party, request.suggested_external_port, 0
+        else:
+            result, external, life = r.map(
+                request.protocol,
+                request.internal_port,
+                request.suggested_external_port,
+                request.lifetime,
+                request.nonce,
+            )
         body = wire.MapAnswer(
             request.nonce, request.protocol, request.internal_port, external, ipaddress.IPv4Address("11.22.33.1")
         )
@@ -235,13 +245,67 @@ def test_a_delete_refused_for_another_nonce_gives_up_the_record(tmp_path: str, r
     assert b.list_mappings() == []
 
 
-def test_a_mapping_for_another_host_is_refused_before_anything_is_sent(tmp_path: str, router: FakeRouter) -> None:
-    """Neither protocol maps for another host here (THIRD_PARTY is off on miniupnpd): refused, unsent."""
-    b = backend(tmp_path, router)
+def test_natpmp_refuses_a_mapping_for_another_host_before_anything_is_sent(tmp_path: str, router: FakeRouter) -> None:
+    """NAT-PMP maps only for the host that asks: a mapping for another host is refused unsent, and the
+    message names the remedies (portctl on that host, or PCP)."""
+    b = backend(tmp_path, router, "natpmp")
     sent = len(router.requests)
-    with pytest.raises(MapRefused, match="only to the host that asks"):
-        b.add_mapping(replace(row(WEB, 8080), internal_client="192.168.77.3"))
+    with pytest.raises(MapRefused, match=r"run portctl on 192\.168\.77\.3, or use PCP") as refused:
+        b.add_mapping(replace(row(WEB, 8080), internal_client=OTHER))
     assert len(router.requests) == sent
+    with pytest.raises(MapRefused, match="only to the host that asks"):
+        b.delete_mapping(replace(row(WEB, 8080), internal_client=OTHER))
+    assert len(router.requests) == sent
+    assert refused.value.code == 0
+
+
+def test_a_mapping_for_another_host_is_asked_with_third_party(tmp_path: str, router: FakeRouter) -> None:
+    """On a router that maps for other hosts, map, renew and delete of a mapping for another host each
+    carry THIRD_PARTY naming it, with the nonce of owner, name, protocol and internal port; this host's
+    own mappings carry no such option."""
+    router.third_party = wire.Result.SUCCESS
+    b = backend(tmp_path, router)
+    theirs = replace(row(WEB, 8080), internal_client=OTHER)
+    b.add_mapping(theirs)
+    b.add_mapping(theirs)  # a renewal
+    b.add_mapping(row(DNS, 53, name="dns"))
+    assert b.list_mappings() == [row(DNS, 53, name="dns"), theirs]
+    b.delete_mapping(b.get_mapping(WEB) or theirs)
+
+    maps = [r for r in router.requests if isinstance(r, wire.MapRequest)]
+    n = mapping_nonce(SECRET, "homelab", "web", "TCP", 8080)
+    assert [(r.third_party, r.nonce, r.lifetime) for r in maps if r.internal_port == 8080] == [
+        (OTHER_IP, n, 3600),
+        (OTHER_IP, n, 3600),
+        (OTHER_IP, n, 0),
+    ]
+    assert [r.third_party for r in maps if r.internal_port == 53] == [None]
+    assert set(router.table) == {(17, 53)}
+
+
+@pytest.mark.parametrize("code", [wire.Result.UNSUPP_OPTION, wire.Result.NOT_AUTHORIZED])
+def test_a_router_refusing_third_party_gives_one_refusal_with_the_remedy(
+    tmp_path: str, clock: VirtualClock, router: FakeRouter, code: wire.Result
+) -> None:
+    """A router that does not map for other hosts (UNSUPP_OPTION, or NOT_AUTHORIZED): apply reports one
+    final refusal naming the mapping, the code and the remedy; nothing is recorded, the router holds
+    nothing, and the next plan still proposes the add."""
+    router.third_party = code
+    cache = Cache(str(tmp_path), clock=clock)
+    manifest = Manifest("m.yaml", "homelab", (DesiredMapping("web", WEB, OTHER, 8080, 3600),))
+    b = backend(tmp_path, router)
+    facts = api.read(b, cache)
+    report = apply(api.plan(manifest, facts), b, store=facts.store, clock=clock)
+
+    (failed,) = report.failed
+    assert failed.final and failed.change.name == "web"
+    assert f"PCP refused to map 18080/tcp for {OTHER}: {int(code)} {code.name}" in failed.error
+    assert "pcp_allow_thirdparty=yes" in failed.error and f"run portctl on {OTHER}" in failed.error
+    assert router.table == {}
+    assert b.list_mappings() == []
+    assert InventoryStore(cache, b.info.identity).owned("homelab") == {}
+    again = api.read(b, cache)
+    assert [(c.action, c.key) for c in api.plan(manifest, again).changes] == [(Action.ADD, WEB)]
 
 
 MANIFEST_ROWS = (

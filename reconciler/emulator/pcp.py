@@ -10,7 +10,9 @@ as measured (../shared/PROTOCOL-NOTES.md and tests/test_real_pcp.py):
   takes it over; a delete (lifetime 0) with another nonce is NOT_AUTHORIZED;
 - a suggested external port another mapping holds moves to the next free one, PREFER_FAILURE or
   not; a port the rules deny fails with CANNOT_PROVIDE_EXTERNAL under PREFER_FAILURE, else moves;
-- THIRD_PARTY is UNSUPP_OPTION (pcp_allow_thirdparty=no), a padded option MALFORMED_OPTION;
+- THIRD_PARTY is UNSUPP_OPTION (pcp_allow_thirdparty=no) unless the profile's pcp_third_party
+  says the router maps for other hosts: then the mapping is the named host's, as if it had asked;
+- a padded option is MALFORMED_OPTION;
 - PCP lifetimes are held to 120..86400 s; error answers carry lifetime 0;
 - NAT-PMP for an internal port this host already maps (a UPnP mapping included) takes that row over.
 
@@ -105,10 +107,9 @@ class Responder:
         try:
             if _address(sender) != _address(client):
                 raise _Refused(wire.Result.ADDRESS_MISMATCH)
-            request = _Map(
-                nonce, protocol, internal_port, external_port, external, lifetime, _prefer_failure(body[_MAP.size :])
-            )
-            granted, life = self._pcp_map(request, client)
+            prefer, third_party = _options(body[_MAP.size :], self.router.profile.pcp_third_party)
+            request = _Map(nonce, protocol, internal_port, external_port, external, lifetime, prefer)
+            granted, life = self._pcp_map(request, third_party or client)
         except _Refused as refused:
             return self._pcp_map_answer(echo, refused.result, 0)
         return self._pcp_map_answer(granted, wire.Result.SUCCESS, life)
@@ -248,9 +249,10 @@ class Responder:
         return bool(self.router.profile.below_1024_error) and port < 1024
 
 
-def _prefer_failure(options: bytes) -> bool:
-    """Read the options: True when PREFER_FAILURE is among them; refuses what miniupnpd refuses."""
-    prefer = False
+def _options(options: bytes, third_party_ok: bool) -> tuple[bool, str]:
+    """Read the options: whether PREFER_FAILURE is among them, and the host THIRD_PARTY names ("" for
+    none; refused unless `third_party_ok`); refuses what miniupnpd refuses."""
+    prefer, third_party = False, ""
     offset = 0
     while offset < len(options):
         if len(options) - offset < _OPTION.size:
@@ -263,10 +265,15 @@ def _prefer_failure(options: bytes) -> bool:
             if length:
                 raise _Refused(wire.Result.MALFORMED_OPTION)
             prefer = True
+        elif code == wire.OptionCode.THIRD_PARTY and third_party_ok:
+            host = _address(options[offset : offset + length]) if length == 16 else None
+            if host is None:
+                raise _Refused(wire.Result.MALFORMED_OPTION)
+            third_party = str(host)
         elif code == wire.OptionCode.THIRD_PARTY or code < _MANDATORY_OPTION:
             raise _Refused(wire.Result.UNSUPP_OPTION)
         offset += length
-    return prefer
+    return prefer, third_party
 
 
 def _address(raw: bytes | str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

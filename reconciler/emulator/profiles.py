@@ -49,6 +49,7 @@ class Profile:
     # version-0 UNSUPP_VERSION; "unsupp-version": it gets a PCP UNSUPP_VERSION naming version 1
     epoch_period: int = 0  # the daemon restarts every this many seconds: the epoch runs back, the table stays
     byteorder: str = "little"  # how the router prints a PCP nonce's 32-bit words in its UPnP descriptions
+    pcp_third_party: bool = False  # PCP maps for other hosts (THIRD_PARTY; miniupnpd: pcp_allow_thirdparty=yes)
     # IPv6 pinholes: WANIPv6FirewallControl:1 is served where igd_version >= 2 and this is True.
     pinholes: bool = True
 
@@ -215,6 +216,12 @@ _PROFILES = (
         "the PCP/NAT-PMP daemon restarts every 10 minutes, keeping its table: the epoch runs back to 0",
         "OpenWrt restarting miniupnpd (with its lease file) on every WAN ifupdate or DHCP renewal",
         epoch_period=600,
+    ),
+    Profile(
+        "pcp-third-party",
+        "PCP maps ports for other hosts: a MAP with THIRD_PARTY is the named host's mapping",
+        "miniupnpd with pcp_allow_thirdparty=yes",
+        pcp_third_party=True,
     ),
     Profile(
         "no-pinholes",

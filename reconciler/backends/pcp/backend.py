@@ -12,6 +12,10 @@ MAP carries PREFER_FAILURE; miniupnpd 2.3.1 still moves off a port another mappi
 granted port is compared with the requested one: one that differs is released at once and the add
 is refused (MapRefused); the plan's on_conflict decides where to go instead.
 
+A mapping for another host is asked with the THIRD_PARTY option naming that host (map, renew and
+delete alike, with the same nonce). Routers refuse it unless told to allow it (miniupnpd:
+pcp_allow_thirdparty=yes); that refusal is one MapRefused naming the remedy.
+
 NAT-PMP has no nonce: a mapping is the internal port of the host that asks, and a delete names that.
 So a grant of another port is refused but never released: it may be another application's mapping of
 the same internal port, returned as RFC 6886 says an existing mapping is.
@@ -184,13 +188,7 @@ class PcpBackend(Backend):
         of another port is released and refused; a shorter lifetime is what is recorded."""
         if mapping.lease == 0:
             raise MapRefused(self._name, 0, f"{self._name} leases are finite: {mapping.key} asks for a permanent one")
-        if mapping.internal_client != str(self.client.local_address):
-            raise MapRefused(
-                self._name,
-                0,
-                f"{self._name} maps ports only to the host that asks ({self.client.local_address}), and "
-                f"{mapping.key} is for {mapping.internal_client}: run portctl on that host",
-            )
+        self._third_party(mapping)  # refused before anything is sent where it cannot be asked
         grant = self._map_pcp(mapping) if self.mode == "pcp" else self._map_natpmp(mapping)
         self.granted.put(grant)
         if 0 < grant.row.lease < mapping.lease:
@@ -206,12 +204,16 @@ class PcpBackend(Backend):
             try:
                 self._pcp_release(mapping, n)
             except MapRefused as exc:
-                if exc.code == wire.Result.NOT_AUTHORIZED:
+                if exc.code == wire.Result.NOT_AUTHORIZED and mapping.internal_client == self.local_address():
                     # Another client's nonce holds it now (a MAP from this host takes a mapping over):
-                    # it is no longer ours to keep or to delete.
+                    # it is no longer ours to keep or to delete. For another host's mapping the router
+                    # may instead refuse third-party requests now: the record stays until it lapses.
                     self.granted.drop(mapping.key)
                 raise
         else:
+            # A NAT-PMP delete names an internal port of the asking host: for a row of another host it
+            # would delete this host's mapping of that port, if any. Refused before anything is sent.
+            self._third_party(mapping)
             self._natpmp(wire.NatPmpMapRequest(_ip_protocol(mapping), mapping.internal_port, 0))
         self.granted.drop(mapping.key)
 
@@ -253,6 +255,28 @@ class PcpBackend(Backend):
         owner, name = owner_name
         return nonce.mapping_nonce(self._secret, owner, name, mapping.key.protocol.value, mapping.internal_port)
 
+    def _third_party(self, mapping: PortMapping) -> wire.IPAddress | None:
+        """The host `mapping` is for when it is not this one (PCP's THIRD_PARTY option names it), else
+        None. NAT-PMP maps only for the host that asks: there a mapping for another host is refused."""
+        local = self.client.local_address
+        try:
+            host = ipaddress.ip_address(mapping.internal_client)
+        except ValueError:
+            raise MapRefused(
+                self._name, 0, f"{mapping.key} is for {mapping.internal_client!r}, which is no IP address"
+            ) from None
+        if host == local:
+            return None
+        if self.mode == "natpmp":
+            raise MapRefused(
+                self._name,
+                0,
+                f"NAT-PMP maps ports only to the host that asks ({local}), and {mapping.key} is for "
+                f"{mapping.internal_client}: run portctl on {mapping.internal_client}, or use PCP "
+                "(router.protocols: [pcp]) where the router maps ports for other hosts",
+            )
+        return host
+
     def _map_pcp(self, mapping: PortMapping) -> Grant:
         n = self._nonce(mapping)
         response = self._pcp(
@@ -264,6 +288,7 @@ class PcpBackend(Backend):
                 lifetime=mapping.lease,
                 suggested_external_port=mapping.key.external_port,
                 prefer_failure=True,
+                third_party=self._third_party(mapping),
             )
         )
         assert response.map is not None  # a SUCCESS answer to MAP carries its body (wire checks)
@@ -287,6 +312,7 @@ class PcpBackend(Backend):
                 client_address=self.client.local_address,
                 lifetime=0,
                 suggested_external_port=mapping.key.external_port,
+                third_party=self._third_party(mapping),
             )
         )
 
@@ -303,6 +329,15 @@ class PcpBackend(Backend):
                 raise
             what = "delete" if request.lifetime == 0 else "map"
             port = f"{request.suggested_external_port}/{wire.IpProtocol(request.protocol).name.lower()}"
+            host = request.third_party
+            if host is not None and exc.code in _THIRD_PARTY_REFUSED:
+                raise MapRefused(
+                    "PCP",
+                    exc.code,
+                    f"PCP refused to {what} {port} for {host}: {exc.code} {exc.name}: the router does not "
+                    "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes); or run "
+                    f"portctl on {host}",
+                ) from exc
             raise MapRefused(
                 "PCP", exc.code, f"PCP refused to {what} {port}: {exc.code} {exc.name}{_HINTS.get(exc.code, '')}"
             ) from exc
@@ -363,6 +398,11 @@ _HINTS = {
     int(wire.Result.NOT_AUTHORIZED): " (the router's rules refuse it, or another client holds the mapping)",
     int(wire.Result.UNSUPP_OPTION): " (the router does not take an option portctl sent)",
 }
+
+
+# How a router that does not map for other hosts answers THIRD_PARTY: UNSUPP_OPTION where it does not
+# know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it.
+_THIRD_PARTY_REFUSED = frozenset({int(wire.Result.UNSUPP_OPTION), int(wire.Result.NOT_AUTHORIZED)})
 
 
 def _ip_protocol(mapping: PortMapping) -> wire.IpProtocol:
