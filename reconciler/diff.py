@@ -142,7 +142,9 @@ def diff(
             kept.append(row)
             protected.append(key)
         elif manifest.prune:
-            note = _elsewhere(row, local)
+            # A row this installation recorded or made with its own PCP secret is not another's, even
+            # where it leads to another host (PCP THIRD_PARTY).
+            note = "" if claims[key].here or claims[key].through else _elsewhere(row, local)
             changes.append(Change(Action.REMOVE, name or str(key), key, row, None, "no longer declared", note=note))
         else:
             kept.append(row)

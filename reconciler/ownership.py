@@ -48,6 +48,7 @@ class Claim:
     protected: bool
     legacy: bool = False  # carries the old 8-character tag: re-tag it
     through: str = ""  # made through PCP with this owner's nonce, as miniupnpd lists it: re-tag it
+    here: bool = False  # this installation's own record says it made the row (an inventory's claim)
 
 
 def code(owner: str, key: MappingKey) -> str:

@@ -145,7 +145,7 @@ class InventoryStore:
             # A record outlives the row it was made for (a lease that lapsed, a router that forgot): the
             # row at that key now may be another owner's, made since. The row's own label decides.
             return None
-        return Claim(name, protected)
+        return Claim(name, protected, here=True)
 
     def owned(self, owner: str) -> dict[MappingKey, Claim]:
         """Every key `owner` holds on this router as recorded: what prune reads where nothing is listed."""

@@ -397,3 +397,18 @@ def test_a_stale_record_never_claims_another_owners_mapping(
     assert dropped.changes == () and [m.key for m in dropped.foreign] == [WEB]
     assert apply(dropped, b, store=facts.store, clock=clock).ok
     assert router.table == theirs
+
+
+def test_pruning_a_mapping_made_for_another_host_raises_no_alarm(tmp_path: str, router: FakeRouter) -> None:
+    """A row this installation made for another host (THIRD_PARTY) is in its own inventory: its removal
+    is not flagged as perhaps another installation's."""
+    router.third_party = wire.Result.SUCCESS
+    cache = Cache(str(tmp_path), clock=router.clock)
+    other = (DesiredMapping("nas", MappingKey(9090, Protocol.TCP), OTHER, 9090, 3600),)
+    manifest = Manifest("m.yaml", "homelab", other)
+    b = backend(tmp_path, router)
+    facts = api.read(b, cache)
+    assert apply(api.plan(manifest, facts), b, store=facts.store, clock=router.clock).ok
+    [removal] = api.plan(replace(manifest, mappings=()), api.read(b, cache)).changes
+    assert removal.action is Action.REMOVE and removal.after is None
+    assert removal.note == ""
