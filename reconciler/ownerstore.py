@@ -153,7 +153,7 @@ class InventoryStore:
         for text, held in self._records(self._snapshot()).get(owner, {}).items():
             key = _parse_key(text)
             if key is not None and isinstance(held, dict) and isinstance(held.get("name"), str):
-                out[key] = Claim(held["name"], held.get("protected") is True)
+                out[key] = Claim(held["name"], held.get("protected") is True, here=True)
         return out
 
     def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:

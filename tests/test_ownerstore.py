@@ -31,7 +31,7 @@ def test_a_recorded_row_is_claimed_and_a_released_one_is_not(tmp_path: str) -> N
     inventory = store(str(tmp_path))
     assert inventory.claim("homelab", WEB, ROW) is None
     inventory.record("homelab", WEB, ROW, "web", protect=True)
-    assert inventory.claim("homelab", WEB, ROW) == Claim("web", True)
+    assert inventory.claim("homelab", WEB, ROW) == Claim("web", True, here=True)
     assert inventory.claim("neighbour", WEB, ROW) is None  # another owner's record is not this one's
     inventory.release("homelab", WEB)
     assert inventory.claim("homelab", WEB, ROW) is None
@@ -49,8 +49,8 @@ def test_a_row_replaced_by_someone_else_is_not_claimed(tmp_path: str) -> None:
 def test_records_survive_a_restart(tmp_path: str) -> None:
     """A store made afresh on the same directory (the next run) claims what an earlier one recorded."""
     store(str(tmp_path)).record("homelab", WEB, ROW, "web")
-    assert store(str(tmp_path)).claim("homelab", WEB, ROW) == Claim("web", False)
-    assert store(str(tmp_path)).owned("homelab") == {WEB: Claim("web", False)}
+    assert store(str(tmp_path)).claim("homelab", WEB, ROW) == Claim("web", False, here=True)
+    assert store(str(tmp_path)).owned("homelab") == {WEB: Claim("web", False, here=True)}
 
 
 def test_two_routers_do_not_mix(tmp_path: str) -> None:
@@ -60,7 +60,7 @@ def test_two_routers_do_not_mix(tmp_path: str) -> None:
     assert b.claim("homelab", WEB, ROW) is None
     b.record("homelab", WEB, ROW, "web-b")
     b.release("homelab", WEB)
-    assert a.claim("homelab", WEB, ROW) == Claim("web", False)
+    assert a.claim("homelab", WEB, ROW) == Claim("web", False, here=True)
     assert b.owned("homelab") == {}
 
 
@@ -194,9 +194,9 @@ def test_apply_keeps_the_inventory_it_planned_with(tmp_path: str, emulator: Emul
         plan = api.plan(Manifest("m.yaml", "homelab", (web, ssh, game)), api.read(backend), store=inventory)
         assert apply(plan, backend, store=inventory).ok
         assert inventory.owned("homelab") == {
-            WEB: Claim("web", True),
-            ssh.key: Claim("ssh", False),
-            game.key: Claim("game", False),
+            WEB: Claim("web", True, here=True),
+            ssh.key: Claim("ssh", False, here=True),
+            game.key: Claim("game", False, here=True),
         }
         assert (
             api.plan(Manifest("m.yaml", "homelab", (web, ssh, game)), api.read(backend), store=inventory).changes == ()
@@ -205,5 +205,5 @@ def test_apply_keeps_the_inventory_it_planned_with(tmp_path: str, emulator: Emul
         assert [(c.action, c.key) for c in pruned.changes] == [(Action.REMOVE, ssh.key)]
         assert [m.key for m in pruned.kept] == [WEB]
         assert apply(pruned, backend, store=inventory).ok
-    assert inventory.owned("homelab") == {WEB: Claim("web", True), game.key: Claim("game", False)}
+    assert inventory.owned("homelab") == {WEB: Claim("web", True, here=True), game.key: Claim("game", False, here=True)}
     assert {e.external_port for e in emulator.router.rows()} == {8080, 27015}
