@@ -145,6 +145,10 @@ def _keep_records(plan: Plan, report: ApplyReport, store: OwnershipStore) -> Non
             store.release(plan.owner, c.key)
         else:
             store.record(plan.owner, c.key, c.after, c.name, protect=c.protect)
+    # Records of rows that were gone when the plan read the table, and that this apply did not write
+    # again, claim nothing: they go, so the inventory holds what the router holds.
+    written = {r.change.key for r in report.results if r.ok and r.change.after is not None}
+    store.forget_absent(plan.owner, {m.key for m in plan.table} | written)
 
 
 @dataclass(frozen=True)

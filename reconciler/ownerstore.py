@@ -59,6 +59,11 @@ class OwnershipStore(Protocol):
         """Note that `owner` no longer holds anything at `key`."""
         ...
 
+    def forget_absent(self, owner: str, present: Collection[MappingKey]) -> None:
+        """Drop what is noted of `owner`'s rows at keys not in `present`, the whole table the router
+        holds: a lease that lapsed, a row someone deleted, a router that forgot."""
+        ...
+
 
 # The descriptions miniupnpd would list for the PCP mapping (owner, name, protocol, internal port)
 # this host made (backends/pcp/nonce.Recogniser); empty where this host has no PCP secret.
@@ -96,6 +101,9 @@ class TagStore:
 
     def release(self, owner: str, key: MappingKey) -> None:
         """Deleting the row deleted its tag."""
+
+    def forget_absent(self, owner: str, present: Collection[MappingKey]) -> None:
+        """A row that is gone took its tag with it."""
 
 
 class InventoryStore:
@@ -173,6 +181,21 @@ class InventoryStore:
         def drop(doc: dict[str, Any]) -> None:
             records = self._section(doc)
             records.get(owner, {}).pop(_key_text(key), None)
+            if not records.get(owner, True):
+                del records[owner]
+
+        self._change(drop)
+
+    def forget_absent(self, owner: str, present: Collection[MappingKey]) -> None:
+        held = self._records(self._snapshot()).get(owner, {})
+        gone = [text for text in held if _parse_key(text) not in present]
+        if not gone:
+            return  # nothing to write: a plan with nothing lapsed leaves the file alone
+
+        def drop(doc: dict[str, Any]) -> None:
+            records = self._section(doc)
+            for text in gone:
+                records.get(owner, {}).pop(text, None)
             if not records.get(owner, True):
                 del records[owner]
 

@@ -412,3 +412,25 @@ def test_pruning_a_mapping_made_for_another_host_raises_no_alarm(tmp_path: str, 
     [removal] = api.plan(replace(manifest, mappings=()), api.read(b, cache)).changes
     assert removal.action is Action.REMOVE and removal.after is None
     assert removal.note == ""
+
+
+def test_records_of_lapsed_grants_are_dropped_by_the_next_apply(
+    tmp_path: str, clock: VirtualClock, router: FakeRouter
+) -> None:
+    """A grant that lapsed leaves the router; its inventory record claims nothing, and the next apply
+    that writes drops it, so the inventory holds what the router holds."""
+    cache = Cache(str(tmp_path), clock=clock)
+    manifest = Manifest("m.yaml", "homelab", MANIFEST_ROWS)
+    b = backend(tmp_path, router)
+    facts = api.read(b, cache)
+    assert apply(api.plan(manifest, facts), b, store=facts.store, clock=clock).ok
+    inventory = InventoryStore(cache, b.info.identity)
+    assert set(inventory.owned("homelab")) == {WEB, DNS}
+
+    clock.now += 7200  # both leases (3600 s) ran out; the manifest now declares only web
+    smaller = replace(manifest, mappings=MANIFEST_ROWS[:1])
+    again = api.read(b, cache)
+    plan = api.plan(smaller, again)
+    assert [(c.action, c.key) for c in plan.changes] == [(Action.ADD, WEB)]
+    assert apply(plan, b, store=again.store, clock=clock).ok
+    assert set(InventoryStore(cache, b.info.identity).owned("homelab")) == {WEB}
