@@ -32,6 +32,7 @@ from .models import (
     PinholeKey,
     Plan,
     PortMapping,
+    PortWindow,
     Protocol,
     Refusal,
     RouterInfo,
@@ -164,6 +165,7 @@ def _change_json(c: Change) -> dict[str, Any]:
         "note": c.note,
         "sensitive": sensitive(c),
         "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
+        "window": None if c.window is None else {"low": c.window.low, "high": c.window.high},
     }
 
 
@@ -303,7 +305,18 @@ def _change(value: object, at: str) -> Change:
         # Plans saved before it was written carry no "protect"; a saved plan is re-planned before
         # anything is written, so the flag read here never decides a write.
         _bool(d, "protect", at) if "protect" in d else False,
+        # Plans saved before next_free windows carry none.
+        _window(d, at, key) if d.get("window") is not None else None,
     )
+
+
+def _window(d: dict[str, Any], at: str, key: MappingKey) -> PortWindow:
+    w = _object(d, "window", at)
+    where = f"{at}.window"
+    window = PortWindow(_int(w, "low", where, 1, 65535), _int(w, "high", where, 1, 65535))
+    if key.external_port not in window:
+        raise Malformed(where, f"{window} does not hold the change's port {key.external_port}")
+    return window
 
 
 def _field(value: object, at: str) -> FieldChange:
