@@ -242,6 +242,17 @@ def _pinhole_change(value: object, at: str) -> PinholeChange:
 
 def _router(d: dict[str, Any], at: str) -> RouterInfo:
     # Saved plans name a UPnP router the way its description does (router_json); "protocol" is derived.
+    protocol = _text(d, "protocol", at, 40) if "protocol" in d else ""
+    if protocol in ("pcp", "natpmp"):
+        # A router spoken to in PCP or NAT-PMP has no IGD version; its backend names the service so.
+        return RouterInfo(
+            protocol,
+            _text(d, "udn", at, 200),
+            _text(d, "location", at, 2048),
+            _text(d, "friendly_name", at, 200),
+            protocol,
+            _text(d, "external_ip", at, 64),
+        )
     return upnp_router(
         location=_text(d, "location", at, 2048),
         udn=_text(d, "udn", at, 200),

@@ -22,6 +22,7 @@ from reconciler.models import (
     Policy,
     PortWindow,
     Protocol,
+    RouterInfo,
 )
 
 HOST = "192.168.77.2"
@@ -167,3 +168,12 @@ def test_a_saved_plan_with_a_widened_window_is_not_what_its_manifest_plans() -> 
     with pytest.raises(PlanFileError, match="may grant a port from 9000 to 9050"):
         planfile.check_replanned("plan.json", edited, now)
     planfile.check_replanned("plan.json", now, now)
+
+
+def test_a_plan_for_a_pcp_router_round_trips_so_it_can_be_saved_and_applied() -> None:
+    """A saved plan names a PCP or NAT-PMP router as it does a UPnP one, and reads back as the same
+    router (it has no IGD version), so `plan --out` and `apply PLAN` work over PCP too."""
+    for mode in ("pcp", "natpmp"):
+        router = RouterInfo(mode, f"{mode}:192.168.77.1", f"{mode}://192.168.77.1", service=mode, external_ip="1.2.3.4")
+        p = replace(plan(mapping(), picks_port=False), router=router)
+        assert plancodec.decode(json.loads(json.dumps(plancodec.encode(p)))) == p
