@@ -47,7 +47,7 @@ def mentioning(lab: Lab, port: int) -> set[str]:
 
 
 def test_next_free_keeps_the_port_the_router_granted(lab: Lab, tmp_path: str) -> None:
-    """The plan shows the window; apply keeps the moved grant and says where; traffic reaches
+    """The saved plan shows the window; applying it keeps the moved grant and says where; traffic reaches
     portctl's server on the granted port; a second plan has no changes; the natpmpc mapping's rules
     are byte-identical and it still forwards."""
     port, foreign, mine = 22000, 22010, 22020
@@ -56,11 +56,12 @@ def test_next_free_keeps_the_port_the_router_granted(lab: Lab, tmp_path: str) ->
     assert len(before) == 2, before
     path = write(tmp_path, MANIFEST.format(port=port, internal=mine, extra=", on_conflict: next_free"), "m.yaml")
 
-    code, out = portctl(lab, "plan", path)
+    saved = f"{tmp_path}/plan.json"
+    code, out = portctl(lab, "plan", path, "--out", saved)
     assert code == 0, out
     assert f"the router may grant a port from {port} to {port + 100} (next_free)" in out
 
-    code, out = portctl(lab, "apply", path, "--auto-approve")
+    code, out = portctl(lab, "apply", saved)
     assert code == 0, out
     said = re.search(rf"granted (\d+) instead of {port} \(next_free\)", out)
     assert said is not None, out
