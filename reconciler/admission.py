@@ -1,7 +1,8 @@
 """The one admission gate: is the final plan, rows as they will be written, allowed to be applied?
 
 `admit` judges what `diff` planned (after the rows were shaped to the router's needs): the
-manifest's policy (clients, ports, `max_lease` on the lease as written, permanent included),
+manifest's policy (clients, ports and every port of a next_free window, `max_lease` on the lease as
+written, permanent included),
 sensitive ports, protection, the deletion guards, conflicts and a router that cannot map at all.
 `plan`, `apply` (manifest or saved plan), `destroy` and the agent all pass through it; `manifest`
 reports breaches of literal values earlier, with their file and line. Pure: no I/O.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import pinholes, pinholespec, policy
+from . import nextfree, pinholes, pinholespec, policy
 from .durations import format_duration
 from .models import Action, Manifest, Plan, Refusal
 
@@ -50,6 +51,10 @@ def admit(
             )
         if not policy.port_allowed(rules, row.key.external_port):
             out.append(Refusal("policy", f"{where} is outside policy.allowed_external_ports", c.name, c.key))
+        if c.window is not None:
+            # Any port of the window may be written: each is judged as the declared one is.
+            breaches = nextfree.breaches(c.window, row.key.external_port, rules, c.name in allowed_sensitive)
+            out += [Refusal("policy", f"{where}: {why} (next_free)", c.name, c.key) for why in breaches]
         if not policy.lease_allowed(rules, row.lease):
             lease = "permanent" if row.lease == 0 else format_duration(row.lease)
             out.append(

@@ -294,6 +294,7 @@ def plan(
         longest_lease=can.longest_lease,
         describes=can.can_describe,
         finite_leases=can.finite_leases,
+        picks_port=can.picks_external_port,
     )
     held = facts.pinholes
     if held is not None:

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 
 from . import ownership, quirks
 from .backends.base import Backend
-from .errors import ConflictError, RouterError, RouterRefused, RouterTimeout, RouterUnreachable, UpnpActionError
+from .errors import (
+    ConflictError,
+    RouterError,
+    RouterProtocolError,
+    RouterRefused,
+    RouterTimeout,
+    RouterUnreachable,
+    UpnpActionError,
+)
 from .models import Action, ApplyReport, Change, ChangeResult, MappingKey, Plan, PortMapping
 from .ownerstore import OwnershipStore
 
@@ -67,6 +75,7 @@ def _apply(plan: Plan, backend: Backend, progress: Progress | None, clock: Calla
     if not plan.changes:
         return ApplyReport()
     errors: dict[Change, str] = {}
+    granted: dict[Change, MappingKey] = {}  # where a router that picks the port put it, in the change's window
     skipped: set[Change] = set()
     final: set[Change] = set()  # refused in a way a rerun repeats
     uncertain: set[Change] = set()  # timed out: the router may have made the change all the same
@@ -83,7 +92,9 @@ def _apply(plan: Plan, backend: Backend, progress: Progress | None, clock: Calla
         if progress:
             progress(change)
         try:
-            _write(change, backend)
+            at = _write(change, backend)
+            if at is not None and at != change.key:
+                granted[change] = at
         except RouterTimeout as exc:
             errors[change] = str(exc)
             uncertain.add(change)
@@ -106,12 +117,12 @@ def _apply(plan: Plan, backend: Backend, progress: Progress | None, clock: Calla
     order = [first, *(c for c in plan.changes if c is not first)] if first else list(plan.changes)
     for change in order:
         attempt(change)
-    outcome = _Outcome(errors, skipped, final, clock, uncertain)
+    outcome = _Outcome(errors, skipped, final, clock, uncertain, granted)
     if stopped:
         # The router stopped answering (or restarted) part-way: check what it still holds, if it
         # answers now, so the report never calls done a write that a restart wiped.
         return _verified(plan, outcome, backend)
-    table, unreadable = _read_back(backend, {c.key for c in plan.changes})
+    table, unreadable = _read_back(backend, {outcome.held(c).key for c in plan.changes})
     if table is None:
         # Every write was acknowledged, but the router went away before it could be read back.
         return _report(plan, outcome, unverified=unreadable)
@@ -143,11 +154,16 @@ def _keep_records(plan: Plan, report: ApplyReport, store: OwnershipStore) -> Non
             continue
         if c.after is None:
             store.release(plan.owner, c.key)
+        elif result.granted is not None:
+            # Kept where the router granted it, inside the approved window; a row it replaced is gone.
+            if c.before is not None:
+                store.release(plan.owner, c.key)
+            store.record(plan.owner, result.granted, _at(c.after, result.granted), c.name, protect=c.protect)
         else:
             store.record(plan.owner, c.key, c.after, c.name, protect=c.protect)
     # Records of rows that were gone when the plan read the table, and that this apply did not write
     # again, claim nothing: they go, so the inventory holds what the router holds.
-    written = {r.change.key for r in report.results if r.ok and r.change.after is not None}
+    written = {r.granted or r.change.key for r in report.results if r.ok and r.change.after is not None}
     store.forget_absent(plan.owner, {m.key for m in plan.table} | written)
 
 
@@ -158,6 +174,14 @@ class _Outcome:
     final: set[Change]
     clock: Callable[[], float]
     uncertain: set[Change]
+    granted: dict[Change, MappingKey]
+
+    def held(self, change: Change) -> Change:
+        """`change` as the router holds it: at the port it granted, where that is another."""
+        at = self.granted.get(change)
+        if at is None or change.after is None:
+            return change
+        return replace(change, key=at, after=_at(change.after, at))
 
 
 def _answers(backend: Backend) -> bool:
@@ -197,15 +221,16 @@ def _verified(
     """The report, each change done only if the table (read now unless given) holds it; a table that
     cannot be read leaves the report unverified."""
     if table is None:
-        table, unreadable = _read_back(backend, {c.key for c in plan.changes})
+        table, unreadable = _read_back(backend, {outcome.held(c).key for c in plan.changes})
         if table is None:
             return _report(plan, outcome, unverified=unreadable)
     for change in outcome.uncertain:
         if _holds(change, table, backend, outcome.clock):
             del outcome.errors[change]  # the write that timed out was made all the same
     for change in plan.changes:
-        if change not in outcome.errors and not _holds(change, table, backend, outcome.clock):
-            outcome.errors[change] = _mismatch(change.after, table.get(change.key))
+        held = outcome.held(change)
+        if change not in outcome.errors and not _holds(held, table, backend, outcome.clock):
+            outcome.errors[change] = _mismatch(held.after, table.get(held.key))
         elif change not in outcome.errors:
             _proved(change, backend, outcome.clock())
     return _report(plan, outcome, tuple(table.values()))
@@ -228,7 +253,9 @@ def _report(
 ) -> ApplyReport:
     errors = outcome.errors
     results = tuple(
-        ChangeResult(c, c not in errors, errors.get(c, ""), c in outcome.skipped, c in outcome.final)
+        ChangeResult(
+            c, c not in errors, errors.get(c, ""), c in outcome.skipped, c in outcome.final, outcome.granted.get(c)
+        )
         for c in plan.changes
     )
     return ApplyReport(results, table, unverified)
@@ -242,8 +269,9 @@ def _canary(changes: tuple[Change, ...], local: str | None) -> Change | None:
     return (others or adds)[0] if adds else None
 
 
-def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> None:
-    """Perform one change, writing exactly the row the plan shows.
+def _write(change: Change, backend: Backend, seen: PortMapping | None = None) -> MappingKey | None:
+    """Perform one change, writing exactly the row the plan shows; where the router put it instead,
+    inside the change's window (next_free on a router that picks the port), if anywhere.
 
     The table may have moved since the plan read it (another app, another host), and neither
     DeletePortMapping nor AddPortMapping asks whose row it hits: each write first reads the one row
@@ -267,7 +295,7 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
         else:
             row = None  # ours and as planned: AddPortMapping updates it in place
     if change.after is None:
-        return
+        return None
     if row is not None and not _same_row(row, change.after, describes):
         # A row with our very description is ours, left by an interrupted apply: re-adding is safe.
         # (Where the router keeps no descriptions, one forwarding to our very target is.)
@@ -275,7 +303,17 @@ def _write(change: Change, backend: Backend, seen: PortMapping | None = None) ->
             f"taken: another mapping now holds the port ({_row_text(row)} took it after the plan "
             "was read); it was left alone. Run plan again"
         )
-    backend.add_mapping(change.after)
+    at = backend.add_mapping(change.after, change.window)
+    if at is None or at == change.key:
+        return None
+    if at.protocol != change.key.protocol or change.window is None or at.external_port not in change.window:
+        # A backend keeps a moved grant only inside the window it was given: anything else is its bug.
+        raise RouterProtocolError(f"{change.key} was written at {at}, outside what the plan approved")
+    return at
+
+
+def _at(row: PortMapping, key: MappingKey) -> PortMapping:
+    return replace(row, key=key)
 
 
 def _same_row(row: PortMapping, seen: PortMapping, describes: bool) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from . import madethrough, ownership, quirks, renewal
+from . import madethrough, nextfree, ownership, quirks, renewal
 from .durations import format_duration
 from .models import (
     MAX_LEASE,
@@ -31,7 +31,7 @@ from .models import (
 )
 from .ownerstore import OwnershipStore, TagStore
 
-NEXT_FREE_WINDOW = 100
+NEXT_FREE_WINDOW = nextfree.NEXT_FREE_WINDOW
 # Fields a router can change in place by re-adding the mapping; the others need delete then add.
 _IN_PLACE = {"internal_port", "enabled", "remote_host"}
 _COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
@@ -65,6 +65,7 @@ def diff(
     longest_lease: int = MAX_LEASE,
     describes: bool = True,
     finite_leases: bool = False,
+    picks_port: bool = False,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
@@ -76,7 +77,9 @@ def diff(
     `longest_lease` is what the router makes of a permanent lease, and `describes` whether its rows
     keep the description sent (its backend's capabilities say); where they do not, the router's own
     text in a row is not drift. `finite_leases`: the protocol has no permanent lease, so a permanent
-    one is refused unless the mapping accepts `longest_lease` (allow_permanent).
+    one is refused unless the mapping accepts `longest_lease` (allow_permanent). `picks_port`: the
+    router picks the external port (PCP, NAT-PMP), so a next_free mapping's add or replace carries the
+    window of ports it may be granted instead (nextfree.py).
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -131,7 +134,10 @@ def diff(
                 said = f"made through {claims[key].through} by this owner ({have.description!r}): re-made with its tag"
                 change = replace(change, reason=f"re-tag: {said}")
         if change is not None:
-            changes.append(replace(change, adapted=adapted, allowed=allowed, protect=d.protect))
+            change = replace(change, adapted=adapted, allowed=allowed, protect=d.protect)
+            if picks_port and (change.action is Action.ADD or change.replace):
+                change = _windowed(change, d, manifest)
+            changes.append(change)
 
     kept, protected = [], []
     for key, name in sorted(owned.items()):
@@ -164,6 +170,14 @@ def diff(
         quirks=tuple(_need_text(q, lesson) for q, lesson in sorted(learned.quirks.items())),
         desired=tuple(sorted(desired, key=lambda m: m.key)),
     )
+
+
+def _windowed(change: Change, d: DesiredMapping, manifest: Manifest) -> Change:
+    """`change` with the window of ports the router may grant instead, or the note why there is none."""
+    group = sum(1 for m in manifest.mappings if m.name == d.name)
+    others = {m.key for m in manifest.mappings if m.name != d.name}
+    window, why = nextfree.window(d, group, manifest.policy, others)
+    return replace(change, window=window, note=why or change.note)
 
 
 def opt_ins(d: DesiredMapping) -> tuple[str, ...]:

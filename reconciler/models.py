@@ -38,6 +38,21 @@ class MappingKey:
         return f"{self.external_port}/{self.protocol.lower()}"
 
 
+@dataclass(frozen=True, order=True)
+class PortWindow:
+    """The external ports, `low` to `high` inclusive, a router that picks ports (PCP, NAT-PMP) may
+    grant a next_free mapping instead of the one asked: approved with the plan, kept when granted."""
+
+    low: int
+    high: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.low <= port <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.low} to {self.high}"
+
+
 @dataclass(frozen=True)
 class PortMapping:
     """One row of a router's table, or what a row should become.
@@ -261,6 +276,8 @@ class Change:
     adapted: tuple[Adaptation, ...] = ()  # where `after` differs from the manifest, for the router's needs
     allowed: tuple[str, ...] = ()  # the widening opt-ins its mapping gives (allow_permanent...)
     protect: bool = False  # its mapping is protected: an inventory records it (a tag carries it itself)
+    # next_free where the router picks the port: the ports it may grant instead of key's, all kept.
+    window: PortWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -333,6 +350,7 @@ class ChangeResult:
     error: str = ""
     skipped: bool = False  # not written: the row it would touch was no longer the one the plan saw
     final: bool = False  # refused in a way a rerun repeats (the manifest or the router must change)
+    granted: MappingKey | None = None  # where the router put it instead of change.key, inside change.window
 
 
 @dataclass(frozen=True)

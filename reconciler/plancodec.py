@@ -32,6 +32,7 @@ from .models import (
     PinholeKey,
     Plan,
     PortMapping,
+    PortWindow,
     Protocol,
     Refusal,
     RouterInfo,
@@ -165,6 +166,7 @@ def _change_json(c: Change) -> dict[str, Any]:
         "note": c.note,
         "sensitive": sensitive(c),
         "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
+        "window": None if c.window is None else {"low": c.window.low, "high": c.window.high},
     }
 
 
@@ -250,6 +252,17 @@ def _pinhole_change(value: object, at: str) -> PinholeChange:
 
 def _router(d: dict[str, Any], at: str) -> RouterInfo:
     # Saved plans name a UPnP router the way its description does (router_json); "protocol" is derived.
+    protocol = _text(d, "protocol", at, 40) if "protocol" in d else ""
+    if protocol in ("pcp", "natpmp"):
+        # A router spoken to in PCP or NAT-PMP has no IGD version; its backend names the service so.
+        return RouterInfo(
+            protocol,
+            _text(d, "udn", at, 200),
+            _text(d, "location", at, 2048),
+            _text(d, "friendly_name", at, 200),
+            protocol,
+            _text(d, "external_ip", at, 64),
+        )
     return upnp_router(
         location=_text(d, "location", at, 2048),
         udn=_text(d, "udn", at, 200),
@@ -313,7 +326,18 @@ def _change(value: object, at: str) -> Change:
         # Plans saved before it was written carry no "protect"; a saved plan is re-planned before
         # anything is written, so the flag read here never decides a write.
         _bool(d, "protect", at) if "protect" in d else False,
+        # Plans saved before next_free windows carry none.
+        _window(d, at, key) if d.get("window") is not None else None,
     )
+
+
+def _window(d: dict[str, Any], at: str, key: MappingKey) -> PortWindow:
+    w = _object(d, "window", at)
+    where = f"{at}.window"
+    window = PortWindow(_int(w, "low", where, 1, 65535), _int(w, "high", where, 1, 65535))
+    if key.external_port not in window:
+        raise Malformed(where, f"{window} does not hold the change's port {key.external_port}")
+    return window
 
 
 def _field(value: object, at: str) -> FieldChange:

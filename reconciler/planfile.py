@@ -152,13 +152,14 @@ def _essence(c: Change) -> tuple[object, ...]:
     """What a change writes. Remaining lease time counts down by itself, so it is left out."""
     before = _stable(c.before) if c.before else None
     fields = tuple((f.field, f.after) for f in c.fields)
-    return (c.action, c.name, c.key, before, c.after, c.replace, c.same_port_ok, fields)
+    return (c.action, c.name, c.key, before, c.after, c.replace, c.same_port_ok, fields, c.window)
 
 
 def _change_text(c: Change) -> str:
     row = c.after or c.before
     target = f" -> {row.internal_client}:{row.internal_port} {row.description!r}" if row else ""
-    return f"{c.action.value} {c.name} {c.key}{target}"
+    window = f" (the router may grant a port from {c.window})" if c.window else ""
+    return f"{c.action.value} {c.name} {c.key}{target}{window}"
 
 
 def _stable(m: PortMapping) -> tuple[object, ...]:

@@ -197,6 +197,10 @@ def _change_lines(c: Change, width: int, style: Style) -> list[str]:
     if c.after is not None and c.action is not Action.ADD:
         lines.append(f"        writes {_written(c.after)}")
     lines += [style("!" if a.allowed_by else "~", f"        {adapted_text(a)}") for a in c.adapted]
+    if c.window is not None:
+        lines.append(f"        the router may grant a port from {c.window} (next_free); the one granted is kept")
+    if c.note and c.action is not Action.REMOVE:  # a removal's note is on its own lines already
+        lines.append(style("!", f"        {c.note}"))
     return lines
 
 
@@ -227,6 +231,8 @@ def report_text(report: ApplyReport, style: Style) -> str:
         c = r.change
         mark = style("+", "done   ") if r.ok else style("!", "SKIPPED" if r.skipped else "FAILED ")
         line = f"  {mark} {c.action.value:<6} {c.name} {c.key}"
+        if r.granted is not None:
+            line += f": granted {r.granted.external_port} instead of {c.key.external_port} (next_free)"
         out.append(line + ("" if r.ok else f": {r.error}"))
     for p in report.pinholes:
         mark = style("+", "done   ") if p.ok else style("!", "FAILED ")
@@ -299,6 +305,7 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
                 "skipped": r.skipped,
                 "final": r.final,
                 "error": r.error,
+                "granted": None if r.granted is None else str(r.granted),
             }
             for r in report.results
         ],

@@ -46,7 +46,7 @@ class Unlisted(Backend):
     def get_mapping(self, key: MappingKey) -> PortMapping | None:
         return self.rows.get(key)
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: object = None) -> None:
         self.rows[mapping.key] = mapping
 
     def delete_mapping(self, mapping: PortMapping) -> None:

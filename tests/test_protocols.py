@@ -211,7 +211,7 @@ class Chosen(Backend):
     def get_mapping(self, key: MappingKey) -> PortMapping | None:
         return None
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: object = None) -> None:
         pass
 
     def delete_mapping(self, mapping: PortMapping) -> None:

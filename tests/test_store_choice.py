@@ -66,7 +66,7 @@ class Undescribed(Backend):
     def get_mapping(self, key: MappingKey) -> PortMapping | None:
         return self.rows.get(key)
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: object = None) -> None:
         self.writes += 1
         self.rows[mapping.key] = replace(mapping, description=f"PCP MAP {mapping.key.external_port}")
 

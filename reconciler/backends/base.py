@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import RouterUnreachable
-from ..models import MappingKey, Pinhole, PinholeKey, PortMapping, RouterInfo
+from ..models import MappingKey, Pinhole, PinholeKey, PortMapping, PortWindow, RouterInfo
 from ..quirks import Learned
 
 
@@ -85,11 +85,14 @@ class Backend(abc.ABC):
         """The router's row for `key`, or None when the port is free."""
 
     @abc.abstractmethod
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: PortWindow | None = None) -> MappingKey | None:
         """Create exactly `mapping`, or overwrite the router's entry for the same key in place.
 
         Never adapts it: a router that needs something else (a permanent lease, say) makes this raise
         RouterRefused naming the need, which is learned so that the next plan plans for it.
+        `window` (the plan's, next_free) is where a router that picks the port may put it instead:
+        the key it granted there is returned, and kept; None means it is at `mapping.key`. A backend
+        whose router takes the port it is given ignores it.
         """
 
     @abc.abstractmethod

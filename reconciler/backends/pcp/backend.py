@@ -10,7 +10,9 @@ and internal port (`nonce.mapping_nonce`), so renew and delete always match, a r
 holds its mappings again, and another owner's nonce deletes nothing of ours (NOT_AUTHORIZED). Every
 MAP carries PREFER_FAILURE; miniupnpd 2.3.1 still moves off a port another mapping holds, so the
 granted port is compared with the requested one: one that differs is released at once and the add
-is refused (MapRefused); the plan's on_conflict decides where to go instead.
+is refused (MapRefused); the plan's on_conflict decides where to go instead. Where the plan gave the
+mapping a window (on_conflict: next_free, nextfree.py) the MAP goes without PREFER_FAILURE, and a
+grant inside the window is kept and recorded at the port granted; one outside it is released.
 
 A mapping for another host is asked with the THIRD_PARTY option naming that host (map, renew and
 delete alike, with the same nonce). Routers refuse it unless told to allow it (miniupnpd:
@@ -19,6 +21,7 @@ pcp_allow_thirdparty=yes); that refusal is one MapRefused naming the remedy.
 NAT-PMP has no nonce: a mapping is the internal port of the host that asks, and a delete names that.
 So a grant of another port is refused but never released: it may be another application's mapping of
 the same internal port, returned as RFC 6886 says an existing mapping is.
+A grant inside the plan's window is kept, as in PCP.
 
 An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
 next plan finds them gone and adds them again. `uptime()` asks for the epoch afresh (ANNOUNCE, or
@@ -36,7 +39,7 @@ from urllib.parse import urlsplit
 
 from ...cache import Cache
 from ...errors import RouterUnreachable
-from ...models import MappingKey, PortMapping, RouterInfo
+from ...models import MappingKey, PortMapping, PortWindow, RouterInfo
 from ...models import Protocol as Transport
 from ...ownerstore import identity
 from ...quirks import Learned
@@ -183,19 +186,21 @@ class PcpBackend(Backend):
         now = self.clock()
         return _remaining(grant, now) if grant is not None and grant.expires > now else None
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: PortWindow | None = None) -> MappingKey | None:
         """Ask for exactly `mapping`: its external port (PREFER_FAILURE in PCP) and its lease. A grant
-        of another port is released and refused; a shorter lifetime is what is recorded."""
+        of another port is released and refused, unless it is inside `window` (next_free, as the
+        plan approved it): then it is kept and its key returned. A shorter lifetime is what is recorded."""
         if mapping.lease == 0:
             raise MapRefused(self._name, 0, f"{self._name} leases are finite: {mapping.key} asks for a permanent one")
         self._third_party(mapping)  # refused before anything is sent where it cannot be asked
-        grant = self._map_pcp(mapping) if self.mode == "pcp" else self._map_natpmp(mapping)
+        grant = self._map_pcp(mapping, window) if self.mode == "pcp" else self._map_natpmp(mapping, window)
         self.granted.put(grant)
         if 0 < grant.row.lease < mapping.lease:
             # The router's ceiling: what "permanent" becomes here, and what renewals are timed against.
             self.granted.shortened(grant.row.lease)
             longest = min(self.capabilities.longest_lease, grant.row.lease)
             self.capabilities = replace(self.capabilities, longest_lease=longest)
+        return grant.row.key if grant.row.key != mapping.key else None
 
     def delete_mapping(self, mapping: PortMapping) -> None:
         held = self.granted.grants().get(mapping.key)
@@ -277,7 +282,7 @@ class PcpBackend(Backend):
             )
         return host
 
-    def _map_pcp(self, mapping: PortMapping) -> Grant:
+    def _map_pcp(self, mapping: PortMapping, window: PortWindow | None) -> Grant:
         n = self._nonce(mapping)
         response = self._pcp(
             wire.MapRequest(
@@ -287,7 +292,8 @@ class PcpBackend(Backend):
                 client_address=self.client.local_address,
                 lifetime=mapping.lease,
                 suggested_external_port=mapping.key.external_port,
-                prefer_failure=True,
+                # With a window the plan lets the router move the port; without one it should fail.
+                prefer_failure=window is None,
                 third_party=self._third_party(mapping),
             )
         )
@@ -298,10 +304,11 @@ class PcpBackend(Backend):
             self.granted.assigned(self._assigned)
             self.info = replace(self.info, external_ip=self._assigned)
         granted = response.map.external_port
-        if granted != mapping.key.external_port:
+        if granted != mapping.key.external_port and granted not in (window or ()):
             self._pcp_release(replace(mapping, key=replace(mapping.key, external_port=granted)), n)
-            raise self._moved(mapping, granted)
-        return Grant(replace(mapping, lease=response.lifetime), n, self.clock() + response.lifetime)
+            raise self._moved(mapping, granted, window)
+        row = replace(mapping, key=replace(mapping.key, external_port=granted), lease=response.lifetime)
+        return Grant(row, n, self.clock() + response.lifetime)
 
     def _pcp_release(self, mapping: PortMapping, n: bytes) -> None:
         self._pcp(
@@ -344,25 +351,26 @@ class PcpBackend(Backend):
 
     # -- NAT-PMP -------------------------------------------------------------------------------
 
-    def _map_natpmp(self, mapping: PortMapping) -> Grant:
+    def _map_natpmp(self, mapping: PortMapping, window: PortWindow | None) -> Grant:
         protocol = _ip_protocol(mapping)
         response = self._natpmp(
             wire.NatPmpMapRequest(protocol, mapping.internal_port, mapping.lease, mapping.key.external_port)
         )
         granted, lifetime = response.external_port or 0, response.lifetime or 0
-        if granted != mapping.key.external_port:
+        if granted != mapping.key.external_port and granted not in (window or ()):
             # Not released: NAT-PMP names a mapping by this host's internal port alone, and a router
             # answers a request for a port already mapped with that mapping (RFC 6886 section 3.3),
             # which may be another application's on this host. Deleting it could delete theirs.
             raise MapRefused(
                 self._name,
                 0,
-                f"NAT-PMP answered {mapping.key} with external port {granted}: another mapping holds "
-                f"{mapping.key.external_port}, or another application on this host already maps internal "
-                f"port {mapping.internal_port}. It was left alone (NAT-PMP cannot tell whose it is; it lapses "
-                f"in {lifetime} s unless renewed). Choose another external port, or on_conflict: next_free",
+                f"NAT-PMP answered {mapping.key} with external port {granted}{_outside(window)}: another "
+                f"mapping holds {mapping.key.external_port}, or another application on this host already maps "
+                f"internal port {mapping.internal_port}. It was left alone (NAT-PMP cannot tell whose it is; it "
+                f"lapses in {lifetime} s unless renewed). {_remedy(window)}",
             )
-        return Grant(replace(mapping, lease=lifetime), b"", self.clock() + lifetime)
+        row = replace(mapping, key=replace(mapping.key, external_port=granted), lease=lifetime)
+        return Grant(row, b"", self.clock() + lifetime)
 
     def _natpmp(self, request: wire.NatPmpRequest) -> wire.NatPmpResponse:
         answer = self.client.natpmp(request)
@@ -374,12 +382,12 @@ class PcpBackend(Backend):
 
     # -- shared --------------------------------------------------------------------------------
 
-    def _moved(self, mapping: PortMapping, granted: int) -> MapRefused:
+    def _moved(self, mapping: PortMapping, granted: int, window: PortWindow | None) -> MapRefused:
         return MapRefused(
             self._name,
             0,
-            f"{self._name} granted {granted} instead of {mapping.key} (another mapping holds that port); "
-            f"released again. Choose another external port, or on_conflict: next_free",
+            f"{self._name} granted {granted} instead of {mapping.key}{_outside(window)} (another mapping "
+            f"holds that port); released again. {_remedy(window)}",
         )
 
     def _check_epoch(self, protocol: str, value: int, at: float) -> None:
@@ -403,6 +411,16 @@ _HINTS = {
 # How a router that does not map for other hosts answers THIRD_PARTY: UNSUPP_OPTION where it does not
 # know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it.
 _THIRD_PARTY_REFUSED = frozenset({int(wire.Result.UNSUPP_OPTION), int(wire.Result.NOT_AUTHORIZED)})
+
+
+def _outside(window: PortWindow | None) -> str:
+    return f", outside the window the plan approved ({window}, next_free)" if window else ""
+
+
+def _remedy(window: PortWindow | None) -> str:
+    if window:
+        return "Free a port in the window, or declare another external port"
+    return "Choose another external port, or on_conflict: next_free"
 
 
 def _ip_protocol(mapping: PortMapping) -> wire.IpProtocol:

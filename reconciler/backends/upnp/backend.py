@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from ... import discovery, quirks
 from ...cache import Cache
 from ...errors import ActionNotOffered, RouterError, RouterRefused, RouterUnreachable, UpnpActionError
-from ...models import MAX_LEASE, MappingKey, PortMapping, upnp_router
+from ...models import MAX_LEASE, MappingKey, PortMapping, PortWindow, upnp_router
 from ...quirks import Learned, Then
 from ..base import Backend, Capabilities
 from ..http import Observer
@@ -169,10 +169,11 @@ class UpnpBackend(Backend):
             "GetSpecificPortMappingEntry",
         )
 
-    def add_mapping(self, mapping: PortMapping) -> None:
+    def add_mapping(self, mapping: PortMapping, window: PortWindow | None = None) -> None:
         """Write exactly `mapping`. A refusal that shows a need (a permanent lease, any remote host...)
         is learned and raised as RouterRefused naming it: adapting the mapping is the planner's job,
-        so nothing the plan did not show is ever written."""
+        so nothing the plan did not show is ever written. AddPortMapping takes the port it is given:
+        `window` is moot here."""
         try:
             self._add(mapping)
         except UpnpActionError as exc:
