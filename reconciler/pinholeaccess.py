@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import discovery
 from .backends.base import Backend
 from .backends.upnp import firewall
+from .boot import Boot
 from .cache import Cache
 from .errors import ActionNotOffered, PinholeNotFound, RouterError, RouterRefused
 from .models import HeldPinhole, Manifest, Pinhole, PinholeAction, PinholeResult, Plan
@@ -41,6 +42,7 @@ class PinholeFacts:
     local: tuple[str, ...]  # this host's addresses a pinhole may lead to
     unavailable: str = ""  # why no pinhole can be opened on this router ("" if they may be)
     timeout: float | None = None
+    boot: Boot | None = None  # the router's boot as read with these facts, recorded with each pinhole written
 
 
 def read(
@@ -148,7 +150,7 @@ def write(
             if c.after is None:
                 facts.store.release(plan.owner, c.key)
             else:
-                facts.store.record(plan.owner, c.name, c.after, unique_id, clock() + c.after.lease)
+                facts.store.record(plan.owner, c.name, c.after, unique_id, clock() + c.after.lease, facts.boot)
             out.append(PinholeResult(c, True, unique_id=unique_id))
     return tuple(out)
 
