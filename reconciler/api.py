@@ -17,7 +17,7 @@ from .backends.base import Backend
 from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
-from .models import Manifest, Plan, PortMapping
+from .models import DesiredPinhole, Manifest, Plan, PortMapping
 from .ownerstore import OwnershipStore, TagStore, for_router
 
 if TYPE_CHECKING:
@@ -221,18 +221,27 @@ def relearn(backend: Backend, cache: Cache, now: float) -> None:
 
 
 def read(
-    backend: Backend, cache: Cache | None = None, manifest: Manifest | None = None, *, timeout: float | None = None
+    backend: Backend,
+    cache: Cache | None = None,
+    manifest: Manifest | None = None,
+    *,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Facts:
     """The table, and the ownership store that says which of its rows are whose (`owners`); with a
-    `manifest`, the IPv6 pinholes its owner declares or holds (each request waits `timeout`)."""
+    `manifest`, the IPv6 pinholes its owner declares or holds (each request waits `timeout`) and the
+    router's boot on `clock` (the wall clock the inventory's expiries are on)."""
     table = backend.list_mappings()
     store = owners(backend, cache)
     held = None
     # A warm plan of mappings alone pays nothing for pinholes: not even the imports.
     if manifest is not None and cache is not None and (manifest.pinholes or _pinholes_recorded(cache)):
-        from . import pinholeaccess
+        from . import bootread, pinholeaccess
 
         held = pinholeaccess.read(manifest, backend, cache, timeout=timeout)
+        if held is not None:
+            # The router lists no pinholes: its boot is how a plan knows a restart took them all.
+            held = replace(held, boot=bootread.read(backend, clock).boot)
     return Facts(backend, table, store, held)
 
 
@@ -298,15 +307,22 @@ def plan(
     )
     held = facts.pinholes
     if held is not None:
-        auto = held.source or "auto"  # no address towards the router: admission refuses "auto"
-        desired = [
-            replace(d, key=replace(d.key, internal_client=auto)) if d.key.internal_client == "auto" else d
-            for d in manifest.pinholes
-        ]
-        changes = pinholeplan.diff(desired, held.held, clock(), prune=manifest.prune)
+        desired = desired_pinholes(manifest, held)
+        changes = pinholeplan.diff(
+            desired, held.held, clock(), prune=manifest.prune, boot=held.boot, renew_below=renew_below
+        )
         why = held.unavailable
         planned = replace(planned, pinholes=changes, pinholes_unavailable=why, pinholes_through=held.through)
     return _admitted(planned, resolved, facts, max_deletions=max_deletions, allow_empty=allow_empty)
+
+
+def desired_pinholes(manifest: Manifest, held: PinholeFacts) -> list[DesiredPinhole]:
+    """The manifest's pinholes with `internal_client: auto` as this host's address towards the router."""
+    auto = held.source or "auto"  # no address towards the router: admission refuses "auto"
+    return [
+        replace(d, key=replace(d.key, internal_client=auto)) if d.key.internal_client == "auto" else d
+        for d in manifest.pinholes
+    ]
 
 
 def destroy_plan(manifest: Manifest, facts: Facts, store: OwnershipStore | None = None) -> Plan:

@@ -15,6 +15,10 @@ An epoch is judged by its own protocol's rule instead (RFC 6887 section 8.5, RFC
 it may fall behind the client's clock by a little (2 s, and a share of the time between readings,
 for drift), so a router whose clock runs slow is not taken for one that restarted. The rule is
 handed in with the reading (`EpochRule`), so this module knows no protocol.
+
+A reading kept long (on disk, with each pinhole it was taken for: `to_record`) is compared with a
+later one by `restarted_since`, which allows the router's clock a small drift over the time between
+them: a router counting its uptime on a crystal of its own must not look restarted after hours.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from .durations import format_duration
 
 UPTIME_GRAIN = 1.0  # routers count uptime (and epochs) in whole seconds
 BOOT_ID_LIMIT = 2**31  # UDA 1.1 section 1.2.2: BOOTID.UPNP.ORG is a non-negative 31-bit integer
+# The share of the time between two readings a router's clock may run off ours: 1000 ppm, ten times
+# a poor crystal's error, so a day between readings allows 86 s (a restart moves the boot by the
+# time the router had been up).
+DRIFT = 0.001
 
 
 # (epoch before, client time it arrived, epoch now, client time it arrived) -> the state was lost
@@ -61,13 +69,14 @@ class Boot:
     source: str = ""  # what the moment is from: "uptime", "pcp-epoch", "natpmp-epoch"
     epoch: tuple[int, float] | None = None  # an epoch and the clock when it arrived, for `rule`
     rule: EpochRule | None = None
+    at: float | None = None  # the clock when the reading was answered
 
     @classmethod
     def from_uptime(cls, uptime: int | None, sent: float, answered: float, boot_id: int | None = None) -> Boot:
         """The boot an uptime proves: asked at `sent`, answered at `answered` (both on one clock)."""
         if uptime is None:
             return cls(boot_id=boot_id)
-        return cls(sent - uptime - UPTIME_GRAIN, answered - uptime, boot_id, "uptime")
+        return cls(sent - uptime - UPTIME_GRAIN, answered - uptime, boot_id, "uptime", at=answered)
 
     @classmethod
     def from_epoch(cls, epoch: int | None, sent: float, answered: float, rule: EpochRule) -> Boot:
@@ -87,9 +96,62 @@ class Boot:
             return replace(before, boot_id=boot_id)
         return replace(self, boot_id=boot_id)
 
+    def says(self) -> bool:
+        """Does this reading say anything of the boot (an id or a moment)?"""
+        return self.boot_id is not None or self.latest is not None
 
-def restarted(before: Boot | None, now: Boot | None) -> str:
-    """Why `now` is a later boot than `before`, in words for a log line; "" when nothing proves it."""
+    def to_record(self) -> dict[str, Any]:
+        """The reading as JSON, to be compared later (`restarted_since`) on the same clock; its rule
+        is not kept, only its source, and a later reading of the same source lends its own."""
+        return {
+            "boot_id": self.boot_id,
+            "earliest": self.earliest,
+            "latest": self.latest,
+            "source": self.source,
+            "epoch": list(self.epoch) if self.epoch is not None else None,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_record(cls, record: object) -> Boot | None:
+        """A reading as `to_record` wrote it; None (unknown) for anything else."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            boot_id, epoch = record.get("boot_id"), record.get("epoch")
+            return cls(
+                _seconds(record.get("earliest")),
+                _seconds(record.get("latest")),
+                int(boot_id) if isinstance(boot_id, int) and not isinstance(boot_id, bool) else None,
+                str(record.get("source") or ""),
+                (int(epoch[0]), float(epoch[1])) if isinstance(epoch, list) and len(epoch) == 2 else None,
+                at=_seconds(record.get("at")),
+            )
+        except (TypeError, ValueError):
+            return None
+
+
+def _seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a time: {value!r}")
+    return float(value)
+
+
+def restarted_since(recorded: Boot | None, now: Boot | None) -> str:
+    """Why the router booted since `recorded`, a reading kept a while (up to a day), judged as `restarted`
+    with the router's clock allowed to drift (DRIFT); "" when nothing proves it, or either is unknown."""
+    if recorded is None or now is None:
+        return ""
+    if recorded.rule is None and now.rule is not None and recorded.source == now.rule.source:
+        recorded = replace(recorded, rule=now.rule)  # the rule of the protocol both readings came from
+    return restarted(recorded, now, drift=DRIFT)
+
+
+def restarted(before: Boot | None, now: Boot | None, *, drift: float = 0.0) -> str:
+    """Why `now` is a later boot than `before`, in words for a log line; "" when nothing proves it.
+    `drift` is the share of the time between the readings that the router's uptime may be off."""
     if before is None or now is None:
         return ""
     if before.boot_id is not None and now.boot_id is not None and before.boot_id != now.boot_id:
@@ -100,8 +162,10 @@ def restarted(before: Boot | None, now: Boot | None) -> str:
         if rule.lost(was, then, value, at):
             return f"its {rule.label} went from {was} s to {value} s in {at - then:.0f} s"
         return ""
-    if before.latest is not None and now.earliest is not None and now.earliest > before.latest:
-        return f"its {now.source or 'uptime'} went back"
+    if before.latest is not None and now.earliest is not None:
+        between = now.at - before.at if now.at is not None and before.at is not None else 0.0
+        if now.earliest > before.latest + drift * max(0.0, between):
+            return f"its {now.source or 'uptime'} went back"
     return ""
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .boot import Boot
 
 MAX_LEASE = 604800  # IGD v2's longest lease (7 days); v2 routers turn "permanent" (0) into this.
 
@@ -117,14 +121,16 @@ class DesiredPinhole:
 
 @dataclass(frozen=True)
 class HeldPinhole:
-    """A pinhole an owner holds as the inventory recorded it: the router's UniqueID for it and when
-    its lease ends (seconds on the wall clock)."""
+    """A pinhole an owner holds as the inventory recorded it: the router's UniqueID for it, when
+    its lease ends (seconds on the wall clock) and the router's boot when it was opened or renewed
+    (None: unknown, as in records older than that field or from a router that says nothing of it)."""
 
     name: str
     pinhole: Pinhole  # as asked
     unique_id: int
     expires: float
     granted: int = 0  # the lifetime the router gave where it gave less than asked (PCP may); 0: as asked
+    boot: Boot | None = field(default=None, compare=False)
 
     @property
     def key(self) -> PinholeKey:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import discovery
 from .backends.base import Backend, Opened, PinholeOpener
 from .backends.upnp import firewall
+from .boot import Boot
 from .cache import Cache
 from .errors import ActionNotOffered, PinholeHeldElsewhere, RouterError, RouterRefused
 from .models import HeldPinhole, Manifest, PinholeAction, PinholeChange, PinholeResult, Plan
@@ -50,6 +51,7 @@ class PinholeFacts:
     unavailable: str = ""  # why no pinhole can be opened on this router ("" if they may be)
     timeout: float | None = None
     through: str = "upnp"  # the service that opens them: "upnp" (location is its description) or "pcp"
+    boot: Boot | None = None  # the router's boot as read with these facts, recorded with each pinhole written
 
 
 def read(
@@ -178,8 +180,9 @@ def write(
                 facts.store.release(plan.owner, c.key)
                 out.append(PinholeResult(c, True, unique_id=c.before.unique_id if c.before else 0))
             else:
+                granted, boot = opened.lease, facts.boot
                 facts.store.record(
-                    plan.owner, c.name, c.after, opened.unique_id, clock() + opened.lease, granted=opened.lease
+                    plan.owner, c.name, c.after, opened.unique_id, clock() + opened.lease, boot, granted=granted
                 )
                 out.append(PinholeResult(c, True, unique_id=opened.unique_id))
     return tuple(out)

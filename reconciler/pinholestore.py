@@ -1,6 +1,7 @@
 """Which IPv6 pinholes an owner holds on a router: the router lists none and keeps no description, so
 this inventory is the state. `pinholes.json` beside the cache, one section per router identity and
-owner, each pinhole's key -> its name, UniqueID, lease and expiry; changed only by a
+owner, each pinhole's key -> its name, UniqueID, lease, expiry and the router's boot when it was
+opened or renewed (a router that restarted has lost it, whatever the expiry says); changed only by a
 read-modify-write under the cache's lock and replaced atomically (as ownerstore's inventory is).
 
 A lost record is not a lost pinhole: re-adding the identical pinhole answers the UniqueID the router
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .boot import Boot
 from .cache import Cache
 from .models import HeldPinhole, Pinhole, PinholeKey, Protocol
 from .ownerstore import InventoryError
@@ -58,10 +60,18 @@ class PinholeStore:
         )
 
     def record(
-        self, owner: str, name: str, pinhole: Pinhole, unique_id: int, expires: float, *, granted: int = 0
+        self,
+        owner: str,
+        name: str,
+        pinhole: Pinhole,
+        unique_id: int,
+        expires: float,
+        boot: Boot | None = None,
+        *,
+        granted: int = 0,
     ) -> None:
         """`pinhole` as asked; `granted` the seconds the router gave where it gave another lifetime."""
-        entry = {
+        entry: dict[str, Any] = {
             "name": name,
             "unique_id": unique_id,
             "lease": pinhole.lease,
@@ -73,6 +83,8 @@ class PinholeStore:
             "remote_host": pinhole.key.remote_host,
             "remote_port": pinhole.key.remote_port,
         }
+        if boot is not None and boot.says():
+            entry["boot"] = boot.to_record()
         self._change(lambda doc: self._owner(doc, owner).__setitem__(str(pinhole.key), entry))
 
     def release(self, owner: str, key: PinholeKey) -> None:
@@ -131,7 +143,8 @@ def _held(record: object) -> HeldPinhole | None:
             Pinhole(key, int(record["lease"])),
             int(record["unique_id"]),
             float(record["expires"]),
-            int(record.get("granted", 0)),  # records written before PCP pinholes have none: as asked
+            granted=int(record.get("granted", 0)),  # records written before PCP pinholes have none: as asked
+            boot=Boot.from_record(record.get("boot")),  # absent (older records) or unreadable: unknown
         )
     except (KeyError, TypeError, ValueError):
         return None

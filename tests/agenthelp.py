@@ -155,8 +155,9 @@ class Clock:
 
 class Driven:
     """An agent whose loop the test turns (no thread), on a clock the test moves. The emulated router
-    counts uptime and leases on the same clock, so a busy machine changes nothing a test sees. With a
-    router URL instead of an emulator, `connect` makes the backend (a fake router on the same clock)."""
+        counts uptime and leases on the same clock, so a busy machine changes nothing a test sees. With a
+        router URL instead of an emulator, `connect` makes the backend (a fake router on the same clock). With
+    `wall_too` the agent's wall clock is that clock as well."""
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class Driven:
         *,
         share_clock: bool = True,
         connect: Callable[..., Backend] | None = None,
+        wall_too: bool = False,
         **settings: Any,
     ) -> None:
         self.logs = io.StringIO()
@@ -177,6 +179,8 @@ class Driven:
         url = router.url if isinstance(router, EmulatorServer) else router  # a URL: `connect` makes its backend
         config = AgentConfig(router=url, **source, **settings)
         extra: dict[str, Any] = {"connect": connect} if connect else {}
+        if wall_too:  # the wall clock is the virtual one too: what is stamped on it (pinhole expiries) moves with it
+            extra["wall"] = self.clock
         self.agent = Agent(config, log=JsonLog(self.logs), clock=self.clock, **extra)
 
     def run_until(self, done: Callable[[], bool], within: float, what: str = "the condition") -> float:

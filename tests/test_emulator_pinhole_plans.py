@@ -202,6 +202,7 @@ def test_the_agent_opens_renews_and_closes_pinholes(tmp_path: Path, server: Emul
     path = write(str(tmp_path), ONLY_WEB.replace("mappings: []", "prune: true\nmappings: []"))
     wall = Clock()
     wall.now = 1_000_000.0
+    server.router.use_clock(wall)  # the router's uptime moves with the agent's clock: no restart in between
     logs = io.StringIO()
     config = AgentConfig(manifest=path, router=server.url, events=False, settle=0, timeout=30)
     agent = Agent(config, log=JsonLog(logs), clock=wall, wall=wall, cache=Cache(os.path.join(tmp_path, "cache")))

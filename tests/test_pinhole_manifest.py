@@ -3,9 +3,13 @@ addresses in compressed form, the admission gate's refusals, the pinhole diff, a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from reconciler import admission, manifest, pinholeplan, plancodec
+from reconciler import admission, manifest, pinholeplan, plancodec, renewal
+from reconciler.boot import Boot, restarted
+from reconciler.cache import Cache
 from reconciler.errors import ManifestError
 from reconciler.models import (
     DesiredPinhole,
@@ -18,6 +22,7 @@ from reconciler.models import (
     Plan,
     Protocol,
 )
+from reconciler.pinholestore import PinholeStore
 
 ME = "2001:db8:77::2"
 HEAD = "apiVersion: portctl/v1\nowner: six\nmappings: []\n"
@@ -197,6 +202,59 @@ def test_the_diff_opens_renews_at_half_and_prunes(recorded: tuple[HeldPinhole, .
 def test_without_prune_an_undeclared_pinhole_stays() -> None:
     """prune: false closes nothing it holds."""
     assert pinholeplan.diff([], [held(key(), NOW + 3000)], NOW, prune=False) == ()
+
+
+BOOT = Boot.from_uptime(5000, NOW - 100.5, NOW - 100.0, 7)  # read when the pinhole was opened
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now", "expected"),
+    [
+        (BOOT, Boot.from_uptime(5100, NOW - 0.5, NOW, 7), []),  # the same boot
+        (BOOT, Boot.from_uptime(90, NOW - 0.5, NOW, 8), [(PinholeAction.OPEN, pinholeplan.RESTARTED)]),
+        (BOOT, Boot.from_uptime(6000, NOW - 0.5, NOW, 8), [(PinholeAction.OPEN, pinholeplan.RESTARTED)]),  # new id
+        (BOOT, Boot.from_uptime(90, NOW - 0.5, NOW), [(PinholeAction.OPEN, pinholeplan.RESTARTED)]),  # uptime only
+        (None, Boot.from_uptime(90, NOW - 0.5, NOW, 8), []),  # a record older than the field: unknown
+        (BOOT, Boot(), []),  # the router says nothing of its boot now
+        (BOOT, None, []),
+    ],
+)
+def test_a_pinhole_opened_before_the_routers_restart_is_opened_again(
+    recorded: Boot | None, now: Boot | None, expected: list[object]
+) -> None:
+    """A restart loses every pinhole: one whose recorded boot is older than the router's is opened again."""
+    desired = [DesiredPinhole("web", key(), 3600)]
+    record = replace(held(key(), NOW + 3000), boot=recorded)
+    assert [(c.action, c.reason) for c in pinholeplan.diff(desired, [record], NOW, prune=True, boot=now)] == expected
+
+
+def test_a_routers_clock_drifting_over_hours_is_not_a_restart() -> None:
+    """Six hours after the reading, an uptime 3 s short of the time passed is drift, not a restart."""
+    desired = [DesiredPinhole("web", key(), 86400)]
+    record = replace(held(key(), NOW + 86400 - 100, lease=86400), boot=BOOT)
+    later = NOW + 6 * 3600
+    now = Boot.from_uptime(5100 + 6 * 3600 - 3, later - 0.5, later, 7)
+    assert restarted(BOOT, now)  # compared as between two checks a minute apart, it would be one
+    assert pinholeplan.diff(desired, [record], later, prune=True, boot=now) == ()
+
+
+def test_the_agent_renews_earlier_than_a_plan() -> None:
+    """With the agent's share a pinhole with 58 % of its lease left is renewed; a plan leaves it."""
+    desired = [DesiredPinhole("web", key(), 3600)]
+    record = held(key(), NOW + 0.58 * 3600)
+    assert pinholeplan.diff(desired, [record], NOW, prune=True) == ()
+    due = pinholeplan.diff(desired, [record], NOW, prune=True, renew_below=renewal.AGENT_BELOW)
+    assert [c.action for c in due] == [PinholeAction.RENEW]
+
+
+def test_the_inventory_keeps_the_boot_each_pinhole_was_opened_in(tmp_path: str) -> None:
+    """A recorded boot reads back as it was written; a record without one (older portctl) reads as unknown."""
+    store = PinholeStore(Cache(str(tmp_path)), "uuid:router")
+    store.record("six", "web", Pinhole(key(), 3600), 7, NOW + 3600, BOOT)
+    store.record("six", "old", Pinhole(key(9000), 3600), 8, NOW + 3600)
+    by_name = {h.name: h for h in store.held("six")}
+    assert by_name["web"].boot == BOOT
+    assert by_name["old"].boot is None
 
 
 # -- the codec ------------------------------------------------------------------------------------

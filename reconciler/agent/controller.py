@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import api, diff, lock, renewal
 from ..apply import apply
@@ -40,7 +40,7 @@ from ..backends.http import Observer
 from ..boot import Boot, restarted
 from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
-from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, PinholeChange, Plan, PortMapping
+from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, PinholeAction, PinholeChange, Plan, PortMapping
 from ..ownerstore import OwnershipStore
 from . import status as st
 from .config import AgentConfig
@@ -51,6 +51,9 @@ from .notify import Webhook
 from .source import Artifact, FileSource, GitSource, SourceError, Unsettled
 from .watch import Sample
 from .watch import read as read_watch
+
+if TYPE_CHECKING:
+    from ..pinholeaccess import PinholeFacts
 
 LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on the same router
 MIN_WAIT = 1.0
@@ -132,6 +135,8 @@ class Agent:
         self._desired: dict[MappingKey, PortMapping] = {}
         self._leases: dict[MappingKey, int] = {}
         self._read_at = 0.0
+        # ... and the declared pinholes held after the last pass: (expiry on `wall`, lease).
+        self._pinhole_leases: tuple[tuple[float, int], ...] = ()
         self._random = random.Random()
         self._next_pass = clock()  # the loop's schedule, on `clock`
         self._next_watch = self._next_pass + config.watch
@@ -400,7 +405,7 @@ class Agent:
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         api.relearn(backend, self.cache, self.wall())  # `portctl forget` may have run since the last pass
-        facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout)
+        facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout, clock=self.wall)
         plan = api.plan(
             manifest,
             facts,
@@ -423,15 +428,23 @@ class Agent:
             restored = sum(
                 1 for r in report.results if r.ok and r.change.action == Action.ADD and str(r.change.key) in before
             )
-            words = f"router restarted: {restored} owned mapping{'' if restored == 1 else 's'} restored"
-            self.log.info(words, restored=restored, cause=self._restart)
-            self._restored, self._restart = (restored, f"{words} ({self._restart})"), ""
+            # A pinhole held before, opened again: the restart took it (pinholeplan says why).
+            reopened = sum(
+                1 for r in report.pinholes if r.ok and r.change.action is PinholeAction.OPEN and r.change.before
+            )
+            words = f"router restarted: {restored} owned mapping{'' if restored == 1 else 's'}"
+            if reopened:
+                words += f" and {reopened} IPv6 pinhole{'' if reopened == 1 else 's'}"
+            words += " restored"
+            self.log.info(words, restored=restored, pinholes_restored=reopened, cause=self._restart)
+            self._restored, self._restart = (restored + reopened, f"{words} ({self._restart})"), ""
         # apply() read the table back after writing; a pass that wrote nothing has the one it planned from.
         if report.table is not None:
             table = list(report.table)
         else:
             table = backend.list_mappings() if plan.changes else list(facts.table)
         self._set_inventory(manifest, plan, table, facts.store)
+        self._pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
         if not report.ok:
             failed = "; ".join(
                 [f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed]
@@ -504,7 +517,7 @@ class Agent:
         return self._backend.capabilities.longest_lease if self._backend is not None else MAX_LEASE
 
     def _next_wait(self) -> float:
-        """The interval with jitter, or sooner when an owned lease needs renewing first."""
+        """The interval with jitter, or sooner when an owned lease (a mapping's or a pinhole's) needs renewing first."""
         wait = self.config.interval * (1 + self._random.uniform(-self.config.jitter, self.config.jitter))
         elapsed = self.clock() - self._read_at
         for key, want in self._desired.items():
@@ -513,6 +526,10 @@ class Agent:
                 # Against what the router grants: a lease it shortens lasts only its longest one.
                 full = min(want.lease or self._longest_lease(), self._longest_lease())
                 wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
+        now = self.wall()
+        for expires, lease in self._pinhole_leases:
+            if expires > now:  # one that lapsed is opened again by the next pass, whenever it comes
+                wait = min(wait, renewal.agent_wakes_in(expires - now, lease))
         return max(MIN_WAIT, wait)
 
     def _failed(self, reason: str, message: str, *, stalled: bool = False, changes: tuple[str, ...] = ()) -> Outcome:
@@ -612,7 +629,7 @@ class Agent:
             backend = self._connect(manifest)
             # Like a pass: a portctl apply run by hand on the same router must not interleave with it.
             with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
-                facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout)
+                facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout, clock=self.wall)
                 plan = api.destroy_plan(manifest, facts)
                 report = apply(plan, backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
         except PortctlError as exc:
@@ -636,6 +653,14 @@ def _load_manifest(artifact: Artifact, memo: Cache) -> Manifest:
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem(artifact.path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
     return manifest.parse(text, artifact.path, memo)
+
+
+def _pinhole_leases(manifest: Manifest, facts: PinholeFacts | None) -> tuple[tuple[float, int], ...]:
+    """(expiry, lease) of each declared pinhole the inventory records now, after the pass's writes."""
+    if facts is None:
+        return ()
+    declared = {d.key for d in api.desired_pinholes(manifest, facts)}
+    return tuple((h.expires, h.lasts) for h in facts.store.held(manifest.owner) if h.key in declared)
 
 
 def _without_conflicts(plan: Plan) -> Plan:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import bootread
 from ..backends.base import Backend
-from ..boot import Boot, EpochRule, Epochs, restarted
-from ..errors import RouterError, RouterProtocolError
+from ..boot import Boot, EpochRule, restarted
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,5 @@ class Sample:
 def read(backend: Backend, clock: Callable[[], float]) -> Sample:
     """The router's address and uptime; RouterError when it does not answer."""
     address = backend.external_address()
-    sent = clock()
-    problem = ""
-    try:
-        uptime = backend.uptime()
-    except RouterProtocolError as exc:  # it answered, with something that is not an uptime
-        uptime, problem = None, f"the router's uptime could not be read: {exc}"
-    except RouterError:
-        raise
-    except Exception as exc:  # odd text from the router (digits int() refuses) must not stop the checks
-        uptime, problem = None, f"the router's uptime could not be read: {type(exc).__name__}: {exc}"
-    if uptime is not None and not 0 <= uptime < 2**32:
-        uptime, problem = None, f"the router's uptime {uptime} is out of range"
-    answered = clock()
-    rule = backend.epoch_rule if isinstance(backend, Epochs) else None
-    return Sample(address, uptime, sent, answered, problem, backend.boot_id(), rule)
+    r = bootread.read(backend, clock)
+    return Sample(address, r.uptime, r.sent, r.answered, r.problem, r.boot_id, r.rule)
