@@ -23,13 +23,17 @@ if TYPE_CHECKING:
     from .backends.http import Observer
     from .boot import Booted
     from .cache import Cache
+    from .errors import ManifestError
+    from .markdown import Read
     from .models import Manifest, Plan
     from .protocols import Spoken
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 T = TypeVar("T")
-# Output formats, each a renderer over the same view (render.py); markdown is the next to come.
+# Output formats, each a renderer over the same view (render.py, markdown.py; annotations.py for
+# GitHub's workflow commands); each command offers those that fit it.
 FORMATS = ("text", "json")
+MARKDOWN, GITHUB = "markdown", "github"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,9 +133,13 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             help="let a manifest with no mappings prune every mapping its owner holds (refused otherwise)",
         )
 
-    def output(c: argparse.ArgumentParser, what: str) -> None:
+    def output(c: argparse.ArgumentParser, what: str, *more: str) -> None:
+        also = "".join(f", {f}" for f in more) + (" (GitHub workflow commands)" if GITHUB in more else "")
         c.add_argument(
-            "--format", choices=FORMATS, default="text", help=f"print {what} as text (default) or one JSON document"
+            "--format",
+            choices=FORMATS + more,
+            default="text",
+            help=f"print {what} as text (default), one JSON document{also}",
         )
         c.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
 
@@ -146,12 +154,12 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
     c = command("validate", _validate, "check a manifest offline")
     c.add_argument("file")
-    output(c, "the verdict")
+    output(c, "the verdict", GITHUB)
 
     c = command("plan", _plan, "show what apply would change on the router")
     c.add_argument("file")
     router(c)
-    output(c, "the plan")
+    output(c, "the plan", MARKDOWN, GITHUB)
     c.add_argument("--out", metavar="PLAN.json", help="save the plan for a later apply")
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     guards(c)
@@ -160,7 +168,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE|PLAN", help="a manifest or a plan saved by plan --out (told apart by content)")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="apply without asking")
-    output(c, "the plan and the result")
+    output(c, "the plan and the result", MARKDOWN)
     guards(c)
     locking(c)
 
@@ -174,7 +182,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c = command("show", _show, "the router and every mapping it holds")
     c.add_argument("file", nargs="?", help="a manifest, to mark its owner's mappings")
     router(c)
-    output(c, "the router and its table")
+    output(c, "the router and its table", MARKDOWN)
 
     c = command("forget", _forget, "drop what portctl learned about a router's needs, so it is asked again")
     c.add_argument("quirks", nargs="*", metavar="QUIRK", help="the needs to forget, as show names them")
@@ -297,8 +305,15 @@ def _number(parse: Callable[[], T]) -> T:
 
 def _validate(args: argparse.Namespace) -> int:
     from . import manifest
+    from .errors import ManifestError
 
-    m = manifest.load(args.file)
+    try:
+        m = manifest.load(args.file)
+    except ManifestError as exc:
+        if args.format != GITHUB:
+            raise
+        _annotate_problems(exc)
+        return EXIT_ERROR
     if args.format == "json":
         counts = {"mappings": len(m.mappings), "pinholes": len(m.pinholes)}
         print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, **counts}, indent=2))
@@ -310,11 +325,19 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from . import api, manifest, render
+    from .errors import ManifestError
 
     cache = _cache()
-    text = manifest.read(args.file)
-    m = manifest.parse(text, args.file, cache)
+    try:
+        text = manifest.read(args.file)
+        m = manifest.parse(text, args.file, cache)
+    except ManifestError as exc:
+        if args.format != GITHUB:
+            raise
+        _annotate_problems(exc)
+        return EXIT_ERROR
     with _session(args, cache, api.router_url(args.router, m), m) as backend:
+        read_at = time.time()
         facts = api.read(backend, cache, m, timeout=args.timeout)
         plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
     if args.out:
@@ -326,6 +349,16 @@ def _plan(args: argparse.Namespace) -> int:
         from . import plancodec  # the JSON view is built only when asked for
 
         print(json.dumps(plancodec.encode(plan), indent=2))
+    elif args.format == MARKDOWN:
+        from .markdown import plan_markdown
+
+        print(plan_markdown(plan, _read(read_at)))
+    elif args.format == GITHUB:
+        from . import annotations
+
+        print(render.summary_line(plan))
+        for line in annotations.plan_commands(plan, m, args.file):
+            print(line)
     else:
         print(render.plan_text(plan, _style(args)))
         if args.out and not (plan.conflicts or plan.blocked):
@@ -351,6 +384,7 @@ def _apply(args: argparse.Namespace) -> int:
             _session(args, cache, url, m) as backend,
             _router_lock(cache, backend, args.lock_timeout),
         ):
+            args.read_at = time.time()
             facts = api.read(backend, cache, m, timeout=args.timeout)
             planfile.check_current(saved.plan, facts.table, backend.info)
             deletions = [n for n in (saved.max_deletions, args.max_deletions) if n is not None]
@@ -369,6 +403,7 @@ def _apply(args: argparse.Namespace) -> int:
         _session(args, cache, api.router_url(args.router, m), m) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
+        args.read_at = time.time()
         facts = api.read(backend, cache, m, timeout=args.timeout)
         plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
         return _execute(plan, facts, args.auto_approve, args)
@@ -394,7 +429,8 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
     from .apply import apply
 
     style = _style(args)
-
+    if args.format == MARKDOWN:
+        return _execute_markdown(plan, facts, approved, args)
     if args.format != "json":
         print(render.plan_text(plan, style))
     if plan.blocked:
@@ -442,6 +478,7 @@ def _show(args: argparse.Namespace) -> int:
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
     with _session(args, cache, api.router_url(args.router, m), m) as backend:
+        read_at = time.time()
         facts = api.read(backend, cache, m, timeout=args.timeout)
         booted = _booted(backend)
     spoken = api.remembered_protocols(cache, backend)
@@ -462,6 +499,24 @@ def _show(args: argparse.Namespace) -> int:
             "pinholes": [render.held_json(h, now) for h in held],
         }
         print(json.dumps(doc, indent=2))
+    elif args.format == MARKDOWN:
+        from .markdown import table_markdown
+        from .protocols import NAMES
+
+        said = NAMES.get(used, used) + (f"; the gateway speaks {_spoken_text(spoken)}" if spoken else "")
+        print(
+            table_markdown(
+                backend.info,
+                table,
+                owned,
+                owner=m.owner if m else "",
+                learned=backend.learned,
+                booted=booted,
+                held=held,
+                read=_read(read_at, now),
+                protocol=said,
+            )
+        )
     else:
         print(render.table_text(backend.info, table, owned, _style(args), backend.learned, booted))
         if facts.pinholes is not None:
@@ -853,3 +908,42 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
             json.dump(doc, f, indent=2)
     except OSError as exc:
         raise PortctlError(f"cannot write {path}: {exc}") from exc
+
+
+# -- markdown and GitHub workflow commands ---------------------------------------------------
+
+
+def _read(at: float, now: float | None = None) -> Read:
+    """When the router was read (`at`), as the markdown names its age; `now` defaults to the clock."""
+    from .markdown import Read
+
+    return Read(at, time.time() if now is None else now)
+
+
+def _annotate_problems(exc: ManifestError) -> None:
+    """A ManifestError's problems as `::error` commands on stdout, where the runner reads them."""
+    from .annotations import problem_commands
+
+    for line in problem_commands(exc.problems):
+        print(line)
+
+
+def _execute_markdown(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace) -> int:
+    """_execute for --format markdown: the plan, then one document of the plan and its result."""
+    from .apply import apply
+    from .markdown import apply_markdown, plan_markdown
+
+    read = _read(getattr(args, "read_at", time.time()))
+    if plan.blocked or plan.conflicts or not plan.has_changes or not approved:
+        print(plan_markdown(plan, read))
+    if plan.blocked:
+        raise ConflictError(f"{plan.blocked}. Nothing was changed")
+    if plan.conflicts:
+        raise ConflictError("resolve the conflicts above; nothing was changed")
+    if not plan.has_changes:
+        return EXIT_OK
+    if not approved:
+        _confirm()
+    report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
+    print(apply_markdown(plan, report, read))
+    return EXIT_OK if report.ok else EXIT_ERROR
