@@ -142,6 +142,15 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             help=f"print {what} as text (default), one JSON document{also}",
         )
         c.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
+        if MARKDOWN in more:
+            c.add_argument(
+                "--max-bytes",
+                type=_markdown_limit,
+                default=65536,  # markdown.COMMENT_BYTES, not imported here: building the parser stays cheap
+                metavar="N",
+                help="cut the markdown to at most N bytes (default 65536, a pull-request comment; 1048576 for a "
+                "job summary)",
+            )
 
     def locking(c: argparse.ArgumentParser) -> None:
         c.add_argument(
@@ -286,6 +295,13 @@ def _count(text: str) -> int:
     return _number(lambda: numbers.ascii_int(text, max_digits=9))
 
 
+def _markdown_limit(text: str) -> int:
+    limit = _count(text)
+    if limit < 8192:  # markdown.MIN_BYTES: below it, headings and warnings alone may not fit
+        raise argparse.ArgumentTypeError(f"{text!r}: markdown needs at least 8192 bytes")
+    return limit
+
+
 def _port(text: str) -> int:
     port = _number(lambda: numbers.ascii_int(text, max_digits=5))
     if port > 65535:
@@ -352,7 +368,7 @@ def _plan(args: argparse.Namespace) -> int:
     elif args.format == MARKDOWN:
         from .markdown import plan_markdown
 
-        print(plan_markdown(plan, _read(read_at)))
+        print(plan_markdown(plan, _read(read_at), max_bytes=args.max_bytes))
     elif args.format == GITHUB:
         from . import annotations
 
@@ -515,6 +531,7 @@ def _show(args: argparse.Namespace) -> int:
                 held=held,
                 read=_read(read_at, now),
                 protocol=said,
+                max_bytes=args.max_bytes,
             )
         )
     else:
@@ -935,7 +952,7 @@ def _execute_markdown(plan: Plan, facts: Facts, approved: bool, args: argparse.N
 
     read = _read(getattr(args, "read_at", time.time()))
     if plan.blocked or plan.conflicts or not plan.has_changes or not approved:
-        print(plan_markdown(plan, read))
+        print(plan_markdown(plan, read, max_bytes=args.max_bytes))
     if plan.blocked:
         raise ConflictError(f"{plan.blocked}. Nothing was changed")
     if plan.conflicts:
@@ -945,5 +962,5 @@ def _execute_markdown(plan: Plan, facts: Facts, approved: bool, args: argparse.N
     if not approved:
         _confirm()
     report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
-    print(apply_markdown(plan, report, read))
+    print(apply_markdown(plan, report, read, max_bytes=args.max_bytes))
     return EXIT_OK if report.ok else EXIT_ERROR

@@ -360,3 +360,21 @@ def test_apply_in_markdown_prints_the_plan_and_its_result(
     assert run.out.startswith("**Apply: 5 done, 0 failed.**")
     assert run.out.count("| done |") == 5
     assert [r for r in snapshot(emulator) if r[0] == FOREIGN[0]] == before
+
+
+def test_the_cli_cuts_markdown_to_the_bytes_it_is_given(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-bytes reaches the renderer: a table of 400 foreign rows fits 64 KB whole and is cut to 9000
+    bytes, saying how many rows were left out; a limit too small for what is never cut is a usage error."""
+    for port in range(20000, 20400):
+        emulator.router.add(port, "TCP", "192.168.1.77", port, f"someone else's service number {port}")
+    path = write(tmp_path, MANIFEST)
+    base = ["plan", path, "--router", emulator.url, "--format", "markdown"]
+    whole = portctl(capsys, *base)
+    assert whole.code == 0 and "left out" not in whole.out
+    cut = portctl(capsys, *base, "--max-bytes", "9000")
+    assert cut.code == 0 and len(cut.out.encode()) <= 9000 and left_out(cut.out) > 0
+    with pytest.raises(SystemExit) as refused:
+        portctl(capsys, *base, "--max-bytes", "100")
+    assert refused.value.code == 2 and "needs at least 8192 bytes" in capsys.readouterr().err
