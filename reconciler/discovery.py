@@ -38,6 +38,8 @@ IPV6_ROUTE = "/proc/net/ipv6_route"  # the kernel's IPv6 routes, of this network
 IF_INET6 = "/proc/net/if_inet6"  # the kernel's IPv6 addresses, of this network namespace
 _GLOBAL_SCOPE = "00"  # if_inet6's scope column: 00 global, 10 host (loopback), 20 link, 40 site
 _TENTATIVE = 0x40  # IFA_F_TENTATIVE: duplicate address detection has not let it be used yet
+_DEPRECATED = 0x20  # IFA_F_DEPRECATED: its preferred lifetime is over; new connections avoid it
+_TEMPORARY = 0x01  # IFA_F_TEMPORARY: a privacy address (RFC 8981), replaced every day or so
 
 
 @dataclass(frozen=True)
@@ -191,48 +193,61 @@ def local_subnets(route_table: str | None = None) -> list[ipaddress.IPv4Network]
     return nets
 
 
-def local_ipv6(if_inet6: str | None = None) -> list[str]:
+def local_ipv6(if_inet6: str | None = None, *, device: str = "") -> list[str]:
     """This host's (this network namespace's) global IPv6 addresses in compressed form, the ones a
-    request can leave from and a pinhole can lead to; none where IPv6 is off."""
+    request can leave from and a pinhole can lead to; none where IPv6 is off. With `device`, those on
+    that interface alone, stable ones first (see `_stable_first`)."""
     try:
         with open(if_inet6 or IF_INET6, encoding="ascii") as f:
             rows = [line.split() for line in f]
     except OSError:
         return []
-    out = []
+    found: list[tuple[str, int]] = []
     for row in rows:
         # address (32 hex digits) ifindex prefixlen scope flags name
-        if len(row) < 6 or len(row[0]) != 32 or row[3] != _GLOBAL_SCOPE:
+        if len(row) < 6 or len(row[0]) != 32 or row[3] != _GLOBAL_SCOPE or (device and row[5] != device):
             continue
         try:
             address = ipaddress.IPv6Address(int(row[0], 16))
             flags = int(row[4], 16)
         except ValueError:
             continue
-        if not flags & _TENTATIVE and address.compressed not in out:
-            out.append(address.compressed)
-    return out
+        if not flags & _TENTATIVE and address.compressed not in (a for a, _ in found):
+            found.append((address.compressed, flags))
+    return _stable_first(found) if device else [a for a, _ in found]
+
+
+def _stable_first(found: list[tuple[str, int]]) -> list[str]:
+    """Addresses neither deprecated nor temporary (privacy extensions) first, then temporary ones, then
+    deprecated ones, each in the kernel's order: a pinhole leads to a server, which wants the address
+    that stays."""
+    rank = [(bool(flags & _DEPRECATED), bool(flags & _TEMPORARY)) for _, flags in found]
+    return [a for _, (a, _) in sorted(zip(rank, found, strict=True), key=lambda pair: pair[0])]
 
 
 def default_gateway6(ipv6_route: str | None = None) -> str | None:
-    """This host's IPv6 default gateway where it is a global address (a link-local one needs a zone
-    that a URL cannot carry portably); None otherwise."""
+    """This host's IPv6 default gateway, the one the kernel prefers (the lowest metric); a link-local
+    one (what router advertisements install) with its zone, the route's device: `fe80::1%eth0`. None
+    where there is none."""
     try:
         with open(ipv6_route or IPV6_ROUTE, encoding="ascii") as f:
             rows = [line.split() for line in f]
     except OSError:
         return None
+    best: tuple[int, str] | None = None
     for row in rows:
         # destination, its prefix length, source, its prefix length, next hop, metric, refcnt, use, flags, device
         if len(row) < 10 or row[0] != "0" * 32 or row[1] != "00" or row[4] == "0" * 32:
             continue
         try:
             hop = ipaddress.IPv6Address(int(row[4], 16))
+            metric = int(row[5], 16)
         except ValueError:
             continue
-        if not (hop.is_link_local or hop.is_loopback or hop.is_multicast):
-            return hop.compressed
-    return None
+        if hop.is_loopback or hop.is_multicast or (best is not None and metric >= best[0]):
+            continue
+        best = (metric, f"{hop.compressed}%{row[9]}" if hop.is_link_local else hop.compressed)
+    return best[1] if best else None
 
 
 def network_key(arp_table: str = "/proc/net/arp") -> str:

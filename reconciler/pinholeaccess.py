@@ -5,7 +5,9 @@ opened there, if they cannot), and the writes of a plan's pinholes (`write`).
 Two services open them: UPnP's WANIPv6FirewallControl where the router is spoken to by UPnP, and
 PCP (a MAP for this host's IPv6 address) where it is spoken to by PCP. NAT-PMP has no IPv6. Either
 is spoken to over IPv6 from the pinhole's own address (routers insist), at the router's IPv6
-address: the router URL's own where it is IPv6, else this host's IPv6 default gateway. A router
+address: the router URL's own where it is IPv6, else this host's IPv6 default gateway, which may be
+link-local (router advertisements make it so): then requests go to it with its zone, from this
+host's global address on that link. A router
 without the UPnP service, or one answering 401, is said in the plan and nothing is written; only a
 pinhole that opens proves pinholes work there.
 """
@@ -20,7 +22,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from . import discovery
+from . import discovery, urls
 from .backends.base import Backend, Opened, PinholeOpener
 from .backends.upnp import firewall
 from .boot import Boot
@@ -89,10 +91,10 @@ def _unavailable(
     if location is None:
         return (
             f"portctl knows no IPv6 address of the router ({backend.info.address} is IPv4 and this host has no "
-            "global IPv6 default route): give router.url (or --router) with the router's IPv6 address"
+            "IPv6 default route): give router.url (or --router) with the router's IPv6 address"
         )
     if not source:
-        return f"this host has no IPv6 route to the router at {location}"
+        return f"this host has no global IPv6 address to reach the router at {location} from"
     if through == "pcp":
         return ""  # no probe: a silent gateway would cost the whole deadline, and only a MAP proves it
     try:
@@ -111,7 +113,8 @@ def _inventory_exists(cache: Cache) -> bool:
 
 def ipv6_location(address: str) -> str | None:
     """The router's description URL (or its pcp:// URL) with an IPv6 host: `address` itself where its
-    host is IPv6, else with this host's IPv6 default gateway; None when neither is known."""
+    host is IPv6, else with this host's IPv6 default gateway (a link-local one with its zone, as RFC
+    6874 writes it: `http://[fe80::1%25eth0]:5000/rootDesc.xml`); None when neither is known."""
     parts = urlsplit(address)
     if parts.scheme not in ("http", "pcp") or not parts.hostname:
         return None
@@ -121,12 +124,23 @@ def ipv6_location(address: str) -> str | None:
     if gateway is None:
         return None
     port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"[{gateway}]{port}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, f"{urls.bracketed(gateway)}{port}", parts.path, parts.query, ""))
 
 
 def source_towards(location: str) -> str:
-    """The address this host's requests to `location` leave from (the kernel's route choice; nothing is sent)."""
-    host = urlsplit(location).hostname or ""
+    """The address this host's requests to `location` leave from ("" if none): a global one always,
+    since a router opens a pinhole for the request's source alone.
+
+    Towards a global address that is the kernel's route choice (nothing is sent). Towards a
+    link-local one (`fe80::1%eth0`) the kernel would choose this host's link-local address, so it is
+    this host's first global address on that link's device, a stable one before a temporary one
+    (`discovery.local_ipv6`); requests are bound to it, and a global source may speak to a
+    link-local destination on its own link."""
+    host = urls.host(location)
+    address, _, zone = host.partition("%")
+    if zone and _is_ipv6(address) and ipaddress.IPv6Address(address).is_link_local:
+        on_link = discovery.local_ipv6(device=zone)
+        return on_link[0] if on_link else ""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
             s.connect((host, 9))

@@ -26,6 +26,7 @@ class LabSettings(TypedDict, total=False):
     upnp: bool
     second_host: bool
     pcp_third_party: bool
+    ipv6_link_local_gateway: bool
 
 
 # A variant is one run of the module's tests: a letter that keeps its namespaces apart, and its settings.

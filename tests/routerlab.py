@@ -9,6 +9,8 @@ The router runs miniupnpd: Debian's nftables build, or with `build="iptables"` D
 unpacked from its .deb (the packages conflict; `make system-deps` unpacks it, see iptables_dir()).
 With `ipv6=True` both sides also carry IPv6 from the documentation prefix 2001:db8::/32 only, with
 the same forward-drop firewall, so only a pinhole lets IPv6 from the internet host reach the LAN.
+With `ipv6_link_local_gateway=True` too, the LAN host's IPv6 default route goes via the router's
+link-local address fe80::1 (as router advertisements make it at home) instead of its global one.
 tests/labfixtures.py makes the pytest fixtures over it.
 
 Every address lives in namespaces made here, and all traffic stays inside them; nothing is added
@@ -34,6 +36,7 @@ HTTP_PORT = 5000
 LAN_IP6, ROUTER_LAN_IP6 = "2001:db8:77::2", "2001:db8:77::1"
 ROUTER_WAN_IP6, NET_IP6 = "2001:db8:1122::1", "2001:db8:1122::2"
 LAN_NET6 = "2001:db8:77::/64"
+ROUTER_LINK_LOCAL = "fe80::1"  # the router's LAN side, with ipv6_link_local_gateway=True
 BUILDS = ("nftables", "iptables")
 # miniupnpd's permission rules, first match wins: any port for the LAN, nothing else.
 OPEN_RULES = ("allow 1-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535")
@@ -128,6 +131,9 @@ class Lab:
     upnp: bool = True  # False: miniupnpd with UPnP IGD off (no HTTP, no SSDP); PCP and NAT-PMP stay on
     second_host: bool = False  # a second LAN host, LAN2_IP in namespace lan2 (a server for another host's mapping)
     pcp_third_party: bool = False  # miniupnpd maps through PCP for other hosts (THIRD_PARTY option)
+    # With ipv6: the LAN host's IPv6 default route goes via the router's link-local address (as router
+    # advertisements make it on real home networks), ROUTER_LINK_LOCAL on its LAN side, not its global one.
+    ipv6_link_local_gateway: bool = False
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="portctl-lab-"))
     _daemon: subprocess.Popen[bytes] | None = None
     _servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -306,7 +312,11 @@ table inet filter {{
         ):
             _sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
             _sh("ip", "-n", ns, "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
-        _sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", ROUTER_LAN_IP6)
+        if self.ipv6_link_local_gateway:
+            _sh("ip", "-n", self.rtr, "-6", "addr", "add", f"{ROUTER_LINK_LOCAL}/64", "dev", f"{p}l1", "nodad")
+            _sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", ROUTER_LINK_LOCAL, "dev", f"{p}l0")
+        else:
+            _sh("ip", "-n", self.lan, "-6", "route", "add", "default", "via", ROUTER_LAN_IP6)
         _sh("ip", "-n", self.net, "-6", "route", "add", LAN_NET6, "via", ROUTER_WAN_IP6)
         _sh("ip", "-n", self.rtr, "-6", "route", "add", "default", "via", NET_IP6)
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import urls
 from ..errors import ConnectionDropped, RouterError, RouterProtocolError, RouterTimeout, RouterUnreachable
 from ..numbers import NotANumber, ascii_int, seconds
 from .deadline import Clock, DeadlineSocket
@@ -113,8 +114,7 @@ class HttpClient:
 
         `timeout` replaces the client's own for this request; `why` says where it came from, for the message.
         """
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, as a URL writes it
-        what = _What(action, f"http://{host}:{self.port}{path}", timeout or self.timeout, why)
+        what = _What(action, f"http://{urls.bracketed(self.host)}:{self.port}{path}", timeout or self.timeout, why)
         if self.observe is None:
             return self._request(method, path, what, body, headers)
         start = self.clock()
@@ -206,7 +206,10 @@ class _Connection(http.client.HTTPConnection):
     """An HTTPConnection on a DeadlineSocket: a request through it ends by the deadline set with `by`."""
 
     def __init__(self, host: str, port: int, clock: Clock, source: str = "") -> None:
-        super().__init__(host, port)
+        # The Host header names the address without its zone, which means nothing off this host (RFC 6874
+        # section 4); the connection goes to the zoned one.
+        super().__init__(host.partition("%")[0], port)
+        self.zoned = host
         self.clock = clock
         self.source = source
         self.deadline = 0.0
@@ -218,7 +221,7 @@ class _Connection(http.client.HTTPConnection):
         return self
 
     def connect(self) -> None:
-        sock = DeadlineSocket.connect_by(self.host, self.port, self.deadline, self.clock, source=self.source)
+        sock = DeadlineSocket.connect_by(self.zoned, self.port, self.deadline, self.clock, source=self.source)
         # A request is one small write; never hold it back waiting for an ACK (Nagle).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock

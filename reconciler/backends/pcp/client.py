@@ -74,9 +74,12 @@ def udp_socket(host: str, port: int, source: str = "") -> DatagramSocket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        # getaddrinfo reads a link-local address's zone (`fe80::1%eth0`) into the scope id; a bare
+        # (host, port) to connect() would leave it 0, and the kernel refuses that (EINVAL).
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
         if source:
             sock.bind((source, 0))
-        sock.connect((host, port))
+        sock.connect(address)
     except OSError:
         sock.close()
         raise

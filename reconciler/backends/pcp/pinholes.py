@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ... import urls
 from ...errors import PinholeHeldElsewhere, RouterUnreachable
 from ...models import Pinhole, PinholeKey
 from ...models import Protocol as Transport
@@ -46,12 +47,13 @@ def connect(
     timeout: float | None = None,
     clock: Callable[[], float] | None = None,
 ) -> PcpPinholes:
-    """Pinholes to `source` through the PCP server at `pcp://[IPv6]:PORT`, spoken to from `source`.
+    """Pinholes to `source` through the PCP server at `pcp://[IPv6]:PORT` (a link-local one with its zone,
+    `pcp://[fe80::1%25eth0]`), spoken to from `source`.
     Sends nothing until a pinhole is opened or shut."""
     parts = urlsplit(location)
     if parts.scheme != "pcp" or not parts.hostname:
         raise RouterUnreachable(f"{location!r} is not a pcp:// URL of a gateway")
-    gateway = parts.hostname
+    gateway = urls.host(location)  # a link-local gateway with its zone: `fe80::1%eth0`
     deadline = max(timeout or DEADLINE, RETRANSMIT_FLOOR)  # as the mapping backend: at least three sends
     factory = functools.partial(udp_socket, source=source)
     client = Client(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ... import urls
 from ...errors import ActionNotOffered, PinholeNotFound, PinholeRefused, RouterProtocolError, UpnpActionError
 from ...models import PINHOLE_FIRST_PORT, Pinhole, PinholeKey, Protocol
 from ..base import Opened
@@ -52,12 +53,13 @@ def connect(
     transport: Callable[[str, int], Transport] | None = None,
 ) -> Firewall:
     """The firewall service of the router described at `location` (an http:// URL the router serves
-    over IPv6), spoken to from this host's address `source`; ActionNotOffered if it has none."""
+    over IPv6, at a link-local address with its zone as RFC 6874 writes it: `[fe80::1%25eth0]`), spoken
+    to from this host's address `source`; ActionNotOffered if it has none."""
     parts = urlsplit(location)
     if parts.scheme != "http" or not parts.hostname:
         raise RouterProtocolError(f"{location!r} is not an http:// URL of a router description")
     session = Session(
-        parts.hostname, timeout=timeout, observe=observe, on_request=on_request, connect=transport, source=source
+        urls.host(location), timeout=timeout, observe=observe, on_request=on_request, connect=transport, source=source
     )
     try:
         service = firewall_service(session, location)

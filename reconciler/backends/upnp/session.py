@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from ... import quirks
+from ... import quirks, urls
 from ...errors import (
     ActionNotOffered,
     HttpStatusError,
@@ -75,7 +75,7 @@ class Session:
         connect: Callable[[str, int], Transport] | None = None,
         source: str = "",
     ) -> None:
-        self.host = host
+        self.host = host  # as a socket takes it: an IPv6 address bare, a link-local one with its zone (`%eth0`)
         self.source = source  # the local address requests leave from ("" for the route's choice)
         self.timeout = default_timeout() if timeout is None else timeout
         self.patience = Patience(self.timeout)  # per-request deadlines that follow how slow this router is
@@ -100,8 +100,11 @@ class Session:
 
     def check_same_host(self, url: str) -> None:
         # A description pointing its control URL elsewhere would make us send requests to a
-        # host nobody chose.
-        if urlsplit(url).hostname != self.host:
+        # host nobody chose. A router reached at its link-local address may name it without the zone
+        # (the zone is this host's); its global address, though, could be anyone's: refused.
+        # miniupnpd 2.3.1 writes relative control URLs and no URLBase (measured on the lab), so they
+        # resolve to the very address its description was fetched from, zone included.
+        if not urls.same_host(urls.host(url), self.host):
             raise RouterProtocolError(f"the router description points to another host: {url}")
 
     def _soap(self, service: Service, action: str, args: dict[str, str]) -> dict[str, str]:
@@ -124,7 +127,7 @@ class Session:
 
     def _client(self, url: str) -> tuple[Transport, str]:
         parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname != self.host:
+        if parts.scheme != "http" or not urls.same_host(urls.host(url), self.host):
             raise RouterProtocolError(f"refusing to follow {url!r}: not http:// on the router's own address")
         port = parts.port or 80
         client = self._clients.get((self.host, port))
