@@ -193,6 +193,31 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     router(c)
     output(c, "the router and its table", MARKDOWN)
 
+    def selectors(c: argparse.ArgumentParser, what: str) -> None:
+        c.add_argument("--select", action="append", default=[], metavar="PORT/PROTO", help=f"{what} this mapping")
+        c.add_argument("--client", action="append", default=[], metavar="IP", help=f"{what} mappings to this LAN host")
+        c.add_argument(
+            "--description", action="append", default=[], metavar="REGEX", help=f"{what} mappings described so"
+        )
+
+    c = command("import", _import, "write manifest entries that take over foreign mappings you select")
+    router(c)
+    selectors(c, "import")
+    c.add_argument("--out", metavar="FILE", help="write the entries to FILE (default: print them)")
+    c.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
+    c = command("audit", _audit, "report what in the router's table deserves a look")
+    router(c)
+    output(c, "the findings")
+    c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are findings")
+    c.add_argument(
+        "--no-probe", action="store_true", help="do not ask the LAN hosts mappings lead to whether they answer"
+    )
+    c.add_argument("--clean", action="store_true", help="delete the foreign mappings selected (asks first)")
+    selectors(c, "with --clean, delete")
+    c.add_argument("--auto-approve", action="store_true", help="with --clean, delete without asking")
+    locking(c)
+
     c = command("forget", _forget, "drop what portctl learned about a router's needs, so it is asked again")
     c.add_argument("quirks", nargs="*", metavar="QUIRK", help="the needs to forget, as show names them")
     c.add_argument("--all", action="store_true", help="forget everything learned about the router")
@@ -558,6 +583,117 @@ def _booted(backend: Backend) -> Booted:
         uptime = None
     rule = backend.epoch_rule if isinstance(backend, Epochs) else None  # PCP, NAT-PMP: an epoch, not an uptime
     return Booted(uptime, time.time(), backend.boot_id(), rule)
+
+
+def _selection(args: argparse.Namespace) -> Any:
+    from . import selection
+
+    return selection.parse(args.select, args.client, args.description)
+
+
+def _listing(backend: Backend, command: str) -> list[Any]:
+    """The router's whole table; a protocol that cannot list it (PCP, NAT-PMP) is one clear refusal."""
+    if not backend.capabilities.can_list:
+        raise PortctlError(
+            f"{command} needs the router's whole table, and the router at {backend.info.address} is spoken to "
+            f"through {backend.info.protocol}, which cannot list it; give its UPnP IGD URL with --router "
+            "(or --protocols upnp). Nothing was changed"
+        )
+    return backend.list_mappings()
+
+
+def _import(args: argparse.Namespace) -> int:
+    from . import api, importer, selection
+
+    chosen = _selection(args)
+    if chosen.empty:
+        raise PortctlError(f"import selects nothing by default: {selection.HOW}")
+    cache = _cache()
+    with _session(args, cache, api.router_url(args.router, None), None) as backend:
+        table = _listing(backend, "import")
+        where = backend.info.description or backend.info.address
+    result = importer.build(table, chosen)
+    for row, why in result.skipped:
+        print(f"skipped {row.key} {row.description!a}: {why}", file=sys.stderr)
+    if not result.entries:
+        raise PortctlError("no foreign mapping on the router matches the selection; nothing was written")
+    n = len(result.entries)
+    header = (
+        f"# {n} mapping{'s' if n > 1 else ''} imported from {ascii(where)[1:-1]}: put them under `mappings:`; "
+        "the next apply takes each over (delete, then add with the owner's tag)\n"
+    )
+    if not args.out:
+        print(header + result.text, end="")
+        return EXIT_OK
+    try:
+        with open(args.out, "w" if args.force else "x", encoding="utf-8") as f:
+            f.write(header + result.text)
+    except FileExistsError as exc:
+        raise PortctlError(f"{args.out} exists; not overwriting it (--force does)") from exc
+    except OSError as exc:
+        raise PortctlError(f"cannot write {args.out}: {exc}") from exc
+    print(f"Wrote {n} entr{'ies' if n > 1 else 'y'} to {args.out}: {', '.join(name for name, _ in result.entries)}.")
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from . import api, audit, auditview
+
+    chosen = _selection(args)
+    if args.clean:
+        return _audit_clean(args, chosen)
+    if not chosen.empty:
+        raise PortctlError("--select, --client and --description choose what audit --clean deletes; add --clean")
+    cache = _cache()
+    with _session(args, cache, api.router_url(args.router, None), None) as backend:
+        table = _listing(backend, "audit")
+        info = backend.info
+    result = audit.audit(table, None if args.no_probe else audit.tcp_answers)
+    if args.format == "json":
+        print(json.dumps(auditview.json_doc(result, info), indent=2))
+    else:
+        print(auditview.text(result, info))
+    return EXIT_CHANGES if args.detailed_exitcode and result.findings else EXIT_OK
+
+
+def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
+    """Delete the foreign rows selected, and nothing else, after approval (as apply asks)."""
+    from . import api, audit, auditview, plancodec, render, selection
+    from .apply import apply
+
+    if chosen.empty:
+        raise PortctlError(f"audit --clean deletes only what you select: {selection.HOW}. Nothing was deleted")
+    cache = _cache()
+    with (
+        _session(args, cache, api.router_url(args.router, None), None) as backend,
+        _router_lock(cache, backend, args.lock_timeout),
+    ):
+        plan = audit.clean_plan(_listing(backend, "audit --clean"), chosen, backend.info)
+        if args.format != "json":
+            print(render.router_line(backend.info))
+            print()
+        if not plan.changes:
+            if args.format == "json":
+                print(json.dumps({"format_version": plancodec.FORMAT_VERSION, "deleting": [], "report": None}))
+            else:
+                print("No mapping matches the selection: nothing to delete.")
+            return EXIT_OK
+        if args.format != "json":
+            print(f"audit --clean will delete {len(plan.changes)} mapping(s), and nothing else:")
+            print("\n".join(f"  -   {auditview.row_text(c.before)}" for c in plan.changes if c.before))
+            print(f"{len(plan.foreign)} other mapping(s) are left as they are.")
+        if not args.auto_approve:
+            _confirm()
+        progress = None if args.format == "json" else lambda c: print(f"  ... delete {c.key}")
+        report = apply(plan, backend, progress)
+    if args.format == "json":
+        deleting = [plancodec.mapping_json(c.before) for c in plan.changes]
+        doc = {"format_version": plancodec.FORMAT_VERSION, "deleting": deleting, "report": render.report_json(report)}
+        print(json.dumps(doc, indent=2))
+    else:
+        print()
+        print(render.report_text(report, _style(args)))
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def _forget(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ from .ownerstore import OwnershipStore, TagStore
 NEXT_FREE_WINDOW = nextfree.NEXT_FREE_WINDOW
 # Fields a router can change in place by re-adding the mapping; the others need delete then add.
 _IN_PLACE = {"internal_port", "enabled", "remote_host"}
+# A foreign row is re-tagged as this owner's by deleting it and adding it again: say so before approval.
+TAKEOVER_NOTE = "taken over by delete then add: the port closes for a moment between the two"
 _COMPARED = ("internal_client", "internal_port", "description", "enabled", "remote_host")
 
 
@@ -125,6 +127,7 @@ def diff(
                 f"takeover: {taken}" if taken else f"takeover of foreign mapping {have.description!r}",
                 replace=True,
                 same_port_ok=d.allow_same_port,
+                note=TAKEOVER_NOTE,
             )
         else:
             change = _update(d, have, want, renew_below, longest_lease, describes)

@@ -1,0 +1,178 @@
+"""`portctl import` and `portctl audit` on the emulator: what they print, exit with, write and delete.
+
+Foreign rows' internal clients are 192.168.1.x: these tests pass --no-probe to audit, so nothing is
+sent to them (network safety); the probe itself is tested on the real-router lab and in pure tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler import ownership
+from reconciler.emulator import EmulatorServer, Router
+from reconciler.models import MappingKey, Protocol
+from tests.helpers import portctl, snapshot, write
+
+FOREIGN = [
+    (51413, "TCP", "192.168.1.20", 51413, "qBittorrent (51413)", 0),
+    (51413, "UDP", "192.168.1.20", 51413, "qBittorrent (51413)", 3600),
+    (3074, "UDP", "192.168.1.30", 3074, "Xbox Live", 3600),
+    (2222, "TCP", "192.168.1.30", 22, "ssh box", 3600),
+]
+OWNER = "importer"
+
+
+@pytest.fixture
+def router() -> Iterator[EmulatorServer]:
+    server = EmulatorServer(Router(igd_version=2)).start()
+    for port, proto, client, internal, desc, lease in FOREIGN:
+        server.router.add(port, proto, client, internal, desc, lease)
+    yield server
+    server.stop()
+
+
+def wrap(tmp_path: os.PathLike[str], entries: str, name: str = "imported.yaml") -> str:
+    return write(tmp_path, f"apiVersion: portctl/v1\nowner: {OWNER}\nmappings:\n{entries}", name)
+
+
+def rows_but(server: EmulatorServer, *ports: tuple[int, str]) -> list[tuple[object, ...]]:
+    return [r for r in snapshot(server) if (r[0], r[1]) not in ports]
+
+
+def test_import_without_a_selector_selects_nothing_and_says_how(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = portctl(capsys, "import", "--router", router.url)
+    assert run.code == 1 and run.out == ""
+    assert "selects nothing" in run.err and "--select PORT/PROTO" in run.err and "Traceback" not in run.err
+
+
+def test_imported_entries_validate_then_apply_takes_over_exactly_the_selected_rows(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    """import --description prints entries that validate once wrapped with an owner; the plan shows
+    each as a takeover that closes the port for a moment; apply re-tags exactly those rows with their
+    forwarding unchanged, every other row is byte-identical, and a second plan has no changes."""
+    before = snapshot(router)
+    run = portctl(capsys, "import", "--description", "qbittorrent", "--router", router.url)
+    assert run.code == 0, run.err
+    assert snapshot(router) == before  # import only reads
+    path = wrap(tmp_path, run.out)
+    assert portctl(capsys, "validate", path).code == 0
+
+    plan = portctl(capsys, "plan", path, "--router", router.url, "--no-color")
+    assert plan.code == 0, plan.err
+    assert plan.out.count("-/+") == 2 and plan.out.count("the port closes for a moment") == 2
+    assert "Plan: 0 to add, 2 to change, 0 to remove." in plan.out
+
+    assert portctl(capsys, "apply", path, "--router", router.url, "--auto-approve").code == 0
+    taken = {(r[0], r[1]): r for r in snapshot(router) if r[0] == 51413}
+    for proto in ("TCP", "UDP"):
+        _, _, client, internal, desc = taken[(51413, proto)]
+        assert (client, internal) == ("192.168.1.20", 51413)
+        assert ownership.claim(OWNER, MappingKey(51413, Protocol(proto)), str(desc)) is not None
+    assert rows_but(router, (51413, "TCP"), (51413, "UDP")) == [r for r in before if r[0] != 51413]
+    again = portctl(capsys, "plan", path, "--router", router.url, "--detailed-exitcode")
+    assert again.code == 0, again.out
+
+
+def test_import_writes_a_file_and_never_overwrites_one_unless_forced(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    out = os.path.join(tmp_path, "entries.yaml")
+    first = portctl(capsys, "import", "--select", "2222/tcp", "--out", out, "--router", router.url)
+    assert first.code == 0 and "Wrote 1 entry" in first.out
+    with open(out) as f:
+        text = f.read()
+    assert "allow_sensitive: true" in text and "on_conflict: takeover" in text
+    assert portctl(capsys, "validate", wrap(tmp_path, text)).code == 0
+
+    write(tmp_path, "mine\n", "entries.yaml")
+    refused = portctl(capsys, "import", "--select", "3074/udp", "--out", out, "--router", router.url)
+    assert refused.code == 1 and "exists; not overwriting it" in refused.err
+    with open(out) as f:
+        assert f.read() == "mine\n"
+    forced = portctl(capsys, "import", "--select", "3074/udp", "--out", out, "--force", "--router", router.url)
+    assert forced.code == 0
+    with open(out) as f:
+        assert "name: xbox-live-3074" in f.read()
+
+
+def test_import_never_takes_a_row_with_a_portctl_tag(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = MappingKey(8080, Protocol.TCP)
+    router.router.add(8080, "TCP", "192.168.1.40", 80, ownership.describe("someone-else", key, "web"), 3600)
+    run = portctl(capsys, "import", "--select", "8080/tcp", "--router", router.url)
+    assert run.code == 1 and run.out == ""
+    assert "skipped 8080/tcp" in run.err and "portctl owner tag" in run.err
+
+
+def test_import_and_audit_say_a_router_that_cannot_list_cannot_be_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Over PCP the table cannot be listed: one message, exit 1."""
+    with EmulatorServer(Router(), pcp_port=0) as server:
+        for args in (["import", "--select", "80"], ["audit"], ["audit", "--clean", "--select", "80", "--auto-approve"]):
+            run = portctl(capsys, *args, "--router", server.pcp_url())
+            assert run.code == 1, args
+            assert "cannot list it" in run.err and "Traceback" not in run.err
+
+
+def test_audit_reports_findings_as_json_and_exits_2_with_detailed_exitcode(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = portctl(capsys, "audit", "--no-probe", "--json", "--detailed-exitcode", "--router", router.url)
+    assert run.code == 2, run.err
+    doc = json.loads(run.out)
+    found = {(f["kind"], f["subject"]) for f in doc["findings"]}
+    assert found == {
+        ("undeclared", "51413/tcp"),
+        ("undeclared", "51413/udp"),
+        ("undeclared", "3074/udp"),
+        ("undeclared", "2222/tcp"),
+        ("permanent", "51413/tcp"),
+        ("sensitive", "2222/tcp"),
+    }
+    assert doc["counts"]["undeclared"] == 4 and doc["probed"] == []
+
+
+def test_audit_of_a_clean_table_exits_0_even_with_detailed_exitcode(capsys: pytest.CaptureFixture[str]) -> None:
+    with EmulatorServer(Router()) as server:
+        run = portctl(capsys, "audit", "--no-probe", "--detailed-exitcode", "--router", server.url)
+    assert run.code == 0 and "nothing deserves a look" in run.out
+
+
+def test_audit_clean_deletes_only_the_selected_row(router: EmulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(router)
+    run = portctl(capsys, "audit", "--clean", "--select", "3074/udp", "--auto-approve", "--router", router.url)
+    assert run.code == 0, run.err
+    assert "will delete 1 mapping(s), and nothing else" in run.out and "3074/udp" in run.out
+    assert snapshot(router) == [r for r in before if r[:2] != (3074, "UDP")]
+
+
+def test_audit_clean_refuses_without_a_selector_approval_or_on_a_tagged_row(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No selector, no terminal to approve on, or a row some portctl owner holds: nothing is deleted."""
+    key = MappingKey(8080, Protocol.TCP)
+    router.router.add(8080, "TCP", "192.168.1.40", 80, ownership.describe("someone-else", key, "web"), 3600)
+    before = snapshot(router)
+    cases = [
+        (["--auto-approve"], "deletes only what you select"),
+        (["--select", "3074/udp"], "without a terminal"),
+        (["--select", "3074/udp", "--select", "8080/tcp", "--auto-approve"], "portctl owner tag"),
+    ]
+    for extra, said in cases:
+        run = portctl(capsys, "audit", "--clean", *extra, "--router", router.url)
+        assert run.code == 1 and said in run.err, (extra, run.err)
+        assert snapshot(router) == before
+
+
+def test_audit_selectors_without_clean_are_refused(router: EmulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
+    run = portctl(capsys, "audit", "--select", "3074/udp", "--router", router.url)
+    assert run.code == 1 and "add --clean" in run.err
