@@ -63,7 +63,7 @@ class _Unbuilt(argparse.ArgumentParser):
     """Stands in for a subcommand that is not being run, whose arguments are never built.
 
     argparse checks every argument as it is added (a help formatter, a translation lookup that stats
-    locale files); for all eleven others that costs a warm plan more than reading the router.
+    locale files); for every other subcommand that costs a warm plan more than reading the router.
     """
 
     def __init__(self) -> None:  # nothing of an ArgumentParser is used: no super().__init__()
