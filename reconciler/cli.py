@@ -492,6 +492,8 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
     else:
         print()
         print(render.report_text(report, style))
+        if leases := render.leases_text(report, time.time()):
+            print(leases)
         if report.skipped:
             print("The router's table changed after the plan was read; the rows marked SKIPPED were left alone.")
             print("Run plan again to see the router as it is now.")

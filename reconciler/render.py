@@ -4,6 +4,7 @@ A plan's JSON is the plan codec's document (plancodec.encode), so `plan --format
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -251,6 +252,26 @@ def report_text(report: ApplyReport, style: Style) -> str:
         ok = sum(1 for p in report.pinholes if p.ok)
         out.append(f"Pinholes: {ok} done, {len(report.pinholes) - ok} failed.")
     return "\n".join(out)
+
+
+def leases_text(report: ApplyReport, now: float) -> str:
+    """When the shortest lease this apply wrote runs out (`now` on the wall clock), and what keeps the
+    leases alive; "" where it wrote none that ends. A lease written by hand lapses silently otherwise."""
+    ends = [
+        (r.change.after.lease, f"{r.change.name} {r.granted or r.change.key}")
+        for r in report.results
+        if r.ok and r.change.after is not None and r.change.after.lease > 0
+    ]
+    ends += [(p.change.after.lease, f"pinhole {p.change.name}") for p in report.pinholes if p.ok and p.change.after]
+    if not ends:
+        return ""
+    lease, what = min(ends)
+    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + lease))
+    more = f" ({len(ends)} leases written)" if len(ends) > 1 else ""
+    return (
+        f"Leases: the shortest written ({what}) runs out in {format_duration(lease)}, at {at}{more}. Nothing renews "
+        "them but portctl: run `portctl agent`, which renews each at half its lease, or apply again before then."
+    )
 
 
 def table_text(
