@@ -208,7 +208,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
     c = command("audit", _audit, "report what in the router's table deserves a look")
     router(c)
-    output(c, "the findings")
+    output(c, "the findings", MARKDOWN)
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are findings")
     c.add_argument(
         "--no-probe", action="store_true", help="do not ask the LAN hosts mappings lead to whether they answer"
@@ -647,12 +647,17 @@ def _audit(args: argparse.Namespace) -> int:
     if not chosen.empty:
         raise PortctlError("--select, --client and --description choose what audit --clean deletes; add --clean")
     cache = _cache()
+    read_at = time.time()
     with _session(args, cache, api.router_url(args.router, None), None) as backend:
         table = _listing(backend, "audit")
         info = backend.info
     result = audit.audit(table, None if args.no_probe else audit.tcp_answers)
     if args.format == "json":
         print(json.dumps(auditview.json_doc(result, info), indent=2))
+    elif args.format == MARKDOWN:
+        from .markdown import audit_markdown
+
+        print(audit_markdown(result, info, _read(read_at), max_bytes=args.max_bytes))
     else:
         print(auditview.text(result, info))
     return EXIT_CHANGES if args.detailed_exitcode and result.findings else EXIT_OK

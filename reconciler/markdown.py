@@ -18,6 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .audit import KINDS, PROBE_TIMEOUT, Audit
 from .boot import Booted
 from .durations import format_duration
 from .models import (
@@ -378,3 +379,38 @@ def _shown(m: PortMapping, owned: Collection[MappingKey]) -> str:
     said = f" ({cell(made)})" if made else ""
     who = owner_label(m, owned)
     return f"| {_code(m.key)} | {_target(m)} | {lease_text(m.lease)} | {who} | {cell(m.description)}{said} |"
+
+
+# -- audits -------------------------------------------------------------------------------------
+
+
+def audit_markdown(
+    result: Audit, info: RouterInfo | None, read: Read | None = None, *, max_bytes: int = COMMENT_BYTES
+) -> str:
+    """An audit's findings as markdown of at most `max_bytes`: one table row per finding and mapping."""
+    n = len(result.findings)
+    said = f"{_count(n, 'finding')}" if n else "nothing deserves a look"
+    top = [f"**Audit of {_count(result.rows, 'mapping')}: {said}.**", ""]
+    where = [cell(router_line(info), LINE_CHARS) + "."] if info else []
+    if read:
+        where.append(f"Table {cell(read.text())}.")
+    if where:
+        top.append(" ".join(where))
+    if n:
+        top += ["", "Findings: " + ", ".join(f"{result.count(k)} {k}" for k in KINDS if result.count(k)) + "."]
+    rows = [
+        f"| {cell(f.kind)} | {_code(r.key) if r else cell(f.subject)} | {_target(r) if r else ''} | "
+        f"{cell(r.description) if r else ''} | {cell(f.why)} |"
+        for f in result.findings
+        for r in (f.rows or (None,))
+    ]
+    head = ["", "| finding | mapping | forwards to | description | why |", "|---|---|---|---|---|"]
+    sections = [_Section(head, rows, noun="findings")] if rows else []
+    probes = []
+    if result.probed:
+        probes.append(f"Probed {_count(len(result.probed), 'LAN host')} by a TCP connect ({PROBE_TIMEOUT:g}s each).")
+    if result.unprobed:
+        probes.append(f"Not probed (past the bound on probes or their time): {cell(', '.join(result.unprobed))}.")
+    if probes:
+        sections.append(_Section(["", *probes], []))
+    return _fit(top, sections, max_bytes)

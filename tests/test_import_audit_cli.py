@@ -176,3 +176,22 @@ def test_audit_clean_refuses_without_a_selector_approval_or_on_a_tagged_row(
 def test_audit_selectors_without_clean_are_refused(router: EmulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
     run = portctl(capsys, "audit", "--select", "3074/udp", "--router", router.url)
     assert run.code == 1 and "add --clean" in run.err
+
+
+def test_audit_in_markdown_has_a_row_per_finding_and_exits_as_text_does(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format markdown: the summary first, one table row per finding and mapping, foreign text inert
+    (a description pinging @someone does not), and the same exit code as text."""
+    router.router.add(4000, "TCP", "192.168.1.40", 4000, "ping @octocat | breaks <b>tables</b>", 3600)
+    base = ["audit", "--no-probe", "--detailed-exitcode", "--router", router.url]
+    text = portctl(capsys, *base)
+    md = portctl(capsys, *base, "--format", "markdown")
+    assert md.code == text.code == 2
+    assert md.out.startswith("**Audit of 5 mappings: 7 findings.**")
+    assert "| sensitive | `2222/tcp` | 192.168.1.30:22 | ssh box |" in md.out
+    rows = [line for line in md.out.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 7
+    hostile = next(line for line in rows if "4000/tcp" in line)
+    assert "@\u200boctocat" in hostile and "&#124;" in hostile and "<b>" not in hostile
+    assert hostile.count(" | ") == 4  # still five cells
