@@ -627,13 +627,7 @@ def _import(args: argparse.Namespace) -> int:
     if not args.out:
         print(header + result.text, end="")
         return EXIT_OK
-    try:
-        with open(args.out, "w" if args.force else "x", encoding="utf-8") as f:
-            f.write(header + result.text)
-    except FileExistsError as exc:
-        raise PortctlError(f"{args.out} exists; not overwriting it (--force does)") from exc
-    except OSError as exc:
-        raise PortctlError(f"cannot write {args.out}: {exc}") from exc
+    _write_new(args.out, header + result.text, force=args.force)
     print(f"Wrote {n} entr{'ies' if n > 1 else 'y'} to {args.out}: {', '.join(name for name, _ in result.entries)}.")
     return EXIT_OK
 
@@ -807,15 +801,20 @@ def _init(args: argparse.Namespace) -> int:
     from .manifest import starter, starter_owner
 
     token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
-    try:
-        with open(args.file, "x", encoding="utf-8") as f:
-            f.write(starter(starter_owner(socket.gethostname(), token)))
-    except FileExistsError as exc:
-        raise PortctlError(f"{args.file} exists; not overwriting it") from exc
-    except OSError as exc:
-        raise PortctlError(f"cannot write {args.file}: {exc}") from exc
+    _write_new(args.file, starter(starter_owner(socket.gethostname(), token)))
     print(f"Wrote {args.file}. Edit it, then: portctl plan {args.file}")
     return EXIT_OK
+
+
+def _write_new(path: str, text: str, *, force: bool = False) -> None:
+    """Write `text` to a file that must not exist yet (`force`: overwrite one that does)."""
+    try:
+        with open(path, "w" if force else "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError as exc:
+        raise PortctlError(f"{path} exists; not overwriting it" + ("" if force else " (--force does)")) from exc
+    except OSError as exc:
+        raise PortctlError(f"cannot write {path}: {exc}") from exc
 
 
 def _emulate(args: argparse.Namespace) -> int:

@@ -34,8 +34,8 @@ def test_a_restart_is_a_boot_moment_that_moved_forward(
     old: tuple[int | None, float, float], new: tuple[int | None, float, float], restarted: bool
 ) -> None:
     """Only a boot later than the last reading allows counts as a restart, however the uptime compares."""
-    before = Sample("203.0.113.7", *old)
-    after = Sample("203.0.113.7", *new)
+    before = Sample(*old, address="203.0.113.7")
+    after = Sample(*new, address="203.0.113.7")
     assert after.booted_after(before) is restarted
 
 

@@ -15,24 +15,14 @@ from dataclasses import dataclass
 
 from .. import bootread
 from ..backends.base import Backend
-from ..boot import Boot, EpochRule, restarted
+from ..boot import restarted
 
 
 @dataclass(frozen=True)
-class Sample:
-    address: str
-    uptime: int | None  # None: the router does not say, or said something that is not a number
-    sent: float  # the clock when the uptime was asked for ...
-    answered: float  # ... and when the answer was in
-    problem: str = ""  # why the uptime is unknown, when the router's answer could not be read
-    boot_id: int | None = None  # SSDP BOOTID.UPNP.ORG, when the router gives one
-    rule: EpochRule | None = None  # `uptime` is this protocol's epoch (PCP, NAT-PMP)
+class Sample(bootread.Reading):
+    """A reading of the router's boot (bootread) and its WAN address then."""
 
-    @property
-    def boot(self) -> Boot:
-        if self.rule is not None:
-            return Boot.from_epoch(self.uptime, self.sent, self.answered, self.rule)
-        return Boot.from_uptime(self.uptime, self.sent, self.answered, self.boot_id)
+    address: str = ""
 
     def booted_after(self, other: Sample) -> bool:
         """Did the router boot after it answered `other`? Only when nothing else can explain the readings."""
@@ -43,4 +33,4 @@ def read(backend: Backend, clock: Callable[[], float]) -> Sample:
     """The router's address and uptime; RouterError when it does not answer."""
     address = backend.external_address()
     r = bootread.read(backend, clock)
-    return Sample(address, r.uptime, r.sent, r.answered, r.problem, r.boot_id, r.rule)
+    return Sample(r.uptime, r.sent, r.answered, r.problem, r.boot_id, r.rule, address=address)
