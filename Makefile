@@ -37,7 +37,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/plan_vs_upnpc.py --sizes $(SIZES) --repeat $(REPEAT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check reconciler tests bench
+	$(BIN)/ruff check reconciler action tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
