@@ -382,7 +382,7 @@ def test_an_invalid_manifest_is_annotated_on_its_line(tmp_path: Path, emulator: 
     outputs, summary, log = run_script(tmp_path, command="plan", manifest=path, router=emulator.url)
     assert (outputs["exit-code"], outputs["plan-json"], outputs["remove"], outputs["has-changes"]) == ("1", "", "", "")
     assert "80800" in summary
-    assert re.search(rf"^::error file={re.escape(path)},line=5,col=\d+::", log, re.MULTILINE), log
+    assert re.search(rf"^::error file={re.escape(path)},line=5,col=\d+(,title=[^:,]*)?::", log, re.MULTILINE), log
 
 
 def test_validate_gives_its_verdict(tmp_path: Path) -> None:
@@ -393,7 +393,7 @@ def test_validate_gives_its_verdict(tmp_path: Path) -> None:
     bad = write(tmp_path, MANIFEST.replace("protocol: both", "protocol: sctp"), "bad.yaml")
     outputs, summary, log = run_script(tmp_path, command="validate", manifest=bad)
     assert outputs["exit-code"] == "1" and "sctp" in summary
-    assert re.search(rf"^::error file={re.escape(bad)},line=11,col=\d+::", log, re.MULTILINE), log
+    assert re.search(rf"^::error file={re.escape(bad)},line=11,col=\d+(,title=[^:,]*)?::", log, re.MULTILINE), log
     assert f"::error::portctl validate {bad}: invalid (exit 1)" in log
 
 
