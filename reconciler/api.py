@@ -17,7 +17,7 @@ from .backends.base import Backend
 from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
-from .models import DesiredPinhole, Manifest, Plan, PortMapping
+from .models import DesiredPinhole, Manifest, MappingKey, Plan, PortMapping
 from .ownerstore import OwnershipStore, TagStore, for_router
 
 if TYPE_CHECKING:
@@ -281,12 +281,16 @@ def plan(
     allow_empty: bool = False,
     store: OwnershipStore | None = None,
     clock: Callable[[], float] = time.time,
+    applied: Mapping[MappingKey, PortMapping] | None = None,
+    withhold_drift: bool = False,
 ) -> Plan:
     """The plan for `manifest`, through the admission gate: blocked (nothing may be applied) where it
     breaks the manifest's policy, sensitive ports or protection on the rows as they will be written, or
     the deletion guards: more than `max_deletions`, or an empty manifest pruning all. `store` says
     which rows are ours; by default the one `read` chose for this router (`owners`). `clock` says
-    which held pinholes are due for renewal."""
+    which held pinholes are due for renewal. `applied` (the rows last seen converged) tells drift from
+    edits of the manifest, and `withhold_drift` leaves drift of warn and ignore mappings unwritten
+    (diff.diff says how): the agent's plans."""
     backend = facts.backend
     store = store or facts.store
     local = backend.local_or_unknown()
@@ -304,6 +308,8 @@ def plan(
         describes=can.can_describe,
         finite_leases=can.finite_leases,
         picks_port=can.picks_external_port,
+        applied=applied,
+        withhold=withhold_drift,
     )
     held = facts.pinholes
     if held is not None:

@@ -174,6 +174,10 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     guards(c)
 
     c = command("apply", _apply, "make the router match the manifest (or a saved plan)")
+    c.epilog = (
+        "Run by hand, apply writes every change the plan shows, drift included, whatever a mapping's "
+        "drift mode: the modes (warn, ignore) are what the agent does with drift."
+    )
     c.add_argument("file", metavar="FILE|PLAN", help="a manifest or a plan saved by plan --out (told apart by content)")
     router(c)
     c.add_argument("--auto-approve", action="store_true", help="apply without asking")

@@ -10,6 +10,7 @@ host than this one is flagged when it would be removed: another installation may
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from .models import (
     Change,
     Conflict,
     DesiredMapping,
+    Drift,
     FieldChange,
     Manifest,
     MappingKey,
@@ -68,6 +70,8 @@ def diff(
     describes: bool = True,
     finite_leases: bool = False,
     picks_port: bool = False,
+    applied: Mapping[MappingKey, PortMapping] | None = None,
+    withhold: bool = False,
 ) -> Plan:
     """The plan that makes `table` hold what `manifest` declares, on a router that needs `learned`.
 
@@ -82,6 +86,14 @@ def diff(
     one is refused unless the mapping accepts `longest_lease` (allow_permanent). `picks_port`: the
     router picks the external port (PCP, NAT-PMP), so a next_free mapping's add or replace carries the
     window of ports it may be granted instead (nextfree.py).
+
+    Drift: a change that makes an owned row match the manifest again although the manifest's wish for
+    it is what was applied before (`applied`: the rows last seen converged, per key; the agent's memory)
+    is marked with its mapping's drift mode. A changed owned row is drift unless `applied` shows the
+    manifest changed that mapping since (then it is an approved edit); a missing one is drift only
+    where `applied` shows it was held as wanted now (the router lost it): a first add never is.
+    `ignore_drift` fields are not compared where the change would be drift, and renewals are never drift.
+    With `withhold`, drift of warn and ignore mappings goes to `Plan.withheld` instead of the changes.
     """
     learned = learned or quirks.Learned()
     owner = manifest.owner
@@ -92,6 +104,7 @@ def diff(
 
     placed, conflicts = _place(manifest, rows, owned)
     changes: list[Change] = []
+    withheld: list[Change] = []
     desired: list[PortMapping] = []
     taken_over: set[MappingKey] = set()
     for key, d in placed.items():
@@ -113,9 +126,13 @@ def diff(
         taken = _taken(d, rows)  # an app on d's host took its port over through PCP or NAT-PMP
         held = taken or f"{d.key.external_port} is taken"
         moved = f"{held}; using {key.external_port} (next_free)" if key != d.key else ""
+        prior = applied.get(key) if applied else None
+        drifted = prior == want if have is None else prior is None or prior == want
         change: Change | None
         if have is None:
             change = Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)
+            if drifted:
+                change = replace(change, reason="gone from the router", drift=d.drift)
         elif key not in owned:
             taken_over.add(key)
             change = Change(
@@ -130,17 +147,24 @@ def diff(
                 note=TAKEOVER_NOTE,
             )
         else:
-            change = _update(d, have, want, renew_below, longest_lease, describes)
+            ignored = d.ignore_drift if drifted else frozenset()
+            change = _update(d, have, want, renew_below, longest_lease, describes, ignored)
+            if change is not None and drifted and change.action is Action.CHANGE:
+                change = replace(change, drift=d.drift)  # a re-tag below is portctl's own, not drift
             if change is not None and claims[key].legacy:
-                change = replace(change, reason=f"re-tag: {have.description!r} carries the legacy 8-character tag")
+                why = f"re-tag: {have.description!r} carries the legacy 8-character tag"
+                change = replace(change, reason=why, drift=None)
             elif change is not None and claims[key].through:
                 said = f"made through {claims[key].through} by this owner ({have.description!r}): re-made with its tag"
-                change = replace(change, reason=f"re-tag: {said}")
+                change = replace(change, reason=f"re-tag: {said}", drift=None)
         if change is not None:
             change = replace(change, adapted=adapted, allowed=allowed, protect=d.protect)
             if picks_port and (change.action is Action.ADD or change.replace):
                 change = _windowed(change, d, manifest)
-            changes.append(change)
+            if withhold and change.drift in (Drift.WARN, Drift.IGNORE):
+                withheld.append(change)
+            else:
+                changes.append(change)
 
     kept, protected = [], []
     for key, name in sorted(owned.items()):
@@ -172,6 +196,7 @@ def diff(
         blocked=blocked if writes else "",
         quirks=tuple(_need_text(q, lesson) for q, lesson in sorted(learned.quirks.items())),
         desired=tuple(sorted(desired, key=lambda m: m.key)),
+        withheld=tuple(sorted(withheld, key=_order)),
     )
 
 
@@ -303,17 +328,24 @@ def _blocker(
 
 
 def _update(
-    d: DesiredMapping, have: PortMapping, want: PortMapping, renew_below: float, longest_lease: int, describes: bool
+    d: DesiredMapping,
+    have: PortMapping,
+    want: PortMapping,
+    renew_below: float,
+    longest_lease: int,
+    describes: bool,
+    ignored: frozenset[str] = frozenset(),
 ) -> Change | None:
-    """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's."""
+    """`want.lease` is what the router can hold (quirks applied), which may differ from the manifest's.
+    `ignored` fields (ignore_drift) are not compared; a lease running out is renewed all the same."""
     same_port = d.allow_same_port
-    fields = _field_changes(have, want, describes)
+    fields = _field_changes(have, want, describes and "description" not in ignored)
     if fields:
         in_place = all(f.field in _IN_PLACE for f in fields)
         return Change(
             Action.CHANGE, d.name, want.key, have, want, "differs from the manifest", fields, not in_place, same_port
         )
-    if want.lease and (have.lease == 0 or have.lease > want.lease):
+    if want.lease and (have.lease == 0 or have.lease > want.lease) and "lease" not in ignored:
         lease = FieldChange("lease", _lease_text(have.lease), _lease_text(want.lease))
         return Change(
             Action.CHANGE, d.name, want.key, have, want, "lease differs from the manifest", (lease,), False, same_port

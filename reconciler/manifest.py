@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import ownership, pinholespec, policy, yamldoc
 from .durations import format_duration, parse_duration
 from .errors import ManifestError, Problem
-from .models import MAX_LEASE, DesiredMapping, Manifest, MappingKey, OnConflict, Policy, Protocol
+from .models import MAX_LEASE, DesiredMapping, Drift, Manifest, MappingKey, OnConflict, Policy, Protocol
 from .yamldoc import Document, Path
 
 if TYPE_CHECKING:
@@ -423,6 +423,8 @@ def _build(data: dict[str, Any], path: str, doc: Document) -> Manifest:
                         line=doc.where(("mappings", i))[0],
                         protect=bool(m.get("protect", False)),
                         allow_sensitive=bool(m.get("allow_sensitive", False)),
+                        drift=Drift(m.get("drift", defaults.get("drift", "heal"))),
+                        ignore_drift=frozenset(m.get("ignore_drift", defaults.get("ignore_drift", ()))),
                     )
                 )
     router = data.get("router", {})

@@ -35,7 +35,7 @@ from .models import (
 )
 from .plancodec import sensitive
 from .quirks import MEANING, Learned
-from .render import adapted_text, lease_text, owner_label, remote_text, router_line, summary_line
+from .render import adapted_text, drift_text, lease_text, owner_label, remote_text, router_line, summary_line
 
 COMMENT_BYTES = 65_536  # a GitHub pull-request comment (the limit is in characters; bytes are never fewer)
 SUMMARY_BYTES = 1_048_576  # a GitHub job summary ($GITHUB_STEP_SUMMARY) per step
@@ -246,6 +246,8 @@ def _change_row(c: Change) -> str:
     notes += [cell(adapted_text(a)) for a in c.adapted]
     if c.note:
         notes.append(f"**{cell(c.note)}**")
+    if c.drift is not None:
+        notes.append(cell(drift_text(c.drift)))
     return f"| {action} | {cell(c.name)} | {_code(c.key)} | {to} | {lease} | {'<br>'.join(notes)} |"
 
 

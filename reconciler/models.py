@@ -24,6 +24,19 @@ class OnConflict(enum.StrEnum):
     TAKEOVER = "takeover"
 
 
+class Drift(enum.StrEnum):
+    """What the agent does when an owned, declared mapping's row no longer matches what was applied
+    for it (changed or gone from the router) while the manifest's wish for it is unchanged."""
+
+    HEAL = "heal"  # write it back (the default)
+    WARN = "warn"  # report it (log, condition, metric, webhook) and write nothing
+    IGNORE = "ignore"  # write nothing and say nothing
+
+
+# The fields whose drift a mapping may ignore (`ignore_drift`): a row differing only there is no change.
+DRIFT_FIELDS = ("lease", "description")
+
+
 class Action(enum.StrEnum):
     ADD = "add"
     CHANGE = "change"
@@ -179,6 +192,8 @@ class DesiredMapping:
     line: int = 0  # where the mapping is declared, for messages
     protect: bool = False  # marked on the router; prune and destroy leave it alone
     allow_sensitive: bool = False  # a privileged port or a risky service (SSH, RDP...) may be exposed
+    drift: Drift = Drift.HEAL  # what the agent does when the router's row drifts from what was applied
+    ignore_drift: frozenset[str] = frozenset()  # DRIFT_FIELDS whose difference is never a change
 
 
 @dataclass(frozen=True)
@@ -284,6 +299,9 @@ class Change:
     protect: bool = False  # its mapping is protected: an inventory records it (a tag carries it itself)
     # next_free where the router picks the port: the ports it may grant instead of key's, all kept.
     window: PortWindow | None = None
+    # Its mapping's drift mode, where this change heals drift (the router's row changed or vanished
+    # behind portctl's back); None where it is anything else (an add, an edit of the manifest, a renewal).
+    drift: Drift | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +346,9 @@ class Plan:
     pinholes_through: str = ""  # the service that opens them: "upnp" (WANIPv6FirewallControl) or "pcp"
     # Why no pinhole can be opened on this router ("" where they can, or none is asked for).
     pinholes_unavailable: str = ""
+    # Drift the plan leaves unwritten because its mapping says warn or ignore (the agent's plans only:
+    # a plan made by hand shows drift among its changes, and `portctl apply` heals it).
+    withheld: tuple[Change, ...] = ()
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)

@@ -23,6 +23,7 @@ from .models import (
     Adaptation,
     Change,
     Conflict,
+    Drift,
     FieldChange,
     HeldPinhole,
     MappingKey,
@@ -167,6 +168,7 @@ def _change_json(c: Change) -> dict[str, Any]:
         "sensitive": sensitive(c),
         "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in c.fields],
         "window": None if c.window is None else {"low": c.window.low, "high": c.window.high},
+        "drift": None if c.drift is None else c.drift.value,
     }
 
 
@@ -328,7 +330,16 @@ def _change(value: object, at: str) -> Change:
         _bool(d, "protect", at) if "protect" in d else False,
         # Plans saved before next_free windows carry none.
         _window(d, at, key) if d.get("window") is not None else None,
+        # Plans saved before drift modes carry none: a plan by hand heals drift whatever its mode.
+        _drift(d, at) if d.get("drift") is not None else None,
     )
+
+
+def _drift(d: dict[str, Any], at: str) -> Drift:
+    mode = _text(d, "drift", at, 10)
+    if mode not in {m.value for m in Drift}:
+        raise Malformed(f"{at}.drift", f"{mode!r} is not one of {', '.join(m.value for m in Drift)}")
+    return Drift(mode)
 
 
 def _window(d: dict[str, Any], at: str, key: MappingKey) -> PortWindow:

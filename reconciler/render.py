@@ -17,6 +17,7 @@ from .models import (
     ApplyReport,
     Change,
     Conflict,
+    Drift,
     HeldPinhole,
     MappingKey,
     PinholeAction,
@@ -202,7 +203,19 @@ def _change_lines(c: Change, width: int, style: Style) -> list[str]:
         lines.append(f"        the router may grant a port from {c.window} (next_free); the one granted is kept")
     if c.note and c.action is not Action.REMOVE:  # a removal's note is on its own lines already
         lines.append(style("!", f"        {c.note}"))
+    if c.drift is not None:
+        lines.append(style("!" if c.drift is not Drift.HEAL else "~", f"        {drift_text(c.drift)}"))
     return lines
+
+
+def drift_text(mode: Drift) -> str:
+    """What a drift change is, and what the agent does with it under its mapping's mode."""
+    does = {
+        Drift.HEAL: "the agent heals it",
+        Drift.WARN: "the agent only reports it; portctl apply writes it",
+        Drift.IGNORE: "the agent leaves it alone; portctl apply writes it",
+    }[mode]
+    return f"drift ({mode}): the router's row changed or went behind portctl's back; {does}"
 
 
 def _change_text(c: Change, width: int, style: Style) -> list[str]:

@@ -40,7 +40,19 @@ from ..backends.http import Observer
 from ..boot import Boot, restarted
 from ..cache import Cache, default_directory
 from ..errors import LockTimeout, ManifestError, PortctlError, Problem, RouterError, RouterUnreachable
-from ..models import MAX_LEASE, Action, Change, Manifest, MappingKey, PinholeAction, PinholeChange, Plan, PortMapping
+from ..models import (
+    MAX_LEASE,
+    Action,
+    ApplyReport,
+    Change,
+    Drift,
+    Manifest,
+    MappingKey,
+    PinholeAction,
+    PinholeChange,
+    Plan,
+    PortMapping,
+)
 from ..ownerstore import OwnershipStore
 from . import status as st
 from .config import AgentConfig
@@ -135,6 +147,11 @@ class Agent:
         self._desired: dict[MappingKey, PortMapping] = {}
         self._leases: dict[MappingKey, int] = {}
         self._read_at = 0.0
+        # Drift: the rows last seen converged (written, or found as wanted), which tell a row that
+        # drifted from an edit of the manifest; and the drift of warn mappings left unwritten, in words.
+        self._applied: dict[MappingKey, PortMapping] = {}
+        self._drift: dict[MappingKey, str] = {}
+        self._fresh_drift = False  # the last pass noticed drift not reported before
         # ... and the declared pinholes held after the last pass: (expiry on `wall`, lease).
         self._pinhole_leases: tuple[tuple[float, int], ...] = ()
         self._random = random.Random()
@@ -310,6 +327,10 @@ class Agent:
             # The pass that healed a restart says so until the next one.
             reason, message = st.ROUTER_RESTARTED, f"{self._restored[1]}; {message}"
             self._restored = None
+        elif self._drift:
+            # Converged as asked: warn mappings' drift is left as it is, and said.
+            reason = st.DRIFT_DETECTED
+            message += f"; drift left as is (drift: warn): {len(self._drift)} mapping(s), see the Drifted condition"
         self.status.set(st.READY, "True", reason, message)
         self.status.set(st.RECONCILING, "False", reason, message)
         self.status.set(st.STALLED, "False", reason, "")
@@ -413,12 +434,17 @@ class Agent:
             max_deletions=self.config.max_deletions,
             allow_empty=self.config.allow_empty,
             clock=self.wall,
+            applied=self._applied,
+            withhold_drift=True,
         )
         before = {e.mapping for e in self.status.inventory}
+        self._take_drift(plan)
         if plan.blocked:
             self._set_inventory(manifest, plan, list(facts.table), facts.store)
+            self._remember(plan, None)
             return (), (st.PLAN_BLOCKED, plan.blocked)
         report = apply(_without_conflicts(plan), backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
+        self._remember(plan, report)
         api.remember(backend, self.cache)
         done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
         done += tuple(_pinhole_words(r.change) for r in report.pinholes if r.ok)
@@ -500,7 +526,9 @@ class Agent:
                 expires = now + row.lease if row.lease else None
                 entries.append(st.InventoryEntry(name, str(row.key), target, expires))
         self.status.take_inventory(tuple(entries))
-        self._desired = {m.key: m for m in plan.desired}
+        # A drifted row left as it is is not renewed either (that would write it): no wake-up for it.
+        withheld = {c.key for c in plan.withheld}
+        self._desired = {m.key: m for m in plan.desired if m.key not in withheld}
         self._leases = {row.key: row.lease for row in table if row.key in self._desired}
         self._read_at = self.clock()
         owned = len(entries)
@@ -511,6 +539,34 @@ class Agent:
         self.metrics.set_inventory(entries)
         if self._backend is not None:
             self.metrics.set_info(self._revision, self._backend.info.identity)
+
+    def _remember(self, plan: Plan, report: ApplyReport | None) -> None:
+        """The declared rows now converged: those the plan left alone or the pass wrote. A row whose
+        change was withheld or failed keeps what was known of it (nothing, if it never converged)."""
+        written = {r.change.key for r in report.results if r.ok} if report is not None else set()
+        pending = {c.key for c in plan.changes} | {c.key for c in plan.withheld}
+        applied = {}
+        for want in plan.desired:
+            if want.key not in pending or want.key in written:
+                applied[want.key] = want
+            elif want.key in self._applied:
+                applied[want.key] = self._applied[want.key]
+        self._applied = applied
+
+    def _take_drift(self, plan: Plan) -> None:
+        """Report the drift of warn mappings the plan leaves unwritten: logged and counted when it
+        starts or changes, gauged and in the Drifted condition while it lasts. Ignore mappings' drift is not said."""
+        now = {c.key: _drift_words(c) for c in plan.withheld if c.drift is Drift.WARN}
+        fresh = [words for key, words in now.items() if self._drift.get(key) != words]
+        for words in fresh:
+            self.log.warning(words, drift=Drift.WARN.value)
+        self.metrics.drift_detected.inc(len(fresh))
+        self.metrics.drift_mappings.set(len(now))
+        self._drift, self._fresh_drift = now, bool(fresh)
+        if now:
+            self.status.set(st.DRIFTED, "True", st.DRIFT_DETECTED, "; ".join(now.values()))
+        elif self.status.condition(st.DRIFTED) is not None:
+            self.status.set(st.DRIFTED, "False", st.NO_DRIFT, "")
 
     def _longest_lease(self) -> int:
         """What a permanent lease lasts on this router (its backend says), to time renewals."""
@@ -548,7 +604,14 @@ class Agent:
 
     def _report(self, outcome: Outcome, started: float, duration: float) -> None:
         result = st.Result(
-            started, duration, outcome.result, self._revision, outcome.reason, outcome.message, outcome.changes
+            started,
+            duration,
+            outcome.result,
+            self._revision,
+            outcome.reason,
+            outcome.message,
+            outcome.changes,
+            tuple(self._drift.values()),
         )
         self.status.record(result)
         fields: dict[str, Any] = {"duration": round(duration, 3), "next_run": round(outcome.wait, 1)}
@@ -566,7 +629,8 @@ class Agent:
         else:
             self.log.info(f"reconciled: {outcome.message}", **fields)
         newly_failed = outcome.result == "failed" and outcome.reason != self._last_reason
-        if self.webhook and (outcome.changes or newly_failed):
+        fresh_drift, self._fresh_drift = self._fresh_drift, False
+        if self.webhook and (outcome.changes or newly_failed or fresh_drift):
             self.webhook.send({"agent": "portctl", **result.to_json()})
         self._last_reason = "" if outcome.result != "failed" else outcome.reason
 
@@ -673,6 +737,14 @@ def _without_conflicts(plan: Plan) -> Plan:
 def _pinhole_words(change: PinholeChange) -> str:
     k = change.key
     return f"{change.action.value} IPv6 pinhole {change.name}: [{k.internal_client}]:{k.internal_port}/{k.protocol}"
+
+
+def _drift_words(change: Change) -> str:
+    """A drifted row left as it is, in words."""
+    m = change.before or change.after
+    target = f"{m.internal_client}:{m.internal_port}" if m else "?"
+    what = ", ".join(f"{f.field} {f.before} -> {f.after}" for f in change.fields) or change.reason
+    return f"drift on {change.key} -> {target} ({change.name}): {what}; left as is (drift: warn)"
 
 
 def _words(change: Change, was_owned: bool) -> str:

@@ -51,6 +51,16 @@ class Metrics:
             "Restarts of the router noticed: its boot id changed or its boot moment moved forward.",
             registry=r,
         )
+        self.drift_mappings = Gauge(
+            "portctl_drift_mappings",
+            "Owned router mappings that drifted (changed or gone) and were left so (drift: warn), as of the last pass.",
+            registry=r,
+        )
+        self.drift_detected = Counter(
+            "portctl_drift_detected",
+            "Drift of warn mappings noticed: once each time a mapping drifts (or drifts otherwise), not every pass.",
+            registry=r,
+        )
         self.last_success = Gauge(
             "portctl_last_success_timestamp_seconds", "When a reconcile last converged the router.", registry=r
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 # Condition types
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+DRIFTED = "Drifted"  # owned rows changed or gone behind the agent's back, left as they are (drift: warn)
 # Reasons
 SUCCEEDED = "ReconciliationSucceeded"
 PROGRESSING = "Progressing"
@@ -32,11 +33,13 @@ SOURCE_SETTLING = "SourceSettling"  # the local manifest is still being written;
 INTERNAL_ERROR = "InternalError"  # a bug in portctl; the log has the traceback
 CONFLICT = "Conflict"  # a declared mapping's port is held by a foreign mapping
 ROUTER_RESTARTED = "RouterRestarted"  # the pass converged a router that had restarted (its table restored)
+DRIFT_DETECTED = "DriftDetected"  # the pass applied the rest and left drift of warn mappings unwritten
+NO_DRIFT = "NoDrift"
 REASONS = frozenset(
     {
         SUCCEEDED, PROGRESSING, ROUTER_UNREACHABLE, ROUTER_ERROR, LOCKED, SOURCE_FETCH_FAILED, VERIFICATION_FAILED,
         VALIDATION_FAILED, PLAN_BLOCKED, APPLY_FAILED, SUSPENDED, SOURCE_SETTLING, INTERNAL_ERROR, CONFLICT,
-        ROUTER_RESTARTED,
+        ROUTER_RESTARTED, DRIFT_DETECTED, NO_DRIFT,
     }
 )  # fmt: skip
 SUSPENDED_MESSAGE = "reconciliation is suspended; drift is not healed"
@@ -85,12 +88,14 @@ class Result:
     reason: str
     message: str
     changes: tuple[str, ...] = ()
+    drift: tuple[str, ...] = ()  # drift of warn mappings left unwritten, in words
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["started"] = stamp(self.started)
         doc["duration"] = round(self.duration, 3)
         doc["changes"] = list(self.changes)
+        doc["drift"] = list(self.drift)
         return doc
 
 
