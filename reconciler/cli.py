@@ -295,6 +295,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--no-events", dest="events", action="store_const", const=False, help="poll; no GENA events")
     c.add_argument("--webhook", metavar="URL", help="POST a JSON event here on changes and failures")
     c.add_argument("--workdir", metavar="DIR", help="where to check the repository out")
+    c.add_argument("--snapshot", metavar="FILE", help="write the router's snapshot to FILE after each pass")
     c.add_argument(
         "--wait", type=_seconds_or_zero, default=60.0, metavar="S", help="reconcile: how long to wait for the result"
     )
@@ -975,7 +976,7 @@ def _agent(args: argparse.Namespace) -> int:
         for k in (
             "repo", "ref", "path", "manifest", "interval", "listen", "router", "timeout",
             "verify_signatures", "allowed_signers", "release_on_exit", "events", "webhook", "workdir",
-            "max_deletions", "allow_empty",
+            "max_deletions", "allow_empty", "snapshot",
         )
     }  # fmt: skip
     config = agent_config.build(args.config, flags)
