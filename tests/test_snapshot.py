@@ -10,10 +10,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from reconciler import ownership, snapshot
+from reconciler import ownership, plancodec, snapshot
+from reconciler.backends.base import Capabilities
 from reconciler.cli import _parser
 from reconciler.emulator import EmulatorServer
 from reconciler.models import MappingKey, PortMapping, Protocol
+from reconciler.quirks import Learned
 from tests.helpers import FOREIGN, MANIFEST, portctl, write
 from tests.helpers import snapshot as table_of
 
@@ -123,9 +125,7 @@ def test_decode_reads_back_what_document_writes() -> None:
 
 def test_a_snapshot_backend_never_writes() -> None:
     """SnapshotBackend answers reads from the snapshot and refuses every write."""
-    snap = snapshot.Snapshot(
-        snapshot.plancodec.read_router(_router_doc(), "router"), _capabilities(), snapshot.Learned(), 1.0, (), None
-    )
+    snap = snapshot.Snapshot(plancodec.read_router(_router_doc(), "router"), _capabilities(), Learned(), 1.0, (), None)
     backend = snapshot.SnapshotBackend(snap, "s.json")
     row = PortMapping(MappingKey(80, Protocol.TCP), "192.168.77.2", 80, "x")
     with pytest.raises(snapshot.SnapshotWrite):
@@ -297,8 +297,8 @@ def test_a_snapshot_of_a_router_that_cannot_describe_is_refused(
     assert run.code == 1 and "cannot list or describe" in run.err
 
 
-def _capabilities() -> snapshot.Capabilities:
-    return snapshot.Capabilities(True, True, False, True, 604800)
+def _capabilities() -> Capabilities:
+    return Capabilities(True, True, False, True, 604800)
 
 
 def _router_doc() -> dict[str, Any]:
