@@ -202,11 +202,12 @@ def test_max_snapshot_age_reads_durations(text: str, seconds: int) -> None:
 
 
 @pytest.mark.parametrize("text", ["24 hours", "-1h", "1y", ""])
-def test_max_snapshot_age_refuses_what_is_no_duration(text: str) -> None:
-    """A bad age is a usage error (exit 2), as any bad flag."""
+def test_max_snapshot_age_refuses_what_is_no_duration(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad age is a usage error (exit 2) naming the flag and what a duration looks like."""
     with pytest.raises(SystemExit) as exited:
         _parser("plan").parse_args(["plan", "m.yaml", "--snapshot", "s.json", "--max-snapshot-age", text])
     assert exited.value.code == 2
+    assert "argument --max-snapshot-age: " in capsys.readouterr().err
 
 
 def test_a_snapshot_past_its_age_is_refused(
