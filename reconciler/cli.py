@@ -164,6 +164,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c = command("validate", _validate, "check a manifest offline")
     c.add_argument("file")
     output(c, "the verdict", GITHUB)
+    c.add_argument("--snapshot", metavar="SNAP.json", help="say what internal_client auto is on the snapshot's host")
 
     c = command("plan", _plan, "show what apply would change on the router")
     c.add_argument("file")
@@ -172,6 +173,17 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="PLAN.json", help="save the plan for a later apply")
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     guards(c)
+    c.add_argument(
+        "--snapshot",
+        metavar="SNAP.json",
+        help="plan against a router snapshot (portctl show --snapshot-out, or the agent's) without any network access",
+    )
+    c.add_argument(
+        "--max-snapshot-age",
+        type=_duration,
+        metavar="AGE",
+        help="with --snapshot, fail when the snapshot is older than AGE (such as 24h)",
+    )
 
     c = command("apply", _apply, "make the router match the manifest (or a saved plan)")
     c.epilog = (
@@ -184,6 +196,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     output(c, "the plan and the result", MARKDOWN)
     guards(c)
     locking(c)
+    c.add_argument("--snapshot", metavar="SNAP.json", help=argparse.SUPPRESS)  # refused with a reason
 
     c = command("destroy", _destroy, "remove every mapping this manifest's owner holds")
     c.add_argument("file")
@@ -196,6 +209,11 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("file", nargs="?", help="a manifest, to mark its owner's mappings")
     router(c)
     output(c, "the router and its table", MARKDOWN)
+    c.add_argument(
+        "--snapshot-out",
+        metavar="SNAP.json",
+        help="also write the router's snapshot (what --format json prints) to SNAP.json, for plan --snapshot",
+    )
 
     def selectors(c: argparse.ArgumentParser, what: str) -> None:
         c.add_argument("--select", action="append", default=[], metavar="PORT/PROTO", help=f"{what} this mapping")
@@ -281,6 +299,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--no-events", dest="events", action="store_const", const=False, help="poll; no GENA events")
     c.add_argument("--webhook", metavar="URL", help="POST a JSON event here on changes and failures")
     c.add_argument("--workdir", metavar="DIR", help="where to check the repository out")
+    c.add_argument("--snapshot", metavar="FILE", help="write the router's snapshot to FILE after each pass")
     c.add_argument(
         "--wait", type=_seconds_or_zero, default=60.0, metavar="S", help="reconcile: how long to wait for the result"
     )
@@ -314,6 +333,12 @@ def _protocols(text: str) -> tuple[str, ...]:
         return parse_order(text)
     except BadOrder as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> int:
+    from .durations import parse_duration
+
+    return _number(lambda: parse_duration(text))
 
 
 def _seconds_or_zero(text: str) -> float:
@@ -359,19 +384,55 @@ def _validate(args: argparse.Namespace) -> int:
             raise
         _annotate_problems(exc)
         return EXIT_ERROR
+    auto = _auto_resolved(m, args.snapshot) if _uses_auto(m) else None
     if args.format == "json":
         counts = {"mappings": len(m.mappings), "pinholes": len(m.pinholes)}
-        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, **counts}, indent=2))
+        resolved = {"auto": {"internal_client": auto[0], "from": auto[1]}} if auto else {}
+        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, **counts, **resolved}, indent=2))
     else:
         pinholes = f" and {len(m.pinholes)} IPv6 pinholes" if m.pinholes else ""
         print(f"{args.file}: valid ({len(m.mappings)} router mappings{pinholes} for owner {m.owner!r})")
+        if auto:
+            from .snapshot import auto_line
+
+            print(auto_line(*auto))
     return EXIT_OK
+
+
+def _uses_auto(m: Manifest) -> bool:
+    return any(x.internal_client == "auto" for x in m.mappings)
+
+
+def _auto_resolved(m: Manifest, snapshot_path: str | None) -> tuple[str | None, str]:
+    """What `internal_client: auto` means, offline: the snapshot's host's address, or this host's
+    towards the router (a UDP socket's route choice, which sends nothing)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from . import api, discovery, snapshot
+
+    if snapshot_path:
+        return snapshot.load(snapshot_path).auto, "from the snapshot"
+    url = api.router_url(None, m)
+    host = urlsplit(url).hostname if url else discovery.default_gateway()
+    if not host:
+        return None, "this host"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 1900))
+            return str(s.getsockname()[0]), "this host"
+    except OSError:
+        return None, "this host"
 
 
 def _plan(args: argparse.Namespace) -> int:
     from . import api, manifest, render
     from .errors import ManifestError
 
+    if args.max_snapshot_age is not None and not args.snapshot:
+        raise PortctlError("--max-snapshot-age is the oldest snapshot to plan from: give the snapshot with --snapshot")
+    if args.snapshot and args.router:
+        raise PortctlError("--snapshot plans without the router: leave out --router (or plan live without --snapshot)")
     cache = _cache()
     try:
         text = manifest.read(args.file)
@@ -381,10 +442,21 @@ def _plan(args: argparse.Namespace) -> int:
             raise
         _annotate_problems(exc)
         return EXIT_ERROR
-    with _session(args, cache, api.router_url(args.router, m), m) as backend:
-        read_at = time.time()
-        facts = api.read(backend, cache, m, timeout=args.timeout)
+    if args.snapshot:
+        facts, read = _offline_facts(args.snapshot, args.max_snapshot_age)
         plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        if m.pinholes:
+            from dataclasses import replace
+
+            # Pinholes live in the reading host's inventory, not in the router's table.
+            plan = replace(plan, pinholes_unavailable="a plan from a snapshot does not plan IPv6 pinholes")
+        where = "from the snapshot"
+    else:
+        with _session(args, cache, api.router_url(args.router, m), m) as backend:
+            read_at = time.time()
+            facts = api.read(backend, cache, m, timeout=args.timeout)
+            plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
+        read, where = _read(read_at), "this host"
     if args.out:
         from . import planfile  # a plan not saved needs no codec
 
@@ -393,11 +465,14 @@ def _plan(args: argparse.Namespace) -> int:
     if args.format == "json":
         from . import plancodec  # the JSON view is built only when asked for
 
-        print(json.dumps(plancodec.encode(plan), indent=2))
+        doc = plancodec.encode(plan)
+        if args.snapshot:
+            doc["snapshot"] = _snapshot_json(args.snapshot, read, facts.backend.local_or_unknown())
+        print(json.dumps(doc, indent=2))
     elif args.format == MARKDOWN:
         from .markdown import plan_markdown
 
-        print(plan_markdown(plan, _read(read_at), max_bytes=args.max_bytes))
+        print(plan_markdown(plan, read, max_bytes=args.max_bytes))
     elif args.format == GITHUB:
         from . import annotations
 
@@ -405,6 +480,12 @@ def _plan(args: argparse.Namespace) -> int:
         for line in annotations.plan_commands(plan, m, args.file):
             print(line)
     else:
+        if args.snapshot:
+            print(f"Router table {read.text()}.")
+        if _uses_auto(m):
+            from .snapshot import auto_line
+
+            print(auto_line(facts.backend.local_or_unknown(), where))
         print(render.plan_text(plan, _style(args)))
         if args.out and not (plan.conflicts or plan.blocked):
             print(f"\nSaved the plan to {args.out}; apply it with: portctl apply {args.out}")
@@ -413,9 +494,36 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
 
 
+def _offline_facts(path: str, max_age: int | None) -> tuple[Facts, Read]:
+    """The facts a snapshot recorded, through a backend that opens no socket and writes nothing."""
+    from . import api, snapshot
+    from .markdown import Read
+
+    snap = snapshot.load(path)
+    now = time.time()
+    snapshot.check_age(path, snap, max_age, now)
+    snapshot.check_plannable(path, snap)
+    backend = snapshot.SnapshotBackend(snap, path)
+    read = Read(snap.read_at, now, snapshot.source(path))
+    return api.Facts(backend, list(snap.table), api.owners(backend, None)), read
+
+
+def _snapshot_json(path: str, read: Read, auto: str | None) -> dict[str, Any]:
+    """Where a plan from a snapshot got its table, in plan --format json."""
+    from .snapshot import iso
+
+    age = max(0, round(read.now - read.at))
+    return {"path": path, "read_at": iso(read.at), "age_seconds": age, "auto": auto}
+
+
 def _apply(args: argparse.Namespace) -> int:
     from . import api, manifest, planfile
 
+    if args.snapshot:
+        raise PortctlError(
+            "apply never writes from a snapshot: a snapshot is the router as it was, and apply reads the router as "
+            "it is. Plan with --snapshot, then apply on a host that reaches the router. Nothing was changed"
+        )
     cache = _cache()
     if planfile.is_plan(args.file):
         # A saved plan is trusted with nothing: plan again from the manifest it carries, against
@@ -520,7 +628,7 @@ def _confirm() -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from . import api, diff, manifest, plancodec, render
+    from . import api, diff, manifest, render
 
     cache = _cache()
     m = manifest.load(args.file, cache) if args.file else None
@@ -534,17 +642,23 @@ def _show(args: argparse.Namespace) -> int:
     owned = diff.owned_rows(m, table, backend.learned, facts.store) if m else {}
     held = facts.pinholes.held if facts.pinholes else ()
     now = time.time()
+    if args.format == "json" or args.snapshot_out:
+        from . import snapshot
+
+        doc = snapshot.document(
+            backend,
+            table,
+            read_at=read_at,
+            boot=booted.to_json(),
+            owners={r.key: render.owner_label(r, owned) for r in table},
+            protocols={"used": used, "gateway_speaks": list(spoken.spoken) if spoken else None},
+            pinholes=[render.held_json(h, now) for h in held],
+            pinhole_source=facts.pinholes.source if facts.pinholes else None,
+        )
+        if args.snapshot_out:
+            snapshot.write(args.snapshot_out, doc)
+            print(f"Wrote a snapshot of {len(table)} mappings to {args.snapshot_out}", file=sys.stderr)
     if args.format == "json":
-        rows = [{**(plancodec.mapping_json(r) or {}), "owner": render.owner_label(r, owned)} for r in table]
-        doc = {
-            "format_version": plancodec.FORMAT_VERSION,
-            "router": plancodec.router_json(backend.info),
-            "boot": booted.to_json(),
-            "learned": backend.learned.to_json(),
-            "protocols": {"used": used, "gateway_speaks": list(spoken.spoken) if spoken else None},
-            "mappings": rows,
-            "pinholes": [render.held_json(h, now) for h in held],
-        }
         print(json.dumps(doc, indent=2))
     elif args.format == MARKDOWN:
         from .markdown import table_markdown
@@ -872,7 +986,7 @@ def _agent(args: argparse.Namespace) -> int:
         for k in (
             "repo", "ref", "path", "manifest", "interval", "listen", "router", "timeout",
             "verify_signatures", "allowed_signers", "release_on_exit", "events", "webhook", "workdir",
-            "max_deletions", "allow_empty",
+            "max_deletions", "allow_empty", "snapshot",
         )
     }  # fmt: skip
     config = agent_config.build(args.config, flags)

@@ -462,3 +462,6 @@ read_object = _object
 read_text = _text
 read_int = _int
 read_bool = _bool
+read_list = _list
+read_mapping = _mapping
+read_router = _router

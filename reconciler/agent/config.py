@@ -48,6 +48,7 @@ class AgentConfig:
     events_port: int = 0
     webhook: str | None = None
     workdir: str | None = None  # where the repository is checked out
+    snapshot: str | None = None  # where to write the router's snapshot after each pass (`snapshot: {path: FILE}`)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -167,7 +168,21 @@ class _Settings:
         return settings
 
 
+def _snapshot(value: Any, where: str) -> str | None:
+    """`snapshot: {path: FILE}` in the file, `--snapshot FILE` on the command line."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"path"})
+        if unknown:
+            raise ConfigError(f"{where}: snapshot: unknown setting {unknown[0]!r}; snapshot takes path")
+        value = value.get("path")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: snapshot: expected {{path: FILE}}, the file to write the router's snapshot to")
+    return value
+
+
 def _convert(key: str, value: Any, where: str) -> Any:
+    if key == "snapshot":
+        return _snapshot(value, where)
     try:
         if key in _DURATIONS:
             if isinstance(value, bool):

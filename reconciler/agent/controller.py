@@ -65,6 +65,7 @@ from .watch import Sample
 from .watch import read as read_watch
 
 if TYPE_CHECKING:
+    from ..api import Facts
     from ..pinholeaccess import PinholeFacts
 
 LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on the same router
@@ -442,6 +443,7 @@ class Agent:
         if plan.blocked:
             self._set_inventory(manifest, plan, list(facts.table), facts.store)
             self._remember(plan, None)
+            self._publish(manifest, backend, list(facts.table), facts)
             return (), (st.PLAN_BLOCKED, plan.blocked)
         report = apply(_without_conflicts(plan), backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
         self._remember(plan, report)
@@ -470,6 +472,7 @@ class Agent:
         else:
             table = backend.list_mappings() if plan.changes else list(facts.table)
         self._set_inventory(manifest, plan, table, facts.store)
+        self._publish(manifest, backend, table, facts)
         self._pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
         if not report.ok:
             failed = "; ".join(
@@ -509,6 +512,29 @@ class Agent:
             self.metrics.set_info(self._revision, backend.info.identity)
             self.events.attach(backend)
         return self._backend
+
+    def _publish(self, manifest: Manifest, backend: Backend, table: list[PortMapping], facts: Facts) -> None:
+        """Write the router's snapshot, as the pass left it, where the config says (a hosted CI runner
+        plans against it); a failure to write is logged and never fails the pass."""
+        if not self.config.snapshot:
+            return
+        from .. import render, snapshot
+        from ..boot import Booted
+
+        now = self.wall()
+        owned = diff.owned_rows(manifest, table, backend.learned, facts.store)
+        doc = snapshot.document(
+            backend,
+            table,
+            read_at=now,
+            boot=Booted(None, now, backend.boot_id()).to_json(),
+            owners={row.key: render.owner_label(row, owned) for row in table},
+            pinhole_source=facts.pinholes.source if facts.pinholes else None,
+        )
+        try:
+            snapshot.write(self.config.snapshot, doc)
+        except snapshot.SnapshotError as exc:
+            self._log_once("SnapshotFailed", str(exc))
 
     def _drop_backend(self) -> None:
         self._backend = None

@@ -1,0 +1,301 @@
+"""Router snapshots: what an offline plan needs of a router, as one versioned JSON document.
+
+`portctl show --format json` prints it (and `show --snapshot-out FILE` writes it); the agent writes
+one after each pass. `portctl plan --snapshot FILE` plans against it through `SnapshotBackend`, a
+read-only Backend that never opens a socket, so a CI runner that cannot reach the router plans
+against its last known state. The document is described by schemas/snapshot.schema.json.
+
+`load` is strict: a file too large, not JSON, of another format version, or with any field not as
+`document` writes it is one SnapshotError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import plancodec
+from .backends.base import Backend, Capabilities
+from .durations import format_duration
+from .errors import PortctlError, RouterUnreachable
+from .models import MAX_LEASE, MappingKey, PortMapping, PortWindow, RouterInfo
+from .quirks import Learned
+
+FORMAT = "portctl-snapshot"
+VERSION = 1
+# A full table of both protocols is ~130k rows of ~300 bytes; anything beyond is not a snapshot.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class SnapshotError(PortctlError):
+    """A snapshot that cannot be planned from: unreadable, malformed, of another version, too old."""
+
+
+class SnapshotWrite(PortctlError):
+    """Something tried to write to a router through its snapshot: never allowed."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A router as read at `read_at` (wall clock seconds)."""
+
+    info: RouterInfo
+    capabilities: Capabilities
+    learned: Learned
+    read_at: float
+    table: tuple[PortMapping, ...]
+    auto: str | None  # the address `internal_client: auto` resolved to on the host that read it
+    pinhole_source: str | None = None  # the IPv6 address a pinhole's `auto` resolved to, if known
+    boot_id: int | None = None
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def header(read_at: float, capabilities: Capabilities, auto: str | None, pinhole_source: str | None) -> dict[str, Any]:
+    """The fields a snapshot adds to `show --format json`'s document."""
+    return {
+        "snapshot": {"format": FORMAT, "version": VERSION},
+        "read_at": {"time": iso(read_at), "epoch": round(read_at, 3)},
+        "capabilities": asdict(capabilities),
+        "auto": {"internal_client": auto, "pinhole_source": pinhole_source or None},
+    }
+
+
+def write(path: str, doc: dict[str, Any]) -> None:
+    """Write `doc` to `path` atomically: a reader sees the old snapshot or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise SnapshotError(f"cannot write the snapshot {path}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise SnapshotError(f"cannot write the snapshot {path}: {exc}") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def load(path: str) -> Snapshot:
+    """The snapshot in `path`; one SnapshotError naming the file and what is wrong otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SnapshotError(f"cannot read the snapshot {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_BYTES:
+        raise SnapshotError(f"{path}: larger than {MAX_BYTES} bytes; not a snapshot portctl wrote")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SnapshotError(f"{path}: not a JSON snapshot ({exc})") from None
+    try:
+        return decode(doc)
+    except plancodec.Malformed as exc:
+        raise SnapshotError(f"{path}: not a snapshot portctl can plan from: {exc}") from None
+
+
+def decode(doc: object) -> Snapshot:
+    """The Snapshot `doc` holds; raises plancodec.Malformed naming the first field that is wrong."""
+    if not isinstance(doc, dict):
+        raise plancodec.Malformed("the document", "expected a JSON object")
+    kind = doc.get("snapshot")
+    if not isinstance(kind, dict) or kind.get("format") != FORMAT:
+        raise plancodec.Malformed("snapshot.format", f"missing or not {FORMAT!r} (show --format json writes it)")
+    if kind.get("version") != VERSION:
+        raise plancodec.Malformed(
+            "snapshot.version", f"version {kind.get('version')!r}; this portctl reads snapshot version {VERSION}"
+        )
+    read_at = _read_at(plancodec.read_object(doc, "read_at", ""))
+    info = plancodec.read_router(plancodec.read_object(doc, "router", ""), "router")
+    capabilities = _capabilities(plancodec.read_object(doc, "capabilities", ""))
+    learned_doc = plancodec.read_object(doc, "learned", "")
+    if not isinstance(learned_doc.get("quirks"), dict):
+        raise plancodec.Malformed("learned.quirks", "expected an object")
+    auto = plancodec.read_object(doc, "auto", "")
+    boot = doc.get("boot")
+    boot_id = None
+    if boot is not None:
+        boot_id = plancodec.read_object(doc, "boot", "").get("boot_id")
+        if boot_id is not None and (not isinstance(boot_id, int) or isinstance(boot_id, bool) or boot_id < 0):
+            raise plancodec.Malformed("boot.boot_id", "expected a whole number or null")
+    table = plancodec.read_list(doc, "mappings", "", plancodec.read_mapping)
+    keys = [m.key for m in table]
+    if len(set(keys)) != len(keys):
+        raise plancodec.Malformed("mappings", "the same port and protocol listed twice")
+    return Snapshot(
+        info,
+        capabilities,
+        Learned.from_json(learned_doc, read_at),
+        read_at,
+        table,
+        _address(auto, "internal_client", 4),
+        _address(auto, "pinhole_source", 6),
+        boot_id,
+    )
+
+
+def _read_at(d: dict[str, Any]) -> float:
+    epoch = d.get("epoch")
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool) or not 0 < epoch < 2**40:
+        raise plancodec.Malformed("read_at.epoch", "expected seconds since 1970")
+    stamp = plancodec.read_text(d, "time", "read_at", 40)
+    try:
+        parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise plancodec.Malformed("read_at.time", f"{stamp!r} is not an ISO 8601 UTC time") from None
+    if abs(parsed - epoch) >= 1:
+        raise plancodec.Malformed("read_at", f"time {stamp} and epoch {epoch} disagree")
+    return float(epoch)
+
+
+def _capabilities(d: dict[str, Any]) -> Capabilities:
+    flags = {
+        name: plancodec.read_bool(d, name, "capabilities")
+        for name in ("can_list", "can_describe", "picks_external_port", "sends_events", "finite_leases")
+    }
+    longest = plancodec.read_int(d, "longest_lease", "capabilities", 1, 2 * MAX_LEASE)
+    return Capabilities(longest_lease=longest, **flags)
+
+
+def _address(d: dict[str, Any], name: str, family: int) -> str | None:
+    value = d.get(name)
+    if value is None:
+        return None
+    text = plancodec.read_text(d, name, "auto", 64)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise plancodec.Malformed(f"auto.{name}", f"{text!r} is not an IPv{family} address") from None
+    if address.version != family:
+        raise plancodec.Malformed(f"auto.{name}", f"{text!r} is not an IPv{family} address")
+    return text
+
+
+# -- planning from it ------------------------------------------------------------------------
+
+
+def age(snap: Snapshot, now: float) -> int:
+    """Whole seconds since the snapshot was read (0 for one stamped ahead of this clock)."""
+    return max(0, round(now - snap.read_at))
+
+
+def source(path: str) -> str:
+    """How plans name where their table came from (markdown's Read.source)."""
+    return f"from snapshot {path}"
+
+
+def check_age(path: str, snap: Snapshot, max_age: int | None, now: float) -> None:
+    """Refuse a snapshot older than `max_age` seconds (None: any age)."""
+    if max_age is None or age(snap, now) <= max_age:
+        return
+    raise SnapshotError(
+        f"{path}: the snapshot was read {format_duration(age(snap, now))} ago (at {iso(snap.read_at)}), "
+        f"older than --max-snapshot-age {format_duration(max_age)}: take a fresh one on a host that reaches "
+        "the router (portctl show --snapshot-out FILE, or the agent's snapshot setting). Nothing was planned"
+    )
+
+
+def check_plannable(path: str, snap: Snapshot) -> None:
+    """A router whose rows carry no owner tag keeps its owners in the reading host's inventory, which
+    a snapshot does not hold: planning from it would take every owned row for a stranger's."""
+    if not (snap.capabilities.can_list and snap.capabilities.can_describe):
+        raise SnapshotError(
+            f"{path}: the router was read through {snap.info.protocol}, which cannot list or describe its "
+            "mappings, so which rows are whose is known only on the host that read it: plan there, or "
+            "snapshot the router's UPnP IGD. Nothing was planned"
+        )
+
+
+class SnapshotBackend(Backend):
+    """A router as a snapshot recorded it: reads answer from the snapshot, writes raise, no socket is
+    ever opened."""
+
+    def __init__(self, snap: Snapshot, path: str) -> None:
+        self.snap = snap
+        self.path = path
+        self.info = snap.info
+        self.capabilities = snap.capabilities
+        self.learned = snap.learned
+
+    def list_mappings(self) -> list[PortMapping]:
+        return list(self.snap.table)
+
+    def get_mapping(self, key: MappingKey) -> PortMapping | None:
+        return next((m for m in self.snap.table if m.key == key), None)
+
+    def add_mapping(self, mapping: PortMapping, window: PortWindow | None = None) -> MappingKey | None:
+        raise SnapshotWrite(f"{self.path} is a snapshot: nothing is ever written from one (add {mapping.key})")
+
+    def delete_mapping(self, mapping: PortMapping) -> None:
+        raise SnapshotWrite(f"{self.path} is a snapshot: nothing is ever written from one (delete {mapping.key})")
+
+    def local_address(self) -> str:
+        if self.snap.auto is None:
+            raise RouterUnreachable(f"the snapshot {self.path} records no address for internal_client: auto")
+        return self.snap.auto
+
+    def external_address(self) -> str:
+        return self.snap.info.external_ip
+
+    def boot_id(self) -> int | None:
+        return self.snap.boot_id
+
+
+def auto_line(address: str | None, where: str) -> str:
+    """The one line `validate` and `plan` say about `internal_client: auto`."""
+    if address is None:
+        return f"internal_client auto = unknown ({where} gives no address towards the router)"
+    return f"internal_client auto = {address} ({where})"
+
+
+def uses_auto(internal_clients: Sequence[str]) -> bool:
+    return "auto" in internal_clients
+
+
+def document(
+    backend: Backend,
+    table: Sequence[PortMapping],
+    *,
+    read_at: float,
+    boot: dict[str, Any] | None,
+    owners: dict[MappingKey, str] | None = None,
+    protocols: dict[str, Any] | None = None,
+    pinholes: Sequence[dict[str, Any]] = (),
+    pinhole_source: str | None = None,
+) -> dict[str, Any]:
+    """The snapshot of `backend`'s router whose table was `table` at `read_at`: `show --format json`'s
+    document. `owners` labels rows (owned, portctl, foreign) for readers; planning ignores it."""
+    labels = owners or {}
+    rows = [{**(plancodec.mapping_json(m) or {}), "owner": labels.get(m.key, "")} for m in table]
+    return {
+        "format_version": plancodec.FORMAT_VERSION,
+        **header(read_at, backend.capabilities, backend.local_or_unknown(), pinhole_source),
+        "router": plancodec.router_json(backend.info),
+        "boot": boot,
+        "learned": backend.learned.to_json(),
+        "protocols": protocols,
+        "mappings": rows,
+        "pinholes": list(pinholes),
+    }
