@@ -217,11 +217,18 @@ def local_ipv6(if_inet6: str | None = None, *, device: str = "") -> list[str]:
     return _stable_first(found) if device else [a for a, _ in found]
 
 
+_UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
+
+
 def _stable_first(found: list[tuple[str, int]]) -> list[str]:
     """Addresses neither deprecated nor temporary (privacy extensions) first, then temporary ones, then
     deprecated ones, each in the kernel's order: a pinhole leads to a server, which wants the address
-    that stays."""
-    rank = [(bool(flags & _DEPRECATED), bool(flags & _TEMPORARY)) for _, flags in found]
+    that stays. Unique-local ones (fc00::/7, which the kernel scopes global; OpenWrt and Fritz!Box LANs
+    carry one beside the public prefix) come after all of those: the internet cannot reach them."""
+    rank = [
+        (ipaddress.IPv6Address(a) in _UNIQUE_LOCAL, bool(flags & _DEPRECATED), bool(flags & _TEMPORARY))
+        for a, flags in found
+    ]
     return [a for _, (a, _) in sorted(zip(rank, found, strict=True), key=lambda pair: pair[0])]
 
 

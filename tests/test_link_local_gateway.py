@@ -66,6 +66,18 @@ def test_the_global_addresses_on_a_device_come_stable_first(tmp_path: Path) -> N
     assert discovery.local_ipv6(str(table), device="eth9") == []
 
 
+def test_a_unique_local_address_comes_after_every_public_one(tmp_path: Path) -> None:
+    """A LAN with a ULA (fd00::/8) beside its public prefix: the public address, even a temporary one, is
+    chosen first; the internet cannot reach a pinhole to a ULA."""
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "fd000000000000000000000000000002 02 40 00 80     eth0\n"  # stable, unique-local
+        "20010db8007700000000000000000099 02 40 00 01     eth0\n"  # temporary, public
+        "20010db8007700000000000000000002 02 40 00 80     eth0\n"  # stable, public
+    )
+    assert discovery.local_ipv6(str(table), device="eth0") == ["2001:db8:77::2", "2001:db8:77::99", "fd00::2"]
+
+
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
