@@ -114,3 +114,33 @@ def test_leases_are_renewed_at_half_of_what_was_granted(tmp_path: Any, mode: Mod
     # A renewal about every 270 s and an ordinary pass every 300 s: about 18 in 40 minutes, not one a second.
     assert run.passes() <= 30, run.passes()
     assert run.metric("portctl_router_restarts_total") == 0
+
+
+def test_a_grant_kept_at_another_port_is_renewed_before_it_lapses(tmp_path: Any) -> None:
+    """next_free over PCP: the router moves web off a held port and the agent keeps the grant there. The
+    renewal wake-up follows the grant at the port the router gave, so with an interval twice the lease
+    the mapping never lapses."""
+    clock = Clock()
+    router = TimedRouter(clock)  # type: ignore[arg-type]
+    router.held.add((6, 18080))  # someone else's external port: a MAP for it moves to 18081
+    path = os.path.join(str(tmp_path), "mappings.yaml")
+    with open(path, "w") as f:
+        f.write(
+            manifest(("web", 18080, 8080), lease="10m", client=HOST).replace(
+                "    internal_client:", "    on_conflict: next_free\n    internal_client:"
+            )
+        )
+
+    def connect(url: str, cache: Cache, **_: Any) -> Backend:
+        return PcpBackend(
+            GATEWAY, mode="pcp", cache=cache, clock=clock, open_client=lambda: FakeClient(router), secret=SECRET
+        ).connect()
+
+    run = Driven(path, f"pcp://{GATEWAY}", clock, connect=connect, settle=0, interval=1200, watch=15)
+    start = clock()
+    run.run_for(3600)
+    assert router.table[(6, 8080)][0] == 18081
+    times = router.maps[8080]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert times[0] - start < 60 and clock() - times[-1] < 600, times  # it never lapsed
+    assert gaps and all(g < 600 for g in gaps), gaps

@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import api, diff, lock, renewal
@@ -471,7 +471,7 @@ class Agent:
             table = list(report.table)
         else:
             table = backend.list_mappings() if plan.changes else list(facts.table)
-        self._set_inventory(manifest, plan, table, facts.store)
+        self._set_inventory(manifest, plan, table, facts.store, _granted(report))
         self._publish(manifest, backend, table, facts)
         self._pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
         if not report.ok:
@@ -541,7 +541,16 @@ class Agent:
         self._watched = None
         self.events.forget()  # a router that went away has forgotten its subscribers
 
-    def _set_inventory(self, manifest: Manifest, plan: Plan, table: list[PortMapping], store: OwnershipStore) -> None:
+    def _set_inventory(
+        self,
+        manifest: Manifest,
+        plan: Plan,
+        table: list[PortMapping],
+        store: OwnershipStore,
+        granted: dict[MappingKey, MappingKey] | None = None,
+    ) -> None:
+        """Status and metrics from the table; what to renew from the plan's rows, each where the
+        router holds it (`granted`: a next_free grant this pass kept at another port)."""
         now = self.wall()
         entries = []
         claims = diff.owned_rows(manifest, table, self._backend.learned if self._backend else None, store)
@@ -554,7 +563,12 @@ class Agent:
         self.status.take_inventory(tuple(entries))
         # A drifted row left as it is is not renewed either (that would write it): no wake-up for it.
         withheld = {c.key for c in plan.withheld}
-        self._desired = {m.key: m for m in plan.desired if m.key not in withheld}
+        moved = granted or {}
+        self._desired = {
+            moved.get(m.key, m.key): replace(m, key=moved.get(m.key, m.key))
+            for m in plan.desired
+            if m.key not in withheld
+        }
         self._leases = {row.key: row.lease for row in table if row.key in self._desired}
         self._read_at = self.clock()
         owned = len(entries)
@@ -571,9 +585,12 @@ class Agent:
         change was withheld or failed keeps what was known of it (nothing, if it never converged)."""
         written = {r.change.key for r in report.results if r.ok} if report is not None else set()
         pending = {c.key for c in plan.changes} | {c.key for c in plan.withheld}
+        moved = _granted(report) if report is not None else {}
         applied = {}
         for want in plan.desired:
-            if want.key not in pending or want.key in written:
+            if want.key in moved:  # kept where the router granted it (next_free): remembered there
+                applied[moved[want.key]] = replace(want, key=moved[want.key])
+            elif want.key not in pending or want.key in written:
                 applied[want.key] = want
             elif want.key in self._applied:
                 applied[want.key] = self._applied[want.key]
@@ -743,6 +760,11 @@ def _load_manifest(artifact: Artifact, memo: Cache) -> Manifest:
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem(artifact.path, 0, 0, "", f"cannot read manifest: {exc}")]) from exc
     return manifest.parse(text, artifact.path, memo)
+
+
+def _granted(report: ApplyReport) -> dict[MappingKey, MappingKey]:
+    """Each planned key whose write the router granted at another port (next_free), to that port."""
+    return {r.change.key: r.granted for r in report.results if r.ok and r.granted is not None}
 
 
 def _pinhole_leases(manifest: Manifest, facts: PinholeFacts | None) -> tuple[tuple[float, int], ...]:
