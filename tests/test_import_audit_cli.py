@@ -182,8 +182,8 @@ def test_audit_in_markdown_has_a_row_per_finding_and_exits_as_text_does(
     router: EmulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--format markdown: the summary first, one table row per finding and mapping, foreign text inert
-    (a description pinging @someone does not), and the same exit code as text."""
-    router.router.add(4000, "TCP", "192.168.1.40", 4000, "ping @octocat | breaks <b>tables</b>", 3600)
+    (a description pinging @someone does not, nor does its URL make a link), and the same exit code as text."""
+    router.router.add(4000, "TCP", "192.168.1.40", 4000, "ping @octocat | <b>tables</b> www.x.example/y", 3600)
     base = ["audit", "--no-probe", "--detailed-exitcode", "--router", router.url]
     text = portctl(capsys, *base)
     md = portctl(capsys, *base, "--format", "markdown")
@@ -194,4 +194,5 @@ def test_audit_in_markdown_has_a_row_per_finding_and_exits_as_text_does(
     assert len(rows) == 7
     hostile = next(line for line in rows if "4000/tcp" in line)
     assert "@\u200boctocat" in hostile and "&#124;" in hostile and "<b>" not in hostile
+    assert "www\u200b.x.example/y" in hostile
     assert hostile.count(" | ") == 4  # still five cells
