@@ -4,7 +4,8 @@ for `tcp_answers`, the one probe it may make, which the caller hands in.
 Findings, each with a kind, what it concerns (a row's key, a client, a protocol), why, and its rows:
   undeclared     no portctl owner tag: no manifest declares it
   permanent      a permanent lease an unknown app made (IGD v2 routers count "permanent" down from 7 days)
-  sensitive      a sensitive port open (policy's list: SSH, Telnet, SMB, RDP, privileged ports)
+  sensitive      a sensitive port open (policy's list: SSH, Telnet, SMB, RDP, privileged ports), or
+                 held by a disabled row, shut now but one enable away from open (the finding says so)
   crowded        many mappings to one LAN host
   no-answer      the LAN host it forwards to does not answer a TCP connect (probed only at private
                  IPv4 addresses the router lists as internal clients, a bounded number, briefly)
@@ -132,8 +133,11 @@ def _row_findings(row: PortMapping) -> list[Finding]:
             lease = "permanent" if row.lease == 0 else f"{left} left of the 7 days a router makes of permanent"
             out.append(Finding("permanent", subject, f"a permanent lease ({lease}) made by an unknown app", (row,)))
     exposed = policy.sensitive(row.key.external_port, row.internal_port)
-    if exposed:
+    if exposed and row.enabled:
         out.append(Finding("sensitive", subject, f"{exposed} is open to the internet", (row,)))
+    elif exposed:
+        why = f"the mapping is disabled: {exposed} is not open now, but would be if it were enabled"
+        out.append(Finding("sensitive", subject, why, (row,)))
     if made:
         out.append(Finding("made-through", subject, made, (row,)))
     return out

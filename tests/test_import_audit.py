@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -123,6 +124,15 @@ def test_import_leaves_out_rows_with_a_portctl_tag_and_says_why() -> None:
     assert [(r, "portctl owner tag" in why) for r, why in result.skipped] == [(theirs, True)]
 
 
+def test_import_leaves_out_a_disabled_row_and_says_why() -> None:
+    """A disabled RDP row would come back enabled (allow_sensitive, takeover): it is skipped, with why."""
+    shut = replace(row(3389, "remote desktop"), enabled=False)
+    result = importer.build([shut, row(8081, "app")], selection.parse(ports=["3389", "8081"]))
+    assert [name for name, _ in result.entries] == ["app-8081"]
+    assert [(r, "disabled" in why) for r, why in result.skipped] == [(shut, True)]
+    assert "3389" not in result.text and "allow_sensitive" not in result.text
+
+
 def test_imported_entries_validate_as_a_manifest_and_declare_the_rows_as_they_forward() -> None:
     """Wrapped with an owner, the entries are a valid manifest whose mappings forward as the rows do,
     each with on_conflict takeover; a sensitive one carries allow_sensitive."""
@@ -178,6 +188,19 @@ def test_each_kind_of_finding_is_found_where_it_is_and_nowhere_else(
     rows: list[PortMapping], expected: set[tuple[str, str]]
 ) -> None:
     assert kinds(audit.audit(rows)) == expected
+
+
+def test_a_disabled_row_on_a_sensitive_port_is_reported_shut_not_open() -> None:
+    """RDP held by a disabled row is still a sensitive finding (one enable opens it), saying it is disabled."""
+    shut = replace(row(3389, "remote desktop"), enabled=False)
+    [finding] = [
+        f
+        for f in audit.audit([shut, row(3390, "rdp", internal=3389)]).findings
+        if f.subject == "3389/tcp" and f.kind == "sensitive"
+    ]
+    assert "disabled" in finding.why and "is open" not in finding.why
+    [open_one] = [f for f in audit.audit([row(3390, "rdp", internal=3389)]).findings if f.kind == "sensitive"]
+    assert open_one.why == "RDP (port 3389) is open to the internet"
 
 
 def test_a_table_near_the_listing_limit_of_one_protocol_is_a_finding() -> None:

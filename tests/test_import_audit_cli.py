@@ -112,6 +112,26 @@ def test_import_never_takes_a_row_with_a_portctl_tag(
     assert "skipped 8080/tcp" in run.err and "portctl owner tag" in run.err
 
 
+def test_import_never_takes_a_disabled_row_and_audit_says_it_is_shut(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disabled RDP row is skipped by import (an entry would open it at the next apply); audit's
+    sensitive finding for it says it is disabled, not open; the table is as it was."""
+    router.router.add(3389, "TCP", "192.168.1.20", 3389, "remote desktop", 3600, enabled=False)
+    before = snapshot(router)
+    run = portctl(capsys, "import", "--select", "3389/tcp", "--select", "3074/udp", "--router", router.url)
+    assert run.code == 0, run.err
+    assert "skipped 3389/tcp" in run.err and "disabled" in run.err
+    assert "3389" not in run.out and "allow_sensitive" not in run.out and "name: xbox-live-3074" in run.out
+
+    doc = json.loads(portctl(capsys, "audit", "--no-probe", "--json", "--router", router.url).out)
+    [rdp] = [f for f in doc["findings"] if (f["kind"], f["subject"]) == ("sensitive", "3389/tcp")]
+    assert "disabled" in rdp["why"] and "is open" not in rdp["why"]
+    assert rdp["rows"][0]["enabled"] is False
+    assert snapshot(router) == before
+    assert [e.enabled for e in router.router.rows() if e.external_port == 3389] == [False]
+
+
 def test_import_and_audit_say_a_router_that_cannot_list_cannot_be_read(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
