@@ -20,7 +20,7 @@ import errno
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -199,17 +199,38 @@ def _silent(
     return silent, tuple(a for a in answered), skipped + late
 
 
-def clean_plan(table: Sequence[PortMapping], selection: Selection, router: RouterInfo | None = None) -> Plan:
-    """The plan deleting the rows `selection` picks, and nothing else. Refused (nothing deleted)
-    when it picks a row carrying a portctl owner tag: that is an owner's, to remove with its manifest."""
-    picked = selection.pick(table)
-    owned = [r for r in picked if tagged(r)]
-    if owned:
-        listed = ", ".join(f"{r.key} {r.description!r}" for r in owned)
-        raise PortctlError(
-            f"refusing to clean {listed}: it carries a portctl owner tag; remove it with its owner's manifest "
-            "(portctl apply or destroy). Nothing was deleted"
+def why_kept(row: PortMapping, recorded: Callable[[PortMapping], Collection[str]] = lambda row: ()) -> str:
+    """Why `audit --clean` may not delete `row`, or "" when it may: it is an owner's, to remove with its
+    manifest, or nothing on the row can say it is not (what portctl made through PCP or NAT-PMP, from
+    this host or another, looks as any app's does)."""
+    if tagged(row):
+        return "it carries a portctl owner tag; remove it with its owner's manifest (portctl apply or destroy)"
+    owners = recorded(row)
+    if owners:
+        return (
+            f"the ownership inventory here records it as held by {', '.join(sorted(owners))}; remove it with "
+            "its owner's manifest (portctl apply or destroy)"
         )
+    through = madethrough.made_through(row)
+    if through:
+        return f"made through {through}: its owner cannot be read from the row, and it lapses by itself unless renewed"
+    return ""
+
+
+def clean_plan(
+    table: Sequence[PortMapping],
+    selection: Selection,
+    router: RouterInfo | None = None,
+    recorded: Callable[[PortMapping], Collection[str]] = lambda row: (),
+) -> Plan:
+    """The plan deleting the rows `selection` picks, and nothing else. Refused (nothing deleted) when
+    it picks a row that is, or may be, a portctl owner's (`why_kept`); `recorded` says which owners
+    the local inventory records as holding a row."""
+    picked = selection.pick(table)
+    kept = [(r, why) for r in picked if (why := why_kept(r, recorded))]
+    if kept:
+        listed = "; ".join(f"{r.key} {r.description!r}: {why}" for r, why in kept)
+        raise PortctlError(f"refusing to clean {listed}. Nothing was deleted")
     changes = tuple(Change(Action.REMOVE, "foreign", r.key, r, None, "selected for audit --clean") for r in picked)
     keys = {r.key for r in picked}
     return Plan(

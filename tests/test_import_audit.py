@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from reconciler import audit, diff, importer, manifest, ownership, render, selection
+from reconciler.cache import Cache
 from reconciler.errors import PortctlError
 from reconciler.models import MAX_LEASE, Action, MappingKey, PortMapping, Protocol
+from reconciler.ownerstore import InventoryStore
 from reconciler.render import Style
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")  # the schema's name pattern
@@ -287,6 +290,35 @@ def test_the_clean_plan_refuses_a_selected_row_with_a_portctl_tag() -> None:
     table = [row(8080, "a"), owned(8082)]
     with pytest.raises(PortctlError, match=r"portctl owner tag.*Nothing was deleted"):
         audit.clean_plan(table, selection.parse(ports=["8080", "8082"]))
+
+
+def test_the_clean_plan_refuses_a_row_the_inventory_records_for_any_owner(tmp_path: Path) -> None:
+    """On a router that keeps no descriptions an owned row carries no tag: the inventory, every owner's
+    records read, says it is owned. A row at a recorded key that forwards elsewhere is someone else's."""
+    store = InventoryStore(Cache(str(tmp_path)), "uuid:router")
+    mine, theirs, moved = row(8080, ""), row(8081, "app"), row(8082, "", client="192.168.1.99")
+    store.record("homelab", mine.key, mine, "web")
+    store.record("lab2", theirs.key, theirs, "game")
+    store.record("homelab", moved.key, row(8082, ""), "old")
+    fresh = InventoryStore(Cache(str(tmp_path)), "uuid:router")
+    assert [fresh.holders(r) for r in (mine, theirs, moved)] == [("homelab",), ("lab2",), ()]
+    table = [mine, theirs, moved, row(9000, "free")]
+    for port, owner in ((8080, "homelab"), (8081, "lab2")):
+        with pytest.raises(PortctlError, match=rf"records it as held by {owner}.*Nothing was deleted"):
+            audit.clean_plan(table, selection.parse(ports=[str(port), "9000"]), recorded=fresh.holders)
+    plan = audit.clean_plan(table, selection.parse(ports=["8082", "9000"]), recorded=fresh.holders)
+    assert [c.key.external_port for c in plan.changes] == [8082, 9000]
+
+
+@pytest.mark.parametrize(("description", "through"), [("PCP MAP " + "0f" * 12, "PCP"), ("NAT-PMP 9600 tcp", "NAT-PMP")])
+def test_the_clean_plan_refuses_a_row_made_through_pcp_or_natpmp(description: str, through: str) -> None:
+    """Such a row may be portctl's, made through pcp:// or natpmp:// here or on another host: nothing on
+    it says whose, so it is never cleaned (it lapses unless renewed); audit still reports it."""
+    table = [row(9600, description), row(8080, "a")]
+    said = f"made through {through}: its owner cannot be read from the row, and it lapses by itself unless renewed"
+    with pytest.raises(PortctlError, match=re.escape(said) + r"\. Nothing was deleted"):
+        audit.clean_plan(table, selection.parse(ports=["9600", "8080"]))
+    assert ("made-through", "9600/tcp") in kinds(audit.audit(table))
 
 
 def test_the_clean_plan_of_no_selector_removes_nothing() -> None:

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import ownership
+from reconciler import api, ownership
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.models import MappingKey, Protocol
+from reconciler.ownerstore import InventoryStore
 from tests.helpers import portctl, snapshot, write
 
 FOREIGN = [
@@ -191,6 +193,76 @@ def test_audit_clean_refuses_without_a_selector_approval_or_on_a_tagged_row(
         run = portctl(capsys, "audit", "--clean", *extra, "--router", router.url)
         assert run.code == 1 and said in run.err, (extra, run.err)
         assert snapshot(router) == before
+
+
+def test_audit_clean_refuses_a_row_the_inventory_records_as_owned(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row owned through the local inventory carries no tag: audit --clean reads every owner's records
+    for the router and deletes nothing; every row stays byte-identical."""
+    cache = Cache.from_env()
+    identity = api.connect(router.url, cache).info.identity
+    store = InventoryStore(cache, identity)
+    for owner, port, proto, name in (("homelab", 3074, "UDP", "xbox"), ("lab2", 2222, "TCP", "ssh")):
+        [held] = [
+            m for m in api.connect(router.url, cache).list_mappings() if m.key == MappingKey(port, Protocol(proto))
+        ]
+        store.record(owner, held.key, held, name)
+    before = snapshot(router)
+    for select, owner in (("3074/udp", "homelab"), ("2222/tcp", "lab2")):
+        run = portctl(capsys, "audit", "--clean", "--select", select, "--auto-approve", "--router", router.url)
+        assert run.code == 1, run.out
+        assert f"{select}" in run.err and f"records it as held by {owner}" in run.err
+        assert "Nothing was deleted" in run.err and "Traceback" not in run.err
+        assert snapshot(router) == before
+
+
+def test_audit_clean_refuses_when_the_inventory_cannot_be_read(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str], router_cache: str
+) -> None:
+    """What this host owns is not known for certain: one message naming the file, nothing deleted."""
+    write(router_cache, "{not json", "inventory.json")
+    before = snapshot(router)
+    run = portctl(capsys, "audit", "--clean", "--select", "3074/udp", "--auto-approve", "--router", router.url)
+    assert run.code == 1 and "inventory.json" in run.err and "Nothing was deleted" in run.err, run.err
+    assert "Traceback" not in run.err and snapshot(router) == before
+
+
+def test_audit_clean_refuses_rows_made_through_pcp_and_natpmp_that_audit_reports(
+    capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    """portctl's own mappings made through pcp:// and natpmp:// show in the UPnP table untagged
+    (`PCP MAP <nonce>`, `NAT-PMP <port> <proto>`): audit reports them, audit --clean refuses them."""
+    m = "apiVersion: portctl/v1\nowner: homelab\ndefaults: {{lease: 10m, internal_client: auto}}\nmappings:\n{}"
+    web = "  - {name: web, external_port: 18080, internal_port: 8080, protocol: tcp}\n"
+    game = "  - {name: game, external_port: 27015, internal_port: 7015, protocol: udp}\n"
+    with EmulatorServer(Router(), pcp_port=0) as server:
+        for scheme, rows in (("pcp", web), ("natpmp", game)):
+            path = write(tmp_path, m.format(rows), f"{scheme}.yaml")
+            applied = portctl(capsys, "apply", path, "--router", server.pcp_url(scheme), "--auto-approve")
+            assert applied.code == 0, applied.err
+        before = snapshot(server)
+        assert len(before) == 2
+        run = portctl(
+            capsys,
+            "audit",
+            "--clean",
+            "--select",
+            "18080",
+            "--select",
+            "27015",
+            "--auto-approve",
+            "--router",
+            server.url,
+        )
+        assert run.code == 1, run.out
+        for key, through in (("18080/tcp", "PCP"), ("27015/udp", "NAT-PMP")):
+            assert f"{key} '{through}" in run.err and f"made through {through}: its owner cannot be read" in run.err
+        assert "lapses by itself unless renewed" in run.err and "Nothing was deleted" in run.err
+        assert snapshot(server) == before
+        doc = json.loads(portctl(capsys, "audit", "--no-probe", "--json", "--router", server.url).out)
+        made = {f["subject"] for f in doc["findings"] if f["kind"] == "made-through"}
+        assert made == {"18080/tcp", "27015/udp"}
 
 
 def test_audit_selectors_without_clean_are_refused(router: EmulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
