@@ -18,7 +18,7 @@ from .backends.http import Observer
 from .cache import Cache
 from .errors import DiscoveryError, RouterError
 from .models import DesiredPinhole, Manifest, MappingKey, Plan, PortMapping
-from .ownerstore import OwnershipStore, TagStore, for_router
+from .ownerstore import InventoryStore, OwnershipStore, TagStore, for_router
 
 if TYPE_CHECKING:
     from .pinholeaccess import PinholeFacts
@@ -261,6 +261,14 @@ def owners(backend: Backend, cache: Cache | None) -> OwnershipStore:
     # miniupnpd lists mappings made through PCP in its UPnP table: this host's own are told by their nonce.
     made = Recogniser(cache.directory)
     return for_router(backend.capabilities.can_describe, cache, backend.info.identity, made)
+
+
+def recorded(backend: Backend, cache: Cache) -> Callable[[PortMapping], tuple[str, ...]]:
+    """Who the local inventory says holds a row of `backend`'s router, every owner's records read: a
+    row owned through it carries no tag. Nobody where there is no cache directory (so no inventory)."""
+    if cache.directory is None or not backend.info.identity:
+        return lambda row: ()
+    return InventoryStore(cache, backend.info.identity).holders
 
 
 def resolve(manifest: Manifest, backend: Backend) -> Manifest:

@@ -4,7 +4,8 @@ for `tcp_answers`, the one probe it may make, which the caller hands in.
 Findings, each with a kind, what it concerns (a row's key, a client, a protocol), why, and its rows:
   undeclared     no portctl owner tag: no manifest declares it
   permanent      a permanent lease an unknown app made (IGD v2 routers count "permanent" down from 7 days)
-  sensitive      a sensitive port open (policy's list: SSH, Telnet, SMB, RDP, privileged ports)
+  sensitive      a sensitive port open (policy's list: SSH, Telnet, SMB, RDP, privileged ports), or
+                 held by a disabled row, shut now but one enable away from open (the finding says so)
   crowded        many mappings to one LAN host
   no-answer      the LAN host it forwards to does not answer a TCP connect (probed only at private
                  IPv4 addresses the router lists as internal clients, a bounded number, briefly)
@@ -19,7 +20,7 @@ import errno
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -132,8 +133,11 @@ def _row_findings(row: PortMapping) -> list[Finding]:
             lease = "permanent" if row.lease == 0 else f"{left} left of the 7 days a router makes of permanent"
             out.append(Finding("permanent", subject, f"a permanent lease ({lease}) made by an unknown app", (row,)))
     exposed = policy.sensitive(row.key.external_port, row.internal_port)
-    if exposed:
+    if exposed and row.enabled:
         out.append(Finding("sensitive", subject, f"{exposed} is open to the internet", (row,)))
+    elif exposed:
+        why = f"the mapping is disabled: {exposed} is not open now, but would be if it were enabled"
+        out.append(Finding("sensitive", subject, why, (row,)))
     if made:
         out.append(Finding("made-through", subject, made, (row,)))
     return out
@@ -195,17 +199,38 @@ def _silent(
     return silent, tuple(a for a in answered), skipped + late
 
 
-def clean_plan(table: Sequence[PortMapping], selection: Selection, router: RouterInfo | None = None) -> Plan:
-    """The plan deleting the rows `selection` picks, and nothing else. Refused (nothing deleted)
-    when it picks a row carrying a portctl owner tag: that is an owner's, to remove with its manifest."""
-    picked = selection.pick(table)
-    owned = [r for r in picked if tagged(r)]
-    if owned:
-        listed = ", ".join(f"{r.key} {r.description!r}" for r in owned)
-        raise PortctlError(
-            f"refusing to clean {listed}: it carries a portctl owner tag; remove it with its owner's manifest "
-            "(portctl apply or destroy). Nothing was deleted"
+def why_kept(row: PortMapping, recorded: Callable[[PortMapping], Collection[str]] = lambda row: ()) -> str:
+    """Why `audit --clean` may not delete `row`, or "" when it may: it is an owner's, to remove with its
+    manifest, or nothing on the row can say it is not (what portctl made through PCP or NAT-PMP, from
+    this host or another, looks as any app's does)."""
+    if tagged(row):
+        return "it carries a portctl owner tag; remove it with its owner's manifest (portctl apply or destroy)"
+    owners = recorded(row)
+    if owners:
+        return (
+            f"the ownership inventory here records it as held by {', '.join(sorted(owners))}; remove it with "
+            "its owner's manifest (portctl apply or destroy)"
         )
+    through = madethrough.made_through(row)
+    if through:
+        return f"made through {through}: its owner cannot be read from the row, and it lapses by itself unless renewed"
+    return ""
+
+
+def clean_plan(
+    table: Sequence[PortMapping],
+    selection: Selection,
+    router: RouterInfo | None = None,
+    recorded: Callable[[PortMapping], Collection[str]] = lambda row: (),
+) -> Plan:
+    """The plan deleting the rows `selection` picks, and nothing else. Refused (nothing deleted) when
+    it picks a row that is, or may be, a portctl owner's (`why_kept`); `recorded` says which owners
+    the local inventory records as holding a row."""
+    picked = selection.pick(table)
+    kept = [(r, why) for r in picked if (why := why_kept(r, recorded))]
+    if kept:
+        listed = "; ".join(f"{r.key} {r.description!r}: {why}" for r, why in kept)
+        raise PortctlError(f"refusing to clean {listed}. Nothing was deleted")
     changes = tuple(Change(Action.REMOVE, "foreign", r.key, r, None, "selected for audit --clean") for r in picked)
     keys = {r.key for r in picked}
     return Plan(

@@ -779,6 +779,7 @@ def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
     """Delete the foreign rows selected, and nothing else, after approval (as apply asks)."""
     from . import api, audit, auditview, plancodec, render, selection
     from .apply import apply
+    from .ownerstore import InventoryError
 
     if chosen.empty:
         raise PortctlError(f"audit --clean deletes only what you select: {selection.HOW}. Nothing was deleted")
@@ -787,7 +788,12 @@ def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
         _session(args, cache, api.router_url(args.router, None), None) as backend,
         _router_lock(cache, backend, args.lock_timeout),
     ):
-        plan = audit.clean_plan(_listing(backend, "audit --clean"), chosen, backend.info)
+        table = _listing(backend, "audit --clean")
+        try:
+            held = api.recorded(backend, cache)
+            plan = audit.clean_plan(table, chosen, backend.info, held)
+        except InventoryError as exc:
+            raise PortctlError(f"{exc}: audit --clean cannot tell which rows are owned. Nothing was deleted") from exc
         if args.format != "json":
             print(render.router_line(backend.info))
             print()

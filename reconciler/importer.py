@@ -4,7 +4,8 @@ Each entry forwards what the row forwards today (port, protocol, host, internal 
 and says `on_conflict: takeover`: the next apply takes exactly that row over (the planner takes
 over a foreign row only at the declared port of a takeover mapping) by deleting it and adding it
 again with the owner's tag, so the port closes for a moment. A row carrying a portctl tag is some
-owner's (perhaps another installation's) and is never imported.
+owner's (perhaps another installation's) and is never imported. Nor is a disabled row: a manifest
+cannot declare one, so its entry would open at the next apply what the router now keeps shut.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def why_not(row: PortMapping) -> str:
     """Why `row` cannot be imported, or "" when it can."""
     if row.description.startswith(ownership.PREFIX):
         return "it carries a portctl owner tag: it is a portctl owner's, not an app's"
+    if not row.enabled:
+        return "it is disabled: a manifest cannot declare a disabled mapping, and the entry would open it"
     if not _ipv4(row.internal_client):
         return f"its internal client {row.internal_client!r} is not an IPv4 address"
     if not 1 <= row.internal_port <= 65535:

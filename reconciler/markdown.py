@@ -3,7 +3,8 @@ a job summary. Pure: the same view as render.py's text, no I/O, no clock (the ca
 router was read and what time it is now).
 
 Every piece of text that came from a manifest or a router goes through `cell` first: a description
-is data, and must neither break a table, start markup, nor ping anyone (`@team`, `org/repo#1`).
+is data, and must neither break a table, start markup, ping anyone (`@team`, `org/repo#1`), nor make a
+link (`https://x`, `www.x`, `a@b.c`).
 
 A document is cut to `max_bytes` (UTF-8): GitHub keeps a comment under 65536 characters and a step's
 job summary under 1 MiB. The summary, the warnings and every heading always stay; sections give up
@@ -60,7 +61,13 @@ _BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029\x0b\x0c\x85]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 # GitHub links `@name` (pings a user or team) and `#12` / `owner/repo#12` (backlinks an issue):
 # a zero-width space after the sign stops both and reads the same (before escaping: entities hold `#`).
-_MENTION = re.compile(r"([@#])(?=[\w-])")
+# After `@` it also stops an e-mail autolink (`a@b.c`, `mailto:a@b.c`, even `a@.b.c`): the domain
+# must follow the `@` at once.
+_MENTION = re.compile(r"[@#](?=[\w-])|@(?=\.)")
+# GitHub autolinks a bare URL where `//` follows a scheme's colon at once (`https://x`, `ftp://x`:
+# a space after the `//` still links, to a broken host) and `www.` before a domain. A zero-width
+# space after the colon and after `www` stops both; the URL still reads the same.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=[Ww]{3})(?=\.)")
 _ZWSP = "\u200b"
 # An underscore inside a word (internal_client) opens no emphasis in GitHub's markdown; one at a word's edge may.
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -73,7 +80,8 @@ def cell(text: object, limit: int = CELL_CHARS) -> str:
     raw = str(text)
     if len(raw) > limit:
         raw = raw[: limit - 1] + "…"
-    raw = _MENTION.sub(lambda m: m.group(1) + _ZWSP, _CONTROL.sub("\ufffd", raw))
+    raw = _MENTION.sub(lambda m: m.group(0) + _ZWSP, _CONTROL.sub("\ufffd", raw))
+    raw = _AUTOLINK.sub(_ZWSP, raw)
     out = _EDGE_UNDERSCORE.sub("&#95;", "".join(_ENTITIES.get(ch, ch) for ch in raw))
     return _BREAK.sub("<br>", out)
 

@@ -164,6 +164,11 @@ class InventoryStore:
                 out[key] = Claim(held["name"], held.get("protected") is True, here=True)
         return out
 
+    def holders(self, row: PortMapping) -> tuple[str, ...]:
+        """The owners recorded as holding `row`, each judged as `claim` judges it: on a router that keeps
+        no descriptions, what says a row is portctl's, whichever owner's it is."""
+        return tuple(sorted(o for o in self._records(self._snapshot()) if self.claim(o, row.key, row) is not None))
+
     def record(self, owner: str, key: MappingKey, row: PortMapping, name: str, *, protect: bool = False) -> None:
         entry = {
             "name": name,

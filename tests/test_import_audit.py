@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from reconciler import audit, diff, importer, manifest, ownership, render, selection
+from reconciler.cache import Cache
 from reconciler.errors import PortctlError
 from reconciler.models import MAX_LEASE, Action, MappingKey, PortMapping, Protocol
+from reconciler.ownerstore import InventoryStore
 from reconciler.render import Style
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,23}")  # the schema's name pattern
@@ -123,6 +127,15 @@ def test_import_leaves_out_rows_with_a_portctl_tag_and_says_why() -> None:
     assert [(r, "portctl owner tag" in why) for r, why in result.skipped] == [(theirs, True)]
 
 
+def test_import_leaves_out_a_disabled_row_and_says_why() -> None:
+    """A disabled RDP row would come back enabled (allow_sensitive, takeover): it is skipped, with why."""
+    shut = replace(row(3389, "remote desktop"), enabled=False)
+    result = importer.build([shut, row(8081, "app")], selection.parse(ports=["3389", "8081"]))
+    assert [name for name, _ in result.entries] == ["app-8081"]
+    assert [(r, "disabled" in why) for r, why in result.skipped] == [(shut, True)]
+    assert "3389" not in result.text and "allow_sensitive" not in result.text
+
+
 def test_imported_entries_validate_as_a_manifest_and_declare_the_rows_as_they_forward() -> None:
     """Wrapped with an owner, the entries are a valid manifest whose mappings forward as the rows do,
     each with on_conflict takeover; a sensitive one carries allow_sensitive."""
@@ -178,6 +191,19 @@ def test_each_kind_of_finding_is_found_where_it_is_and_nowhere_else(
     rows: list[PortMapping], expected: set[tuple[str, str]]
 ) -> None:
     assert kinds(audit.audit(rows)) == expected
+
+
+def test_a_disabled_row_on_a_sensitive_port_is_reported_shut_not_open() -> None:
+    """RDP held by a disabled row is still a sensitive finding (one enable opens it), saying it is disabled."""
+    shut = replace(row(3389, "remote desktop"), enabled=False)
+    [finding] = [
+        f
+        for f in audit.audit([shut, row(3390, "rdp", internal=3389)]).findings
+        if f.subject == "3389/tcp" and f.kind == "sensitive"
+    ]
+    assert "disabled" in finding.why and "is open" not in finding.why
+    [open_one] = [f for f in audit.audit([row(3390, "rdp", internal=3389)]).findings if f.kind == "sensitive"]
+    assert open_one.why == "RDP (port 3389) is open to the internet"
 
 
 def test_a_table_near_the_listing_limit_of_one_protocol_is_a_finding() -> None:
@@ -264,6 +290,35 @@ def test_the_clean_plan_refuses_a_selected_row_with_a_portctl_tag() -> None:
     table = [row(8080, "a"), owned(8082)]
     with pytest.raises(PortctlError, match=r"portctl owner tag.*Nothing was deleted"):
         audit.clean_plan(table, selection.parse(ports=["8080", "8082"]))
+
+
+def test_the_clean_plan_refuses_a_row_the_inventory_records_for_any_owner(tmp_path: Path) -> None:
+    """On a router that keeps no descriptions an owned row carries no tag: the inventory, every owner's
+    records read, says it is owned. A row at a recorded key that forwards elsewhere is someone else's."""
+    store = InventoryStore(Cache(str(tmp_path)), "uuid:router")
+    mine, theirs, moved = row(8080, ""), row(8081, "app"), row(8082, "", client="192.168.1.99")
+    store.record("homelab", mine.key, mine, "web")
+    store.record("lab2", theirs.key, theirs, "game")
+    store.record("homelab", moved.key, row(8082, ""), "old")
+    fresh = InventoryStore(Cache(str(tmp_path)), "uuid:router")
+    assert [fresh.holders(r) for r in (mine, theirs, moved)] == [("homelab",), ("lab2",), ()]
+    table = [mine, theirs, moved, row(9000, "free")]
+    for port, owner in ((8080, "homelab"), (8081, "lab2")):
+        with pytest.raises(PortctlError, match=rf"records it as held by {owner}.*Nothing was deleted"):
+            audit.clean_plan(table, selection.parse(ports=[str(port), "9000"]), recorded=fresh.holders)
+    plan = audit.clean_plan(table, selection.parse(ports=["8082", "9000"]), recorded=fresh.holders)
+    assert [c.key.external_port for c in plan.changes] == [8082, 9000]
+
+
+@pytest.mark.parametrize(("description", "through"), [("PCP MAP " + "0f" * 12, "PCP"), ("NAT-PMP 9600 tcp", "NAT-PMP")])
+def test_the_clean_plan_refuses_a_row_made_through_pcp_or_natpmp(description: str, through: str) -> None:
+    """Such a row may be portctl's, made through pcp:// or natpmp:// here or on another host: nothing on
+    it says whose, so it is never cleaned (it lapses unless renewed); audit still reports it."""
+    table = [row(9600, description), row(8080, "a")]
+    said = f"made through {through}: its owner cannot be read from the row, and it lapses by itself unless renewed"
+    with pytest.raises(PortctlError, match=re.escape(said) + r"\. Nothing was deleted"):
+        audit.clean_plan(table, selection.parse(ports=["9600", "8080"]))
+    assert ("made-through", "9600/tcp") in kinds(audit.audit(table))
 
 
 def test_the_clean_plan_of_no_selector_removes_nothing() -> None:

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import ownership
+from reconciler import api, ownership
+from reconciler.cache import Cache
 from reconciler.emulator import EmulatorServer, Router
 from reconciler.models import MappingKey, Protocol
+from reconciler.ownerstore import InventoryStore
 from tests.helpers import portctl, snapshot, write
 
 FOREIGN = [
@@ -112,6 +114,26 @@ def test_import_never_takes_a_row_with_a_portctl_tag(
     assert "skipped 8080/tcp" in run.err and "portctl owner tag" in run.err
 
 
+def test_import_never_takes_a_disabled_row_and_audit_says_it_is_shut(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disabled RDP row is skipped by import (an entry would open it at the next apply); audit's
+    sensitive finding for it says it is disabled, not open; the table is as it was."""
+    router.router.add(3389, "TCP", "192.168.1.20", 3389, "remote desktop", 3600, enabled=False)
+    before = snapshot(router)
+    run = portctl(capsys, "import", "--select", "3389/tcp", "--select", "3074/udp", "--router", router.url)
+    assert run.code == 0, run.err
+    assert "skipped 3389/tcp" in run.err and "disabled" in run.err
+    assert "3389" not in run.out and "allow_sensitive" not in run.out and "name: xbox-live-3074" in run.out
+
+    doc = json.loads(portctl(capsys, "audit", "--no-probe", "--json", "--router", router.url).out)
+    [rdp] = [f for f in doc["findings"] if (f["kind"], f["subject"]) == ("sensitive", "3389/tcp")]
+    assert "disabled" in rdp["why"] and "is open" not in rdp["why"]
+    assert rdp["rows"][0]["enabled"] is False
+    assert snapshot(router) == before
+    assert [e.enabled for e in router.router.rows() if e.external_port == 3389] == [False]
+
+
 def test_import_and_audit_say_a_router_that_cannot_list_cannot_be_read(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -173,6 +195,76 @@ def test_audit_clean_refuses_without_a_selector_approval_or_on_a_tagged_row(
         assert snapshot(router) == before
 
 
+def test_audit_clean_refuses_a_row_the_inventory_records_as_owned(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row owned through the local inventory carries no tag: audit --clean reads every owner's records
+    for the router and deletes nothing; every row stays byte-identical."""
+    cache = Cache.from_env()
+    identity = api.connect(router.url, cache).info.identity
+    store = InventoryStore(cache, identity)
+    for owner, port, proto, name in (("homelab", 3074, "UDP", "xbox"), ("lab2", 2222, "TCP", "ssh")):
+        [held] = [
+            m for m in api.connect(router.url, cache).list_mappings() if m.key == MappingKey(port, Protocol(proto))
+        ]
+        store.record(owner, held.key, held, name)
+    before = snapshot(router)
+    for select, owner in (("3074/udp", "homelab"), ("2222/tcp", "lab2")):
+        run = portctl(capsys, "audit", "--clean", "--select", select, "--auto-approve", "--router", router.url)
+        assert run.code == 1, run.out
+        assert f"{select}" in run.err and f"records it as held by {owner}" in run.err
+        assert "Nothing was deleted" in run.err and "Traceback" not in run.err
+        assert snapshot(router) == before
+
+
+def test_audit_clean_refuses_when_the_inventory_cannot_be_read(
+    router: EmulatorServer, capsys: pytest.CaptureFixture[str], router_cache: str
+) -> None:
+    """What this host owns is not known for certain: one message naming the file, nothing deleted."""
+    write(router_cache, "{not json", "inventory.json")
+    before = snapshot(router)
+    run = portctl(capsys, "audit", "--clean", "--select", "3074/udp", "--auto-approve", "--router", router.url)
+    assert run.code == 1 and "inventory.json" in run.err and "Nothing was deleted" in run.err, run.err
+    assert "Traceback" not in run.err and snapshot(router) == before
+
+
+def test_audit_clean_refuses_rows_made_through_pcp_and_natpmp_that_audit_reports(
+    capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    """portctl's own mappings made through pcp:// and natpmp:// show in the UPnP table untagged
+    (`PCP MAP <nonce>`, `NAT-PMP <port> <proto>`): audit reports them, audit --clean refuses them."""
+    m = "apiVersion: portctl/v1\nowner: homelab\ndefaults: {{lease: 10m, internal_client: auto}}\nmappings:\n{}"
+    web = "  - {name: web, external_port: 18080, internal_port: 8080, protocol: tcp}\n"
+    game = "  - {name: game, external_port: 27015, internal_port: 7015, protocol: udp}\n"
+    with EmulatorServer(Router(), pcp_port=0) as server:
+        for scheme, rows in (("pcp", web), ("natpmp", game)):
+            path = write(tmp_path, m.format(rows), f"{scheme}.yaml")
+            applied = portctl(capsys, "apply", path, "--router", server.pcp_url(scheme), "--auto-approve")
+            assert applied.code == 0, applied.err
+        before = snapshot(server)
+        assert len(before) == 2
+        run = portctl(
+            capsys,
+            "audit",
+            "--clean",
+            "--select",
+            "18080",
+            "--select",
+            "27015",
+            "--auto-approve",
+            "--router",
+            server.url,
+        )
+        assert run.code == 1, run.out
+        for key, through in (("18080/tcp", "PCP"), ("27015/udp", "NAT-PMP")):
+            assert f"{key} '{through}" in run.err and f"made through {through}: its owner cannot be read" in run.err
+        assert "lapses by itself unless renewed" in run.err and "Nothing was deleted" in run.err
+        assert snapshot(server) == before
+        doc = json.loads(portctl(capsys, "audit", "--no-probe", "--json", "--router", server.url).out)
+        made = {f["subject"] for f in doc["findings"] if f["kind"] == "made-through"}
+        assert made == {"18080/tcp", "27015/udp"}
+
+
 def test_audit_selectors_without_clean_are_refused(router: EmulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
     run = portctl(capsys, "audit", "--select", "3074/udp", "--router", router.url)
     assert run.code == 1 and "add --clean" in run.err
@@ -182,8 +274,8 @@ def test_audit_in_markdown_has_a_row_per_finding_and_exits_as_text_does(
     router: EmulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--format markdown: the summary first, one table row per finding and mapping, foreign text inert
-    (a description pinging @someone does not), and the same exit code as text."""
-    router.router.add(4000, "TCP", "192.168.1.40", 4000, "ping @octocat | breaks <b>tables</b>", 3600)
+    (a description pinging @someone does not, nor does its URL make a link), and the same exit code as text."""
+    router.router.add(4000, "TCP", "192.168.1.40", 4000, "ping @octocat | <b>tables</b> www.x.example/y", 3600)
     base = ["audit", "--no-probe", "--detailed-exitcode", "--router", router.url]
     text = portctl(capsys, *base)
     md = portctl(capsys, *base, "--format", "markdown")
@@ -194,4 +286,5 @@ def test_audit_in_markdown_has_a_row_per_finding_and_exits_as_text_does(
     assert len(rows) == 7
     hostile = next(line for line in rows if "4000/tcp" in line)
     assert "@\u200boctocat" in hostile and "&#124;" in hostile and "<b>" not in hostile
+    assert "www\u200b.x.example/y" in hostile
     assert hostile.count(" | ") == 4  # still five cells

@@ -255,6 +255,27 @@ def test_cell_text_is_escaped(text: str, expected: str) -> None:
     assert cell(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("see https://evil.example/x", "see https:\u200b//evil.example/x"),
+        ("HTTP://192.168.1.1:5000/rootDesc.xml", "HTTP:\u200b//192.168.1.1:5000/rootDesc.xml"),
+        ("ftp://files.example", "ftp:\u200b//files.example"),
+        ("(www.evil.example)", "(www\u200b.evil.example)"),
+        ("http://www.evil.example", "http:\u200b//www\u200b.evil.example"),
+        ("mail me@evil.example", "mail me@\u200bevil.example"),
+        ("mailto:me@evil.example", "mailto:me@\u200bevil.example"),
+        ("odd a@.evil.example", "odd a@\u200b.evil.example"),
+        ("host:port 10.0.0.1:80 and time 12:30", "host:port 10.0.0.1:80 and time 12:30"),
+    ],
+)
+def test_cell_text_makes_no_autolink(text: str, expected: str) -> None:
+    """GitHub links a scheme's `://`, `www.` and `a@b.c` in plain text: a zero-width space where its
+    rules look (right after the colon, after `www`, after `@`) stops each, and the text reads the same."""
+    assert cell(text) == expected
+    assert expected.replace("\u200b", "") == text
+
+
 def test_a_hostile_description_stays_in_its_cell() -> None:
     """The foreign row with `|`, backticks, `<`, a newline and an @mention is one table row of four cells."""
     text = plan_markdown(every_kind_of_row(), READ)
@@ -326,7 +347,7 @@ def test_markdown_through_the_cli(
     text = portctl(capsys, *base)
     md = portctl(capsys, *base, "--format", "markdown")
     assert (md.code, md.err) == (text.code, text.err) == (0, "")
-    assert f"at {emulator.url}" in md.out
+    assert f"at {cell(emulator.url)}" in md.out  # the URL, inert: a zero-width space after its colon
     assert "| `9999/tcp` | 192.168.1.77:9999 |" in md.out and "someone else's game server" in md.out
     assert "<details>" in md.out
     if command == "plan":

@@ -3,7 +3,7 @@
 audit finds each planted case (a permanent lease, a sensitive port, many mappings to one host, a
 mapping to an address nothing answers on, a NAT-PMP mapping) and nothing else; import of two selected
 mappings then apply makes them owned (upnpc -l shows the tag) and forwarding as before, with every
-other row byte-identical; `audit --clean` deletes only the row selected.
+other row byte-identical; `audit --clean` deletes only the row selected, and refuses the NAT-PMP one.
 """
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ def test_audit_finds_each_planted_case_and_nothing_else(lab: Lab) -> None:
     [crowded] = [f for f in doc["findings"] if f["kind"] == "crowded"]
     assert sorted(row["key"]["external_port"] for row in crowded["rows"]) == [31001, 31003, 31004, 31006, 31022]
     assert set(doc["probed"]) == {SILENT, LAN_IP} and doc["unprobed"] == []
+
+
+def test_audit_clean_refuses_a_natpmp_row_and_leaves_the_router_as_it_was(lab: Lab) -> None:
+    """A mapping made through NAT-PMP (natpmpc here; portctl's natpmp:// looks the same) is not cleaned:
+    its owner cannot be read from the row. upnpc -l and the router's rules are unchanged."""
+    plant(lab)
+    before, rules_before = lab.table(), rules(lab, *PLANTED)
+    r = portctl(lab, "audit", "--clean", "--select", "31006/tcp", "--select", "31003/tcp", "--auto-approve")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "31006/tcp 'NAT-PMP 31006 tcp': made through NAT-PMP: its owner cannot be read" in r.stderr, r.stderr
+    assert "Nothing was deleted" in r.stderr
+    assert lab.table() == before and rules(lab, *PLANTED) == rules_before
 
 
 def test_import_then_apply_takes_over_the_selected_rows_and_nothing_else(lab: Lab, tmp_path: str) -> None:

@@ -110,10 +110,20 @@ class Router:
         with self._lock:
             self._wire_faults.clear()
 
-    def add(self, port: int, protocol: str, client: str, internal_port: int, description: str, lease: int = 0) -> None:
+    def add(
+        self,
+        port: int,
+        protocol: str,
+        client: str,
+        internal_port: int,
+        description: str,
+        lease: int = 0,
+        *,
+        enabled: bool = True,
+    ) -> None:
         """Put a row in the table directly, as another client on the LAN would."""
         with self._lock:
-            self._store(Entry("", port, protocol, internal_port, client, True, description, self._expiry(lease)))
+            self._store(Entry("", port, protocol, internal_port, client, enabled, description, self._expiry(lease)))
         self._changed()
 
     def remove(self, port: int, protocol: str) -> bool:
