@@ -7,7 +7,7 @@ from typing import Any
 from .audit import KINDS, PROBE_TIMEOUT, Audit, Finding
 from .durations import format_duration
 from .models import PortMapping, RouterInfo
-from .plancodec import FORMAT_VERSION, mapping_json, router_json
+from .plancodec import header, mapping_json, router_json
 
 
 def row_text(m: PortMapping) -> str:
@@ -48,7 +48,7 @@ def _finding(f: Finding, width: int) -> list[str]:
 
 def json_doc(result: Audit, router: RouterInfo | None = None) -> dict[str, Any]:
     return {
-        "format_version": FORMAT_VERSION,
+        **header("audit"),
         "router": router_json(router) if router else None,
         "rows": result.rows,
         "findings": [

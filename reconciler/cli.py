@@ -386,9 +386,12 @@ def _validate(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     auto = _auto_resolved(m, args.snapshot) if _uses_auto(m) else None
     if args.format == "json":
+        from .plancodec import header
+
         counts = {"mappings": len(m.mappings), "pinholes": len(m.pinholes)}
         resolved = {"auto": {"internal_client": auto[0], "from": auto[1]}} if auto else {}
-        print(json.dumps({"file": args.file, "valid": True, "owner": m.owner, **counts, **resolved}, indent=2))
+        doc = {**header("validate"), "file": args.file, "valid": True, "owner": m.owner, **counts, **resolved}
+        print(json.dumps(doc, indent=2))
     else:
         pinholes = f" and {len(m.pinholes)} IPv6 pinholes" if m.pinholes else ""
         print(f"{args.file}: valid ({len(m.mappings)} router mappings{pinholes} for owner {m.owner!r})")
@@ -510,10 +513,10 @@ def _offline_facts(path: str, max_age: int | None) -> tuple[Facts, Read]:
 
 def _snapshot_json(path: str, read: Read, auto: str | None) -> dict[str, Any]:
     """Where a plan from a snapshot got its table, in plan --format json."""
-    from .snapshot import iso
+    from .plancodec import time_json
 
     age = max(0, round(read.now - read.at))
-    return {"path": path, "read_at": iso(read.at), "age_seconds": age, "auto": auto}
+    return {"path": path, "read_at": time_json(read.at), "age_seconds": age, "auto": auto}
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -593,14 +596,14 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
     if not plan.has_changes:
         if args.format == "json":
             report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
-            print(json.dumps(render.report_json(report), indent=2))
+            print(json.dumps(render.report_json(report, facts.backend.info), indent=2))
         return EXIT_OK
     if not approved:
         _confirm()
     progress = None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
     report = apply(plan, facts.backend, progress, store=facts.store, pinholes=facts.pinholes)
     if args.format == "json":
-        print(json.dumps(render.report_json(report), indent=2))
+        print(json.dumps(render.report_json(report, facts.backend.info), indent=2))
     else:
         print()
         print(render.report_text(report, style))
@@ -799,7 +802,8 @@ def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
             print()
         if not plan.changes:
             if args.format == "json":
-                print(json.dumps({"format_version": plancodec.FORMAT_VERSION, "deleting": [], "report": None}))
+                doc = {**plancodec.header("audit-clean"), "router": plancodec.router_json(backend.info)}
+                print(json.dumps({**doc, "deleting": [], "report": None}, indent=2))
             else:
                 print("No mapping matches the selection: nothing to delete.")
             return EXIT_OK
@@ -813,7 +817,12 @@ def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
         report = apply(plan, backend, progress)
     if args.format == "json":
         deleting = [plancodec.mapping_json(c.before) for c in plan.changes]
-        doc = {"format_version": plancodec.FORMAT_VERSION, "deleting": deleting, "report": render.report_json(report)}
+        doc = {
+            **plancodec.header("audit-clean"),
+            "router": plancodec.router_json(backend.info),
+            "deleting": deleting,
+            "report": render.report_json(report, backend.info),
+        }
         print(json.dumps(doc, indent=2))
     else:
         print()

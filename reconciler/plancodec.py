@@ -7,12 +7,17 @@ plan leads to) and a few derived for readers (`summary`, each change's `sensitiv
 checks for type and then ignores. `decode` is strict: every field is checked for its type, range
 and printability, and anything else is one Malformed naming the field, never a traceback.
 A renderer for people (text, markdown) works from the Plan, not from this document.
+
+It also holds the parts every JSON document of portctl shares (`header`, `key_json`, `mapping_json`,
+`router_json`, `time_json`): plan, apply, show (the snapshot), audit and validate print one family,
+of one FORMAT_VERSION, described by schemas/*.schema.json.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from . import policy, xmlsafe
@@ -40,7 +45,10 @@ from .models import (
     upnp_router,
 )
 
-FORMAT_VERSION = "1"
+# The version of the whole family of JSON documents. 2: every document names its `kind`; a key is an
+# object everywhere (apply's report had "8080/tcp"); a time is {"time": ISO 8601 UTC, "epoch": seconds}.
+FORMAT_VERSION = 2
+KINDS = ("plan", "apply", "snapshot", "audit", "audit-clean", "validate")
 MAX_ROWS = 2 * 65535
 T = TypeVar("T")
 _LAYOUT = str.maketrans("", "", "\n\r\t")
@@ -61,6 +69,21 @@ def sensitive(c: Change) -> str:
 
 
 # -- encoding --------------------------------------------------------------------------------
+
+
+def header(kind: str) -> dict[str, Any]:
+    """The two fields that open every document: which version of the family, and which kind of document."""
+    assert kind in KINDS, kind
+    return {"format_version": FORMAT_VERSION, "kind": kind}
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def time_json(at: float) -> dict[str, Any]:
+    """A moment on the wall clock: readable, and exact (the ISO form drops the fraction)."""
+    return {"time": iso(at), "epoch": at}
 
 
 def key_json(key: MappingKey) -> dict[str, Any]:
@@ -111,7 +134,7 @@ def _pinhole_change_json(c: PinholeChange) -> dict[str, Any]:
             "name": before.name,
             "lease": before.pinhole.lease,
             "unique_id": before.unique_id,
-            "expires": before.expires,
+            "expires": time_json(before.expires),
         },
         "reason": c.reason,
     }
@@ -120,7 +143,7 @@ def _pinhole_change_json(c: PinholeChange) -> dict[str, Any]:
 def encode(plan: Plan) -> dict[str, Any]:
     """`plan` as a JSON document that `decode` reads back to an equal Plan."""
     return {
-        "format_version": FORMAT_VERSION,
+        **header("plan"),
         "owner": plan.owner,
         "router": router_json(plan.router) if plan.router else None,
         "changes": [_change_json(c) for c in plan.changes],
@@ -236,9 +259,7 @@ def _pinhole_change(value: object, at: str) -> PinholeChange:
     if raw is not None:
         b = _is_object(raw, f"{at}.before")
         where = f"{at}.before"
-        expires = _get(b, "expires", where)
-        if not isinstance(expires, int | float) or isinstance(expires, bool) or not 0 <= expires < 2**40:
-            raise Malformed(f"{where}.expires", f"expected a time in seconds, not {_describe(expires)}")
+        expires = read_time(_object(b, "expires", where), f"{where}.expires")
         before = HeldPinhole(
             _text(b, "name", where, 200),
             Pinhole(key, _int(b, "lease", where, 1, PINHOLE_MAX_LEASE)),
@@ -354,6 +375,21 @@ def _window(d: dict[str, Any], at: str, key: MappingKey) -> PortWindow:
 def _field(value: object, at: str) -> FieldChange:
     d = _is_object(value, at)
     return FieldChange(_text(d, "field", at, 40), _scalar(d, "before", at), _scalar(d, "after", at))
+
+
+def read_time(d: dict[str, Any], at: str) -> float:
+    """The epoch seconds of a `time_json` object, checked against its ISO form."""
+    epoch = _get(d, "epoch", at)
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool) or not 0 <= epoch < 2**40:
+        raise Malformed(_join(at, "epoch"), f"expected seconds since 1970, not {_describe(epoch)}")
+    stamp = _text(d, "time", at, 40)
+    try:
+        parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise Malformed(_join(at, "time"), f"{stamp!r} is not an ISO 8601 UTC time") from None
+    if abs(parsed - epoch) >= 1:
+        raise Malformed(at, f"time {stamp} and epoch {epoch} disagree")
+    return float(epoch)
 
 
 # -- one value of each type: missing, wrong type, out of range or unprintable is Malformed ---

@@ -11,6 +11,7 @@ naming the file and the field, never a traceback.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -75,16 +76,35 @@ def load(path: str) -> Saved:
     if len(raw) > MAX_BYTES:
         raise PlanFileError(f"{path}: not a portctl plan: larger than {MAX_BYTES // 2**20} MiB")
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_no_float)
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         # RecursionError: a document nested thousands deep. ValueError covers invalid UTF-8,
         # broken JSON, NaN and Infinity, and integers too long to convert.
         why = "nested too deeply" if isinstance(exc, RecursionError) else xmlsafe.printable(str(exc), 200)
         raise PlanFileError(f"{path}: not a portctl plan: it is not valid JSON ({why})") from exc
-    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+    if not isinstance(doc, dict) or "format_version" not in doc:
         raise PlanFileError(
             f"{path}: not a portctl plan of format_version {FORMAT_VERSION} (nor a manifest: no apiVersion)"
         )
+    version = doc["format_version"]
+    if version != FORMAT_VERSION:
+        # Version 1 wrote "1"; the plan it holds is re-planned from its manifest at apply anyway, so
+        # nothing is lost by making it again, and a reader of two shapes would be one more way to misread.
+        said = xmlsafe.printable(repr(version), 40)
+        raise PlanFileError(
+            f"{path}: a portctl plan of format_version {said}; this portctl reads format_version "
+            f"{FORMAT_VERSION}: make the plan again (portctl plan MANIFEST --out {path}). Nothing was changed"
+        )
+    if doc.get("kind") != "plan":
+        kind = xmlsafe.printable(repr(doc.get("kind")), 40)
+        raise PlanFileError(
+            f"{path}: a portctl document of kind {kind}, not a saved plan (kind 'plan'): "
+            "apply takes a manifest or a plan saved by plan --out. Nothing was changed"
+        )
+    # Checked after the kind, so that another document of the family is named as what it is.
+    if fraction := _fraction(doc):
+        why = f"{fraction} is not a number a plan holds: every number in a plan is whole but a time's epoch"
+        raise PlanFileError(f"{path}: not a portctl plan: it is not valid JSON ({why})")
     if "manifest" not in doc:
         raise PlanFileError(
             f"{path}: the saved plan does not carry its manifest (an older portctl made it); run plan again"
@@ -98,12 +118,23 @@ def load(path: str) -> Saved:
     return saved
 
 
+def _fraction(doc: object) -> str:
+    """The first number with a fraction outside a time's "epoch" ("" if none); iterative, as a
+    document nested deep is read."""
+    todo: list[tuple[str, object]] = [("", doc)]
+    while todo:
+        name, value = todo.pop()
+        if isinstance(value, float) and (name != "epoch" or not math.isfinite(value)):
+            return xmlsafe.printable(repr(value), 40)
+        if isinstance(value, dict):
+            todo += value.items()
+        elif isinstance(value, list):
+            todo += (("", v) for v in value)
+    return ""
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number a plan holds")
-
-
-def _no_float(text: str) -> None:
-    raise ValueError(f"{text[:20]} is not a number a plan holds: every number in a plan is whole")
 
 
 def check_current(saved: Plan, table: list[PortMapping], router: RouterInfo) -> None:

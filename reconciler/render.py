@@ -26,7 +26,7 @@ from .models import (
     PortMapping,
     RouterInfo,
 )
-from .plancodec import FORMAT_VERSION, sensitive
+from .plancodec import header, key_json, pinhole_key_json, router_json, sensitive, time_json
 from .quirks import MEANING, Learned, Quirk
 
 _SYMBOL = {Action.ADD: "+", Action.CHANGE: "~", Action.RENEW: "~", Action.REMOVE: "-"}
@@ -142,14 +142,13 @@ def held_text(held: Collection[HeldPinhole], now: float, owner: str) -> str:
 
 
 def held_json(h: HeldPinhole, now: float) -> dict[str, Any]:
-    from .plancodec import pinhole_key_json
-
     return {
         "name": h.name,
         "key": pinhole_key_json(h.key),
         "lease": h.pinhole.lease,
         "unique_id": h.unique_id,
         "remaining": max(0, int(h.expires - now)),
+        "expires": time_json(h.expires),
     }
 
 
@@ -325,21 +324,23 @@ def owner_label(m: PortMapping, owned: Collection[MappingKey]) -> str:
 # -- JSON: plans are the codec's (plancodec.py); the rest is here ---------------------------
 
 
-def report_json(report: ApplyReport) -> dict[str, Any]:
+def report_json(report: ApplyReport, router: RouterInfo | None = None) -> dict[str, Any]:
+    """apply's (and destroy's) document: each write's result, keys as every document writes them."""
     return {
-        "format_version": FORMAT_VERSION,
+        **header("apply"),
+        "router": None if router is None else router_json(router),
         "ok": report.ok,
         "unverified": report.unverified,
         "results": [
             {
                 "action": r.change.action.value,
                 "name": r.change.name,
-                "key": str(r.change.key),
+                "key": key_json(r.change.key),
                 "ok": r.ok,
                 "skipped": r.skipped,
                 "final": r.final,
                 "error": r.error,
-                "granted": None if r.granted is None else str(r.granted),
+                "granted": None if r.granted is None else key_json(r.granted),
             }
             for r in report.results
         ],
@@ -347,7 +348,7 @@ def report_json(report: ApplyReport) -> dict[str, Any]:
             {
                 "action": p.change.action.value,
                 "name": p.change.name,
-                "key": str(p.change.key),
+                "key": pinhole_key_json(p.change.key),
                 "ok": p.ok,
                 "unique_id": p.unique_id,
                 "final": p.final,

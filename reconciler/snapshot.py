@@ -5,8 +5,10 @@ one after each pass. `portctl plan --snapshot FILE` plans against it through `Sn
 read-only Backend that never opens a socket, so a CI runner that cannot reach the router plans
 against its last known state. The document is described by schemas/snapshot.schema.json.
 
-`load` is strict: a file too large, not JSON, of another format version, or with any field not as
-`document` writes it is one SnapshotError naming the file and the field.
+`load` is strict: a file too large, not JSON, of another snapshot version, or with any field not as
+`document` writes it is one SnapshotError naming the file and the field. The rows and the router
+are those of every portctl JSON document; a snapshot written under format_version 1 (before the
+family named its `kind`) holds the same fields and is read as well.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from . import plancodec
@@ -58,15 +59,14 @@ class Snapshot:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+iso = plancodec.iso
 
 
 def header(read_at: float, capabilities: Capabilities, auto: str | None, pinhole_source: str | None) -> dict[str, Any]:
     """The fields a snapshot adds to `show --format json`'s document."""
     return {
         "snapshot": {"format": FORMAT, "version": VERSION},
-        "read_at": {"time": iso(read_at), "epoch": round(read_at, 3)},
+        "read_at": plancodec.time_json(round(read_at, 3)),
         "capabilities": asdict(capabilities),
         "auto": {"internal_client": auto, "pinhole_source": pinhole_source or None},
     }
@@ -157,17 +157,10 @@ def decode(doc: object) -> Snapshot:
 
 
 def _read_at(d: dict[str, Any]) -> float:
-    epoch = d.get("epoch")
-    if not isinstance(epoch, int | float) or isinstance(epoch, bool) or not 0 < epoch < 2**40:
+    at = plancodec.read_time(d, "read_at")
+    if at <= 0:
         raise plancodec.Malformed("read_at.epoch", "expected seconds since 1970")
-    stamp = plancodec.read_text(d, "time", "read_at", 40)
-    try:
-        parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        raise plancodec.Malformed("read_at.time", f"{stamp!r} is not an ISO 8601 UTC time") from None
-    if abs(parsed - epoch) >= 1:
-        raise plancodec.Malformed("read_at", f"time {stamp} and epoch {epoch} disagree")
-    return float(epoch)
+    return at
 
 
 def _capabilities(d: dict[str, Any]) -> Capabilities:
@@ -290,7 +283,7 @@ def document(
     labels = owners or {}
     rows = [{**(plancodec.mapping_json(m) or {}), "owner": labels.get(m.key, "")} for m in table]
     return {
-        "format_version": plancodec.FORMAT_VERSION,
+        **plancodec.header("snapshot"),
         **header(read_at, backend.capabilities, backend.local_or_unknown(), pinhole_source),
         "router": plancodec.router_json(backend.info),
         "boot": boot,

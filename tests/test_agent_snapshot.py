@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from reconciler.agent.config import ConfigError, build
 from reconciler.emulator import EmulatorServer
+from tests import docschemas
 from tests.agenthelp import Driven, manifest
 from tests.helpers import FOREIGN, portctl, write
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "snapshot.schema.json").read_text())
 OK = ("True", "ReconciliationSucceeded")
 
 
@@ -29,7 +28,7 @@ def test_each_pass_writes_a_snapshot_a_plan_can_use(
     run = Driven(path, emulator, snapshot=snap, settle=0)
     run.run_until(lambda: Path(snap).exists(), 60, "the first snapshot")
     doc = json.loads(Path(snap).read_text())
-    jsonschema.validate(doc, SCHEMA)
+    assert docschemas.errors("snapshot", doc) == []
     rows = {(m["key"]["external_port"], m["owner"]) for m in doc["mappings"]}
     assert rows == {(8080, "owned"), (2222, "owned"), (FOREIGN[0], "foreign")}
     emulator.stop()

@@ -15,7 +15,8 @@ def test_validate_prints_its_verdict_as_json(tmp_path: str, capsys: pytest.Captu
     path = write(tmp_path, MANIFEST)
     run = portctl(capsys, "validate", path, "--format", "json")
     assert run.code == 0
-    assert json.loads(run.out) == {"file": path, "valid": True, "owner": "test", "mappings": 5, "pinholes": 0}
+    expected = {"file": path, "valid": True, "owner": "test", "mappings": 5, "pinholes": 0}
+    assert json.loads(run.out) == {"format_version": 2, "kind": "validate", **expected}
     assert portctl(capsys, "validate", path, "--json").out == run.out
     assert portctl(capsys, "validate", path, "--format", "text").out == portctl(capsys, "validate", path).out
 

@@ -194,7 +194,7 @@ def test_json_plan_document(tmp_path: str, capsys: pytest.CaptureFixture[str], e
     emulator.router.add(3074, "UDP", "192.168.1.60", 3074, "Xbox")
     run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--router", emulator.url, "--json")
     doc = json.loads(run.out)
-    assert doc["format_version"] == "1"
+    assert doc["format_version"] == 2 and doc["kind"] == "plan"
     assert doc["router"]["udn"] == emulator.udn
     assert doc["router"]["igd_version"] == 2
     assert doc["router"]["service_type"] == "urn:schemas-upnp-org:service:WANIPConnection:2"
