@@ -16,6 +16,7 @@ from typing import Any
 from ..durations import parse_duration
 from ..errors import PortctlError, Problem
 from ..numbers import NotANumber, ascii_int, seconds
+from . import publish
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
 WHAT = "agent config"  # how messages name the file
@@ -49,6 +50,7 @@ class AgentConfig:
     webhook: str | None = None
     workdir: str | None = None  # where the repository is checked out
     snapshot: str | None = None  # where to write the router's snapshot after each pass (`snapshot: {path: FILE}`)
+    snapshot_git: publish.GitTarget | None = None  # the branch to commit it to (`snapshot: {git: {...}}`)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -92,6 +94,9 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
     out: dict[str, Any] = {}
     for key, value in values.items():
         out[key] = _convert(key, value, where(key))
+    if "snapshot" in settings.values:
+        # --snapshot FILE replaces the file's path, not its git setting.
+        out["snapshot_git"] = _snapshot_git(settings.values["snapshot"], settings)
     config = AgentConfig(**out)
     if bool(config.repo) == bool(config.manifest):
         raise ConfigError("give the manifest's source: --repo URL_OR_PATH, or --manifest FILE (not both)")
@@ -103,6 +108,11 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
         raise ConfigError(f"{where('events_port')}: events-port must be a port (0 to 65535)")
     if config.max_deletions is not None and config.max_deletions < 0:
         raise ConfigError(f"{where('max_deletions')}: max-deletions must be 0 or more")
+    if config.snapshot_git and not (config.snapshot_git.remote or config.repo):
+        raise ConfigError(
+            f"{settings.where('snapshot')}: snapshot: git: give remote: the repository to commit the snapshot to "
+            "(the agent follows a local file, so there is no repository to default to)"
+        )
     if config.allowed_signers and not config.verify_signatures:
         raise ConfigError(f"{where('allowed_signers')}: allowed-signers is only used with verify-signatures")
     try:
@@ -130,9 +140,18 @@ class _Settings:
     file: str
     values: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # setting -> (line, column) of its value
+    keys: dict[str, str] = field(default_factory=dict)  # setting -> its key as written (max-deletions)
+    doc: Any = None  # the yamldoc.Document read, for where a nested setting stands
 
     def where(self, key: str) -> str:
         line, column = self.lines.get(key, (0, 0))
+        return f"{self.file}:{line}:{column}" if line else self.file
+
+    def where_in(self, key: str, *inner: str, on_key: bool = False) -> str:
+        """Where a setting nested in `key`'s mapping stands (`snapshot`, `git`, `branch`); `on_key`: its key."""
+        if self.doc is None or key not in self.keys:
+            return self.where(key)
+        line, column = self.doc.where((self.keys[key], *inner), key=on_key)
         return f"{self.file}:{line}:{column}" if line else self.file
 
     @classmethod
@@ -151,8 +170,8 @@ class _Settings:
             return cls(file)
         if not isinstance(doc.data, dict):
             raise ConfigError(f"{file}: expected a mapping of settings such as 'repo: ...'")
-        known = {f.name for f in fields(AgentConfig)}
-        settings = cls(file)
+        known = {f.name for f in fields(AgentConfig)} - {"snapshot_git"}  # that one is snapshot: {git: ...}
+        settings = cls(file, doc=doc)
         for key, value in doc.data.items():
             name = key.replace("-", "_")
             if name not in known:
@@ -165,19 +184,41 @@ class _Settings:
                 raise ConfigError(f"{where}: {key!r} sets {name.replace('_', '-')} a second time")
             settings.values[name] = value
             settings.lines[name] = doc.where((key,))
+            settings.keys[name] = key
         return settings
 
 
 def _snapshot(value: Any, where: str) -> str | None:
-    """`snapshot: {path: FILE}` in the file, `--snapshot FILE` on the command line."""
+    """`snapshot: {path: FILE, git: {...}}` in the file (either or both), `--snapshot FILE` on the command line."""
+    expected = (
+        f"{where}: snapshot: expected {{path: FILE}}, the file to write the router's snapshot to, "
+        "and/or {git: {branch: ...}}, the branch to commit it to"
+    )
     if isinstance(value, dict):
-        unknown = sorted(set(value) - {"path"})
+        unknown = sorted(set(value) - {"path", "git"})
         if unknown:
-            raise ConfigError(f"{where}: snapshot: unknown setting {unknown[0]!r}; snapshot takes path")
-        value = value.get("path")
+            raise ConfigError(f"{where}: snapshot: unknown setting {unknown[0]!r}; snapshot takes path and git")
+        if "path" not in value:
+            if "git" not in value:
+                raise ConfigError(expected)
+            return None
+        value = value["path"]
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: snapshot: expected {{path: FILE}}, the file to write the router's snapshot to")
+        raise ConfigError(expected)
     return value
+
+
+def _snapshot_git(value: Any, settings: _Settings) -> publish.GitTarget | None:
+    """The config file's `snapshot: {git: {...}}`: committing the snapshot to a branch, off unless given."""
+    if not isinstance(value, dict) or "git" not in value:
+        return None
+    try:
+        return publish.parse(value["git"])
+    except publish.BadSetting as exc:
+        at = ("git", exc.at) if exc.at else ("git",)
+        name = f"git: {exc.at}" if exc.at else "git"
+        where = settings.where_in("snapshot", *at, on_key=exc.key)
+        raise ConfigError(f"{where}: snapshot: {name}: {exc}") from None
 
 
 def _convert(key: str, value: Any, where: str) -> Any:

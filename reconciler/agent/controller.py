@@ -25,6 +25,7 @@ virtual clock without a thread.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -54,6 +55,7 @@ from ..models import (
     PortMapping,
 )
 from ..ownerstore import OwnershipStore
+from . import publish
 from . import status as st
 from .config import AgentConfig
 from .events import Events
@@ -119,6 +121,8 @@ class Agent:
             )
         )
         self.webhook = Webhook(config.webhook, self.log) if config.webhook else None
+        self.publisher = _publisher(config)
+        self._unpublished: dict[str, Any] | None = None  # the pass's snapshot, for the publisher
         self._wake = threading.Event()
         self.events = Events(
             self.config, self.log, self.request_reconcile, self._wake.set, clock, wall, observe=observe
@@ -423,7 +427,9 @@ class Agent:
             self._saw_boot(backend.info.identity, self._watched)
         # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
         with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
-            return self._converge_locked(manifest, backend)
+            done = self._converge_locked(manifest, backend)
+        self._publish_git()  # after the lock: a slow remote must not hold up a portctl apply run by hand
+        return done
 
     def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
         api.relearn(backend, self.cache, self.wall())  # `portctl forget` may have run since the last pass
@@ -516,7 +522,7 @@ class Agent:
     def _publish(self, manifest: Manifest, backend: Backend, table: list[PortMapping], facts: Facts) -> None:
         """Write the router's snapshot, as the pass left it, where the config says (a hosted CI runner
         plans against it); a failure to write is logged and never fails the pass."""
-        if not self.config.snapshot:
+        if not self.config.snapshot and self.publisher is None:
             return
         from .. import render, snapshot
         from ..boot import Booted
@@ -531,10 +537,32 @@ class Agent:
             owners={row.key: render.owner_label(row, owned) for row in table},
             pinhole_source=facts.pinholes.source if facts.pinholes else None,
         )
+        self._unpublished = doc
+        if not self.config.snapshot:
+            return
         try:
             snapshot.write(self.config.snapshot, doc)
         except snapshot.SnapshotError as exc:
             self._log_once("SnapshotFailed", str(exc))
+
+    def _publish_git(self) -> None:
+        """Commit the pass's snapshot to its branch (publish.py); a failure is logged once per cause,
+        retried at the next pass, and never fails this one."""
+        doc, self._unpublished = self._unpublished, None
+        if self.publisher is None or doc is None:
+            return
+        what = "publishing the snapshot"
+        try:
+            commit = self.publisher.publish(doc, self.wall())
+        except publish.PublishFailed as exc:
+            self._note(what, publish.REASON, str(exc))
+            return
+        except Exception as exc:
+            self._note(what, st.INTERNAL_ERROR, f"{what} failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+            return
+        self._note(what, "", "")
+        if commit is not None:
+            self.log.info(f"committed the snapshot to {self.publisher.describe()} as {commit[:12]}", commit=commit)
 
     def _drop_backend(self) -> None:
         self._backend = None
@@ -747,6 +775,15 @@ class Agent:
                 self.log.info(f"released {r.change.key} ({r.change.name})")
             else:
                 self.log.error(f"could not release {r.change.key} ({r.change.name}): {r.error}")
+
+
+def _publisher(config: AgentConfig) -> publish.GitPublisher | None:
+    """The publisher of `snapshot: {git: ...}`, with a repository of its own beside the checkout."""
+    target = config.snapshot_git
+    url = publish.remote_url(target, config.repo) if target else None
+    if target is None or url is None:
+        return None
+    return publish.GitPublisher(target, url, os.path.normpath(config.checkout_dir()) + "-snapshot.git")
 
 
 def _load_manifest(artifact: Artifact, memo: Cache) -> Manifest:
