@@ -38,10 +38,12 @@ class EventSource(Protocol):
 @dataclass(frozen=True)
 class Opened:
     """A pinhole the router opened: its name for it (UPnP's UniqueID; 0 where it names none, as PCP)
-    and the seconds it granted."""
+    and the seconds it granted; `warning` says what is wrong with it though it is open as asked (PCP:
+    the router can no longer close it before its lease ends), for the apply result to show."""
 
     unique_id: int
     lease: int
+    warning: str = ""
 
 
 class PinholeOpener(Protocol):
@@ -53,7 +55,8 @@ class PinholeOpener(Protocol):
 
     def open(self, pinhole: Pinhole) -> Opened:
         """Open exactly `pinhole`, or extend it where it is open already; a typed refusal otherwise
-        (a grant broader than asked is closed again and refused)."""
+        (a grant broader than asked is closed again and refused; one the router holds for another
+        client is left untouched: PinholeHeldElsewhere)."""
         ...
 
     def renew(self, pinhole: Pinhole) -> Opened:
