@@ -308,6 +308,24 @@ def test_a_router_refusing_third_party_gives_one_refusal_with_the_remedy(
     assert [(c.action, c.key) for c in api.plan(manifest, again).changes] == [(Action.ADD, WEB)]
 
 
+def test_a_third_party_delete_refused_as_not_authorized_names_another_clients_nonce(
+    tmp_path: str, router: FakeRouter
+) -> None:
+    """A mapping for another host that another client now holds under its own nonce answers our delete
+    NOT_AUTHORIZED, as a router refusing third-party requests may: the refusal names both causes."""
+    router.third_party = wire.Result.SUCCESS
+    b = backend(tmp_path, router)
+    theirs = replace(row(WEB, 8080), internal_client=OTHER)
+    b.add_mapping(theirs)
+    router.table[(6, 8080)] = (WEB.external_port, b"\x01" * 12, 3600)  # another client's MAP took it over
+    with pytest.raises(MapRefused, match="NOT_AUTHORIZED") as refused:
+        b.delete_mapping(theirs)
+    said = str(refused.value)
+    assert "pcp_allow_thirdparty=yes" in said
+    assert f"another client holds 18080/tcp for {OTHER} under its own nonce" in said
+    assert router.table[(6, 8080)][1] == b"\x01" * 12
+
+
 MANIFEST_ROWS = (
     DesiredMapping("web", WEB, HOST, 8080, 3600),
     DesiredMapping("dns", DNS, HOST, 53, 3600),

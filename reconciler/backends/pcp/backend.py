@@ -338,12 +338,20 @@ class PcpBackend(Backend):
             port = f"{request.suggested_external_port}/{wire.IpProtocol(request.protocol).name.lower()}"
             host = request.third_party
             if host is not None and exc.code in _THIRD_PARTY_REFUSED:
+                # NOT_AUTHORIZED is also what a router answers a renew or delete of a mapping another
+                # client holds under its own nonce: the answer cannot tell the two apart.
+                held = (
+                    f"; or another client holds {port} for {host} under its own nonce (then it is theirs: "
+                    "declare another external port)"
+                    if exc.code == wire.Result.NOT_AUTHORIZED
+                    else ""
+                )
                 raise MapRefused(
                     "PCP",
                     exc.code,
                     f"PCP refused to {what} {port} for {host}: {exc.code} {exc.name}: the router does not "
-                    "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes); or run "
-                    f"portctl on {host}",
+                    "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes; or run "
+                    f"portctl on {host}){held}",
                 ) from exc
             raise MapRefused(
                 "PCP", exc.code, f"PCP refused to {what} {port}: {exc.code} {exc.name}{_HINTS.get(exc.code, '')}"
@@ -409,7 +417,8 @@ _HINTS = {
 
 
 # How a router that does not map for other hosts answers THIRD_PARTY: UNSUPP_OPTION where it does not
-# know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it.
+# know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it
+# (or where another client's nonce holds the mapping: the message names both).
 _THIRD_PARTY_REFUSED = frozenset({int(wire.Result.UNSUPP_OPTION), int(wire.Result.NOT_AUTHORIZED)})
 
 
