@@ -24,6 +24,10 @@ class Capabilities:
     longest_lease: int  # seconds; what "permanent" becomes, and what a lease is renewed against
     # Every lease ends (PCP, NAT-PMP): a manifest's "permanent" is refused unless it accepts longest_lease.
     finite_leases: bool = False
+    # A grant of another port than asked is known to be this request's own (PCP: the answer carries the
+    # request's nonce), so next_free may keep it. NAT-PMP answers a request for an internal port already
+    # mapped with that mapping, which may be another application's or another owner's: never kept there.
+    keeps_moved_grants: bool = False
 
 
 @runtime_checkable
@@ -95,7 +99,8 @@ class Backend(abc.ABC):
         RouterRefused naming the need, which is learned so that the next plan plans for it.
         `window` (the plan's, next_free) is where a router that picks the port may put it instead:
         the key it granted there is returned, and kept; None means it is at `mapping.key`. A backend
-        whose router takes the port it is given ignores it.
+        whose router takes the port it is given ignores it, and one that cannot tell a moved grant
+        from another mapping (not `keeps_moved_grants`) refuses a moved grant whatever the window.
         """
 
     @abc.abstractmethod
