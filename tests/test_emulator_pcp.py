@@ -428,6 +428,23 @@ def owned(tmp_path: Path, owner: str, name: str, port: int, internal: int, lease
     return write(tmp_path, text, f"{owner}-{name}.yaml")
 
 
+def test_a_lease_below_the_routers_min_lifetime_is_refused_and_nothing_stays_mapped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, server: EmulatorServer
+) -> None:
+    """The emulator raises a PCP lifetime to 120 s as miniupnpd does: a `lease: 1m` apply fails with the
+    lease to ask for, the router's table is as it was (the other clients' rows byte-identical), and the
+    next plan still proposes the add."""
+    foreign = foreign_rows(server)
+    router = ["--router", server.pcp_url("pcp"), "--no-color"]
+    path = owned(tmp_path, "homelab", "web", 18080, 8080, lease="1m")
+    applied = portctl(capsys, "apply", path, *router, "--auto-approve")
+    assert applied.code != 0, applied.out + applied.err
+    assert "granted 18080/tcp a lifetime of 120 s" in applied.out and "at least 120 s" in applied.out, applied.out
+    assert sorted(snapshot(server)) == foreign
+    again = portctl(capsys, "plan", path, *router)
+    assert "add" in again.out and "18080/tcp" in again.out, again.out
+
+
 def test_natpmp_next_free_never_claims_another_owners_mapping_of_the_same_internal_port(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, server: EmulatorServer
 ) -> None:

@@ -24,6 +24,14 @@ portctl owner's) mapping of the same internal port, returned as RFC 6886 says an
 For the same reason NAT-PMP keeps no moved grant, window or not (Capabilities.keeps_moved_grants is
 False, so the planner gives it none): keeping one would claim that mapping, and a prune delete it.
 
+What the router grants is compared with what was asked, because approved is what gets written. A
+shorter lifetime is kept and recorded (it is the router's ceiling: renewals are timed against it). A
+longer one (miniupnpd raises every PCP MAP to its min_lifetime, 120 s by default) would hold the
+mapping longer than the plan said, perhaps beyond policy.max_lease, and show as a lease change in every
+later plan: PCP releases it at once by its nonce and refuses it, naming the lease to ask for. NAT-PMP
+refuses it too but leaves it, as a moved grant: its delete could remove another application's mapping
+of that internal port; it lapses at its lifetime and nothing of it is recorded.
+
 An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
 next plan finds them gone and adds them again. `uptime()` asks for the epoch afresh (ANNOUNCE, or
 NAT-PMP's external address), and `epoch_rule` tells the agent's restart check and `portctl show`
@@ -192,7 +200,7 @@ class PcpBackend(Backend):
         """Ask for exactly `mapping`: its external port (PREFER_FAILURE in PCP) and its lease. A grant
         of another port is released and refused, unless it is inside `window` (next_free, as the
         plan approved it; PCP only): then it is kept and its key returned. A shorter lifetime is what is
-        recorded."""
+        recorded; a longer one is refused (PCP releases it first)."""
         if mapping.lease == 0:
             raise MapRefused(self._name, 0, f"{self._name} leases are finite: {mapping.key} asks for a permanent one")
         self._third_party(mapping)  # refused before anything is sent where it cannot be asked
@@ -311,6 +319,11 @@ class PcpBackend(Backend):
         if granted != mapping.key.external_port and granted not in (window or ()):
             self._pcp_release(replace(mapping, key=at), n)
             raise self._moved(mapping, granted, window)
+        if response.lifetime > mapping.lease:
+            self._pcp_release(replace(mapping, key=at), n)
+            for key in {mapping.key, at}:  # a renewal's record: the router holds it no more
+                self.granted.drop(key)
+            raise self._longer(mapping, response.lifetime, "released again")
         row = replace(mapping, key=at, lease=response.lifetime)
         return Grant(row, n, self.clock() + response.lifetime)
 
@@ -369,7 +382,7 @@ class PcpBackend(Backend):
             wire.NatPmpMapRequest(protocol, mapping.internal_port, mapping.lease, mapping.key.external_port)
         )
         granted, lifetime = response.external_port or 0, response.lifetime or 0
-        # A moved grant is not released: NAT-PMP names a mapping by this host's
+        # Neither a moved grant nor a longer one is released: NAT-PMP names a mapping by this host's
         # internal port alone, and a router answers a request for a port already mapped with that
         # mapping (RFC 6886 section 3.3), which may be another application's or another owner's.
         # Deleting it could delete theirs; keeping it (even inside a next_free window) would claim it.
@@ -383,6 +396,9 @@ class PcpBackend(Backend):
                 f"is; it lapses in {lifetime} s unless renewed). Choose another external or internal port; "
                 "next_free needs PCP (router.protocols: [pcp]), whose nonce tells a moved grant is its own",
             )
+        if lifetime > mapping.lease:
+            done = f"left alone (a NAT-PMP delete could remove another app's mapping); it lapses in {lifetime} s"
+            raise self._longer(mapping, lifetime, done)
         row = replace(mapping, key=replace(mapping.key, external_port=granted), lease=lifetime)
         return Grant(row, b"", self.clock() + lifetime)
 
@@ -402,6 +418,14 @@ class PcpBackend(Backend):
             0,
             f"{self._name} granted {granted} instead of {mapping.key}{_outside(window)} (another mapping "
             f"holds that port); released again. {_remedy(window)}",
+        )
+
+    def _longer(self, mapping: PortMapping, lifetime: int, done: str) -> MapRefused:
+        return MapRefused(
+            self._name,
+            0,
+            f"{self._name} granted {mapping.key} a lifetime of {lifetime} s, longer than the lease the plan "
+            f"asked for ({mapping.lease} s): {done}. Ask for a lease of at least {lifetime} s",
         )
 
     def _check_epoch(self, protocol: str, value: int, at: float) -> None:
