@@ -367,8 +367,8 @@ class PcpBackend(Backend):
                     "PCP",
                     exc.code,
                     f"PCP refused to {what} {port} for {host}: {exc.code} {exc.name}: the router does not "
-                    "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes; or run "
-                    f"portctl on {host}){held}",
+                    "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes); or run "
+                    f"portctl on {host}{held}",
                 ) from exc
             raise MapRefused(
                 "PCP", exc.code, f"PCP refused to {what} {port}: {exc.code} {exc.name}{_HINTS.get(exc.code, '')}"
