@@ -316,6 +316,7 @@ def plan(
         describes=can.can_describe,
         finite_leases=can.finite_leases,
         picks_port=can.picks_external_port,
+        keeps_moved=can.keeps_moved_grants,
         applied=applied,
         withhold=withhold_drift,
     )

@@ -70,6 +70,7 @@ def diff(
     describes: bool = True,
     finite_leases: bool = False,
     picks_port: bool = False,
+    keeps_moved: bool = True,
     applied: Mapping[MappingKey, PortMapping] | None = None,
     withhold: bool = False,
 ) -> Plan:
@@ -85,7 +86,8 @@ def diff(
     text in a row is not drift. `finite_leases`: the protocol has no permanent lease, so a permanent
     one is refused unless the mapping accepts `longest_lease` (allow_permanent). `picks_port`: the
     router picks the external port (PCP, NAT-PMP), so a next_free mapping's add or replace carries the
-    window of ports it may be granted instead (nextfree.py).
+    window of ports it may be granted instead (nextfree.py), where it `keeps_moved` grants (the
+    backend's keeps_moved_grants: not NAT-PMP, whose moved grant may be another's mapping).
 
     Drift: a change that makes an owned row match the manifest again although the manifest's wish for
     it is what was applied before (`applied`: the rows last seen converged, per key; the agent's memory)
@@ -160,7 +162,7 @@ def diff(
         if change is not None:
             change = replace(change, adapted=adapted, allowed=allowed, protect=d.protect)
             if picks_port and (change.action is Action.ADD or change.replace):
-                change = _windowed(change, d, manifest)
+                change = _windowed(change, d, manifest, keeps_moved)
             if withhold and change.drift in (Drift.WARN, Drift.IGNORE):
                 withheld.append(change)
             else:
@@ -200,8 +202,10 @@ def diff(
     )
 
 
-def _windowed(change: Change, d: DesiredMapping, manifest: Manifest) -> Change:
+def _windowed(change: Change, d: DesiredMapping, manifest: Manifest, keeps_moved: bool) -> Change:
     """`change` with the window of ports the router may grant instead, or the note why there is none."""
+    if not keeps_moved:
+        return replace(change, note=nextfree.UNTOLD) if d.on_conflict == OnConflict.NEXT_FREE else change
     group = sum(1 for m in manifest.mappings if m.name == d.name)
     others = {m.key for m in manifest.mappings if m.name != d.name}
     window, why = nextfree.window(d, group, manifest.policy, others)

@@ -315,7 +315,7 @@ def apply_markdown(plan: Plan, report: ApplyReport, read: Read | None = None, *,
         rows.append(f"| {mark} | {cell(c.action.value)} | {cell(c.name)} | {_code(c.key)} | {cell(r.error)} |")
     for p in report.pinholes:
         mark = "done" if p.ok else "**FAILED**"
-        said = f"UniqueID {p.unique_id}" if p.ok else cell(p.error)
+        said = (f"UniqueID {p.unique_id}" + (f": ⚠️ {cell(p.warning)}" if p.warning else "")) if p.ok else cell(p.error)
         c2 = p.change
         rows.append(f"| {mark} | {c2.action.value} pinhole | {cell(c2.name)} | {_code(c2.key)} | {said} |")
     head = ["", "### Result", "", "| | action | name | key | error |", "|---|---|---|---|---|"]

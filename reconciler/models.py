@@ -387,6 +387,7 @@ class PinholeResult:
     error: str = ""
     unique_id: int = 0  # the router's UniqueID for an opened or renewed pinhole
     final: bool = False  # refused in a way a rerun repeats
+    warning: str = ""  # done, but not all is well (the router cannot close it before its lease ends)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ manifest's mappings declares.
 A group of ports (a range, or both protocols) cannot be kept together this way: the router picks each
 port alone, so one may move and the next not. Such a group gets no window, and the plan says why: a
 moved grant is refused, as with on_conflict: fail.
+
+Nor does a router whose moved grant cannot be told from another mapping (NAT-PMP: RFC 6886 section 3.3
+answers a request for an internal port already mapped with that mapping, which may be another
+application's or another owner's): keeping it would claim theirs, and a later prune would delete it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ from . import policy
 from .models import DesiredMapping, MappingKey, OnConflict, Policy, PortWindow
 
 NEXT_FREE_WINDOW = 100
+# The plan's note where the backend cannot keep a moved grant (not Capabilities.keeps_moved_grants).
+UNTOLD = (
+    "next_free: NAT-PMP answers a request for an internal port already mapped with that mapping, which may be "
+    "another application's or another owner's, so a grant of another port is refused (as on_conflict: fail); "
+    "use PCP (router.protocols: [pcp]) for next_free"
+)
 
 
 def window(

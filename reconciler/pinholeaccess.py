@@ -198,7 +198,7 @@ def write(
                 facts.store.record(
                     plan.owner, c.name, c.after, opened.unique_id, clock() + opened.lease, boot, granted=granted
                 )
-                out.append(PinholeResult(c, True, unique_id=opened.unique_id))
+                out.append(PinholeResult(c, True, unique_id=opened.unique_id, warning=opened.warning))
     return tuple(out)
 
 

@@ -250,6 +250,7 @@ def report_text(report: ApplyReport, style: Style) -> str:
     for p in report.pinholes:
         mark = style("+", "done   ") if p.ok else style("!", "FAILED ")
         said = f" (UniqueID {p.unique_id})" if p.ok else f": {p.error}"
+        said += f": {style('!', 'WARNING')} {p.warning}" if p.warning else ""
         out.append(f"  {mark} {p.change.action.value:<6} pinhole {p.change.name} {p.change.key}{said}")
     done = sum(1 for r in report.results if r.ok)
     skipped = len(report.skipped)
@@ -353,6 +354,7 @@ def report_json(report: ApplyReport, router: RouterInfo | None = None) -> dict[s
                 "unique_id": p.unique_id,
                 "final": p.final,
                 "error": p.error,
+                "warning": p.warning,
             }
             for p in report.pinholes
         ],

@@ -169,6 +169,9 @@ def _capabilities(d: dict[str, Any]) -> Capabilities:
         for name in ("can_list", "can_describe", "picks_external_port", "sends_events", "finite_leases")
     }
     longest = plancodec.read_int(d, "longest_lease", "capabilities", 1, 2 * MAX_LEASE)
+    # Snapshots written before it carry none: such a router keeps no moved grant (the safe reading).
+    if "keeps_moved_grants" in d:
+        flags["keeps_moved_grants"] = plancodec.read_bool(d, "keeps_moved_grants", "capabilities")
     return Capabilities(longest_lease=longest, **flags)
 
 

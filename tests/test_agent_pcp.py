@@ -29,10 +29,12 @@ class TimedRouter(FakeRouter):
 
     maps: dict[int, list[float]] = field(default_factory=dict)
 
-    def map(self, protocol: int, internal: int, external: int, lifetime: int, n: bytes) -> tuple[int, int, int]:
+    def map(
+        self, protocol: int, internal: int, external: int, lifetime: int, n: bytes, floor: int = 0
+    ) -> tuple[int, int, int]:
         if lifetime:
             self.maps.setdefault(internal, []).append(self.clock())
-        return super().map(protocol, internal, external, lifetime, n)
+        return super().map(protocol, internal, external, lifetime, n, floor)
 
 
 def driven(tmp_path: Any, mode: Mode, router: FakeRouter, clock: Clock, lease: str = "1h", **settings: Any) -> Driven:

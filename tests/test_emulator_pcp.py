@@ -411,3 +411,62 @@ def test_a_short_timeout_still_leaves_three_pcp_sends(
     b = api.connect(server.pcp_url("pcp"), Cache(str(tmp_path)), timeout=timeout)
     b.external_address()
     assert given and set(given) == {deadline}
+
+
+OWNED = """\
+apiVersion: portctl/v1
+owner: {owner}
+defaults: {{lease: {lease}, internal_client: auto}}
+prune: true
+mappings:
+  - {{name: {name}, external_port: {port}, internal_port: {internal}, protocol: tcp{extra}}}
+"""
+
+
+def owned(tmp_path: Path, owner: str, name: str, port: int, internal: int, lease: str = "10m", extra: str = "") -> str:
+    text = OWNED.format(owner=owner, name=name, port=port, internal=internal, lease=lease, extra=extra)
+    return write(tmp_path, text, f"{owner}-{name}.yaml")
+
+
+def test_a_lease_below_the_routers_min_lifetime_is_refused_and_nothing_stays_mapped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, server: EmulatorServer
+) -> None:
+    """The emulator raises a PCP lifetime to 120 s as miniupnpd does: a `lease: 1m` apply fails with the
+    lease to ask for, the router's table is as it was (the other clients' rows byte-identical), and the
+    next plan still proposes the add."""
+    foreign = foreign_rows(server)
+    router = ["--router", server.pcp_url("pcp"), "--no-color"]
+    path = owned(tmp_path, "homelab", "web", 18080, 8080, lease="1m")
+    applied = portctl(capsys, "apply", path, *router, "--auto-approve")
+    assert applied.code != 0, applied.out + applied.err
+    assert "granted 18080/tcp a lifetime of 120 s" in applied.out and "at least 120 s" in applied.out, applied.out
+    assert sorted(snapshot(server)) == foreign
+    again = portctl(capsys, "plan", path, *router)
+    assert "add" in again.out and "18080/tcp" in again.out, again.out
+
+
+def test_natpmp_next_free_never_claims_another_owners_mapping_of_the_same_internal_port(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, server: EmulatorServer
+) -> None:
+    """Owner other holds 18090 -> 8080 through NAT-PMP; owner rev2 declares 18080 -> 8080 next_free: the
+    router answers with other's mapping (RFC 6886 3.3), which rev2's apply refuses instead of keeping,
+    and rev2's later prune leaves it: other's row stays byte-identical and other still owns it."""
+    router = ["--router", server.pcp_url("natpmp"), "--no-color"]
+    theirs = owned(tmp_path, "other", "app", 18090, 8080)
+    assert portctl(capsys, "apply", theirs, *router, "--auto-approve").code == 0
+    before = snapshot(server)
+    assert [r[:4] for r in before] == [(18090, "TCP", LOOPBACK, 8080)]
+
+    moved = owned(tmp_path, "rev2", "web", 18080, 8080, extra=", on_conflict: next_free")
+    planned = portctl(capsys, "plan", moved, *router)
+    assert "next_free: NAT-PMP answers a request for an internal port already mapped" in planned.out, planned.out
+    applied = portctl(capsys, "apply", moved, *router, "--auto-approve")
+    assert applied.code != 0, applied.out + applied.err
+    assert "answered 18080/tcp with external port 18090" in applied.out, applied.out
+    assert snapshot(server) == before
+
+    pruned = portctl(capsys, "apply", owned(tmp_path, "rev2", "api", 18070, 8070), *router, "--auto-approve")
+    assert pruned.code == 0, pruned.out + pruned.err
+    assert [r for r in snapshot(server) if r[0] == 18090] == before
+    still = portctl(capsys, "plan", theirs, *router, "--detailed-exitcode")
+    assert still.code == 0, still.out + still.err

@@ -1,14 +1,14 @@
-"""A moved grant on PCP and NAT-PMP (fake client, virtual clock): kept inside the plan's window,
-refused outside it, and found again as the same mapping by the next plan."""
+"""A moved grant on PCP and NAT-PMP (fake client, virtual clock): PCP keeps it inside the plan's window,
+refuses it outside, and the next plan finds it again as the same mapping. NAT-PMP gets no window and
+keeps no moved grant: its answer may be another application's or owner's mapping of the internal port."""
 
 from __future__ import annotations
 
 import pytest
 
-from reconciler import api, render
+from reconciler import api, nextfree, render
 from reconciler.apply import apply
 from reconciler.backends.pcp import wire
-from reconciler.backends.pcp.backend import Mode
 from reconciler.backends.pcp.errors import MapRefused
 from reconciler.cache import Cache
 from reconciler.models import Action, DesiredMapping, Manifest, MappingKey, OnConflict, PortWindow, Protocol
@@ -32,17 +32,16 @@ def maps(router: FakeRouter) -> list[object]:
     return [r for r in router.requests if isinstance(r, wire.MapRequest | wire.NatPmpMapRequest) and r.lifetime]
 
 
-@pytest.mark.parametrize("mode", ["pcp", "natpmp"])
-def test_a_grant_inside_the_window_is_kept_at_the_granted_port(tmp_path: str, router: FakeRouter, mode: Mode) -> None:
+def test_a_grant_inside_the_window_is_kept_at_the_granted_port(tmp_path: str, router: FakeRouter) -> None:
     """The router moves the mapping one port up, inside the window: nothing is released, the grant is
     listed at the granted port under the mapping's own label, and its key is returned."""
     router.held.add((6, WEB.external_port))
-    b = backend(tmp_path, router, mode)
+    b = backend(tmp_path, router)
     window = PortWindow(WEB.external_port, WEB.external_port + 100)
     assert b.add_mapping(row(WEB, 8080), window) == MOVED
     assert router.table == {(6, 8080): (MOVED.external_port, router.table[(6, 8080)][1], 3600)}
     assert b.list_mappings() == [row(MOVED, 8080)]
-    assert backend(tmp_path, router, mode).get_mapping(MOVED) == row(MOVED, 8080)
+    assert backend(tmp_path, router).get_mapping(MOVED) == row(MOVED, 8080)
 
 
 def test_a_pcp_map_with_a_window_lets_the_router_move_it(tmp_path: str, router: FakeRouter) -> None:
@@ -65,29 +64,30 @@ def test_pcp_releases_and_refuses_a_grant_outside_the_window(tmp_path: str, rout
     assert b.list_mappings() == []
 
 
-def test_natpmp_refuses_a_grant_outside_the_window_and_leaves_it(tmp_path: str, router: FakeRouter) -> None:
-    """NAT-PMP refuses a grant past the window without deleting it (it may be another application's)."""
-    router.held |= {(6, WEB.external_port), (6, MOVED.external_port)}
+def test_natpmp_refuses_a_moved_grant_even_inside_a_window_and_leaves_it(tmp_path: str, router: FakeRouter) -> None:
+    """NAT-PMP handed a window anyway (a hand-made plan) refuses a grant inside it without deleting it:
+    it may be another application's or owner's mapping of the internal port; nothing is recorded."""
+    router.held.add((6, WEB.external_port))
     b = backend(tmp_path, router, "natpmp")
-    with pytest.raises(MapRefused, match=r"external port 18082, outside the window.*left alone"):
-        b.add_mapping(row(WEB, 8080), PortWindow(WEB.external_port, MOVED.external_port))
-    assert router.table == {(6, 8080): (18082, b"", 3600)}
+    with pytest.raises(MapRefused, match=r"external port 18081: .*left alone.*next_free needs PCP"):
+        b.add_mapping(row(WEB, 8080), PortWindow(WEB.external_port, WEB.external_port + 100))
+    assert router.table == {(6, 8080): (MOVED.external_port, b"", 3600)}
     assert b.list_mappings() == []
+    assert backend(tmp_path, router, "natpmp").list_mappings() == []
 
 
 def manifest(on_conflict: OnConflict) -> Manifest:
     return Manifest("m.yaml", "homelab", (DesiredMapping("web", WEB, HOST, 8080, 3600, on_conflict=on_conflict),))
 
 
-@pytest.mark.parametrize("mode", ["pcp", "natpmp"])
 def test_next_free_keeps_the_moved_grant_and_the_next_plan_finds_it(
-    tmp_path: str, clock: VirtualClock, router: FakeRouter, mode: Mode
+    tmp_path: str, clock: VirtualClock, router: FakeRouter
 ) -> None:
     """plan -> apply -> plan: the router moves web off its taken port, apply keeps the grant, reports
     it and records it at the granted port; the next plan has no changes, and a renewal renews that port."""
     router.held.add((6, WEB.external_port))
     cache = Cache(str(tmp_path), clock=clock)
-    b = backend(tmp_path, router, mode)
+    b = backend(tmp_path, router)
     facts = api.read(b, cache)
     planned = api.plan(manifest(OnConflict.NEXT_FREE), facts)
     (add,) = planned.changes
@@ -125,3 +125,24 @@ def test_on_conflict_fail_refuses_the_moved_grant_and_releases_it(
     assert "granted 18081 instead of 18080/tcp" in report.results[0].error
     assert router.table == {}
     assert InventoryStore(cache, b.info.identity).owned("homelab") == {}
+
+
+def test_natpmp_plans_next_free_without_a_window_and_says_why(
+    tmp_path: str, clock: VirtualClock, router: FakeRouter
+) -> None:
+    """On NAT-PMP a next_free add carries no window and the plan says why; the moved grant is refused
+    at apply, left alone, and neither recorded nor found as this owner's by the next plan."""
+    router.held.add((6, WEB.external_port))
+    cache = Cache(str(tmp_path), clock=clock)
+    b = backend(tmp_path, router, "natpmp")
+    assert not b.capabilities.keeps_moved_grants
+    facts = api.read(b, cache)
+    planned = api.plan(manifest(OnConflict.NEXT_FREE), facts)
+    (add,) = planned.changes
+    assert (add.key, add.window, add.note) == (WEB, None, nextfree.UNTOLD)
+    report = apply(planned, b, store=facts.store, clock=clock)
+    assert not report.ok and report.results[0].granted is None
+    assert router.table == {(6, 8080): (MOVED.external_port, b"", 3600)}
+    assert InventoryStore(cache, b.info.identity).owned("homelab") == {}
+    again = api.plan(manifest(OnConflict.NEXT_FREE), api.read(b, cache))
+    assert [(c.action, c.key) for c in again.changes] == [(Action.ADD, WEB)]

@@ -38,11 +38,15 @@ class VirtualClock:
 @dataclass
 class FakeRouter:
     """A PCP and NAT-PMP server in memory: mappings by (protocol, internal port), each with the nonce
-    that made it; ports in `held` belong to someone else, so a request for one moves to the next."""
+    that made it; ports in `held` belong to someone else, so a request for one moves to the next. A
+    PCP lifetime is raised to at least `min_lifetime`, as miniupnpd does (its default); NAT-PMP ones
+    to `natpmp_min_lifetime` (miniupnpd raises none; other routers grant a fixed lifetime)."""
 
     clock: VirtualClock
     started: float = 0.0
     ceiling: int = 86400
+    min_lifetime: int = 120
+    natpmp_min_lifetime: int = 0
     held: set[tuple[int, int]] = field(default_factory=set)  # (IANA protocol, external port)
     table: dict[tuple[int, int], tuple[int, bytes, int]] = field(default_factory=dict)  # -> (external, nonce, life)
     requests: list[object] = field(default_factory=list)
@@ -59,8 +63,11 @@ class FakeRouter:
         self.table.clear()
         self.started = self.clock()
 
-    def map(self, protocol: int, internal: int, external: int, lifetime: int, n: bytes) -> tuple[int, int, int]:
-        """(result, external port, lifetime) as miniupnpd answers: a held port moves to the next free one."""
+    def map(
+        self, protocol: int, internal: int, external: int, lifetime: int, n: bytes, floor: int = 0
+    ) -> tuple[int, int, int]:
+        """(result, external port, lifetime) as miniupnpd answers: a held port moves to the next free one,
+        and a lifetime below `floor` is raised to it."""
         held = self.table.get((protocol, internal))
         if lifetime == 0:
             if held is not None and held[1] != n:
@@ -69,7 +76,7 @@ class FakeRouter:
             return wire.Result.SUCCESS, external, 0
         while (protocol, external) in self.held:
             external += 1
-        life = min(lifetime, self.ceiling)
+        life = min(max(lifetime, floor), self.ceiling)
         self.table[(protocol, internal)] = (external, n, life)
         return wire.Result.SUCCESS, external, life
 
@@ -94,6 +101,7 @@ class FakeClient:
                 request.suggested_external_port,
                 request.lifetime,
                 request.nonce,
+                r.min_lifetime,
             )
         body = wire.MapAnswer(
             request.nonce, request.protocol, request.internal_port, external, ipaddress.IPv4Address("11.22.33.1")
@@ -109,7 +117,12 @@ class FakeClient:
             )
             return Answer(response, r.clock(), 1)
         result, external, life = r.map(
-            request.protocol, request.internal_port, request.suggested_external_port, request.lifetime, b""
+            request.protocol,
+            request.internal_port,
+            request.suggested_external_port,
+            request.lifetime,
+            b"",
+            r.natpmp_min_lifetime,
         )
         response = wire.NatPmpResponse(request.opcode, result, r.epoch, None, request.internal_port, external, life)
         return Answer(response, r.clock(), 1)
@@ -233,6 +246,63 @@ def test_a_shorter_lifetime_is_recorded_and_becomes_the_longest_lease(tmp_path: 
     assert backend(tmp_path, router).capabilities.longest_lease == 7200
 
 
+def test_a_longer_lifetime_is_released_by_its_nonce_and_refused(tmp_path: str, router: FakeRouter) -> None:
+    """miniupnpd raises a 60 s MAP to its min_lifetime (120 s): the grant is deleted again at once with
+    the same nonce, the add is refused naming the lease to ask for, and nothing is recorded."""
+    b = backend(tmp_path, router)
+    with pytest.raises(MapRefused, match=r"lifetime of 120 s, longer than .* \(60 s\).*at least 120 s") as refused:
+        b.add_mapping(row(WEB, 8080, lease=60))
+    assert refused.value.code == 0
+    assert router.table == {}
+    assert b.list_mappings() == []
+    maps = [r for r in router.requests if isinstance(r, wire.MapRequest)]
+    n = mapping_nonce(SECRET, "homelab", "web", "TCP", 8080)
+    assert [(r.nonce, r.lifetime, r.suggested_external_port) for r in maps] == [(n, 60, 18080), (n, 0, 18080)]
+
+
+def test_a_renewal_granted_longer_is_released_and_its_record_goes(tmp_path: str, router: FakeRouter) -> None:
+    """A mapping held for an hour, renewed with a lease shorter than the router grants: released, so
+    the record of it goes too (the router holds nothing), and a later run sees nothing held."""
+    b = backend(tmp_path, router)
+    b.add_mapping(row(WEB, 8080))
+    with pytest.raises(MapRefused, match="at least 120 s"):
+        b.add_mapping(row(WEB, 8080, lease=90))
+    assert router.table == {}
+    assert b.list_mappings() == []
+    assert backend(tmp_path, router).list_mappings() == []
+
+
+def test_natpmp_refuses_a_longer_lifetime_and_leaves_it(tmp_path: str, router: FakeRouter) -> None:
+    """A NAT-PMP router granting two hours for a one-minute lease: refused with the lease to ask for,
+    never deleted (a NAT-PMP delete names only the internal port: it could be another app's mapping),
+    and nothing recorded."""
+    router.natpmp_min_lifetime = 7200
+    b = backend(tmp_path, router, "natpmp")
+    with pytest.raises(MapRefused, match=r"lifetime of 7200 s.*left alone.*at least 7200 s"):
+        b.add_mapping(row(WEB, 8080, lease=60))
+    assert router.table == {(6, 8080): (WEB.external_port, b"", 7200)}
+    assert not [r for r in router.requests if isinstance(r, wire.NatPmpMapRequest) and r.lifetime == 0]
+    assert b.list_mappings() == []
+
+
+def test_a_one_minute_lease_fails_apply_and_the_next_plan_still_adds_it(
+    tmp_path: str, clock: VirtualClock, router: FakeRouter
+) -> None:
+    """Through api and apply: a `lease: 1m` mapping is one final failure naming the remedy, the router
+    holds nothing, nothing is recorded, and the next plan proposes the same add (not a lease change)."""
+    cache = Cache(str(tmp_path), clock=clock)
+    manifest = Manifest("m.yaml", "homelab", (DesiredMapping("web", WEB, HOST, 8080, 60),))
+    b = backend(tmp_path, router)
+    facts = api.read(b, cache)
+    report = apply(api.plan(manifest, facts), b, store=facts.store, clock=clock)
+    (failed,) = report.failed
+    assert failed.final and "Ask for a lease of at least 120 s" in failed.error
+    assert router.table == {}
+    assert InventoryStore(cache, b.info.identity).owned("homelab") == {}
+    again = api.plan(manifest, api.read(b, cache))
+    assert [(c.action, c.key) for c in again.changes] == [(Action.ADD, WEB)]
+
+
 def test_a_delete_refused_for_another_nonce_gives_up_the_record(tmp_path: str, router: FakeRouter) -> None:
     """A mapping another client's MAP took over answers NOT_AUTHORIZED to our delete: it is refused,
     the router's mapping stays the other client's, and the backend no longer lists it as its own."""
@@ -306,6 +376,24 @@ def test_a_router_refusing_third_party_gives_one_refusal_with_the_remedy(
     assert InventoryStore(cache, b.info.identity).owned("homelab") == {}
     again = api.read(b, cache)
     assert [(c.action, c.key) for c in api.plan(manifest, again).changes] == [(Action.ADD, WEB)]
+
+
+def test_a_third_party_delete_refused_as_not_authorized_names_another_clients_nonce(
+    tmp_path: str, router: FakeRouter
+) -> None:
+    """A mapping for another host that another client now holds under its own nonce answers our delete
+    NOT_AUTHORIZED, as a router refusing third-party requests may: the refusal names both causes."""
+    router.third_party = wire.Result.SUCCESS
+    b = backend(tmp_path, router)
+    theirs = replace(row(WEB, 8080), internal_client=OTHER)
+    b.add_mapping(theirs)
+    router.table[(6, 8080)] = (WEB.external_port, b"\x01" * 12, 3600)  # another client's MAP took it over
+    with pytest.raises(MapRefused, match="NOT_AUTHORIZED") as refused:
+        b.delete_mapping(theirs)
+    said = str(refused.value)
+    assert "pcp_allow_thirdparty=yes" in said
+    assert f"another client holds 18080/tcp for {OTHER} under its own nonce" in said
+    assert router.table[(6, 8080)][1] == b"\x01" * 12
 
 
 MANIFEST_ROWS = (

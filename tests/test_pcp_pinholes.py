@@ -8,19 +8,20 @@ min_lifetime is raised to it.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from reconciler import pinholeaccess, pinholeplan, pinholes, plancodec
+from reconciler import markdown, pinholeaccess, pinholeplan, pinholes, plancodec, render
 from reconciler.backends.pcp import wire
 from reconciler.backends.pcp.client import Answer
 from reconciler.backends.pcp.errors import MapRefused
 from reconciler.backends.pcp.pinholes import PcpPinholes
 from reconciler.cache import Cache
-from reconciler.errors import PinholeHeldElsewhere
+from reconciler.errors import PinholeHeldElsewhere, RouterTimeout
 from reconciler.models import (
+    ApplyReport,
     DesiredPinhole,
     HeldPinhole,
     Pinhole,
@@ -62,16 +63,30 @@ class Router:
 
 @dataclass
 class Client:
+    """The client's side of UDP: the next `lost_answers` opening MAPs reach the router, but their first
+    answer is lost, so each is sent twice and the router answers both; the next `lost_requests` are
+    lost on the way, so the router answers only the second send. Either way the MAP took 2 sends."""
+
     router: Router
     local_address: wire.IPAddress = field(default_factory=lambda: ipaddress.IPv6Address(SOURCE))
+    lost_answers: int = 0
+    lost_requests: int = 0
 
     def pcp(self, request: wire.PcpRequest) -> Answer[wire.PcpResponse]:
         assert isinstance(request, wire.MapRequest)
+        sends = 1
+        if request.lifetime and self.lost_answers:
+            self.lost_answers -= 1
+            self.router.answer(request)  # its answer never arrives
+            sends = 2
+        elif request.lifetime and self.lost_requests:
+            self.lost_requests -= 1
+            sends = 2
         result, lifetime = self.router.answer(request)
         body = wire.MapAnswer(
             request.nonce, request.protocol, request.internal_port, request.internal_port, self.local_address
         )
-        return Answer(wire.PcpResponse(wire.Opcode.MAP, result, lifetime, 1, body), 0.0, 1)
+        return Answer(wire.PcpResponse(wire.Opcode.MAP, result, lifetime, 1, body), 0.0, sends)
 
     def natpmp(self, request: wire.NatPmpRequest) -> Answer[wire.NatPmpResponse]:
         raise AssertionError("pinholes never speak NAT-PMP")
@@ -109,17 +124,76 @@ def test_a_lifetime_longer_than_asked_is_closed_again_and_refused() -> None:
     assert router.held == {}
 
 
-def test_another_clients_pinhole_is_extended_but_never_closed() -> None:
-    """Another nonce holds the pinhole: opening shares it (the router extends it in place), and the
-    close is refused, typed, and leaves it open."""
+THEIRS = wire.MapRequest(b"\xa5" * 12, wire.IpProtocol.TCP, 18900, ipaddress.IPv6Address(SOURCE), 600, 18900)
+
+
+def test_another_clients_pinhole_is_neither_extended_nor_closed() -> None:
+    """Another nonce holds the pinhole: the open's first close is refused, and that is final: no MAP
+    follows (it would extend theirs in place and make the router forget their nonce). Their pinhole
+    keeps its nonce and lifetime, and they can still close it."""
     router = Router()
-    theirs = wire.MapRequest(b"\xa5" * 12, wire.IpProtocol.TCP, 18900, ipaddress.IPv6Address(SOURCE), 600, 18900)
-    router.answer(theirs)
+    router.answer(THEIRS)
     holes = opener(router)
-    holes.open(Pinhole(KEY, 3600))
+    with pytest.raises(
+        PinholeHeldElsewhere, match=r"held by another client \(or extended in place before\): not opened"
+    ):
+        holes.open(Pinhole(KEY, 3600))
+    assert router.sent == [600, 0]
+    assert router.held[(SOURCE, 18900, 6)] == [THEIRS.nonce, 600]
     with pytest.raises(PinholeHeldElsewhere, match="stays open"):
         holes.shut(KEY)
-    assert (SOURCE, 18900, 6) in router.held
+    assert router.answer(replace(THEIRS, lifetime=0)) == (wire.Result.SUCCESS, 0)
+
+
+def test_a_map_whose_first_answer_was_lost_stays_open_and_the_result_says_it_cannot_be_closed() -> None:
+    """The opening MAP reached the router twice (its first answer was lost), so the router extended it
+    in place and forgot the nonce: the check close is refused, and the pinhole is kept open as asked
+    with a warning that it cannot be closed before its lease ends."""
+    router = Router()
+    opened = PcpPinholes(Client(router, lost_answers=1), SECRET).open(Pinhole(KEY, 3600))
+    assert opened.lease == 3600
+    assert "cannot be closed or renewed before its lease ends (3600 s)" in opened.warning
+    assert router.sent == [0, 3600, 3600, 0]
+    assert router.held[(SOURCE, 18900, 6)] == [b"", 3600]
+
+
+def test_a_map_whose_first_request_was_lost_is_checked_closed_and_mapped_again() -> None:
+    """A MAP that took two sends but reached the router once: the check close succeeds, the pinhole is
+    mapped once more (one send) and stays closable; no warning."""
+    router = Router()
+    holes = PcpPinholes(Client(router, lost_requests=1), SECRET)
+    opened = holes.open(Pinhole(KEY, 3600))
+    assert (opened.lease, opened.warning) == (3600, "")
+    assert router.sent == [0, 3600, 0, 3600]
+    holes.shut(KEY)
+    assert router.held == {}
+
+
+def test_maps_that_each_take_two_sends_are_tried_three_times_then_refused_closed() -> None:
+    """Every MAP sent twice but reaching the router once: each is closed again to keep it closable,
+    three rounds at most; then the open fails (not final) and nothing is left open."""
+    router = Router()
+    holes = PcpPinholes(Client(router, lost_requests=5), SECRET)
+    with pytest.raises(RouterTimeout, match="each of 3 MAPs was sent more than once"):
+        holes.open(Pinhole(KEY, 3600))
+    assert router.sent == [0, 3600, 0, 3600, 0, 3600, 0]
+    assert router.held == {}
+
+
+def test_write_says_when_an_opened_pinhole_cannot_be_closed(tmp_path: Path) -> None:
+    """Through pinholeaccess.write: the pinhole whose MAP the router took twice is done and recorded,
+    and the result (text and JSON) carries the warning."""
+    router = Router()
+    f = facts(tmp_path)
+    opened = pinholeplan.diff([DesiredPinhole("web", KEY, 3600)], (), 0.0, prune=True)
+    lossy = PcpPinholes(Client(router, lost_answers=1), SECRET)
+    [result] = pinholeaccess.write(Plan("me", (), (), pinholes=opened), f, lambda: 0.0, opener=lambda _: lossy)
+    assert result.ok and "cannot be closed" in result.warning
+    assert [h.key for h in f.store.held("me")] == [KEY]
+    report = ApplyReport(pinholes=(result,))
+    assert "WARNING open as asked" in render.report_text(report, render.Style(False))
+    assert render.report_json(report)["pinholes"][0]["warning"] == result.warning
+    assert "⚠️ open as asked" in markdown.apply_markdown(Plan("me", (), (), pinholes=opened), report)
 
 
 def facts(tmp_path: Path, held: tuple[HeldPinhole, ...] = ()) -> pinholeaccess.PinholeFacts:

@@ -480,6 +480,9 @@ class Agent:
         self._set_inventory(manifest, plan, table, facts.store, _granted(report))
         self._publish(manifest, backend, table, facts)
         self._pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
+        for p in report.pinholes:
+            if p.warning:
+                self.log.warning(f"pinhole {p.change.name}: {p.warning}", pinhole=p.change.name)
         if not report.ok:
             failed = "; ".join(
                 [f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed]

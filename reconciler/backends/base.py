@@ -24,6 +24,10 @@ class Capabilities:
     longest_lease: int  # seconds; what "permanent" becomes, and what a lease is renewed against
     # Every lease ends (PCP, NAT-PMP): a manifest's "permanent" is refused unless it accepts longest_lease.
     finite_leases: bool = False
+    # A grant of another port than asked is known to be this request's own (PCP: the answer carries the
+    # request's nonce), so next_free may keep it. NAT-PMP answers a request for an internal port already
+    # mapped with that mapping, which may be another application's or another owner's: never kept there.
+    keeps_moved_grants: bool = False
 
 
 @runtime_checkable
@@ -38,10 +42,12 @@ class EventSource(Protocol):
 @dataclass(frozen=True)
 class Opened:
     """A pinhole the router opened: its name for it (UPnP's UniqueID; 0 where it names none, as PCP)
-    and the seconds it granted."""
+    and the seconds it granted; `warning` says what is wrong with it though it is open as asked (PCP:
+    the router can no longer close it before its lease ends), for the apply result to show."""
 
     unique_id: int
     lease: int
+    warning: str = ""
 
 
 class PinholeOpener(Protocol):
@@ -53,7 +59,8 @@ class PinholeOpener(Protocol):
 
     def open(self, pinhole: Pinhole) -> Opened:
         """Open exactly `pinhole`, or extend it where it is open already; a typed refusal otherwise
-        (a grant broader than asked is closed again and refused)."""
+        (a grant broader than asked is closed again and refused; one the router holds for another
+        client is left untouched: PinholeHeldElsewhere)."""
         ...
 
     def renew(self, pinhole: Pinhole) -> Opened:
@@ -92,7 +99,8 @@ class Backend(abc.ABC):
         RouterRefused naming the need, which is learned so that the next plan plans for it.
         `window` (the plan's, next_free) is where a router that picks the port may put it instead:
         the key it granted there is returned, and kept; None means it is at `mapping.key`. A backend
-        whose router takes the port it is given ignores it.
+        whose router takes the port it is given ignores it, and one that cannot tell a moved grant
+        from another mapping (not `keeps_moved_grants`) refuses a moved grant whatever the window.
         """
 
     @abc.abstractmethod

@@ -19,9 +19,18 @@ delete alike, with the same nonce). Routers refuse it unless told to allow it (m
 pcp_allow_thirdparty=yes); that refusal is one MapRefused naming the remedy.
 
 NAT-PMP has no nonce: a mapping is the internal port of the host that asks, and a delete names that.
-So a grant of another port is refused but never released: it may be another application's mapping of
-the same internal port, returned as RFC 6886 says an existing mapping is.
-A grant inside the plan's window is kept, as in PCP.
+So a grant of another port is refused but never released: it may be another application's (or another
+portctl owner's) mapping of the same internal port, returned as RFC 6886 says an existing mapping is.
+For the same reason NAT-PMP keeps no moved grant, window or not (Capabilities.keeps_moved_grants is
+False, so the planner gives it none): keeping one would claim that mapping, and a prune delete it.
+
+What the router grants is compared with what was asked, because approved is what gets written. A
+shorter lifetime is kept and recorded (it is the router's ceiling: renewals are timed against it). A
+longer one (miniupnpd raises every PCP MAP to its min_lifetime, 120 s by default) would hold the
+mapping longer than the plan said, perhaps beyond policy.max_lease, and show as a lease change in every
+later plan: PCP releases it at once by its nonce and refuses it, naming the lease to ask for. NAT-PMP
+refuses it too but leaves it, as a moved grant: its delete could remove another application's mapping
+of that internal port; it lapses at its lifetime and nothing of it is recorded.
 
 An answer whose epoch says the router lost its state (`epoch`) voids every grant kept for it: the
 next plan finds them gone and adds them again. `uptime()` asks for the epoch afresh (ANNOUNCE, or
@@ -142,6 +151,7 @@ class PcpBackend(Backend):
             sends_events=False,
             longest_lease=LONGEST_LEASE,
             finite_leases=True,
+            keeps_moved_grants=mode == "pcp",  # only PCP's nonce tells a moved grant is this request's own
         )
         self.learned = Learned()
         self.granted = Granted(cache, self.info.identity)
@@ -189,11 +199,12 @@ class PcpBackend(Backend):
     def add_mapping(self, mapping: PortMapping, window: PortWindow | None = None) -> MappingKey | None:
         """Ask for exactly `mapping`: its external port (PREFER_FAILURE in PCP) and its lease. A grant
         of another port is released and refused, unless it is inside `window` (next_free, as the
-        plan approved it): then it is kept and its key returned. A shorter lifetime is what is recorded."""
+        plan approved it; PCP only): then it is kept and its key returned. A shorter lifetime is what is
+        recorded; a longer one is refused (PCP releases it first)."""
         if mapping.lease == 0:
             raise MapRefused(self._name, 0, f"{self._name} leases are finite: {mapping.key} asks for a permanent one")
         self._third_party(mapping)  # refused before anything is sent where it cannot be asked
-        grant = self._map_pcp(mapping, window) if self.mode == "pcp" else self._map_natpmp(mapping, window)
+        grant = self._map_pcp(mapping, window) if self.mode == "pcp" else self._map_natpmp(mapping)
         self.granted.put(grant)
         if 0 < grant.row.lease < mapping.lease:
             # The router's ceiling: what "permanent" becomes here, and what renewals are timed against.
@@ -304,10 +315,16 @@ class PcpBackend(Backend):
             self.granted.assigned(self._assigned)
             self.info = replace(self.info, external_ip=self._assigned)
         granted = response.map.external_port
+        at = replace(mapping.key, external_port=granted)
         if granted != mapping.key.external_port and granted not in (window or ()):
-            self._pcp_release(replace(mapping, key=replace(mapping.key, external_port=granted)), n)
+            self._pcp_release(replace(mapping, key=at), n)
             raise self._moved(mapping, granted, window)
-        row = replace(mapping, key=replace(mapping.key, external_port=granted), lease=response.lifetime)
+        if response.lifetime > mapping.lease:
+            self._pcp_release(replace(mapping, key=at), n)
+            for key in {mapping.key, at}:  # a renewal's record: the router holds it no more
+                self.granted.drop(key)
+            raise self._longer(mapping, response.lifetime, "released again")
+        row = replace(mapping, key=at, lease=response.lifetime)
         return Grant(row, n, self.clock() + response.lifetime)
 
     def _pcp_release(self, mapping: PortMapping, n: bytes) -> None:
@@ -338,12 +355,20 @@ class PcpBackend(Backend):
             port = f"{request.suggested_external_port}/{wire.IpProtocol(request.protocol).name.lower()}"
             host = request.third_party
             if host is not None and exc.code in _THIRD_PARTY_REFUSED:
+                # NOT_AUTHORIZED is also what a router answers a renew or delete of a mapping another
+                # client holds under its own nonce: the answer cannot tell the two apart.
+                held = (
+                    f"; or another client holds {port} for {host} under its own nonce (then it is theirs: "
+                    "declare another external port)"
+                    if exc.code == wire.Result.NOT_AUTHORIZED
+                    else ""
+                )
                 raise MapRefused(
                     "PCP",
                     exc.code,
                     f"PCP refused to {what} {port} for {host}: {exc.code} {exc.name}: the router does not "
                     "map ports for other hosts through PCP (miniupnpd: pcp_allow_thirdparty=yes); or run "
-                    f"portctl on {host}",
+                    f"portctl on {host}{held}",
                 ) from exc
             raise MapRefused(
                 "PCP", exc.code, f"PCP refused to {what} {port}: {exc.code} {exc.name}{_HINTS.get(exc.code, '')}"
@@ -351,24 +376,29 @@ class PcpBackend(Backend):
 
     # -- NAT-PMP -------------------------------------------------------------------------------
 
-    def _map_natpmp(self, mapping: PortMapping, window: PortWindow | None) -> Grant:
+    def _map_natpmp(self, mapping: PortMapping) -> Grant:
         protocol = _ip_protocol(mapping)
         response = self._natpmp(
             wire.NatPmpMapRequest(protocol, mapping.internal_port, mapping.lease, mapping.key.external_port)
         )
         granted, lifetime = response.external_port or 0, response.lifetime or 0
-        if granted != mapping.key.external_port and granted not in (window or ()):
-            # Not released: NAT-PMP names a mapping by this host's internal port alone, and a router
-            # answers a request for a port already mapped with that mapping (RFC 6886 section 3.3),
-            # which may be another application's on this host. Deleting it could delete theirs.
+        # Neither a moved grant nor a longer one is released: NAT-PMP names a mapping by this host's
+        # internal port alone, and a router answers a request for a port already mapped with that
+        # mapping (RFC 6886 section 3.3), which may be another application's or another owner's.
+        # Deleting it could delete theirs; keeping it (even inside a next_free window) would claim it.
+        if granted != mapping.key.external_port:
             raise MapRefused(
                 self._name,
                 0,
-                f"NAT-PMP answered {mapping.key} with external port {granted}{_outside(window)}: another "
-                f"mapping holds {mapping.key.external_port}, or another application on this host already maps "
-                f"internal port {mapping.internal_port}. It was left alone (NAT-PMP cannot tell whose it is; it "
-                f"lapses in {lifetime} s unless renewed). {_remedy(window)}",
+                f"NAT-PMP answered {mapping.key} with external port {granted}: another mapping holds "
+                f"{mapping.key.external_port}, or another application (or portctl owner) on this host already "
+                f"maps internal port {mapping.internal_port}. It was left alone (NAT-PMP cannot tell whose it "
+                f"is; it lapses in {lifetime} s unless renewed). Choose another external or internal port; "
+                "next_free needs PCP (router.protocols: [pcp]), whose nonce tells a moved grant is its own",
             )
+        if lifetime > mapping.lease:
+            done = f"left alone (a NAT-PMP delete could remove another app's mapping); it lapses in {lifetime} s"
+            raise self._longer(mapping, lifetime, done)
         row = replace(mapping, key=replace(mapping.key, external_port=granted), lease=lifetime)
         return Grant(row, b"", self.clock() + lifetime)
 
@@ -390,6 +420,14 @@ class PcpBackend(Backend):
             f"holds that port); released again. {_remedy(window)}",
         )
 
+    def _longer(self, mapping: PortMapping, lifetime: int, done: str) -> MapRefused:
+        return MapRefused(
+            self._name,
+            0,
+            f"{self._name} granted {mapping.key} a lifetime of {lifetime} s, longer than the lease the plan "
+            f"asked for ({mapping.lease} s): {done}. Ask for a lease of at least {lifetime} s",
+        )
+
     def _check_epoch(self, protocol: str, value: int, at: float) -> None:
         """RFC 6887 section 8.5, RFC 6886 section 3.6: an epoch that ran back or fell behind the
         client's clock means the router lost its mappings, and every grant kept for it is void."""
@@ -409,7 +447,8 @@ _HINTS = {
 
 
 # How a router that does not map for other hosts answers THIRD_PARTY: UNSUPP_OPTION where it does not
-# know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it.
+# know the option (miniupnpd without pcp_allow_thirdparty), NOT_AUTHORIZED where its policy refuses it
+# (or where another client's nonce holds the mapping: the message names both).
 _THIRD_PARTY_REFUSED = frozenset({int(wire.Result.UNSUPP_OPTION), int(wire.Result.NOT_AUTHORIZED)})
 
 

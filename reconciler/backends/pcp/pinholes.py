@@ -10,7 +10,16 @@ miniupnpd 2.3.1 (nftables, measured on the lab) forgets a pinhole's nonce when a
 place, and then refuses every close (NOT_AUTHORIZED) until it lapses. So every MAP that opens or
 renews one closes this nonce's pinhole first and maps it afresh, which keeps it closable (and finds
 it again after the inventory was lost); connections already through it stay up (the forward chain
-accepts established traffic). Where that close is refused, the MAP extends it in place.
+accepts established traffic). Where that close is refused, the pinhole is another client's (or was
+extended in place before): nothing more is sent (PinholeHeldElsewhere). A MAP then would extend it in
+place, reset its lifetime and make the router forget that client's nonce, so that it could no longer
+close its own pinhole.
+
+A MAP sent more than once (its first answer was late or lost) may have reached the router twice, and
+the second extended the first in place: the pinhole is open but has lost its nonce. So an opening MAP
+that took more than one send is checked by closing it: where that succeeds it is mapped again (at most
+ROUNDS times); where it is refused (NOT_AUTHORIZED) it is open as asked but cannot be closed before its
+lease ends, and `Opened.warning` says so.
 
 What a router grants is compared with what was asked, because approved is what gets written: a
 lifetime longer than the lease asked for (miniupnpd grants at least its `min_lifetime`, 120 s by
@@ -22,21 +31,22 @@ write (`reconciler.pinholes`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ... import urls
-from ...errors import PinholeHeldElsewhere, RouterUnreachable
+from ...errors import PinholeHeldElsewhere, RouterTimeout, RouterUnreachable
 from ...models import Pinhole, PinholeKey
 from ...models import Protocol as Transport
 from ..base import Opened
 from . import nonce, wire
 from .backend import RETRANSMIT_FLOOR, Exchanger
-from .client import DEADLINE, Client, udp_socket
+from .client import DEADLINE, Answer, Client, udp_socket
 from .errors import MapRefused, ResultError
+
+ROUNDS = 3  # opening MAPs tried where each took more than one send (and was closed again to keep it closable)
 
 
 def connect(
@@ -77,25 +87,40 @@ class PcpPinholes:
         self.client.close()
 
     def open(self, pinhole: Pinhole) -> Opened:
-        """Close it first where it is ours (our nonce), then map it afresh: see the module's docstring."""
-        # Extended in place before, or another client's: then it cannot be made closable again.
-        with contextlib.suppress(PinholeHeldElsewhere):
-            self.shut(pinhole.key)
+        """Close it first where it is ours (our nonce), then map it afresh: see the module's docstring.
+        PinholeHeldElsewhere, and nothing more sent, where the router refuses that close."""
         key = pinhole.key
-        response = self._map(key, pinhole.lease)
-        assert response.map is not None  # a SUCCESS answer to MAP carries its body (wire checks)
-        port, lifetime = response.map.external_port, response.lifetime
-        if port != key.internal_port or lifetime > pinhole.lease:
+        try:
             self.shut(key)
-            granted = f"port {port}" if port != key.internal_port else f"a lifetime of {lifetime} s"
-            raise MapRefused(
-                "PCP",
-                0,
-                f"PCP granted pinhole {key} {granted}, more than the plan asked for (lease {pinhole.lease} s); "
-                f"closed again. "
-                + (f"Ask for a lease of at least {lifetime} s" if port == key.internal_port else "Use UPnP for it"),
-            )
-        return Opened(0, lifetime)
+        except PinholeHeldElsewhere as exc:
+            raise PinholeHeldElsewhere(
+                "PCP MAP",
+                exc.code,
+                f"PCP pinhole {key} is held by another client (or extended in place before): not opened; the "
+                "router refused this nonce's close (NOT_AUTHORIZED), and a MAP would extend it in place and "
+                "make the router forget its holder's nonce. It lapses when its holder stops renewing it; "
+                "then apply again, or declare another port",
+            ) from exc
+        for _ in range(ROUNDS):
+            answer = self._exchange(key, pinhole.lease)
+            lifetime = self._granted(key, pinhole.lease, answer.response)
+            if answer.sends == 1:
+                return Opened(0, lifetime)
+            # Sent again: the router may have taken the second MAP as an extension, forgetting the nonce.
+            try:
+                self.shut(key)
+            except PinholeHeldElsewhere:
+                return Opened(
+                    0,
+                    lifetime,
+                    warning=f"open as asked, but its MAP was sent {answer.sends} times and the router took one "
+                    "as an extension in place, forgetting its nonce: it cannot be closed or renewed before its "
+                    f"lease ends ({lifetime} s)",
+                )
+        raise RouterTimeout(
+            f"PCP pinhole {key}: each of {ROUNDS} MAPs was sent more than once (answers late or lost) and was "
+            "closed again to keep it closable: not opened; apply again"
+        )
 
     def renew(self, pinhole: Pinhole) -> Opened:
         return self.open(pinhole)
@@ -118,7 +143,28 @@ class PcpPinholes:
                 ) from exc
             raise
 
+    def _granted(self, key: PinholeKey, lease: int, response: wire.PcpResponse) -> int:
+        """The lifetime granted; a grant broader than asked (another port, a longer lifetime) is closed
+        again and refused."""
+        assert response.map is not None  # a SUCCESS answer to MAP carries its body (wire checks)
+        port, lifetime = response.map.external_port, response.lifetime
+        if port != key.internal_port or lifetime > lease:
+            self.shut(key)
+            granted = f"port {port}" if port != key.internal_port else f"a lifetime of {lifetime} s"
+            raise MapRefused(
+                "PCP",
+                0,
+                f"PCP granted pinhole {key} {granted}, more than the plan asked for (lease {lease} s); "
+                f"closed again. "
+                + (f"Ask for a lease of at least {lifetime} s" if port == key.internal_port else "Use UPnP for it"),
+            )
+        return lifetime
+
     def _map(self, key: PinholeKey, lifetime: int) -> wire.PcpResponse:
+        return self._exchange(key, lifetime).response
+
+    def _exchange(self, key: PinholeKey, lifetime: int) -> Answer[wire.PcpResponse]:
+        """One MAP for `key` answered with SUCCESS, and how many sends it took; MapRefused otherwise."""
         own = self.client.local_address
         if str(own) != key.internal_client:
             # The socket is bound to the pinhole's address; the kernel chose otherwise only if it was not ours.
@@ -132,9 +178,10 @@ class PcpPinholes:
             lifetime=lifetime,
             suggested_external_port=key.internal_port,
         )
-        response = self.client.pcp(request).response
+        answer = self.client.pcp(request)
         try:
-            return response.raise_for_result()
+            answer.response.raise_for_result()
         except ResultError as exc:
             what = "close" if lifetime == 0 else "open"
             raise MapRefused("PCP", exc.code, f"PCP refused to {what} pinhole {key}: {exc.code} {exc.name}") from exc
+        return answer
