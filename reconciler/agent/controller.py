@@ -232,6 +232,15 @@ class Agent:
         self._stop.set()
         self._wake.set()
 
+    def describe_source(self) -> str:
+        """Where the manifests come from, in words: the one file's source, or the files and directories followed."""
+        if len(self.config.manifests) == 1:
+            return self.source.describe()
+        listed = ", ".join(self.config.manifests)
+        if isinstance(self.source, GitSource):
+            return f"{self.source.url} {self.source.ref}:{listed}"
+        return listed
+
     def ready(self) -> bool:
         ready = self.status.condition(st.READY)
         return ready is not None and ready.status == "True" and self.status.ready_within(2 * self.config.interval)
@@ -240,7 +249,7 @@ class Agent:
 
     def run(self) -> None:
         """Reconcile until stop(); then release the owned mappings if asked to."""
-        self.log.info("agent started", source=self.source.describe(), interval=self.config.interval)
+        self.log.info("agent started", source=self.describe_source(), interval=self.config.interval)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
