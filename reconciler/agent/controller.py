@@ -520,6 +520,8 @@ class Agent:
         if failure:
             return self._failed(*failure, changes=changes)
         if not active and not said:
+            if settling:  # every file is still being written: nothing in force yet, nothing wrong either
+                return self._settling(next(iter(settling.values())), None)
             return self._failed(st.SOURCE_FETCH_FAILED, "no manifest yet")
         if said:
             message = "; ".join(f"{file}: {message}" if file else message for file, _, message, _ in said)
