@@ -5,6 +5,10 @@ loop around it: it also checks the router cheaply between passes (WAN address, u
 the GENA subscription alive, and wakes early when an event, a control request or a lease renewal
 asks for it. Every pass runs on the loop's thread; other threads only set flags and wake it.
 
+Several manifests (a list of files, or a directory) are each a Track with its own owner, revision and
+status section; one pass takes the router's lock once, reads the table once and plans and applies
+them in turn, each on the table the one before left. One that fails does not stop the others.
+
 Failure decisions, as in Flux's controllers:
 - the router or the source fails: back off (doubling, capped at the interval), keep the last
   good manifest in force, Ready=False with the reason;
