@@ -282,8 +282,17 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--config", metavar="FILE", help="agent settings in YAML; flags override them")
     c.add_argument("--repo", metavar="URL_OR_PATH", help="the git repository holding the manifest")
     c.add_argument("--ref", help="the branch or tag to follow (default main)")
-    c.add_argument("--path", help="the manifest's path in the repository (default mappings.yaml)")
-    c.add_argument("--manifest", metavar="FILE", help="follow a local manifest file instead of a repository")
+    c.add_argument(
+        "--path",
+        action="append",
+        help="the manifest's path in the repository (default mappings.yaml); a directory, or repeated: several",
+    )
+    c.add_argument(
+        "--manifest",
+        metavar="FILE",
+        action="append",
+        help="follow a local manifest file instead of a repository; a directory, or repeated: several",
+    )
     c.add_argument("--interval", metavar="DURATION", help="time between reconciles, such as 60s or 5m (default 60s)")
     c.add_argument("--listen", metavar="HOST:PORT", help="health, status, metrics and control (127.0.0.1:9477)")
     c.add_argument("--router", metavar="URL", help="the router's URL, as for plan (default: router.url, SSDP)")
@@ -1080,12 +1089,28 @@ def _status_text(doc: dict[str, Any]) -> str:
         lines.append(f"{c['type']:<12} {c['status']:<7} {c['reason']}: {c['message']}".rstrip(": "))
     for p in doc.get("problems", []):
         lines.append(f"problem:     {p['message']}")
-    if doc["inventory"]:
+    sections = doc.get("manifests") or []
+    if len(sections) > 1:
+        # Several manifests: each says how it fares and what it owns.
+        for s in sections:
+            lines.append(
+                f"manifest {s['file']} (owner {s['owner'] or '?'}, {s['lastAppliedRevision'] or 'nothing applied'})"
+            )
+            ready = (s.get("conditions") or [{}])[0]
+            lines.append(f"  {'Ready':<10} {ready.get('status', ''):<7} {s['reason']}: {s['message']}".rstrip(": "))
+            lines += _owned_lines(s["inventory"], "    ")
+    elif doc["inventory"]:
         lines.append("owned mappings:")
-        for e in doc["inventory"]:
-            lease = f"lease until {e['leaseExpiry']}" if e["leaseExpiry"] else "permanent"
-            lines.append(f"  {e['mapping']:<11} -> {e['target']:<21} {e['name']:<16} {lease}")
+        lines += _owned_lines(doc["inventory"], "  ")
     return "\n".join(lines)
+
+
+def _owned_lines(inventory: list[dict[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for e in inventory:
+        lease = f"lease until {e['leaseExpiry']}" if e["leaseExpiry"] else "permanent"
+        lines.append(f"{indent}{e['mapping']:<11} -> {e['target']:<21} {e['name']:<16} {lease}")
+    return lines
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -67,9 +67,11 @@ class GitRepo:
         return self.git("rev-parse", "HEAD").strip()
 
 
-def manifest(*mappings: tuple[str, int, int], lease: str = "permanent", client: str = "127.0.0.1") -> str:
+def manifest(
+    *mappings: tuple[str, int, int], lease: str = "permanent", client: str = "127.0.0.1", owner: str = "homelab"
+) -> str:
     """A manifest of TCP mappings (name, external port, internal port) for `client`."""
-    lines = ["apiVersion: portctl/v1", "owner: homelab", f"defaults:\n  lease: {lease}", "mappings:"]
+    lines = ["apiVersion: portctl/v1", f"owner: {owner}", f"defaults:\n  lease: {lease}", "mappings:"]
     for name, external, internal in mappings:
         lines += [
             f"  - name: {name}",

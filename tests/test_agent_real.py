@@ -274,3 +274,46 @@ def test_after_a_quick_restart_events_are_live_again_and_a_deletion_is_healed_be
     assert events["live"] is True and events["sid_age"] is not None and events["lastRenewal"]
     assert {r for r in lab.table() if r[0] == 3074} == foreign
     assert a.stop() == 0
+
+
+def test_a_directory_of_manifests_is_kept_converged_one_owner_each(
+    fresh: routerlab.Lab, agent: list[RunningAgent], tmp_path: Any
+) -> None:
+    """Against miniupnpd: `--path apps` applies each manifest in the directory under its own owner, and
+    dropping a mapping from one prunes only that owner's row; a foreign mapping stays as it was."""
+    from reconciler.models import MappingKey, Protocol
+    from reconciler.ownership import is_owned
+
+    lab = fresh
+    repo = GitRepo(str(tmp_path / "homelab"))
+    os.makedirs(os.path.join(repo.path, "apps"))
+    lab.add_foreign(3074, "UDP", "Xbox Live")
+    foreign = {r for r in lab.table() if r[0] == 3074}
+    repo.commit(manifest(("web", 18080, 8000), client=LAN_IP, owner="web"), name="apps/web.yaml")
+    repo.commit(manifest(("ssh", 12222, 8000), client=LAN_IP, owner="admin"), name="apps/admin.yaml")
+    a = RunningAgent(lab, repo, str(tmp_path), "--path", "apps", "--interval", "5s")
+    agent.append(a)
+    a.wait_ready("True", "ReconciliationSucceeded")
+    rows = {r[0]: r for r in lab.table()}
+    assert is_owned("web", MappingKey(18080, Protocol("TCP")), rows[18080][4])
+    assert is_owned("admin", MappingKey(12222, Protocol("TCP")), rows[12222][4])
+    assert [(s["file"], s["owner"]) for s in a.status()["manifests"]] == [
+        ("apps/admin.yaml", "admin"),
+        ("apps/web.yaml", "web"),
+    ]
+    lab.serve(8000)
+    assert lab.reaches(18080) and lab.reaches(12222)
+
+    web = rows[18080]
+    repo.commit(manifest(client=LAN_IP, owner="admin"), "admin: no ssh", name="apps/admin.yaml")
+    # An emptied manifest is refused (it would prune everything its owner holds) until allowed:
+    # the other manifest's mapping is still kept, and the status names the blocked file.
+    wait_for(lambda: "PlanBlocked" in {s["reason"] for s in a.status()["manifests"]}, 60, "the blocked manifest")
+    assert 12222 in {r[0] for r in lab.table()}
+    repo.commit(manifest(("mosh", 16000, 8000), client=LAN_IP, owner="admin"), "admin: mosh", name="apps/admin.yaml")
+    wait_for(lambda: 12222 not in {r[0] for r in lab.table()}, 60, "ssh to be removed")
+    a.wait_ready("True", "ReconciliationSucceeded")
+    assert {r for r in lab.table() if r[0] == 18080} == {web}
+    assert {r for r in lab.table() if r[0] == 3074} == foreign
+    assert lab.reaches(16000) and not lab.reaches(12222)
+    assert a.stop() == 0

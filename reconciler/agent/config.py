@@ -30,8 +30,9 @@ class ConfigError(PortctlError):
 class AgentConfig:
     repo: str | None = None
     ref: str = "main"
-    path: str = "mappings.yaml"
-    manifest: str | None = None  # follow a local file instead of a repository
+    # The manifest's path in the repository, or several (a list), or a directory of them.
+    path: str | tuple[str, ...] = "mappings.yaml"
+    manifest: str | tuple[str, ...] | None = None  # follow local files (or a directory) instead of a repository
     settle: int = 2  # seconds a local file must stay unchanged before it is used (it may be mid-write)
     interval: int = 60  # seconds between reconciles (before jitter)
     jitter: float = 0.1  # each wait is the interval +/- this share, so a fleet does not pulse
@@ -51,6 +52,12 @@ class AgentConfig:
     workdir: str | None = None  # where the repository is checked out
     snapshot: str | None = None  # where to write the router's snapshot after each pass (`snapshot: {path: FILE}`)
     snapshot_git: publish.GitTarget | None = None  # the branch to commit it to (`snapshot: {git: {...}}`)
+
+    @property
+    def manifests(self) -> tuple[str, ...]:
+        """What the agent follows, as given: files and directories, local or in the repository."""
+        given = self.manifest if self.manifest else self.path
+        return (given,) if isinstance(given, str) else given
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -221,9 +228,23 @@ def _snapshot_git(value: Any, settings: _Settings) -> publish.GitTarget | None:
         raise ConfigError(f"{where}: snapshot: {name}: {exc}") from None
 
 
+def _files(key: str, value: Any, where: str) -> str | tuple[str, ...]:
+    """`manifest:`/`path:` name a file or a directory, or list several (a repeated flag is a list);
+    a list of one is that one, so a single file reads exactly as it always did."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"{where}: {key}: expected a file or a directory, or a list of them")
+    if len(set(items)) != len(items):
+        twice = next(i for i in items if items.count(i) > 1)
+        raise ConfigError(f"{where}: {key}: {twice} is given twice")
+    return items[0] if len(items) == 1 else tuple(items)
+
+
 def _convert(key: str, value: Any, where: str) -> Any:
     if key == "snapshot":
         return _snapshot(value, where)
+    if key in ("manifest", "path") and value is not None:
+        return _files(key, value, where)
     try:
         if key in _DURATIONS:
             if isinstance(value, bool):

@@ -1,7 +1,8 @@
 """The agent's HTTP listener (health, status, metrics, control) and the client the CLI uses to talk to it.
 
     GET  /healthz     200 while the loop is alive
-    GET  /readyz      200 when the last reconcile converged the router within two intervals, else 503
+    GET  /readyz      200 when the last reconcile converged the router within two intervals, else 503;
+                      each followed manifest's readiness too
     GET  /status      the status document (conditions, revisions, inventory, last results)
     GET  /metrics     Prometheus exposition
     POST /reconcile   run a pass now and answer with its result (?wait=SECONDS, default 60)
@@ -54,7 +55,7 @@ class ControlServer:
     def status(self) -> dict[str, Any]:
         doc = self.agent.status.to_json()
         doc["events"] = self.agent.events.to_json()
-        doc["source"] = self.agent.source.describe()
+        doc["source"] = self.agent.describe_source()
         doc["interval"] = self.agent.config.interval
         return doc
 
@@ -85,7 +86,12 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"status": "ok"})
             elif path == "/readyz":
                 ready = agent.ready()
-                self._json(200 if ready else 503, {"ready": ready, "condition": _ready(server)})
+                manifests = [
+                    {"file": s.file, "ready": s.ready == "True", "reason": s.reason, "message": s.message}
+                    for s in agent.status.sections
+                ]
+                doc = {"ready": ready, "condition": _ready(server), "manifests": manifests}
+                self._json(200 if ready else 503, doc)
             elif path == "/status":
                 self._json(200, server.status())
             elif path == "/metrics":

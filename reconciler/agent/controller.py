@@ -5,6 +5,10 @@ loop around it: it also checks the router cheaply between passes (WAN address, u
 the GENA subscription alive, and wakes early when an event, a control request or a lease renewal
 asks for it. Every pass runs on the loop's thread; other threads only set flags and wake it.
 
+Several manifests (a list of files, or a directory) are each a Track with its own owner, revision and
+status section; one pass takes the router's lock once, reads the table once and plans and applies
+them in turn, each on the table the one before left. One that fails does not stop the others.
+
 Failure decisions, as in Flux's controllers:
 - the router or the source fails: back off (doubling, capped at the interval), keep the last
   good manifest in force, Ready=False with the reason;
@@ -31,7 +35,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import api, diff, lock, renewal
@@ -62,7 +66,7 @@ from .events import Events
 from .logs import JsonLog
 from .metrics import Metrics
 from .notify import Webhook
-from .source import Artifact, FileSource, GitSource, SourceError, Unsettled
+from .source import Artifact, FileSource, GitSource, SourceError, Unsettled, expand
 from .watch import Sample
 from .watch import read as read_watch
 
@@ -74,6 +78,57 @@ LOCK_TIMEOUT = 60.0  # seconds a pass waits for a portctl apply run by hand on t
 MIN_WAIT = 1.0
 FIRST_BACKOFF = 2.0
 _T = TypeVar("_T")
+
+
+@dataclass
+class Track:
+    """One followed manifest file: what is in force, what the last pass made of it, what it owns."""
+
+    file: str  # as followed: a local path, or a path in the repository
+    source: FileSource | None  # a local file's (it keeps its settle state); None: the repository's checkout
+    manifest: Manifest | None = None  # the last good manifest: what stays in force
+    revision: str = ""  # ... and its revision
+    attempted: str = ""  # the newest revision seen
+    # The newest revision when it could not be taken into force, and why (reason, message).
+    bad_revision: str = ""
+    bad_trouble: tuple[str, str] = ("", "")
+    # Drift: the rows last seen converged (written, or found as wanted), which tell a row that
+    # drifted from an edit of the manifest; and the drift of warn mappings left unwritten, in words.
+    applied: dict[MappingKey, PortMapping] = field(default_factory=dict)
+    drift: dict[MappingKey, str] = field(default_factory=dict)
+    # For renewals: what the router should hold, and the leases it had left when last read (on `clock`).
+    desired: dict[MappingKey, PortMapping] = field(default_factory=dict)
+    leases: dict[MappingKey, int] = field(default_factory=dict)
+    read_at: float = 0.0
+    # ... and the declared pinholes held after the last pass: (expiry on `wall`, lease).
+    pinhole_leases: tuple[tuple[float, int], ...] = ()
+    inventory: tuple[st.InventoryEntry, ...] = ()
+    declared: int = 0
+    conflicts: int = 0
+    # The last pass's word on it.
+    result: str = ""
+    ready: str = "Unknown"
+    reason: str = st.PROGRESSING
+    message: str = "no reconcile has run yet"
+    changes: tuple[str, ...] = ()
+
+    def end(self, result: str, ready: str, reason: str, message: str, changes: tuple[str, ...]) -> None:
+        self.result, self.ready, self.reason, self.message, self.changes = result, ready, reason, message, changes
+
+    def section(self) -> st.Section:
+        return st.Section(
+            self.file,
+            self.manifest.owner if self.manifest is not None else "",
+            self.revision,
+            self.attempted,
+            self.result,
+            self.ready,
+            self.reason,
+            self.message,
+            self.changes,
+            tuple(self.drift.values()),
+            self.inventory,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,18 +163,25 @@ class Agent:
         self.wall = wall
         self.status = st.Status(clock, wall)
         self.metrics = Metrics()
+        # Several manifests (a list, or a directory) are followed each on its own Track; one file is
+        # followed as it always was, its revision the agent's.
+        entries = config.manifests
+        self._several = len(entries) > 1 or bool(config.manifest and os.path.isdir(entries[0]))
+        single = entries[0] if len(entries) == 1 else "."  # several paths of a repository: its whole tree
         self.source: FileSource | GitSource = (
-            FileSource(config.manifest, settle=config.settle, clock=clock)
+            FileSource(single, settle=config.settle, clock=clock)
             if config.manifest
             else GitSource(
                 config.repo or "",
                 config.ref,
-                config.path,
+                single,
                 config.checkout_dir(),
                 verify=config.verify_signatures,
                 allowed_signers=config.allowed_signers,
             )
         )
+        self._single = Track(entries[0], None)
+        self._tracks: dict[str, Track] = {} if self._several else {entries[0]: self._single}
         self.webhook = Webhook(config.webhook, self.log) if config.webhook else None
         self.publisher = _publisher(config)
         self._unpublished: dict[str, Any] | None = None  # the pass's snapshot, for the publisher
@@ -132,11 +194,6 @@ class Agent:
         self._requested = 0  # reconcile requests taken (control API, events)
         self._completed = 0  # requests a finished pass has served
         self._backend: Backend | None = None
-        self._manifest: Manifest | None = None  # the last good manifest: what stays in force
-        self._revision = ""  # ... and its revision
-        # The newest revision when it could not be taken into force, and why (reason, message).
-        self._bad_revision = ""
-        self._bad_trouble: tuple[str, str] = ("", "")
         self._failures = 0
         self._last_reason = ""
         self._errors_logged: set[str] = set()  # errors of passes already logged since the last success
@@ -148,17 +205,7 @@ class Agent:
         self._boot_of = ""
         self._restart = ""  # why the router is known to have restarted, until a pass restores its table
         self._restored: tuple[int, str] | None = None  # what that pass restored, for its condition
-        # For renewals: what the router should hold, and the leases it had left when last read.
-        self._desired: dict[MappingKey, PortMapping] = {}
-        self._leases: dict[MappingKey, int] = {}
-        self._read_at = 0.0
-        # Drift: the rows last seen converged (written, or found as wanted), which tell a row that
-        # drifted from an edit of the manifest; and the drift of warn mappings left unwritten, in words.
-        self._applied: dict[MappingKey, PortMapping] = {}
-        self._drift: dict[MappingKey, str] = {}
         self._fresh_drift = False  # the last pass noticed drift not reported before
-        # ... and the declared pinholes held after the last pass: (expiry on `wall`, lease).
-        self._pinhole_leases: tuple[tuple[float, int], ...] = ()
         self._random = random.Random()
         self._next_pass = clock()  # the loop's schedule, on `clock`
         self._next_watch = self._next_pass + config.watch
@@ -192,6 +239,15 @@ class Agent:
         self._stop.set()
         self._wake.set()
 
+    def describe_source(self) -> str:
+        """Where the manifests come from, in words: the one file's source, or the files and directories followed."""
+        if len(self.config.manifests) == 1:
+            return self.source.describe()
+        listed = ", ".join(self.config.manifests)
+        if isinstance(self.source, GitSource):
+            return f"{self.source.url} {self.source.ref}:{listed}"
+        return listed
+
     def ready(self) -> bool:
         ready = self.status.condition(st.READY)
         return ready is not None and ready.status == "True" and self.status.ready_within(2 * self.config.interval)
@@ -200,7 +256,7 @@ class Agent:
 
     def run(self) -> None:
         """Reconcile until stop(); then release the owned mappings if asked to."""
-        self.log.info("agent started", source=self.source.describe(), interval=self.config.interval)
+        self.log.info("agent started", source=self.describe_source(), interval=self.config.interval)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -296,53 +352,221 @@ class Agent:
         self._report(outcome, started, duration)
         return outcome
 
+    @property
+    def _revision(self) -> str:
+        """The revision in force: the one manifest's; with several, each file's (one commit of a repository is one)."""
+        revisions = [t.revision for t in self._tracks.values() if t.revision]
+        if not self._several:
+            return revisions[0] if revisions else ""
+        if not revisions:
+            return ""
+        if len(set(revisions)) == 1 and not self.config.manifest:
+            return revisions[0]
+        return ", ".join(f"{t.file}@{t.revision}" for t in self._tracks.values() if t.revision)
+
     def _reconcile(self) -> Outcome:
-        artifact, trouble, settling = self._fetch()
+        if not self._several:
+            artifact, trouble, settling = self._fetch()
+            if artifact is not None and os.path.isdir(artifact.path):
+                # The repository's path is a directory: its manifests, from this commit on.
+                self._several = True
+            else:
+                return self._reconcile_one(self._single, artifact, trouble, settling)
+        else:
+            artifact, trouble, settling = self._fetch() if not self.config.manifest else (None, None, None)
+        return self._reconcile_many(artifact, trouble)
+
+    def _reconcile_one(
+        self, track: Track, artifact: Artifact | None, trouble: tuple[str, str] | None, settling: Unsettled | None
+    ) -> Outcome:
+        """The pass of an agent that follows one manifest file."""
         if artifact is not None:
             self.status.attempted(artifact.revision)
-            trouble = self._load(artifact) or trouble
-        if self._manifest is None:
+            track.attempted = artifact.revision
+            trouble = self._load(track, artifact) or trouble
+        if track.manifest is None:
             if settling is not None and trouble is None:
-                return self._settling(settling, None)
+                return self._end_one(track, self._settling(settling, None))
             reason, message = trouble or (st.SOURCE_FETCH_FAILED, "no manifest yet")
-            return self._failed(reason, message, stalled=self._stalls(trouble))
+            return self._end_one(track, self._failed(reason, message, stalled=self._stalls(track, trouble)))
         try:
-            changes, problem = self._converge(self._manifest)
+            changes, problem = self._converge([track])[track.file]
         except RouterError as exc:
             self._drop_backend()
             reason = st.ROUTER_UNREACHABLE if isinstance(exc, RouterUnreachable) else st.ROUTER_ERROR
-            return self._failed(reason, str(exc))
+            return self._end_one(track, self._failed(reason, str(exc)))
         except LockTimeout as exc:
-            return self._failed(st.LOCKED, str(exc))
+            return self._end_one(track, self._failed(st.LOCKED, str(exc)))
         except Exception as exc:
             # Odd answers from the router or a bug: start afresh with the router and back off.
             self._drop_backend()
-            return self._failed(*self._crashed(exc))
+            return self._end_one(track, self._failed(*self._crashed(exc)))
         if problem:
-            return self._failed(*problem, changes=changes)
+            return self._end_one(track, self._failed(*problem, changes=changes))
         if trouble:
             # The router holds the last good revision, but the newest one is not in force.
-            return self._failed(*trouble, stalled=self._stalls(trouble), changes=changes)
+            return self._end_one(track, self._failed(*trouble, stalled=self._stalls(track, trouble), changes=changes))
+        outcome = self._succeeded(changes)
+        if settling is not None:
+            outcome = self._settling(settling, outcome)
+        return self._end_one(track, outcome)
+
+    def _end_one(self, track: Track, outcome: Outcome) -> Outcome:
+        ready = "True" if outcome.result != "failed" and track.manifest is not None else "False"
+        if outcome.reason == st.SOURCE_SETTLING and track.manifest is None:
+            ready = "Unknown"
+        track.end(outcome.result, ready, outcome.reason, outcome.message, outcome.changes)
+        self._take_sections()
+        return outcome
+
+    def _succeeded(self, changes: tuple[str, ...]) -> Outcome:
+        """Ready: the router holds what is in force."""
         self._failures = 0
         self._errors_logged.clear()
         self.metrics.last_success.set(self.status.succeeded(self._revision))
         message = f"applied {self._revision}" + (f": {len(changes)} change(s)" if changes else "; no changes")
         reason = st.SUCCEEDED
+        drift = self._all_drift()
         if self._restored is not None:
             # The pass that healed a restart says so until the next one.
             reason, message = st.ROUTER_RESTARTED, f"{self._restored[1]}; {message}"
             self._restored = None
-        elif self._drift:
+        elif drift:
             # Converged as asked: warn mappings' drift is left as it is, and said.
             reason = st.DRIFT_DETECTED
-            message += f"; drift left as is (drift: warn): {len(self._drift)} mapping(s), see the Drifted condition"
+            message += f"; drift left as is (drift: warn): {len(drift)} mapping(s), see the Drifted condition"
         self.status.set(st.READY, "True", reason, message)
         self.status.set(st.RECONCILING, "False", reason, message)
         self.status.set(st.STALLED, "False", reason, "")
         result = "changed" if changes else "unchanged"
-        if settling is not None:
-            return self._settling(settling, Outcome(result, reason, message, self._next_wait(), changes))
         return Outcome(result, reason, message, self._next_wait(), changes)
+
+    def _reconcile_many(self, artifact: Artifact | None, source_trouble: tuple[str, str] | None) -> Outcome:
+        """The pass of an agent that follows several manifests: each is loaded, planned and applied on
+        its own (one failing does not stop the others), under one lock and one read of the router."""
+        troubles: dict[str, tuple[str, str]] = {}
+        settling: dict[str, Unsettled] = {}
+        if self.config.manifest:
+            files, problems = expand("", self.config.manifests)
+        elif artifact is not None and isinstance(self.source, GitSource):
+            files, problems = expand(self.source.workdir, self.config.manifests)
+        else:
+            files, problems = tuple(self._tracks), ()
+        if problems:
+            source_trouble = (st.SOURCE_FETCH_FAILED, "; ".join(problems))
+        self._follow(files)
+        for track in self._tracks.values():
+            got = self._fetch_track(track, artifact)
+            if isinstance(got, Unsettled):
+                settling[track.file] = got
+            elif isinstance(got, tuple):
+                troubles[track.file] = got
+            elif got is not None:
+                track.attempted = got.revision
+                trouble = self._load(track, got)
+                if trouble:
+                    troubles[track.file] = trouble
+        attempted = [t.attempted for t in self._tracks.values() if t.attempted]
+        if attempted:
+            self.status.attempted(
+                attempted[0]
+                if len(set(attempted)) == 1 and not self.config.manifest
+                else ", ".join(f"{t.file}@{t.attempted}" for t in self._tracks.values() if t.attempted)
+            )
+        active = [t for t in self._tracks.values() if t.manifest is not None]
+        for owner in {t.manifest.owner for t in active if t.manifest is not None}:
+            same = [t for t in active if t.manifest is not None and t.manifest.owner == owner]
+            if len(same) > 1:
+                names = " and ".join(t.file for t in same)
+                for t in same:
+                    troubles[t.file] = (
+                        st.DUPLICATE_OWNER,
+                        f"{names} both declare owner {owner!r}: neither is applied until each has its own owner",
+                    )
+        active = [t for t in active if t.file not in troubles or troubles[t.file][0] != st.DUPLICATE_OWNER]
+        results: dict[str, tuple[tuple[str, ...], tuple[str, str] | None]] = {}
+        failure: tuple[str, str] | None = None
+        if active:
+            try:
+                results = self._converge(active)
+            except RouterError as exc:
+                self._drop_backend()
+                failure = (st.ROUTER_UNREACHABLE if isinstance(exc, RouterUnreachable) else st.ROUTER_ERROR, str(exc))
+            except LockTimeout as exc:
+                failure = (st.LOCKED, str(exc))
+            except Exception as exc:
+                self._drop_backend()
+                failure = self._crashed(exc)
+        changes: tuple[str, ...] = ()
+        said: list[tuple[str, str, str, bool]] = []  # (file, reason, message, stalls) of each manifest not converged
+        for track in self._tracks.values():
+            done, problem = results.get(track.file, ((), None))
+            changes += tuple(f"{track.file}: {line}" for line in done)
+            trouble = troubles.get(track.file)
+            why = failure if track in active and failure else problem or trouble
+            if why is None and track.manifest is None:
+                why = (st.SOURCE_SETTLING, str(settling[track.file])) if track.file in settling else None
+                why = why or (st.SOURCE_FETCH_FAILED, "no manifest yet")
+                if why[0] == st.SOURCE_SETTLING:
+                    track.end("unchanged", "Unknown", *why, ())
+                    continue
+            if why is None:
+                result = "changed" if done else "unchanged"
+                message = f"applied {track.revision}" + (f": {len(done)} change(s)" if done else "; no changes")
+                if track.file in settling:
+                    message += f"; {settling[track.file]}; {track.revision} stays in force meanwhile"
+                track.end(result, "True", st.SUCCEEDED, message, done)
+                continue
+            stalls = why is trouble and self._stalls(track, trouble)
+            track.end("failed", "False", why[0], why[1], done)
+            if not (track in active and failure):
+                said.append((track.file, why[0], why[1], stalls))
+        if source_trouble:
+            said.insert(0, ("", *source_trouble, self._stalls(None, source_trouble)))
+        self._take_sections()
+        if failure:
+            return self._failed(*failure, changes=changes)
+        if not active and not said:
+            if settling:  # every file is still being written: nothing in force yet, nothing wrong either
+                return self._settling(next(iter(settling.values())), None)
+            return self._failed(st.SOURCE_FETCH_FAILED, "no manifest yet")
+        if said:
+            message = "; ".join(f"{file}: {message}" if file else message for file, _, message, _ in said)
+            outcome = self._failed(said[0][1], message, stalled=all(s[3] for s in said), changes=changes)
+        else:
+            outcome = self._succeeded(changes)
+        if settling:
+            wait = min(outcome.wait, *(s.retry_in for s in settling.values()))
+            outcome = replace(outcome, wait=max(MIN_WAIT, wait))
+        return outcome
+
+    def _follow(self, files: tuple[str, ...]) -> None:
+        """The manifests followed from now on, in order; one that left keeps nothing (its mappings stay as they are)."""
+        tracks = {}
+        for file in files:
+            tracks[file] = self._tracks.get(file) or Track(
+                file, FileSource(file, settle=self.config.settle, clock=self.clock) if self.config.manifest else None
+            )
+        self._tracks = tracks
+        self.metrics.keep_manifests(files)
+
+    def _fetch_track(self, track: Track, checkout: Artifact | None) -> Artifact | Unsettled | tuple[str, str] | None:
+        """A followed manifest's newest revision: its file's, or the checked-out commit's."""
+        if track.source is not None:
+            try:
+                return track.source.fetch()
+            except Unsettled as exc:
+                return exc
+            except SourceError as exc:
+                return exc.reason, str(exc)
+            except Exception as exc:
+                return self._crashed(exc)
+        if checkout is None or not isinstance(self.source, GitSource):
+            return None  # the repository could not be fetched: what is in force stays
+        path = os.path.join(self.source.workdir, track.file)
+        if not os.path.isfile(path):
+            return st.SOURCE_FETCH_FAILED, f"{track.file} does not exist at {checkout.revision}"
+        return Artifact(checkout.revision, path)
 
     def _fetch(self) -> tuple[Artifact | None, tuple[str, str] | None, Unsettled | None]:
         try:
@@ -360,11 +584,11 @@ class Agent:
         self._log_once(st.INTERNAL_ERROR, f"reconcile crashed: {message}", traceback.format_exc())
         return st.INTERNAL_ERROR, message
 
-    def _stalls(self, trouble: tuple[str, str] | None) -> bool:
+    def _stalls(self, track: Track | None, trouble: tuple[str, str] | None) -> bool:
         """Retrying cannot help until the source changes: the newest revision cannot be taken into force."""
         return trouble is not None and (
-            trouble[0] in (st.VALIDATION_FAILED, st.VERIFICATION_FAILED)
-            or (bool(self._bad_revision) and trouble == self._bad_trouble)
+            trouble[0] in (st.VALIDATION_FAILED, st.VERIFICATION_FAILED, st.DUPLICATE_OWNER)
+            or (track is not None and bool(track.bad_revision) and trouble == track.bad_trouble)
         )
 
     def _settling(self, settling: Unsettled, converged: Outcome | None) -> Outcome:
@@ -378,13 +602,13 @@ class Agent:
         wait = max(MIN_WAIT, min(converged.wait, settling.retry_in))
         return Outcome(converged.result, converged.reason, f"{converged.message}; {message}", wait, converged.changes)
 
-    def _load(self, artifact: Artifact) -> tuple[str, str] | None:
+    def _load(self, track: Track, artifact: Artifact) -> tuple[str, str] | None:
         """Take a new revision into force if it loads; the last good one stays otherwise."""
-        if artifact.revision == self._revision:
+        if artifact.revision == track.revision:
             return None
-        if artifact.revision == self._bad_revision:
-            return self._bad_trouble
-        kept = self._revision or "nothing"
+        if artifact.revision == track.bad_revision:
+            return track.bad_trouble
+        kept = track.revision or "nothing"
         try:
             loaded = _load_manifest(artifact, self.cache)
         except ManifestError as exc:
@@ -408,18 +632,23 @@ class Agent:
                 f"{artifact.revision} could not be loaded ({type(exc).__name__}: {exc}), {kept} stays in force",
             )
         else:
-            old = self._revision
-            self._manifest, self._revision, self._bad_revision = loaded, artifact.revision, ""
-            self.log.bind(revision=artifact.revision)
-            self.log.info(f"new revision {artifact.revision}" + (f" (was {old})" if old else ""))
+            old = track.revision
+            track.manifest, track.revision, track.bad_revision = loaded, artifact.revision, ""
+            if not self._several:
+                self.log.bind(revision=artifact.revision)
+            where = f" of {track.file}" if self._several else ""
+            self.log.info(f"new revision{where} {artifact.revision}" + (f" (was {old})" if old else ""))
             return None
-        self._bad_revision, self._bad_trouble = artifact.revision, trouble
+        track.bad_revision, track.bad_trouble = artifact.revision, trouble
         return trouble
 
-    def _converge(self, manifest: Manifest) -> tuple[tuple[str, ...], tuple[str, str] | None]:
-        """Make the router hold `manifest`; returns the changes made (in words) and a problem, if any."""
+    def _converge(self, tracks: list[Track]) -> dict[str, tuple[tuple[str, ...], tuple[str, str] | None]]:
+        """Make the router hold each manifest in turn; returns, per file, the changes made (in words)
+        and a problem, if any."""
+        first = tracks[0].manifest
+        assert first is not None
         connected = self._backend is not None
-        backend = self._connect(manifest)
+        backend = self._connect(first)
         if connected and not backend.capabilities.can_list:
             # What such a router holds is only what this host recorded of its grants, as good as the
             # router's memory: its epoch is asked first, so this pass sees a restart, not a later check.
@@ -427,75 +656,116 @@ class Agent:
             self._saw_boot(backend.info.identity, self._watched)
         # A portctl apply run by hand on the same router waits for this pass, and this pass for it.
         with lock.held(self.cache.lock_directory, backend.info.identity, LOCK_TIMEOUT):
-            done = self._converge_locked(manifest, backend)
+            done = self._converge_locked(tracks, backend)
         self._publish_git()  # after the lock: a slow remote must not hold up a portctl apply run by hand
         return done
 
-    def _converge_locked(self, manifest: Manifest, backend: Backend) -> tuple[tuple[str, ...], tuple[str, str] | None]:
+    def _converge_locked(
+        self, tracks: list[Track], backend: Backend
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, str] | None]]:
+        """One read of the router, then each manifest planned against the table as the one before it
+        left it (its writes read back), so no plan works from rows another manifest just changed."""
         api.relearn(backend, self.cache, self.wall())  # `portctl forget` may have run since the last pass
-        facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout, clock=self.wall)
-        plan = api.plan(
-            manifest,
-            facts,
-            renew_below=renewal.AGENT_BELOW,
-            max_deletions=self.config.max_deletions,
-            allow_empty=self.config.allow_empty,
-            clock=self.wall,
-            applied=self._applied,
-            withhold_drift=True,
-        )
         before = {e.mapping for e in self.status.inventory}
-        self._take_drift(plan)
-        if plan.blocked:
-            self._set_inventory(manifest, plan, list(facts.table), facts.store)
-            self._remember(plan, None)
-            self._publish(manifest, backend, list(facts.table), facts)
-            return (), (st.PLAN_BLOCKED, plan.blocked)
-        report = apply(_without_conflicts(plan), backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall)
-        self._remember(plan, report)
-        api.remember(backend, self.cache)
-        done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
-        done += tuple(_pinhole_words(r.change) for r in report.pinholes if r.ok)
-        for line in done:
-            self.log.info(line)
-        if self._restart:
-            restored = sum(
+        results: dict[str, tuple[tuple[str, ...], tuple[str, str] | None]] = {}
+        facts: Facts | None = None
+        table: list[PortMapping] = []
+        restored = reopened = 0
+        wrote = False
+        for track in tracks:
+            manifest = track.manifest
+            assert manifest is not None
+            if facts is None:
+                facts = api.read(backend, self.cache, manifest, timeout=self.config.timeout, clock=self.wall)
+                table = list(facts.table)
+            else:
+                facts = self._facts(backend, manifest, table, facts.store)
+            plan = api.plan(
+                manifest,
+                facts,
+                renew_below=renewal.AGENT_BELOW,
+                max_deletions=self.config.max_deletions,
+                allow_empty=self.config.allow_empty,
+                clock=self.wall,
+                applied=track.applied,
+                withhold_drift=True,
+            )
+            self._take_drift(track, plan)
+            if plan.blocked:
+                self._set_inventory(track, manifest, plan, table, facts.store)
+                self._remember(track, plan, None)
+                results[track.file] = ((), (st.PLAN_BLOCKED, plan.blocked))
+                continue
+            report = apply(
+                _without_conflicts(plan), backend, store=facts.store, pinholes=facts.pinholes, clock=self.wall
+            )
+            wrote = True
+            self._remember(track, plan, report)
+            api.remember(backend, self.cache)
+            done = tuple(_words(r.change, str(r.change.key) in before) for r in report.results if r.ok)
+            done += tuple(_pinhole_words(r.change) for r in report.pinholes if r.ok)
+            for line in done:
+                self.log.info(line, **({"manifest": track.file} if self._several else {}))
+            for p in report.pinholes:
+                if p.warning:
+                    where = {"manifest": track.file} if self._several else {}
+                    self.log.warning(f"pinhole {p.change.name}: {p.warning}", pinhole=p.change.name, **where)
+            restored += sum(
                 1 for r in report.results if r.ok and r.change.action == Action.ADD and str(r.change.key) in before
             )
             # A pinhole held before, opened again: the restart took it (pinholeplan says why).
-            reopened = sum(
+            reopened += sum(
                 1 for r in report.pinholes if r.ok and r.change.action is PinholeAction.OPEN and r.change.before
             )
+            # apply() read the table back after writing; a pass that wrote nothing has the one it planned from.
+            if report.table is not None:
+                table = list(report.table)
+            elif plan.changes:
+                table = backend.list_mappings()
+            self._set_inventory(track, manifest, plan, table, facts.store, _granted(report))
+            track.pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
+            problem: tuple[str, str] | None = None
+            if not report.ok:
+                failed = "; ".join(
+                    [f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed]
+                    + [f"pinhole {r.change.name}: {r.error}" for r in report.pinholes if not r.ok]
+                )
+                problem = (st.APPLY_FAILED, failed or f"not verified: {report.unverified}")
+            elif plan.conflicts:
+                names = "; ".join(f"{k.name} {k.key}: {k.reason}" for k in plan.conflicts)
+                problem = (st.CONFLICT, f"not placed: {names}")
+            results[track.file] = (done, problem)
+        self._take_totals(table)
+        if self._restart and wrote:
             words = f"router restarted: {restored} owned mapping{'' if restored == 1 else 's'}"
             if reopened:
                 words += f" and {reopened} IPv6 pinhole{'' if reopened == 1 else 's'}"
             words += " restored"
             self.log.info(words, restored=restored, pinholes_restored=reopened, cause=self._restart)
             self._restored, self._restart = (restored + reopened, f"{words} ({self._restart})"), ""
-        # apply() read the table back after writing; a pass that wrote nothing has the one it planned from.
-        if report.table is not None:
-            table = list(report.table)
-        else:
-            table = backend.list_mappings() if plan.changes else list(facts.table)
-        self._set_inventory(manifest, plan, table, facts.store, _granted(report))
-        self._publish(manifest, backend, table, facts)
-        self._pinhole_leases = _pinhole_leases(manifest, facts.pinholes)
-        for p in report.pinholes:
-            if p.warning:
-                self.log.warning(f"pinhole {p.change.name}: {p.warning}", pinhole=p.change.name)
-        if not report.ok:
-            failed = "; ".join(
-                [f"{r.change.name} {r.change.key}: {r.error}" for r in report.failed]
-                + [f"pinhole {r.change.name}: {r.error}" for r in report.pinholes if not r.ok]
-            )
-            failed = failed or f"not verified: {report.unverified}"
-            if self._restored is not None:  # the failure is the condition's reason; the restart is said too
-                failed, self._restored = f"{self._restored[1]}; {failed}", None
-            return done, (st.APPLY_FAILED, failed)
-        if plan.conflicts:
-            names = "; ".join(f"{k.name} {k.key}: {k.reason}" for k in plan.conflicts)
-            return done, (st.CONFLICT, f"not placed: {names}")
-        return done, None
+            for file, (done, problem) in results.items():
+                if problem and problem[0] == st.APPLY_FAILED:
+                    # The failure is the condition's reason; the restart is said too.
+                    results[file] = (done, (st.APPLY_FAILED, f"{self._restored[1]}; {problem[1]}"))
+                    self._restored = None
+                    break
+        if facts is not None:
+            self._publish(tracks, backend, table, facts)
+        return results
+
+    def _facts(self, backend: Backend, manifest: Manifest, table: list[PortMapping], store: OwnershipStore) -> Facts:
+        """What api.read() gives for `manifest`, on the table as the previous manifest left it (not read again)."""
+        from ..pinholestore import FILE
+
+        held = None
+        recorded = self.cache.directory is not None and os.path.exists(os.path.join(self.cache.directory, FILE))
+        if manifest.pinholes or recorded:
+            from .. import bootread, pinholeaccess
+
+            held = pinholeaccess.read(manifest, backend, self.cache, timeout=self.config.timeout)
+            if held is not None:
+                held = replace(held, boot=bootread.read(backend, self.wall).boot)
+        return api.Facts(backend, list(table), store, held)
 
     def _connect(self, manifest: Manifest) -> Backend:
         if self._backend is None:
@@ -522,7 +792,7 @@ class Agent:
             self.events.attach(backend)
         return self._backend
 
-    def _publish(self, manifest: Manifest, backend: Backend, table: list[PortMapping], facts: Facts) -> None:
+    def _publish(self, tracks: list[Track], backend: Backend, table: list[PortMapping], facts: Facts) -> None:
         """Write the router's snapshot, as the pass left it, where the config says (a hosted CI runner
         plans against it); a failure to write is logged and never fails the pass."""
         if not self.config.snapshot and self.publisher is None:
@@ -531,7 +801,10 @@ class Agent:
         from ..boot import Booted
 
         now = self.wall()
-        owned = diff.owned_rows(manifest, table, backend.learned, facts.store)
+        owned: set[MappingKey] = set()
+        for track in tracks:
+            if track.manifest is not None:
+                owned |= set(diff.owned_rows(track.manifest, table, backend.learned, facts.store))
         doc = snapshot.document(
             backend,
             table,
@@ -574,13 +847,14 @@ class Agent:
 
     def _set_inventory(
         self,
+        track: Track,
         manifest: Manifest,
         plan: Plan,
         table: list[PortMapping],
         store: OwnershipStore,
         granted: dict[MappingKey, MappingKey] | None = None,
     ) -> None:
-        """Status and metrics from the table; what to renew from the plan's rows, each where the
+        """The manifest's owned rows from the table; what to renew from the plan's rows, each where the
         router holds it (`granted`: a next_free grant this pass kept at another port)."""
         now = self.wall()
         entries = []
@@ -591,27 +865,47 @@ class Agent:
                 target = f"{row.internal_client}:{row.internal_port}"
                 expires = now + row.lease if row.lease else None
                 entries.append(st.InventoryEntry(name, str(row.key), target, expires))
-        self.status.take_inventory(tuple(entries))
+        track.inventory = tuple(entries)
+        track.declared = len(plan.desired) + len(plan.conflicts)
+        track.conflicts = len(plan.conflicts)
         # A drifted row left as it is is not renewed either (that would write it): no wake-up for it.
         withheld = {c.key for c in plan.withheld}
         moved = granted or {}
-        self._desired = {
+        track.desired = {
             moved.get(m.key, m.key): replace(m, key=moved.get(m.key, m.key))
             for m in plan.desired
             if m.key not in withheld
         }
-        self._leases = {row.key: row.lease for row in table if row.key in self._desired}
-        self._read_at = self.clock()
+        track.leases = {row.key: row.lease for row in table if row.key in track.desired}
+        track.read_at = self.clock()
+
+    def _take_totals(self, table: list[PortMapping]) -> None:
+        """Status and metrics of every manifest followed, from the table as the pass left it."""
+        entries = tuple(e for t in self._tracks.values() for e in t.inventory)
+        self.status.take_inventory(entries)
         owned = len(entries)
         self.metrics.mappings.labels("owned").set(owned)
-        self.metrics.mappings.labels("declared").set(len(plan.desired) + len(plan.conflicts))
+        self.metrics.mappings.labels("declared").set(sum(t.declared for t in self._tracks.values()))
         self.metrics.mappings.labels("foreign").set(len(table) - owned)
-        self.metrics.mappings.labels("conflict").set(len(plan.conflicts))
+        self.metrics.mappings.labels("conflict").set(sum(t.conflicts for t in self._tracks.values()))
         self.metrics.set_inventory(entries)
         if self._backend is not None:
             self.metrics.set_info(self._revision, self._backend.info.identity)
 
-    def _remember(self, plan: Plan, report: ApplyReport | None) -> None:
+    def _take_sections(self) -> None:
+        """Each followed manifest's section of the status, and its series in the metrics."""
+        self.status.take_sections(tuple(t.section() for t in self._tracks.values()))
+        for t in self._tracks.values():
+            self.metrics.set_manifest(
+                t.file,
+                owned=len(t.inventory),
+                declared=t.declared,
+                conflict=t.conflicts,
+                ready=t.ready == "True",
+                drift=len(t.drift),
+            )
+
+    def _remember(self, track: Track, plan: Plan, report: ApplyReport | None) -> None:
         """The declared rows now converged: those the plan left alone or the pass wrote. A row whose
         change was withheld or failed keeps what was known of it (nothing, if it never converged)."""
         written = {r.change.key for r in report.results if r.ok} if report is not None else set()
@@ -623,22 +917,27 @@ class Agent:
                 applied[moved[want.key]] = replace(want, key=moved[want.key])
             elif want.key not in pending or want.key in written:
                 applied[want.key] = want
-            elif want.key in self._applied:
-                applied[want.key] = self._applied[want.key]
-        self._applied = applied
+            elif want.key in track.applied:
+                applied[want.key] = track.applied[want.key]
+        track.applied = applied
 
-    def _take_drift(self, plan: Plan) -> None:
+    def _all_drift(self) -> tuple[str, ...]:
+        return tuple(words for t in self._tracks.values() for words in t.drift.values())
+
+    def _take_drift(self, track: Track, plan: Plan) -> None:
         """Report the drift of warn mappings the plan leaves unwritten: logged and counted when it
         starts or changes, gauged and in the Drifted condition while it lasts. Ignore mappings' drift is not said."""
         now = {c.key: _drift_words(c) for c in plan.withheld if c.drift is Drift.WARN}
-        fresh = [words for key, words in now.items() if self._drift.get(key) != words]
+        fresh = [words for key, words in now.items() if track.drift.get(key) != words]
         for words in fresh:
             self.log.warning(words, drift=Drift.WARN.value)
         self.metrics.drift_detected.inc(len(fresh))
-        self.metrics.drift_mappings.set(len(now))
-        self._drift, self._fresh_drift = now, bool(fresh)
-        if now:
-            self.status.set(st.DRIFTED, "True", st.DRIFT_DETECTED, "; ".join(now.values()))
+        track.drift = now
+        self._fresh_drift = self._fresh_drift or bool(fresh)
+        drift = self._all_drift()
+        self.metrics.drift_mappings.set(len(drift))
+        if drift:
+            self.status.set(st.DRIFTED, "True", st.DRIFT_DETECTED, "; ".join(drift))
         elif self.status.condition(st.DRIFTED) is not None:
             self.status.set(st.DRIFTED, "False", st.NO_DRIFT, "")
 
@@ -649,17 +948,18 @@ class Agent:
     def _next_wait(self) -> float:
         """The interval with jitter, or sooner when an owned lease (a mapping's or a pinhole's) needs renewing first."""
         wait = self.config.interval * (1 + self._random.uniform(-self.config.jitter, self.config.jitter))
-        elapsed = self.clock() - self._read_at
-        for key, want in self._desired.items():
-            left = self._leases.get(key, 0)
-            if left:
-                # Against what the router grants: a lease it shortens lasts only its longest one.
-                full = min(want.lease or self._longest_lease(), self._longest_lease())
-                wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
         now = self.wall()
-        for expires, lease in self._pinhole_leases:
-            if expires > now:  # one that lapsed is opened again by the next pass, whenever it comes
-                wait = min(wait, renewal.agent_wakes_in(expires - now, lease))
+        for track in self._tracks.values():
+            elapsed = self.clock() - track.read_at
+            for key, want in track.desired.items():
+                left = track.leases.get(key, 0)
+                if left:
+                    # Against what the router grants: a lease it shortens lasts only its longest one.
+                    full = min(want.lease or self._longest_lease(), self._longest_lease())
+                    wait = min(wait, renewal.agent_wakes_in(left - elapsed, full))
+            for expires, lease in track.pinhole_leases:
+                if expires > now:  # one that lapsed is opened again by the next pass, whenever it comes
+                    wait = min(wait, renewal.agent_wakes_in(expires - now, lease))
         return max(MIN_WAIT, wait)
 
     def _failed(self, reason: str, message: str, *, stalled: bool = False, changes: tuple[str, ...] = ()) -> Outcome:
@@ -685,7 +985,7 @@ class Agent:
             outcome.reason,
             outcome.message,
             outcome.changes,
-            tuple(self._drift.values()),
+            self._all_drift(),
         )
         self.status.record(result)
         fields: dict[str, Any] = {"duration": round(duration, 3), "next_run": round(outcome.wait, 1)}
@@ -758,8 +1058,10 @@ class Agent:
 
     def _shutdown(self) -> None:
         self.events.close()
-        if self.config.release_on_exit and self._manifest is not None:
-            self._release(self._manifest)
+        if self.config.release_on_exit:
+            for track in self._tracks.values():
+                if track.manifest is not None:
+                    self._release(track.manifest)
         self.log.info("agent stopped")
 
     def _release(self, manifest: Manifest) -> None:

@@ -73,6 +73,26 @@ class Metrics:
             ],
             registry=r,
         )
+        # Per followed manifest (the totals above stay as they were): its file is the label.
+        self.manifest_mappings = Gauge(
+            "portctl_manifest_mappings",
+            "Router mappings one followed manifest owns, declares or could not place, as of the last read.",
+            ["manifest", "state"],
+            registry=r,
+        )
+        self.manifest_ready = Gauge(
+            "portctl_manifest_ready",
+            "1 when the last pass converged the router to this manifest, else 0.",
+            ["manifest"],
+            registry=r,
+        )
+        self.manifest_drift = Gauge(
+            "portctl_manifest_drift_mappings",
+            "Owned mappings of this manifest that drifted and were left so (drift: warn), as of the last pass.",
+            ["manifest"],
+            registry=r,
+        )
+        self._manifests: set[str] = set()
         for state in MAPPING_STATES:
             self.mappings.labels(state).set(0)
         for result in ("unchanged", "changed", "failed"):
@@ -94,6 +114,22 @@ class Metrics:
         for label in self._leases - current:
             self.lease_expiry.remove(label)
         self._leases = current
+
+    def set_manifest(self, manifest: str, *, owned: int, declared: int, conflict: int, ready: bool, drift: int) -> None:
+        self._manifests.add(manifest)
+        for state, count in (("owned", owned), ("declared", declared), ("conflict", conflict)):
+            self.manifest_mappings.labels(manifest, state).set(count)
+        self.manifest_ready.labels(manifest).set(1 if ready else 0)
+        self.manifest_drift.labels(manifest).set(drift)
+
+    def keep_manifests(self, manifests: Iterable[str]) -> None:
+        """Forget the series of manifests no longer followed (a file left the directory)."""
+        for gone in self._manifests - set(manifests):
+            for state in ("owned", "declared", "conflict"):
+                self.manifest_mappings.remove(gone, state)
+            self.manifest_ready.remove(gone)
+            self.manifest_drift.remove(gone)
+        self._manifests &= set(manifests)
 
     def set_info(self, revision: str, router: str) -> None:
         if self._info == (revision, router):

@@ -49,6 +49,36 @@ class Artifact:
     content: bytes | None = None  # what was checked, when the file on disk may change after the fetch
 
 
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+
+def expand(root: str, entries: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The manifest files `entries` name under `root`, and the problems: a file is itself; a
+    directory is every *.yaml/*.yml in it, sorted (not recursive: a subdirectory may hold anything),
+    and a directory with none is a problem. A missing file is kept: fetching it says why it fails."""
+    files: list[str] = []
+    problems: list[str] = []
+    for entry in entries:
+        full = os.path.join(root, entry) if root else entry
+        if not os.path.isdir(full):
+            files.append(entry)
+            continue
+        try:
+            names = sorted(os.listdir(full))
+        except OSError as exc:
+            problems.append(f"cannot list the directory {entry}: {exc.strerror or exc}")
+            continue
+        found = [
+            os.path.join(entry, n)
+            for n in names
+            if n.endswith(MANIFEST_SUFFIXES) and os.path.isfile(os.path.join(full, n))
+        ]
+        if not found:
+            problems.append(f"the directory {entry} holds no manifest (*.yaml or *.yml)")
+        files += found
+    return tuple(dict.fromkeys(files)), tuple(problems)
+
+
 class FileSource:
     """A manifest file on this machine; its revision is a hash of its content.
 
@@ -131,7 +161,8 @@ class GitSource:
             self._verify(commit)
         self._git("checkout", "--quiet", "--force", "--detach", commit, what=f"check out {commit[:12]}")
         manifest = os.path.join(self.workdir, self.path)
-        if not os.path.isfile(manifest):
+        # A directory is several manifests: the agent lists them (expand()).
+        if not os.path.isfile(manifest) and not os.path.isdir(manifest):
             raise SourceError(f"{self.path} does not exist at {self.ref}@sha1:{commit} of {self.url}")
         return Artifact(f"{self.ref}@sha1:{commit}", manifest)
 

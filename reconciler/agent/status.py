@@ -35,11 +35,12 @@ CONFLICT = "Conflict"  # a declared mapping's port is held by a foreign mapping
 ROUTER_RESTARTED = "RouterRestarted"  # the pass converged a router that had restarted (its table restored)
 DRIFT_DETECTED = "DriftDetected"  # the pass applied the rest and left drift of warn mappings unwritten
 NO_DRIFT = "NoDrift"
+DUPLICATE_OWNER = "DuplicateOwner"  # two followed manifests declare one owner: neither is applied
 REASONS = frozenset(
     {
         SUCCEEDED, PROGRESSING, ROUTER_UNREACHABLE, ROUTER_ERROR, LOCKED, SOURCE_FETCH_FAILED, VERIFICATION_FAILED,
         VALIDATION_FAILED, PLAN_BLOCKED, APPLY_FAILED, SUSPENDED, SOURCE_SETTLING, INTERNAL_ERROR, CONFLICT,
-        ROUTER_RESTARTED, DRIFT_DETECTED, NO_DRIFT,
+        ROUTER_RESTARTED, DRIFT_DETECTED, NO_DRIFT, DUPLICATE_OWNER,
     }
 )  # fmt: skip
 SUSPENDED_MESSAGE = "reconciliation is suspended; drift is not healed"
@@ -99,6 +100,38 @@ class Result:
         return doc
 
 
+@dataclass(frozen=True)
+class Section:
+    """One followed manifest, as the last pass left it: what is in force, what happened, what it owns."""
+
+    file: str
+    owner: str  # "" until the file has loaded once
+    applied: str  # the revision in force ("" for none)
+    attempted: str  # the newest revision seen
+    result: str  # "unchanged", "changed" or "failed"; "" before its first pass
+    ready: str  # "True", "False" or "Unknown"
+    reason: str
+    message: str
+    changes: tuple[str, ...] = ()
+    drift: tuple[str, ...] = ()
+    inventory: tuple[InventoryEntry, ...] = ()
+
+    def to_json(self, since: str) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "owner": self.owner,
+            "lastAppliedRevision": self.applied,
+            "lastAttemptedRevision": self.attempted,
+            "result": self.result,
+            "reason": self.reason,
+            "message": self.message,
+            "changes": list(self.changes),
+            "drift": list(self.drift),
+            "conditions": [asdict(Condition(READY, self.ready, self.reason, self.message, since))],
+            "inventory": [e.to_json() for e in self.inventory],
+        }
+
+
 class Status:
     """Written by the loop through the methods below, read by the listener's threads; both hold the lock.
 
@@ -122,6 +155,8 @@ class Status:
         }  # fmt: skip
         self._suspended: Condition | None = None  # the Ready condition while suspended
         self._inventory: tuple[InventoryEntry, ...] = ()
+        self._sections: tuple[Section, ...] = ()
+        self._section_since: dict[str, tuple[str, str]] = {}  # file -> (its Ready status, since when)
         self._problems: dict[str, tuple[str, str]] = {}  # step between passes -> (reason, message)
         self._results: collections.deque[Result] = collections.deque(maxlen=RESULTS_KEPT)
         self.set(READY, "Unknown", PROGRESSING, "no reconcile has run yet")
@@ -181,6 +216,16 @@ class Status:
         with self._lock:
             self._inventory = entries
 
+    def take_sections(self, sections: tuple[Section, ...]) -> None:
+        """The followed manifests after a pass; each one's Ready moves its transition time only when it changes."""
+        with self._lock:
+            since = {}
+            for section in sections:
+                old = self._section_since.get(section.file)
+                keep = old is not None and old[0] == section.ready
+                since[section.file] = old if keep and old else (section.ready, stamp(self._wall()))
+            self._sections, self._section_since = sections, since
+
     def note(self, step: str, reason: str, message: str) -> None:
         """A step between passes has a problem (or, with no message, has it no more)."""
         with self._lock:
@@ -226,6 +271,11 @@ class Status:
             return self._inventory
 
     @property
+    def sections(self) -> tuple[Section, ...]:
+        with self._lock:
+            return self._sections
+
+    @property
     def results(self) -> tuple[Result, ...]:
         """The last passes, oldest first."""
         with self._lock:
@@ -258,6 +308,7 @@ class Status:
                 "problems": [{"step": s, "reason": r, "message": m} for s, (r, m) in self._problems.items()],
                 "inventory": [e.to_json() for e in self._inventory],
                 "results": [r.to_json() for r in reversed(self._results)],
+                "manifests": [s.to_json(self._section_since[s.file][1]) for s in self._sections],
             }
 
     def _condition(self, kind: str) -> Condition | None:
