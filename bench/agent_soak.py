@@ -53,9 +53,10 @@ class _NullLog(io.TextIOBase):
 def manifest_text(mappings: list[tuple[str, int, int]]) -> str:
     lines = ["apiVersion: portctl/v1", f"owner: {OWNER}", "defaults:\n  lease: 1h", "mappings:"]
     for name, external, internal in mappings:
-        lines.append(
-            f"  - {{name: {name}, external_port: {external}, internal_port: {internal}, internal_client: {CLIENT}}}"
-        )
+        # SSH is meant here: a manifest that exposes it must say so (the sensitive-port check).
+        meant = ", allow_sensitive: true" if internal == 22 else ""
+        row = f"name: {name}, external_port: {external}, internal_port: {internal}, internal_client: {CLIENT}"
+        lines.append(f"  - {{{row}{meant}}}")
     return "\n".join(lines) + "\n"
 
 
