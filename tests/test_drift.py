@@ -112,6 +112,18 @@ EDITED = _declared(internal_port=81)  # the manifest as edited after `_declared(
         ),
         ("a missing row that was applied as wanted now", [], {WEB: _want(_declared())}, (Action.ADD, True)),
         ("a missing row never held: a first add", [], None, (Action.ADD, False)),
+        (
+            "a changed owned row the agent never saw converged (first pass, memory lost)",
+            [_moved(_declared(), internal_port=99)],
+            {},
+            (Action.CHANGE, False),
+        ),
+        (
+            "a changed owned row where the agent remembers only other rows",
+            [_moved(_declared(), internal_port=99)],
+            {MappingKey(9999, Protocol.UDP): _want(_declared())},
+            (Action.CHANGE, False),
+        ),
         ("a missing row held before an edit of the manifest", [], {WEB: _want(EDITED)}, (Action.ADD, False)),
         (
             "an edit of the manifest since the row was applied",
