@@ -91,9 +91,11 @@ def diff(
 
     Drift: a change that makes an owned row match the manifest again although the manifest's wish for
     it is what was applied before (`applied`: the rows last seen converged, per key; the agent's memory)
-    is marked with its mapping's drift mode. A changed owned row is drift unless `applied` shows the
-    manifest changed that mapping since (then it is an approved edit); a missing one is drift only
-    where `applied` shows it was held as wanted now (the router lost it): a first add never is.
+    is marked with its mapping's drift mode. Changed or missing, an owned row is drift only where
+    `applied` shows it was held as wanted now: a row `applied` shows under an older wish is an
+    approved edit, and one it does not hold at all was never seen converged (a first add, or the
+    agent's first pass with no memory of it), so it is written. With no `applied` at all (a plan by
+    hand) every changed owned row is marked as drift and a missing one never is.
     `ignore_drift` fields are not compared where the change would be drift, and renewals are never drift.
     With `withhold`, drift of warn and ignore mappings goes to `Plan.withheld` instead of the changes.
     """
@@ -128,8 +130,16 @@ def diff(
         taken = _taken(d, rows)  # an app on d's host took its port over through PCP or NAT-PMP
         held = taken or f"{d.key.external_port} is taken"
         moved = f"{held}; using {key.external_port} (next_free)" if key != d.key else ""
-        prior = applied.get(key) if applied else None
-        drifted = prior == want if have is None else prior is None or prior == want
+        prior = applied.get(key) if applied is not None else None
+        if have is None:
+            drifted = prior == want  # a first add, or a re-add after an edit, is no drift
+        elif applied is None:
+            drifted = True  # no memory at all (a plan by hand): shown as drift, a hand apply writes it anyway
+        else:
+            # The agent's memory: a row it never saw converged (first run, memory lost) cannot have
+            # drifted from what it applied, and is written; withholding it could keep an approved
+            # edit off the router for good, where writing it heals real drift once at worst.
+            drifted = prior == want
         change: Change | None
         if have is None:
             change = Change(Action.ADD, d.name, key, None, want, moved or "declared", same_port_ok=d.allow_same_port)

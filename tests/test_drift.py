@@ -112,6 +112,18 @@ EDITED = _declared(internal_port=81)  # the manifest as edited after `_declared(
         ),
         ("a missing row that was applied as wanted now", [], {WEB: _want(_declared())}, (Action.ADD, True)),
         ("a missing row never held: a first add", [], None, (Action.ADD, False)),
+        (
+            "a changed owned row the agent never saw converged (first pass, memory lost)",
+            [_moved(_declared(), internal_port=99)],
+            {},
+            (Action.CHANGE, False),
+        ),
+        (
+            "a changed owned row where the agent remembers only other rows",
+            [_moved(_declared(), internal_port=99)],
+            {MappingKey(9999, Protocol.UDP): _want(_declared())},
+            (Action.CHANGE, False),
+        ),
         ("a missing row held before an edit of the manifest", [], {WEB: _want(EDITED)}, (Action.ADD, False)),
         (
             "an edit of the manifest since the row was applied",
@@ -305,6 +317,106 @@ def test_warn_applies_an_edit_of_the_manifest_and_drift_ends_when_the_row_is_bac
     assert run.metric("portctl_drift_mappings") == 0
     assert run.condition("Ready") == ("True", "ReconciliationSucceeded")
     assert run.condition("Drifted") == ("False", "NoDrift")
+
+
+def _restarted(tmp_path: Any, emulator: EmulatorServer, before: Driven) -> Driven:
+    """A new agent process in place of `before` (stopped), on the same repository, checkout, cache and clock."""
+    return Driven(
+        None,
+        emulator,
+        before.clock,
+        repo=str(tmp_path / "homelab"),
+        workdir=str(tmp_path / "checkout"),
+        interval=2,
+        watch=1,
+    )
+
+
+def _passes(run: Driven, count: int = 3) -> None:
+    for _ in range(count):
+        run.clock.advance(2)
+        run.agent.reconcile()
+
+
+XBOX = (3074, "UDP", "127.0.0.9", 3074, "Xbox Live")
+
+
+def test_warn_writes_an_edit_merged_while_the_agent_was_down(emulator: EmulatorServer, tmp_path: Any) -> None:
+    """An approved commit (ssh 2200 -> 2201) merged while a warn agent was down is written by the next agent."""
+    emulator.router.add(*XBOX)
+    repo, first = _agent(tmp_path, emulator, "warn")
+    repo.commit(_text("warn", ssh_port=2201))
+    run = _restarted(tmp_path, emulator, first)
+    _passes(run)
+    assert _row(emulator, 2222) is not None and _row(emulator, 2222)[3] == 2201  # type: ignore[index]
+    assert _row(emulator, 8080) is not None and _row(emulator, 8080)[3] == 80  # type: ignore[index]
+    assert run.condition("Ready") == ("True", "ReconciliationSucceeded")
+    assert run.agent.status.condition("Drifted") is None
+    assert _warnings(run) == []
+    assert _row(emulator, 3074) == XBOX
+
+
+def test_warn_still_reports_drift_made_while_the_agent_was_down(emulator: EmulatorServer, tmp_path: Any) -> None:
+    """Rows changed and deleted behind a stopped warn agent are left and reported by the next one, which remembers."""
+    emulator.router.add(*XBOX)
+    _, first = _agent(tmp_path, emulator, "warn")
+    _tamper(emulator)
+    tampered = snapshot(emulator)
+    run = _restarted(tmp_path, emulator, first)
+    _passes(run)
+    assert snapshot(emulator) == tampered
+    assert run.condition("Ready") == ("True", "DriftDetected")
+    assert _warnings(run) == [
+        "drift on 8080/tcp -> 127.0.0.1:81 (web): internal_port 81 -> 80; left as is (drift: warn)",
+        "drift on 2222/tcp -> 127.0.0.1:2200 (ssh): gone from the router; left as is (drift: warn)",
+    ]
+    assert _row(emulator, 3074) == XBOX
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+        b'{"version": 1, "entries": []}',
+        b'{"version": 7, "entries": {}}',
+    ],
+    ids=["torn", "binary", "nested", "wrong shape", "other version"],
+)
+def test_a_corrupt_drift_memory_is_no_memory(
+    emulator: EmulatorServer, tmp_path: Any, router_cache: str, corrupt: bytes
+) -> None:
+    """An unreadable drift memory reads as none: one warning, no traceback, and an approved edit is written."""
+    emulator.router.add(*XBOX)
+    repo, first = _agent(tmp_path, emulator, "warn")
+    with open(f"{router_cache}/applied.json", "wb") as f:
+        f.write(corrupt)
+    repo.commit(_text("warn", ssh_port=2201))
+    run = _restarted(tmp_path, emulator, first)
+    _passes(run)
+    assert _row(emulator, 2222) is not None and _row(emulator, 2222)[3] == 2201  # type: ignore[index]
+    assert run.condition("Ready") == ("True", "ReconciliationSucceeded")
+    assert run.errors() == []
+    assert "Traceback" not in run.logs.getvalue()
+    assert [w for w in _warnings(run) if "drift memory" in w] == [_warnings(run)[0]]
+    assert _row(emulator, 3074) == XBOX
+
+
+def test_the_drift_memory_is_kept_again_after_it_was_lost(
+    emulator: EmulatorServer, tmp_path: Any, router_cache: str
+) -> None:
+    """After a pass with no memory, the rows it saw converged are remembered: a later deletion is drift again."""
+    _, first = _agent(tmp_path, emulator, "warn")
+    with open(f"{router_cache}/applied.json", "wb") as f:
+        f.write(b"{not json")
+    second = _restarted(tmp_path, emulator, first)
+    _passes(second, 1)
+    assert emulator.router.remove(2222, "TCP")
+    run = _restarted(tmp_path, emulator, second)
+    _passes(run)
+    assert _row(emulator, 2222) is None
+    assert run.condition("Ready") == ("True", "DriftDetected")
 
 
 def test_ignore_leaves_drift_silently(emulator: EmulatorServer, tmp_path: Any) -> None:

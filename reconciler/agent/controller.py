@@ -64,6 +64,7 @@ from . import status as st
 from .config import AgentConfig
 from .events import Events
 from .logs import JsonLog
+from .memory import DriftMemory
 from .metrics import Metrics
 from .notify import Webhook
 from .source import Artifact, FileSource, GitSource, SourceError, Unsettled, expand
@@ -94,7 +95,9 @@ class Track:
     bad_trouble: tuple[str, str] = ("", "")
     # Drift: the rows last seen converged (written, or found as wanted), which tell a row that
     # drifted from an edit of the manifest; and the drift of warn mappings left unwritten, in words.
+    # `applied` is kept in the drift memory (memory.py) under `recalled` (router identity, owner, file).
     applied: dict[MappingKey, PortMapping] = field(default_factory=dict)
+    recalled: tuple[str, str, str] | None = None
     drift: dict[MappingKey, str] = field(default_factory=dict)
     # For renewals: what the router should hold, and the leases it had left when last read (on `clock`).
     desired: dict[MappingKey, PortMapping] = field(default_factory=dict)
@@ -157,6 +160,8 @@ class Agent:
         # One cache for the agent's life, shared with any portctl run by hand: its writes are locked.
         # Lessons are stamped and aged by the agent's wall clock.
         self.cache = cache or Cache(default_directory(), clock=wall)
+        self.memory = DriftMemory(self.cache)  # what each manifest's rows were last seen converged as
+        self._memory_problem = ""  # what went wrong with the drift memory, as last logged
         self.observe = observe  # every exchange with the router (--trace)
         self.log = log or JsonLog()
         self.clock = clock
@@ -680,6 +685,7 @@ class Agent:
                 table = list(facts.table)
             else:
                 facts = self._facts(backend, manifest, table, facts.store)
+            self._recall(track, backend.info.identity, manifest.owner)
             plan = api.plan(
                 manifest,
                 facts,
@@ -919,7 +925,30 @@ class Agent:
                 applied[want.key] = want
             elif want.key in track.applied:
                 applied[want.key] = track.applied[want.key]
-        track.applied = applied
+        if applied != track.applied:
+            track.applied = applied
+            if track.recalled is not None and track.recalled[0]:
+                self._said_of_memory(self.memory.keep(*track.recalled, applied))
+
+    def _recall(self, track: Track, router: str, owner: str) -> None:
+        """Take up what the drift memory holds of `track` on `router` when the track starts, or when
+        its router or owner changed (what was seen converged elsewhere says nothing here). A router
+        without an identity cannot be told from another: its track remembers in this process only."""
+        where = (router, owner, track.file)
+        if track.recalled == where:
+            return
+        track.recalled = where
+        track.applied, problem = self.memory.recall(*where) if router else ({}, "")
+        self._said_of_memory(problem)
+
+    def _said_of_memory(self, problem: str) -> None:
+        """Log a problem of the drift memory when it starts or changes; it never fails a pass."""
+        if problem and problem != self._memory_problem:
+            self.log.warning(
+                f"{problem}; a changed row of a mapping not remembered is written, not taken for drift",
+                reason="DriftMemory",
+            )
+        self._memory_problem = problem
 
     def _all_drift(self) -> tuple[str, ...]:
         return tuple(words for t in self._tracks.values() for words in t.drift.values())
