@@ -316,3 +316,60 @@ def test_a_failed_push_never_shows_the_remotes_credentials(
     said = json.dumps(problems) + json.dumps(run.log_lines())
     assert "Could not resolve host" in said and "https://***@git.example/homelab.git?***" in said
     assert "s3cret-token" not in said and "q-token" not in said
+
+
+# -- never the followed branch ---------------------------------------------------------------
+
+REPO = "repo: https://git.example/homelab.git\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "message"),
+    [
+        (REPO + "snapshot:\n  git:\n    branch: main\n", {}, "a.yaml:4:13: snapshot: git: branch: 'main' is the"),
+        (
+            REPO + "ref: refs/heads/lab\nsnapshot:\n  git:\n    branch: lab\n",
+            {},
+            "a.yaml:5:13: snapshot: git: branch: 'lab' is the branch the agent follows (ref 'refs/heads/lab', /",
+        ),
+        (REPO + "snapshot:\n  git:\n    branch: lab\n", {"ref": "lab"}, "(ref 'lab', the command line)"),
+        (REPO + "ref: portctl-snapshot\nsnapshot:\n  git: {}\n", {}, "a.yaml:4:3: snapshot: git: branch: 'portctl"),
+        (
+            REPO + "snapshot:\n  git:\n    branch: main\n    remote: https://bot:tok@GIT.example/homelab/\n",
+            {},
+            "a.yaml:4:13: snapshot: git: branch: 'main' is the branch the agent follows (ref 'main', the default)",
+        ),
+    ],
+)
+def test_the_followed_branch_is_refused_as_the_snapshot_branch(
+    tmp_path: Path, text: str, flags: dict[str, Any], message: str
+) -> None:
+    """A snapshot branch that is the followed ref of the followed repository is one error naming where it was set."""
+    with pytest.raises(ConfigError) as refused:
+        build(write(tmp_path, text, "a.yaml"), flags)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert "tok" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        REPO + "snapshot:\n  git:\n    branch: main\n    remote: https://git.example/elsewhere.git\n",
+        REPO + "ref: lab\nsnapshot:\n  git:\n    branch: main\n",
+        "manifest: m.yaml\nsnapshot:\n  git:\n    branch: main\n    remote: https://git.example/homelab.git\n",
+    ],
+)
+def test_a_branch_of_another_repository_or_ref_is_taken(tmp_path: Path, text: str) -> None:
+    """The same branch name in another repository, or another branch of the followed one, is a fine snapshot branch."""
+    assert build(write(tmp_path, text, "a.yaml"), {}).snapshot_git is not None
+
+
+def test_a_local_repository_and_its_file_url_are_one_repository(tmp_path: Path) -> None:
+    """A local path and its file:// URL (with a trailing slash) name the same repository."""
+    repo = tmp_path / "homelab.git"
+    repo.mkdir()
+    assert publish.same_repository(str(repo), f"file://{repo}/")
+    assert not publish.same_repository(str(repo), str(tmp_path / "other.git"))
+    text = f"repo: {repo}\nsnapshot:\n  git:\n    branch: main\n    remote: file://{repo}/\n"
+    with pytest.raises(ConfigError, match="is the branch the agent follows"):
+        build(write(tmp_path, text, "a.yaml"), {})

@@ -48,6 +48,7 @@ _AUTHOR = re.compile(r"([^<>\n]*[^<>\s])\s*<([^<>\s]+)>")
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
 _QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\"]*")
 REDACTED = "***"
+_SCP = re.compile(r"[^/:@]+@[^/:]+:.*")  # git@host:owner/repo
 
 
 class BadSetting(ValueError):
@@ -131,6 +132,25 @@ def remote_url(target: GitTarget, followed: str | None) -> str | None:
     if url is None:
         return None
     return f"file://{os.path.abspath(url)}" if os.path.isdir(url) else url
+
+
+def same_repository(a: str, b: str) -> bool:
+    """Do the URLs (or paths) `a` and `b` name one repository? Credentials, case of the scheme and
+    host, a trailing slash or .git and file:// against a plain path do not make two."""
+    return _identity(a) == _identity(b)
+
+
+def _identity(url: str) -> str:
+    text = url.strip()
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    if "://" not in text and not _SCP.fullmatch(text):
+        text = os.path.realpath(os.path.abspath(text))
+    else:
+        scheme, sep, rest = text.partition("://")
+        host, slash, path = rest.partition("/")
+        text = f"{scheme.lower()}{sep}{host.rpartition('@')[2].lower()}{slash}{path.partition('?')[0]}"
+    return text.rstrip("/").removesuffix(".git").rstrip("/")
 
 
 def redact(url: str) -> str:
