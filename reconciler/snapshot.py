@@ -192,8 +192,13 @@ def _address(d: dict[str, Any], name: str, family: int) -> str | None:
 # -- planning from it ------------------------------------------------------------------------
 
 
+# Two hosts' clocks (the reader's, the planner's) disagree by seconds under NTP; by more than this,
+# a snapshot "from the future" says one clock is wrong or the file was made by hand.
+MAX_AHEAD = 300
+
+
 def age(snap: Snapshot, now: float) -> int:
-    """Whole seconds since the snapshot was read (0 for one stamped ahead of this clock)."""
+    """Whole seconds since the snapshot was read (0 for one stamped ahead of this clock, within MAX_AHEAD)."""
     return max(0, round(now - snap.read_at))
 
 
@@ -203,7 +208,16 @@ def source(path: str) -> str:
 
 
 def check_age(path: str, snap: Snapshot, max_age: int | None, now: float) -> None:
-    """Refuse a snapshot older than `max_age` seconds (None: any age)."""
+    """Refuse a snapshot older than `max_age` seconds (None: any age), and always one read more than
+    MAX_AHEAD seconds after `now`: its age is unknown, so no maximum age could hold it back, and a
+    plan from a router as it will be is no plan of the router as it is."""
+    ahead = snap.read_at - now
+    if ahead > MAX_AHEAD:
+        raise SnapshotError(
+            f"{path}: the snapshot says it was read at {iso(snap.read_at)}, {format_duration(round(ahead))} after "
+            f"this host's clock ({iso(now)}): its age cannot be known, so it is not planned from. Check the clock "
+            "of this host and of the host that read the router, then take a fresh snapshot. Nothing was planned"
+        )
     if max_age is None or age(snap, now) <= max_age:
         return
     raise SnapshotError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,37 @@ def test_a_snapshot_past_its_age_is_refused(
     assert portctl(capsys, "plan", manifest, "--snapshot", path, "--max-snapshot-age", "3d").code == 0
 
 
+@pytest.mark.parametrize("read_at", ["9999-01-01T00:00:00Z", "2100-01-01T00:00:00Z"])
+@pytest.mark.parametrize("max_age", [[], ["--max-snapshot-age", "1h"]])
+def test_a_snapshot_from_the_future_is_refused(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], read_at: str, max_age: list[str]
+) -> None:
+    """A snapshot read after this host's clock plans nothing, with or without a maximum age: one error naming it."""
+    path = take(capsys, emulator, tmp_path)
+    epoch = _epoch(read_at)
+    edit(path, read_at={"time": read_at, "epoch": epoch})
+    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path, *max_age)
+    assert run.code == 1 and run.out == ""
+    assert run.err.startswith(f"error: {path}: the snapshot says it was read at {read_at}, ")
+    assert "after this host's clock" in run.err and "Nothing was planned" in run.err
+    assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+@pytest.mark.parametrize(("ahead", "refused"), [(0, False), (60, False), (300, False), (301, True), (86400, True)])
+def test_a_snapshot_ahead_of_the_clock_is_refused_past_five_minutes(ahead: float, refused: bool) -> None:
+    """Clocks a few minutes apart are tolerated (age 0); a snapshot more than 5 minutes ahead is refused."""
+    now = 1_800_000_000.0
+    snap = snapshot.Snapshot(
+        plancodec.read_router(_router_doc(), "router"), _capabilities(), Learned(), now + ahead, (), None
+    )
+    if refused:
+        with pytest.raises(snapshot.SnapshotError, match="after this host's clock"):
+            snapshot.check_age("s.json", snap, None, now)
+    else:
+        snapshot.check_age("s.json", snap, 3600, now)
+        assert snapshot.age(snap, now) == 0
+
+
 def test_max_snapshot_age_needs_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--max-snapshot-age without --snapshot is refused rather than ignored."""
     run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--max-snapshot-age", "1h")
@@ -294,6 +326,10 @@ def test_a_snapshot_of_a_router_that_cannot_describe_is_refused(
     edit(path, capabilities={**doc["capabilities"], "can_describe": False})
     run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path)
     assert run.code == 1 and "cannot list or describe" in run.err
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _capabilities() -> Capabilities:
