@@ -32,6 +32,7 @@ FORMAT = "portctl-snapshot"
 VERSION = 1
 # A full table of both protocols is ~130k rows of ~300 bytes; anything beyond is not a snapshot.
 MAX_BYTES = 64 * 1024 * 1024
+TIME_LIMIT = 2.0**40  # seconds since 1970, as read_time bounds them
 
 
 class SnapshotError(PortctlError):
@@ -130,9 +131,7 @@ def decode(doc: object) -> Snapshot:
     read_at = _read_at(plancodec.read_object(doc, "read_at", ""))
     info = plancodec.read_router(plancodec.read_object(doc, "router", ""), "router")
     capabilities = _capabilities(plancodec.read_object(doc, "capabilities", ""))
-    learned_doc = plancodec.read_object(doc, "learned", "")
-    if not isinstance(learned_doc.get("quirks"), dict):
-        raise plancodec.Malformed("learned.quirks", "expected an object")
+    learned_doc = _learned(plancodec.read_object(doc, "learned", ""))
     auto = plancodec.read_object(doc, "auto", "")
     boot = doc.get("boot")
     boot_id = None
@@ -161,6 +160,28 @@ def _read_at(d: dict[str, Any]) -> float:
     if at <= 0:
         raise plancodec.Malformed("read_at.epoch", "expected seconds since 1970")
     return at
+
+
+def _learned(d: dict[str, Any]) -> dict[str, Any]:
+    """`learned` as strictly as a saved plan's text: a lesson's evidence reaches plan output and the
+    plans saved from it, so it is printable, on one line and bounded, and its times are finite. Needs
+    this portctl does not know are left out (Learned.from_json), as in the cache, but checked first."""
+    quirks = plancodec.read_object(d, "quirks", "learned")
+    for name in quirks:
+        if len(name) > 40 or not name.isprintable():
+            raise plancodec.Malformed("learned.quirks", "a need's name is longer than 40 characters or unprintable")
+        at = f"learned.quirks.{name}"
+        lesson = plancodec.read_object(quirks, name, "learned.quirks")
+        plancodec.read_text(lesson, "evidence", at, 200)
+        plancodec.read_bool(lesson, "proven", at)
+        plancodec.read_number(lesson, "seen", at, TIME_LIMIT)
+    if "updated" in d:  # what a cache entry carries; a snapshot written by hand may too
+        plancodec.read_number(d, "updated", "learned", TIME_LIMIT)
+    # Snapshots write both, null for none; from_json takes a number in range and ignores the rest.
+    for name, high in (("description_limit", 255), ("list_cap", 2**31)):
+        if d.get(name) is not None:
+            plancodec.read_int(d, name, "learned", 0, high)
+    return d
 
 
 def _capabilities(d: dict[str, Any]) -> Capabilities:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import ownership, plancodec, snapshot
+from reconciler import ownership, plancodec, planfile, snapshot
 from reconciler.backends.base import Capabilities
 from reconciler.cli import _parser
 from reconciler.emulator import EmulatorServer
@@ -160,6 +160,60 @@ def test_a_malformed_snapshot_is_one_message(
     assert run.code == 1
     assert run.err.startswith(f"error: {path}: ") and said in run.err
     assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+def _lesson(**fields: Any) -> dict[str, Any]:
+    lesson = {"evidence": "725 OnlyPermanentLeasesSupported", "proven": True, "seen": 1_700_000_000.0, **fields}
+    return {"quirks": {"permanent-only": lesson}, "description_limit": None, "list_cap": None}
+
+
+@pytest.mark.parametrize(
+    ("learned", "said"),
+    [
+        (_lesson(evidence="725\n::error::forged annotation"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="725\n::stop-commands::tok"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="725 \x1b[2Jcleared"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="x" * 201), "learned.quirks.permanent-only.evidence: longer than 200"),
+        (_lesson(evidence=725), "learned.quirks.permanent-only.evidence: expected text"),
+        (_lesson(seen=float("nan")), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(seen=float("inf")), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(seen=-1), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(proven="yes"), "learned.quirks.permanent-only.proven: expected true or false"),
+        ({**_lesson(), "updated": float("-inf")}, "learned.updated: expected a number"),
+        ({**_lesson(), "updated": float("nan")}, "learned.updated: expected a number"),
+        ({**_lesson(), "list_cap": "128"}, "learned.list_cap: expected a whole number"),
+        ({**_lesson(), "description_limit": 256}, "learned.description_limit: expected a whole number"),
+        ({"quirks": {"permanent-only": "725"}}, "learned.quirks.permanent-only: expected an object"),
+        ({"quirks": {"a\nb": {"evidence": "", "proven": False, "seen": 0}}}, "learned.quirks: a need's name"),
+    ],
+)
+def test_a_hostile_learned_block_is_one_message(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], learned: Any, said: str
+) -> None:
+    """A lesson with control characters, unbounded text or a non-finite time is refused naming the file and
+    field: nothing of it reaches the plan's output (a workflow command) or a saved plan."""
+    path = take(capsys, emulator, tmp_path)
+    edit(path, learned=learned)
+    out, manifest = tmp_path / "plan.json", write(tmp_path, MANIFEST)
+    for form in ("text", "github"):
+        run = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", form, "--out", str(out))
+        assert run.code == 1 and run.out == "" and not out.exists()
+        assert run.err.startswith(f"error: {path}: ") and said in run.err
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+def test_a_snapshots_lessons_reach_the_plan_and_its_saved_form(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A well-formed suspicion is planned with (the plan quotes it) and the plan saved from it loads back."""
+    path = take(capsys, emulator, tmp_path)
+    now = json.loads(Path(path).read_text())["read_at"]["epoch"]
+    edit(path, learned=_lesson(seen=now - 60, proven=False))  # a suspicion: the plan quotes its evidence
+    out = tmp_path / "plan.json"
+    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path, "--out", str(out))
+    assert run.code == 0, run.err
+    assert "725 OnlyPermanentLeasesSupported" in run.out
+    assert any("725 OnlyPermanentLeasesSupported" in q for q in planfile.load(str(out)).plan.quirks)
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]", b"[" * 100_000])
