@@ -20,8 +20,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import plancodec
+from . import plancodec, urls
 from .backends.base import Backend, Capabilities
 from .durations import format_duration
 from .errors import PortctlError, RouterUnreachable
@@ -257,6 +258,44 @@ def check_plannable(path: str, snap: Snapshot) -> None:
             "mappings, so which rows are whose is known only on the host that read it: plan there, or "
             "snapshot the router's UPnP IGD. Nothing was planned"
         )
+
+
+def check_router(path: str, snap: Snapshot, manifest_path: str, url: str | None) -> None:
+    """Refuse a snapshot of a router other than the one the manifest names (router.url): a plan from
+    it would be a plan of that other router. A manifest naming none plans against whichever router
+    the snapshot is of, which the plan names (its router line, JSON's `router`)."""
+    if url is None or same_place(url, snap.info.address):
+        return
+    name = snap.info.description or snap.info.identity
+    raise SnapshotError(
+        f"{path}: the snapshot is of the router at {snap.info.address} ({name}), but {manifest_path} names "
+        f"router.url {url}: a plan from it would plan another router's table. Take a snapshot of {url} "
+        "(portctl show --router URL --snapshot-out FILE), or correct router.url. Nothing was planned"
+    )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "pcp": 5351, "natpmp": 5351}
+
+
+def same_place(a: str, b: str) -> bool:
+    """Do the router URLs `a` and `b` name one place? Case of the scheme and host, an IP address's
+    spelling, a default port written or not, and a link-local zone (a name on one host) aside."""
+    return _place(a) == _place(b)
+
+
+def _place(url: str) -> tuple[str, str, int | None, str, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url, "", None, "", "")
+    host = urls.host(url).partition("%")[0]
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        host = host.lower().rstrip(".")
+    scheme = parts.scheme.lower()
+    return (scheme, host, port or _DEFAULT_PORTS.get(scheme), parts.path or "/", parts.query)
 
 
 class SnapshotBackend(Backend):

@@ -382,6 +382,72 @@ def test_a_snapshot_of_a_router_that_cannot_describe_is_refused(
     assert run.code == 1 and "cannot list or describe" in run.err
 
 
+# -- which router ----------------------------------------------------------------------------
+
+
+def _naming(url: str) -> str:
+    return MANIFEST.replace("mappings:", f"router:\n  url: '{url}'\nmappings:", 1)
+
+
+@pytest.mark.parametrize("url", ["http://192.168.77.1:5000/rootDesc.xml", "pcp://192.168.77.1", "{emulator}x"])
+def test_a_snapshot_of_another_router_than_the_manifest_names_is_refused(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """A manifest whose router.url is not where the snapshot's router was read plans nothing: one error naming both."""
+    path = take(capsys, emulator, tmp_path)
+    url = url.format(emulator=emulator.url)
+    manifest = write(tmp_path, _naming(url))
+    for form in ("text", "json"):
+        run = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", form)
+        assert run.code == 1 and run.out == ""
+        assert run.err.startswith(f"error: {path}: the snapshot is of the router at {emulator.url} (")
+        assert f"but {manifest} names router.url {url}" in run.err and "Nothing was planned" in run.err
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+def test_a_snapshot_of_the_router_the_manifest_names_plans(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """router.url naming the router the snapshot was read from plans against it."""
+    path = take(capsys, emulator, tmp_path)
+    run = portctl(capsys, "plan", write(tmp_path, _naming(emulator.url)), "--snapshot", path)
+    assert run.code == 0, run.err
+    assert f"at {emulator.url}, external IP " in run.out and "5 to add" in run.out
+
+
+def test_a_plan_from_a_snapshot_names_its_router_when_the_manifest_does_not(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no router.url, the plan from a snapshot says which router it is of, in text, markdown and JSON."""
+    path = take(capsys, emulator, tmp_path)
+    manifest = write(tmp_path, MANIFEST)
+    text = portctl(capsys, "plan", manifest, "--snapshot", path).out
+    assert f"at {emulator.url}, external IP " in text
+    markdown = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", "markdown").out
+    assert f"{emulator.url.removeprefix('http://')}, external IP " in markdown  # the scheme is kept from linking
+    doc = json.loads(portctl(capsys, "plan", manifest, "--snapshot", path, "--format", "json").out)
+    assert (doc["router"]["location"], doc["router"]["udn"]) == (emulator.url, emulator.udn)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("http://192.168.1.1:5000/rootDesc.xml", "HTTP://192.168.1.1:5000/rootDesc.xml", True),
+        ("http://Router.LAN/rootDesc.xml", "http://router.lan:80/rootDesc.xml", True),
+        ("http://[fe80::1%25eth0]:5000/d.xml", "http://[FE80:0::1]:5000/d.xml", True),
+        ("pcp://192.168.1.1", "pcp://192.168.1.1:5351", True),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1:5001/rootDesc.xml", False),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.2:5000/rootDesc.xml", False),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1:5000/other.xml", False),
+        ("pcp://192.168.1.1", "natpmp://192.168.1.1", False),
+    ],
+)
+def test_same_place_reads_router_urls(a: str, b: str, same: bool) -> None:
+    """Router URLs are one place whatever the case, the IP's spelling, a default port or a zone; not across hosts,
+    ports, paths or protocols."""
+    assert snapshot.same_place(a, b) is same
+
+
 def _epoch(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
