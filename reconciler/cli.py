@@ -455,7 +455,7 @@ def _plan(args: argparse.Namespace) -> int:
         _annotate_problems(exc)
         return EXIT_ERROR
     if args.snapshot:
-        facts, read = _offline_facts(args.snapshot, args.max_snapshot_age)
+        facts, read = _offline_facts(args.snapshot, args.max_snapshot_age, args.file, m.router_url)
         plan = api.plan(m, facts, max_deletions=args.max_deletions, allow_empty=args.allow_empty)
         if m.pinholes:
             from dataclasses import replace
@@ -506,8 +506,9 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
 
 
-def _offline_facts(path: str, max_age: int | None) -> tuple[Facts, Read]:
-    """The facts a snapshot recorded, through a backend that opens no socket and writes nothing."""
+def _offline_facts(path: str, max_age: int | None, manifest_path: str, url: str | None) -> tuple[Facts, Read]:
+    """The facts a snapshot recorded, through a backend that opens no socket and writes nothing, if
+    it is of the router the manifest names (`url`, its router.url)."""
     from . import api, snapshot
     from .markdown import Read
 
@@ -515,6 +516,7 @@ def _offline_facts(path: str, max_age: int | None) -> tuple[Facts, Read]:
     now = time.time()
     snapshot.check_age(path, snap, max_age, now)
     snapshot.check_plannable(path, snap)
+    snapshot.check_router(path, snap, manifest_path, url)
     backend = snapshot.SnapshotBackend(snap, path)
     read = Read(snap.read_at, now, snapshot.source(path))
     return api.Facts(backend, list(snap.table), api.owners(backend, None)), read

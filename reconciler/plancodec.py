@@ -443,6 +443,14 @@ def _int(d: dict[str, Any], name: str, at: str, low: int, high: int) -> int:
     return value
 
 
+def _number(d: dict[str, Any], name: str, at: str, high: float) -> float:
+    """A finite number from 0 to `high`: JSON's NaN and Infinity (which Python reads) are not numbers here."""
+    value = _get(d, name, at)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+        raise Malformed(_join(at, name), f"expected a number from 0 to {high:g}, not {_describe(value)}")
+    return float(value)
+
+
 def _bool(d: dict[str, Any], name: str, at: str) -> bool:
     value = _get(d, name, at)
     if not isinstance(value, bool):
@@ -497,6 +505,7 @@ def _adaptation(value: object, at: str) -> Adaptation:
 read_object = _object
 read_text = _text
 read_int = _int
+read_number = _number
 read_bool = _bool
 read_list = _list
 read_mapping = _mapping

@@ -20,8 +20,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import plancodec
+from . import plancodec, urls
 from .backends.base import Backend, Capabilities
 from .durations import format_duration
 from .errors import PortctlError, RouterUnreachable
@@ -32,6 +33,7 @@ FORMAT = "portctl-snapshot"
 VERSION = 1
 # A full table of both protocols is ~130k rows of ~300 bytes; anything beyond is not a snapshot.
 MAX_BYTES = 64 * 1024 * 1024
+TIME_LIMIT = 2.0**40  # seconds since 1970, as read_time bounds them
 
 
 class SnapshotError(PortctlError):
@@ -130,9 +132,7 @@ def decode(doc: object) -> Snapshot:
     read_at = _read_at(plancodec.read_object(doc, "read_at", ""))
     info = plancodec.read_router(plancodec.read_object(doc, "router", ""), "router")
     capabilities = _capabilities(plancodec.read_object(doc, "capabilities", ""))
-    learned_doc = plancodec.read_object(doc, "learned", "")
-    if not isinstance(learned_doc.get("quirks"), dict):
-        raise plancodec.Malformed("learned.quirks", "expected an object")
+    learned_doc = _learned(plancodec.read_object(doc, "learned", ""))
     auto = plancodec.read_object(doc, "auto", "")
     boot = doc.get("boot")
     boot_id = None
@@ -161,6 +161,28 @@ def _read_at(d: dict[str, Any]) -> float:
     if at <= 0:
         raise plancodec.Malformed("read_at.epoch", "expected seconds since 1970")
     return at
+
+
+def _learned(d: dict[str, Any]) -> dict[str, Any]:
+    """`learned` as strictly as a saved plan's text: a lesson's evidence reaches plan output and the
+    plans saved from it, so it is printable, on one line and bounded, and its times are finite. Needs
+    this portctl does not know are left out (Learned.from_json), as in the cache, but checked first."""
+    quirks = plancodec.read_object(d, "quirks", "learned")
+    for name in quirks:
+        if len(name) > 40 or not name.isprintable():
+            raise plancodec.Malformed("learned.quirks", "a need's name is longer than 40 characters or unprintable")
+        at = f"learned.quirks.{name}"
+        lesson = plancodec.read_object(quirks, name, "learned.quirks")
+        plancodec.read_text(lesson, "evidence", at, 200)
+        plancodec.read_bool(lesson, "proven", at)
+        plancodec.read_number(lesson, "seen", at, TIME_LIMIT)
+    if "updated" in d:  # what a cache entry carries; a snapshot written by hand may too
+        plancodec.read_number(d, "updated", "learned", TIME_LIMIT)
+    # Snapshots write both, null for none; from_json takes a number in range and ignores the rest.
+    for name, high in (("description_limit", 255), ("list_cap", 2**31)):
+        if d.get(name) is not None:
+            plancodec.read_int(d, name, "learned", 0, high)
+    return d
 
 
 def _capabilities(d: dict[str, Any]) -> Capabilities:
@@ -192,8 +214,13 @@ def _address(d: dict[str, Any], name: str, family: int) -> str | None:
 # -- planning from it ------------------------------------------------------------------------
 
 
+# Two hosts' clocks (the reader's, the planner's) disagree by seconds under NTP; by more than this,
+# a snapshot "from the future" says one clock is wrong or the file was made by hand.
+MAX_AHEAD = 300
+
+
 def age(snap: Snapshot, now: float) -> int:
-    """Whole seconds since the snapshot was read (0 for one stamped ahead of this clock)."""
+    """Whole seconds since the snapshot was read (0 for one stamped ahead of this clock, within MAX_AHEAD)."""
     return max(0, round(now - snap.read_at))
 
 
@@ -203,7 +230,16 @@ def source(path: str) -> str:
 
 
 def check_age(path: str, snap: Snapshot, max_age: int | None, now: float) -> None:
-    """Refuse a snapshot older than `max_age` seconds (None: any age)."""
+    """Refuse a snapshot older than `max_age` seconds (None: any age), and always one read more than
+    MAX_AHEAD seconds after `now`: its age is unknown, so no maximum age could hold it back, and a
+    plan from a router as it will be is no plan of the router as it is."""
+    ahead = snap.read_at - now
+    if ahead > MAX_AHEAD:
+        raise SnapshotError(
+            f"{path}: the snapshot says it was read at {iso(snap.read_at)}, {format_duration(round(ahead))} after "
+            f"this host's clock ({iso(now)}): its age cannot be known, so it is not planned from. Check the clock "
+            "of this host and of the host that read the router, then take a fresh snapshot. Nothing was planned"
+        )
     if max_age is None or age(snap, now) <= max_age:
         return
     raise SnapshotError(
@@ -222,6 +258,44 @@ def check_plannable(path: str, snap: Snapshot) -> None:
             "mappings, so which rows are whose is known only on the host that read it: plan there, or "
             "snapshot the router's UPnP IGD. Nothing was planned"
         )
+
+
+def check_router(path: str, snap: Snapshot, manifest_path: str, url: str | None) -> None:
+    """Refuse a snapshot of a router other than the one the manifest names (router.url): a plan from
+    it would be a plan of that other router. A manifest naming none plans against whichever router
+    the snapshot is of, which the plan names (its router line, JSON's `router`)."""
+    if url is None or same_place(url, snap.info.address):
+        return
+    name = snap.info.description or snap.info.identity
+    raise SnapshotError(
+        f"{path}: the snapshot is of the router at {snap.info.address} ({name}), but {manifest_path} names "
+        f"router.url {url}: a plan from it would plan another router's table. Take a snapshot of {url} "
+        "(portctl show --router URL --snapshot-out FILE), or correct router.url. Nothing was planned"
+    )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "pcp": 5351, "natpmp": 5351}
+
+
+def same_place(a: str, b: str) -> bool:
+    """Do the router URLs `a` and `b` name one place? Case of the scheme and host, an IP address's
+    spelling, a default port written or not, and a link-local zone (a name on one host) aside."""
+    return _place(a) == _place(b)
+
+
+def _place(url: str) -> tuple[str, str, int | None, str, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url, "", None, "", "")
+    host = urls.host(url).partition("%")[0]
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        host = host.lower().rstrip(".")
+    scheme = parts.scheme.lower()
+    return (scheme, host, port or _DEFAULT_PORTS.get(scheme), parts.path or "/", parts.query)
 
 
 class SnapshotBackend(Backend):

@@ -261,3 +261,115 @@ def test_a_bad_git_setting_is_one_message(tmp_path: Path, text: str, message: st
     with pytest.raises(ConfigError) as refused:
         build(write(tmp_path, text, "a.yaml"), {})
     assert message in str(refused.value)
+
+
+# -- credentials in the remote's URL ---------------------------------------------------------
+
+TOKEN_URL = "https://agent:s3cret-token@git.example/homelab.git?private_token=q-token"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (TOKEN_URL, "https://***@git.example/homelab.git?***"),
+        ("https://ghp_0123456789@github.com/me/homelab.git", "https://***@github.com/me/homelab.git"),
+        ("ssh://git:pw@git.example/homelab.git", "ssh://***@git.example/homelab.git"),
+        ("ssh://git@git.example/homelab.git", "ssh://git@git.example/homelab.git"),
+        ("git@git.example:me/homelab.git", "git@git.example:me/homelab.git"),
+        ("file:///srv/git/homelab.git", "file:///srv/git/homelab.git"),
+    ],
+)
+def test_describe_never_shows_the_remotes_credentials(tmp_path: Path, url: str, shown: str) -> None:
+    """Where the snapshot goes is shown with the URL's userinfo (but an ssh login name) and query replaced by ***."""
+    publisher = publish.GitPublisher(publish.GitTarget(author=AGENT), url, str(tmp_path / "p.git"))
+    assert publisher.describe() == f"{shown} {BRANCH}:snapshot.json"
+
+
+def test_a_failed_push_never_shows_the_remotes_credentials(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When git's complaint echoes the remote's URL, token and all, the log and the status show it redacted."""
+    # A git that answers ls-remote as an unreachable host does, echoing the URL it was given (as git
+    # versions before 2.40 did); every other command is the real git. No packet leaves the machine.
+    real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do\n'
+        '  if [ "$a" = ls-remote ]; then\n'
+        '    for u in "$@"; do case "$u" in https://*) url="$u";; esac; done\n'
+        "    echo \"fatal: unable to access '$url/': Could not resolve host: git.example\" >&2\n"
+        "    exit 128\n"
+        "  fi\n"
+        "done\n"
+        f'exec {real} "$@"\n'
+    )
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    path = write(tmp_path, manifest(("web", 8080, 80)), "m.yaml")
+    target = publish.GitTarget(author=AGENT, remote=TOKEN_URL)
+    run = Driven(path, emulator, snapshot_git=target, interval=INTERVAL, watch=5, wall_too=True, settle=0)
+    first_pass(run)
+    problems = run.agent.status.to_json()["problems"]
+    assert [p["reason"] for p in problems] == [publish.REASON]
+    said = json.dumps(problems) + json.dumps(run.log_lines())
+    assert "Could not resolve host" in said and "https://***@git.example/homelab.git?***" in said
+    assert "s3cret-token" not in said and "q-token" not in said
+
+
+# -- never the followed branch ---------------------------------------------------------------
+
+REPO = "repo: https://git.example/homelab.git\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "message"),
+    [
+        (REPO + "snapshot:\n  git:\n    branch: main\n", {}, "a.yaml:4:13: snapshot: git: branch: 'main' is the"),
+        (
+            REPO + "ref: refs/heads/lab\nsnapshot:\n  git:\n    branch: lab\n",
+            {},
+            "a.yaml:5:13: snapshot: git: branch: 'lab' is the branch the agent follows (ref 'refs/heads/lab', /",
+        ),
+        (REPO + "snapshot:\n  git:\n    branch: lab\n", {"ref": "lab"}, "(ref 'lab', the command line)"),
+        (REPO + "ref: portctl-snapshot\nsnapshot:\n  git: {}\n", {}, "a.yaml:4:3: snapshot: git: branch: 'portctl"),
+        (
+            REPO + "snapshot:\n  git:\n    branch: main\n    remote: https://bot:tok@GIT.example/homelab/\n",
+            {},
+            "a.yaml:4:13: snapshot: git: branch: 'main' is the branch the agent follows (ref 'main', the default)",
+        ),
+    ],
+)
+def test_the_followed_branch_is_refused_as_the_snapshot_branch(
+    tmp_path: Path, text: str, flags: dict[str, Any], message: str
+) -> None:
+    """A snapshot branch that is the followed ref of the followed repository is one error naming where it was set."""
+    with pytest.raises(ConfigError) as refused:
+        build(write(tmp_path, text, "a.yaml"), flags)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert "tok" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        REPO + "snapshot:\n  git:\n    branch: main\n    remote: https://git.example/elsewhere.git\n",
+        REPO + "ref: lab\nsnapshot:\n  git:\n    branch: main\n",
+        "manifest: m.yaml\nsnapshot:\n  git:\n    branch: main\n    remote: https://git.example/homelab.git\n",
+    ],
+)
+def test_a_branch_of_another_repository_or_ref_is_taken(tmp_path: Path, text: str) -> None:
+    """The same branch name in another repository, or another branch of the followed one, is a fine snapshot branch."""
+    assert build(write(tmp_path, text, "a.yaml"), {}).snapshot_git is not None
+
+
+def test_a_local_repository_and_its_file_url_are_one_repository(tmp_path: Path) -> None:
+    """A local path and its file:// URL (with a trailing slash) name the same repository."""
+    repo = tmp_path / "homelab.git"
+    repo.mkdir()
+    assert publish.same_repository(str(repo), f"file://{repo}/")
+    assert not publish.same_repository(str(repo), str(tmp_path / "other.git"))
+    text = f"repo: {repo}\nsnapshot:\n  git:\n    branch: main\n    remote: file://{repo}/\n"
+    with pytest.raises(ConfigError, match="is the branch the agent follows"):
+        build(write(tmp_path, text, "a.yaml"), {})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler import ownership, plancodec, snapshot
+from reconciler import ownership, plancodec, planfile, snapshot
 from reconciler.backends.base import Capabilities
 from reconciler.cli import _parser
 from reconciler.emulator import EmulatorServer
@@ -161,6 +162,60 @@ def test_a_malformed_snapshot_is_one_message(
     assert run.err.count("\n") == 1 and "Traceback" not in run.err
 
 
+def _lesson(**fields: Any) -> dict[str, Any]:
+    lesson = {"evidence": "725 OnlyPermanentLeasesSupported", "proven": True, "seen": 1_700_000_000.0, **fields}
+    return {"quirks": {"permanent-only": lesson}, "description_limit": None, "list_cap": None}
+
+
+@pytest.mark.parametrize(
+    ("learned", "said"),
+    [
+        (_lesson(evidence="725\n::error::forged annotation"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="725\n::stop-commands::tok"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="725 \x1b[2Jcleared"), "learned.quirks.permanent-only.evidence: holds control"),
+        (_lesson(evidence="x" * 201), "learned.quirks.permanent-only.evidence: longer than 200"),
+        (_lesson(evidence=725), "learned.quirks.permanent-only.evidence: expected text"),
+        (_lesson(seen=float("nan")), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(seen=float("inf")), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(seen=-1), "learned.quirks.permanent-only.seen: expected a number"),
+        (_lesson(proven="yes"), "learned.quirks.permanent-only.proven: expected true or false"),
+        ({**_lesson(), "updated": float("-inf")}, "learned.updated: expected a number"),
+        ({**_lesson(), "updated": float("nan")}, "learned.updated: expected a number"),
+        ({**_lesson(), "list_cap": "128"}, "learned.list_cap: expected a whole number"),
+        ({**_lesson(), "description_limit": 256}, "learned.description_limit: expected a whole number"),
+        ({"quirks": {"permanent-only": "725"}}, "learned.quirks.permanent-only: expected an object"),
+        ({"quirks": {"a\nb": {"evidence": "", "proven": False, "seen": 0}}}, "learned.quirks: a need's name"),
+    ],
+)
+def test_a_hostile_learned_block_is_one_message(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], learned: Any, said: str
+) -> None:
+    """A lesson with control characters, unbounded text or a non-finite time is refused naming the file and
+    field: nothing of it reaches the plan's output (a workflow command) or a saved plan."""
+    path = take(capsys, emulator, tmp_path)
+    edit(path, learned=learned)
+    out, manifest = tmp_path / "plan.json", write(tmp_path, MANIFEST)
+    for form in ("text", "github"):
+        run = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", form, "--out", str(out))
+        assert run.code == 1 and run.out == "" and not out.exists()
+        assert run.err.startswith(f"error: {path}: ") and said in run.err
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+def test_a_snapshots_lessons_reach_the_plan_and_its_saved_form(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A well-formed suspicion is planned with (the plan quotes it) and the plan saved from it loads back."""
+    path = take(capsys, emulator, tmp_path)
+    now = json.loads(Path(path).read_text())["read_at"]["epoch"]
+    edit(path, learned=_lesson(seen=now - 60, proven=False))  # a suspicion: the plan quotes its evidence
+    out = tmp_path / "plan.json"
+    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path, "--out", str(out))
+    assert run.code == 0, run.err
+    assert "725 OnlyPermanentLeasesSupported" in run.out
+    assert any("725 OnlyPermanentLeasesSupported" in q for q in planfile.load(str(out)).plan.quirks)
+
+
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]", b"[" * 100_000])
 def test_a_file_that_is_no_snapshot_is_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
@@ -221,6 +276,37 @@ def test_a_snapshot_past_its_age_is_refused(
     assert run.code == 1 and run.out == ""
     assert "read 2d1m ago" in run.err and "older than --max-snapshot-age 1d" in run.err
     assert portctl(capsys, "plan", manifest, "--snapshot", path, "--max-snapshot-age", "3d").code == 0
+
+
+@pytest.mark.parametrize("read_at", ["9999-01-01T00:00:00Z", "2100-01-01T00:00:00Z"])
+@pytest.mark.parametrize("max_age", [[], ["--max-snapshot-age", "1h"]])
+def test_a_snapshot_from_the_future_is_refused(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], read_at: str, max_age: list[str]
+) -> None:
+    """A snapshot read after this host's clock plans nothing, with or without a maximum age: one error naming it."""
+    path = take(capsys, emulator, tmp_path)
+    epoch = _epoch(read_at)
+    edit(path, read_at={"time": read_at, "epoch": epoch})
+    run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path, *max_age)
+    assert run.code == 1 and run.out == ""
+    assert run.err.startswith(f"error: {path}: the snapshot says it was read at {read_at}, ")
+    assert "after this host's clock" in run.err and "Nothing was planned" in run.err
+    assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+@pytest.mark.parametrize(("ahead", "refused"), [(0, False), (60, False), (300, False), (301, True), (86400, True)])
+def test_a_snapshot_ahead_of_the_clock_is_refused_past_five_minutes(ahead: float, refused: bool) -> None:
+    """Clocks a few minutes apart are tolerated (age 0); a snapshot more than 5 minutes ahead is refused."""
+    now = 1_800_000_000.0
+    snap = snapshot.Snapshot(
+        plancodec.read_router(_router_doc(), "router"), _capabilities(), Learned(), now + ahead, (), None
+    )
+    if refused:
+        with pytest.raises(snapshot.SnapshotError, match="after this host's clock"):
+            snapshot.check_age("s.json", snap, None, now)
+    else:
+        snapshot.check_age("s.json", snap, 3600, now)
+        assert snapshot.age(snap, now) == 0
 
 
 def test_max_snapshot_age_needs_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,6 +380,76 @@ def test_a_snapshot_of_a_router_that_cannot_describe_is_refused(
     edit(path, capabilities={**doc["capabilities"], "can_describe": False})
     run = portctl(capsys, "plan", write(tmp_path, MANIFEST), "--snapshot", path)
     assert run.code == 1 and "cannot list or describe" in run.err
+
+
+# -- which router ----------------------------------------------------------------------------
+
+
+def _naming(url: str) -> str:
+    return MANIFEST.replace("mappings:", f"router:\n  url: '{url}'\nmappings:", 1)
+
+
+@pytest.mark.parametrize("url", ["http://192.168.77.1:5000/rootDesc.xml", "pcp://192.168.77.1", "{emulator}x"])
+def test_a_snapshot_of_another_router_than_the_manifest_names_is_refused(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """A manifest whose router.url is not where the snapshot's router was read plans nothing: one error naming both."""
+    path = take(capsys, emulator, tmp_path)
+    url = url.format(emulator=emulator.url)
+    manifest = write(tmp_path, _naming(url))
+    for form in ("text", "json"):
+        run = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", form)
+        assert run.code == 1 and run.out == ""
+        assert run.err.startswith(f"error: {path}: the snapshot is of the router at {emulator.url} (")
+        assert f"but {manifest} names router.url {url}" in run.err and "Nothing was planned" in run.err
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err
+
+
+def test_a_snapshot_of_the_router_the_manifest_names_plans(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """router.url naming the router the snapshot was read from plans against it."""
+    path = take(capsys, emulator, tmp_path)
+    run = portctl(capsys, "plan", write(tmp_path, _naming(emulator.url)), "--snapshot", path)
+    assert run.code == 0, run.err
+    assert f"at {emulator.url}, external IP " in run.out and "5 to add" in run.out
+
+
+def test_a_plan_from_a_snapshot_names_its_router_when_the_manifest_does_not(
+    tmp_path: Path, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no router.url, the plan from a snapshot says which router it is of, in text, markdown and JSON."""
+    path = take(capsys, emulator, tmp_path)
+    manifest = write(tmp_path, MANIFEST)
+    text = portctl(capsys, "plan", manifest, "--snapshot", path).out
+    assert f"at {emulator.url}, external IP " in text
+    markdown = portctl(capsys, "plan", manifest, "--snapshot", path, "--format", "markdown").out
+    assert f"{emulator.url.removeprefix('http://')}, external IP " in markdown  # the scheme is kept from linking
+    doc = json.loads(portctl(capsys, "plan", manifest, "--snapshot", path, "--format", "json").out)
+    assert (doc["router"]["location"], doc["router"]["udn"]) == (emulator.url, emulator.udn)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("http://192.168.1.1:5000/rootDesc.xml", "HTTP://192.168.1.1:5000/rootDesc.xml", True),
+        ("http://Router.LAN/rootDesc.xml", "http://router.lan:80/rootDesc.xml", True),
+        ("http://[fe80::1%25eth0]:5000/d.xml", "http://[FE80:0::1]:5000/d.xml", True),
+        ("pcp://192.168.1.1", "pcp://192.168.1.1:5351", True),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1:5001/rootDesc.xml", False),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.2:5000/rootDesc.xml", False),
+        ("http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1:5000/other.xml", False),
+        ("pcp://192.168.1.1", "natpmp://192.168.1.1", False),
+    ],
+)
+def test_same_place_reads_router_urls(a: str, b: str, same: bool) -> None:
+    """Router URLs are one place whatever the case, the IP's spelling, a default port or a zone; not across hosts,
+    ports, paths or protocols."""
+    assert snapshot.same_place(a, b) is same
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _capabilities() -> Capabilities:

@@ -120,6 +120,9 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
             f"{settings.where('snapshot')}: snapshot: git: give remote: the repository to commit the snapshot to "
             "(the agent follows a local file, so there is no repository to default to)"
         )
+    if config.snapshot_git and config.repo:
+        ref_at = where("ref") if "ref" in values else "the default"
+        _check_snapshot_branch(config.snapshot_git, config.repo, config.ref, settings, ref_at)
     if config.allowed_signers and not config.verify_signatures:
         raise ConfigError(f"{where('allowed_signers')}: allowed-signers is only used with verify-signatures")
     try:
@@ -127,6 +130,23 @@ def build(file: str | None, flags: dict[str, Any]) -> AgentConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where('listen')}: listen: {exc}") from exc
     return config
+
+
+def _check_snapshot_branch(target: publish.GitTarget, repo: str, ref: str, settings: _Settings, ref_at: str) -> None:
+    """The snapshot's commits must never land on the branch the agent follows: they would replace
+    its files with the snapshot's commits, unsigned ones that --verify-signatures then stalls on."""
+    followed = ref.removeprefix("refs/heads/")
+    if target.branch != followed or not (target.remote is None or publish.same_repository(target.remote, repo)):
+        return
+    git = settings.values["snapshot"].get("git")
+    named = isinstance(git, dict) and "branch" in git
+    at = ("git", "branch") if named else ("git",)
+    where = settings.where_in("snapshot", *at, on_key=not named)
+    raise ConfigError(
+        f"{where}: snapshot: git: branch: {target.branch!r} is the branch the agent follows (ref {ref!r}, "
+        f"{ref_at}) in the same repository: its snapshot commits would land on the manifest's branch. "
+        f"Give another branch, such as {publish.DEFAULT_BRANCH}"
+    )
 
 
 def split_address(text: str) -> tuple[str, int]:

@@ -14,6 +14,9 @@ make a commit a pass. An unchanged snapshot is committed again once the branch's
 old (12h by default), so a runner's `--max-snapshot-age 24h` holds while the agent is running and the
 router is quiet. Every git command has a timeout; a failure (the remote unreachable, a push
 rejected) raises PublishFailed, which the agent logs once per cause and retries at the next pass.
+
+The remote is shown (in the log, the status, a webhook's message) only through `redact`: a URL may
+carry a token as its user or password (https://x-access-token:TOKEN@host/...) or in its query.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..durations import format_duration, parse_duration
 from ..errors import PortctlError
@@ -40,6 +44,11 @@ _REF = "refs/remotes/published/"  # the branch's tip as last fetched or pushed, 
 
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 _AUTHOR = re.compile(r"([^<>\n]*[^<>\s])\s*<([^<>\s]+)>")
+# A URL's userinfo or query as git may echo it in a complaint: scheme://userinfo@ and ?query.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\"]*")
+REDACTED = "***"
+_SCP = re.compile(r"[^/:@]+@[^/:]+:.*")  # git@host:owner/repo
 
 
 class BadSetting(ValueError):
@@ -125,6 +134,49 @@ def remote_url(target: GitTarget, followed: str | None) -> str | None:
     return f"file://{os.path.abspath(url)}" if os.path.isdir(url) else url
 
 
+def same_repository(a: str, b: str) -> bool:
+    """Do the URLs (or paths) `a` and `b` name one repository? Credentials, case of the scheme and
+    host, a trailing slash or .git and file:// against a plain path do not make two."""
+    return _identity(a) == _identity(b)
+
+
+def _identity(url: str) -> str:
+    text = url.strip()
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    if "://" not in text and not _SCP.fullmatch(text):
+        text = os.path.realpath(os.path.abspath(text))
+    else:
+        scheme, sep, rest = text.partition("://")
+        host, slash, path = rest.partition("/")
+        text = f"{scheme.lower()}{sep}{host.rpartition('@')[2].lower()}{slash}{path.partition('?')[0]}"
+    return text.rstrip("/").removesuffix(".git").rstrip("/")
+
+
+def redact(url: str) -> str:
+    """`url` fit to be shown: its userinfo and query (where tokens ride) replaced by ***. Over ssh
+    the user alone (git@host) is a login name, not a secret, and stays."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return scrub(url)
+    if not parts.scheme or "://" not in url:
+        return url  # a path or scp-like user@host:path, which carries no password
+    user, at, host = parts.netloc.rpartition("@")
+    if at:
+        name, colon, _ = user.partition(":")
+        keep = parts.scheme.lower() in ("ssh", "git+ssh", "ssh+git") and not colon
+        user = name if keep else REDACTED
+    netloc = f"{user}@{host}" if at else host
+    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+
+
+def scrub(text: str) -> str:
+    """`text` (git's complaint, an OSError) with every URL's userinfo and query replaced by ***."""
+    text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return _QUERY.sub(lambda m: m.group(1) + "?" + REDACTED, text)
+
+
 def content(doc: dict[str, Any]) -> str:
     """What a snapshot says, for comparison: without what moves at every pass though nothing changed."""
     said = {k: v for k, v in doc.items() if k != "read_at"}
@@ -168,7 +220,8 @@ class GitPublisher:
         self._known: _Published | None = None  # what the branch holds, as last read or pushed
 
     def describe(self) -> str:
-        return f"{self.url} {self.target.branch}:{self.target.path}"
+        """Where the snapshot goes, as logs and the status show it: never with the URL's credentials."""
+        return f"{redact(self.url)} {self.target.branch}:{self.target.path}"
 
     def publish(self, doc: dict[str, Any], now: float) -> str | None:
         """Commit `doc` and push it when the branch says otherwise or is `refresh` old at `now` (wall
@@ -285,10 +338,10 @@ class GitPublisher:
                 f"within {format_duration(int(self.timeout))}"
             ) from exc
         except OSError as exc:
-            raise PublishFailed(f"could not publish the snapshot to {self.describe()}: {exc}") from exc
+            raise PublishFailed(f"could not publish the snapshot to {self.describe()}: {scrub(str(exc))}") from exc
         if done.returncode != 0 and check:
             raise PublishFailed(
-                f"could not publish the snapshot to {self.describe()}: git could not {what}: {_detail(done)}"
+                f"could not publish the snapshot to {self.describe()}: git could not {what}: {scrub(_detail(done))}"
             )
         return done.stdout if done.returncode == 0 else ""
 
