@@ -170,3 +170,16 @@ def test_a_git_source_that_cannot_fetch_names_the_ref_and_the_remote(tmp_path: A
     source = GitSource(repo.path, "production", "mappings.yaml", str(tmp_path / "checkout"))
     with pytest.raises(SourceError, match=r"git could not fetch production from file://.*homelab"):
         source.fetch()
+
+
+def test_a_followed_repositorys_credentials_are_never_shown(tmp_path: Any) -> None:
+    """A repository URL carrying a token: what the status, the log and webhooks say of the source, and
+    git's failure to reach it, name it without the token (a closed port on loopback: nothing leaves the host)."""
+    from reconciler.agent.source import GitSource, SourceError
+
+    url = "https://portctl:ghp_SECRET123@127.0.0.1:9/homelab.git?token=ALSOSECRET"
+    source = GitSource(url, "main", "mappings.yaml", str(tmp_path / "checkout"))
+    assert "SECRET" not in source.describe() and "127.0.0.1:9/homelab.git" in source.describe()
+    with pytest.raises(SourceError) as failed:
+        source.fetch()
+    assert "SECRET" not in str(failed.value) and "127.0.0.1:9" in str(failed.value)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import PortctlError
 from . import status as st
+from .publish import redact, scrub
 
 GIT_TIMEOUT = 120.0  # a fetch of one shallow commit; a hung remote must not stall the loop forever
 
@@ -149,7 +150,7 @@ class GitSource:
         self.allowed_signers = allowed_signers
 
     def describe(self) -> str:
-        return f"{self.url} {self.ref}:{self.path}"
+        return f"{redact(self.url)} {self.ref}:{self.path}"
 
     def fetch(self) -> Artifact:
         if not os.path.isdir(os.path.join(self.workdir, ".git")):
@@ -163,7 +164,7 @@ class GitSource:
         manifest = os.path.join(self.workdir, self.path)
         # A directory is several manifests: the agent lists them (expand()).
         if not os.path.isfile(manifest) and not os.path.isdir(manifest):
-            raise SourceError(f"{self.path} does not exist at {self.ref}@sha1:{commit} of {self.url}")
+            raise SourceError(f"{self.path} does not exist at {self.ref}@sha1:{commit} of {redact(self.url)}")
         return Artifact(f"{self.ref}@sha1:{commit}", manifest)
 
     def _verify(self, commit: str) -> None:
@@ -172,7 +173,7 @@ class GitSource:
             self._git(*config, "verify-commit", commit, what="verify")
         except SourceError as exc:
             raise VerificationError(
-                f"commit {commit[:12]} of {self.url} is not signed by an allowed signer; not applied ({exc})"
+                f"commit {commit[:12]} of {redact(self.url)} is not signed by an allowed signer; not applied ({exc})"
             ) from exc
 
     def _git(self, *args: str, what: str) -> str:
@@ -189,8 +190,9 @@ class GitSource:
         except FileNotFoundError as exc:
             raise SourceError("the git command is not installed") from exc
         except subprocess.TimeoutExpired as exc:
-            raise SourceError(f"git could not {what} from {self.url} within {GIT_TIMEOUT:g}s") from exc
+            raise SourceError(f"git could not {what} from {redact(self.url)} within {GIT_TIMEOUT:g}s") from exc
         if done.returncode != 0:
-            detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise SourceError(f"git could not {what} from {self.url}: {detail}")
+            # Shown in the log, /status and webhooks: never the credentials a URL may carry.
+            detail = scrub((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+            raise SourceError(f"git could not {what} from {redact(self.url)}: {detail}")
         return done.stdout
