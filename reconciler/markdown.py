@@ -3,8 +3,8 @@ a job summary. Pure: the same view as render.py's text, no I/O, no clock (the ca
 router was read and what time it is now).
 
 Every piece of text that came from a manifest or a router goes through `cell` first: a description
-is data, and must neither break a table, start markup, ping anyone (`@team`, `org/repo#1`), nor make a
-link (`https://x`, `www.x`, `a@b.c`).
+is data, and must neither break a table, start markup or math (`$x$`), ping anyone (`@team`, `org/repo#1`),
+nor make a link (`https://x`, `www.x`, `a@b.c`, `GH-12`, a commit's SHA).
 
 A document is cut to `max_bytes` (UTF-8): GitHub keeps a comment under 65536 characters and a step's
 job summary under 1 MiB. The summary, the warnings and every heading always stay; sections give up
@@ -56,6 +56,7 @@ _ENTITIES = {
     "~": "&#126;",
     "[": "&#91;",
     "]": "&#93;",
+    "$": "&#36;",  # `$…$` and `$$…$$` are math on GitHub
 }
 _BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029\x0b\x0c\x85]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -68,6 +69,11 @@ _MENTION = re.compile(r"[@#](?=[\w-])|@(?=\.)")
 # a space after the `//` still links, to a broken host) and `www.` before a domain. A zero-width
 # space after the colon and after `www` stops both; the URL still reads the same.
 _AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=[Ww]{3})(?=\.)")
+# GitHub links `GH-123` (an issue, any case) and a bare commit SHA: 7 to 40 hex digits, alone as a word.
+# A zero-width space after `GH-`, and after every 6th digit of a run of 7 or more (so that no part of a
+# longer run, a real SHA put after some padding, is a SHA of its own), stops both and reads the same.
+_ISSUE = re.compile(r"(?i:gh)-(?=\d)")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{7,}")
 _ZWSP = "\u200b"
 # An underscore inside a word (internal_client) opens no emphasis in GitHub's markdown; one at a word's edge may.
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -82,6 +88,8 @@ def cell(text: object, limit: int = CELL_CHARS) -> str:
         raw = raw[: limit - 1] + "…"
     raw = _MENTION.sub(lambda m: m.group(0) + _ZWSP, _CONTROL.sub("\ufffd", raw))
     raw = _AUTOLINK.sub(_ZWSP, raw)
+    raw = _ISSUE.sub(lambda m: m.group(0) + _ZWSP, raw)
+    raw = _HEX_RUN.sub(lambda m: _ZWSP.join(re.findall(".{1,6}", m.group(0))), raw)
     out = _EDGE_UNDERSCORE.sub("&#95;", "".join(_ENTITIES.get(ch, ch) for ch in raw))
     return _BREAK.sub("<br>", out)
 
