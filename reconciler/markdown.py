@@ -36,7 +36,17 @@ from .models import (
 )
 from .plancodec import sensitive
 from .quirks import MEANING, Learned
-from .render import adapted_text, drift_text, lease_text, owner_label, remote_text, router_line, summary_line
+from .render import (
+    adapted_text,
+    drift_text,
+    held_for,
+    lease_text,
+    owner_label,
+    remote_text,
+    router_line,
+    shortest_lease,
+    summary_line,
+)
 
 COMMENT_BYTES = 65_536  # a GitHub pull-request comment (the limit is in characters; bytes are never fewer)
 SUMMARY_BYTES = 1_048_576  # a GitHub job summary ($GITHUB_STEP_SUMMARY) per step
@@ -304,7 +314,8 @@ def _and(parts: list[str]) -> str:
 
 
 def apply_markdown(plan: Plan, report: ApplyReport, read: Read | None = None, *, max_bytes: int = COMMENT_BYTES) -> str:
-    """The plan that was applied and what became of each write, as one document of at most `max_bytes`."""
+    """The plan that was applied and what became of each write, as one document of at most `max_bytes`; with
+    `read` (its `now` is when the table was read back), when the shortest lease written runs out."""
     done = sum(1 for r in report.results if r.ok)
     skipped = len(report.skipped)
     verdict = f"Apply: {done} done, {len(report.results) - done - skipped} failed"
@@ -315,6 +326,15 @@ def apply_markdown(plan: Plan, report: ApplyReport, read: Read | None = None, *,
     top = [f"**{verdict}**", ""]
     if report.unverified:
         top += [f"> [!WARNING]\n> Not verified: the table could not be read back ({cell(report.unverified)}).", ""]
+    end = shortest_lease(report)
+    if end is not None and read is not None:
+        at = datetime.fromtimestamp(read.now + end.seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        more = f" ({end.count} leases written)" if end.count > 1 else ""
+        top += [
+            f"Leases: the shortest written ({cell(end.what)}) runs out in {format_duration(end.seconds)}, at {at}"
+            f"{more}{held_for(end)}. Nothing renews them but portctl: run `portctl agent`, or apply again before then.",
+            "",
+        ]
     top += _plan_top(plan, read)
     rows = []
     for r in report.results:
