@@ -13,6 +13,7 @@ from . import madethrough, ownership
 from .boot import Booted
 from .durations import format_duration
 from .models import (
+    MAX_LEASE,
     Action,
     Adaptation,
     ApplyReport,
@@ -299,6 +300,8 @@ def shortest_lease(report: ApplyReport) -> LeaseEnd | None:
             # The lease asked for, counted down by the apply's seconds; or a finite one listed as 0, which a
             # router that does not count leases answers too: warning of the end asked for is the safe side.
             held = asked
+        elif not asked and 0 <= MAX_LEASE - held < READBACK_SLACK:
+            held = MAX_LEASE  # IGD v2's "permanent", counted down by the apply's seconds: 7d, not 6d23h59m58s
         if held > 0:
             ends.append((held, f"{r.change.name} {key}", asked))
     ends += [

@@ -108,6 +108,8 @@ def _written(lease: int, listed: int | None) -> ApplyReport:
     [
         (7200, 3600, 3600),  # the router shortened it: what it holds
         (0, WEEK, WEEK),  # IGD v2's "permanent"
+        (0, WEEK - 3, WEEK),  # the same, counted down by the apply's seconds
+        (0, WEEK - 3600, WEEK - 3600),  # a permanent lease the router holds for less than IGD v2's longest
         (7200, 7198, 7200),  # counted down by the apply's seconds: as asked
         (7200, None, 7200),  # the table could not be read back: as asked
         (7200, 0, 7200),  # listed as 0 by a router that counts no leases: the end asked for, the safe side
