@@ -6,8 +6,9 @@ steps after it.
 
 Every value comes from the environment (PORTCTL_ACTION_*, set by action.yml through `env:`, never pasted
 into a script), and nothing here imports portctl: the installed portctl may be an older release from PyPI.
-The plan's counts come from `plan --format json`; the markdown from `plan --format markdown`, or, where
-the installed portctl has none, from its text in a code block. `run` exits 0 whatever portctl answered, so
+The plan's counts come from `plan --format json`; the markdown from `plan --format markdown --max-bytes N`,
+cut by portctl to a job summary's size and, where that is too big for a comment, again to a comment's;
+where the installed portctl has no markdown, from its text in a code block. `run` exits 0 whatever portctl answered, so
 that the comment and the label are written; its `exit-code` output lets the action fail after them.
 Standard library only: it runs on the runner's Python before anything else is installed.
 """
@@ -32,6 +33,7 @@ OUTPUTS = (
     "add",
     "change",
     "remove",
+    "replace",
     "conflicts",
     "plan-json",
     "plan-markdown",
@@ -62,13 +64,21 @@ class Inputs:
 @dataclass(frozen=True)
 class Counts:
     """What a JSON plan holds, as the action's outputs give it. Pinholes count with mappings:
-    one opened is an add, renewed a change, closed a remove."""
+    one opened is an add, renewed a change, closed a remove. `replace` counts the changes made by
+    delete then add (`replace: true`; a takeover deletes a foreign mapping so): they count under
+    `change` too, as portctl's summary line counts them, and delete a mapping all the same."""
 
     add: int
     change: int
     remove: int
+    replace: int
     conflicts: int
     has_changes: bool
+
+    @property
+    def deletes(self) -> bool:
+        """The plan deletes a mapping or closes a pinhole: what the label warns of."""
+        return self.remove > 0 or self.replace > 0
 
 
 @dataclass(frozen=True)
@@ -142,12 +152,14 @@ def portctl_args(inputs: Inputs, fmt: str) -> list[str]:
 
 def counts(doc: Mapping[str, object]) -> Counts:
     """The counts of a plan as `portctl plan --format json` prints it."""
-    changes = [c.get("action") for c in _objects(doc, "changes")]
+    objects = _objects(doc, "changes")
+    changes = [c.get("action") for c in objects]
     pinholes = [p.get("action") for p in _objects(doc, "pinholes")]
     return Counts(
         add=changes.count("add") + pinholes.count("open"),
         change=changes.count("change") + changes.count("renew") + pinholes.count("renew"),
         remove=changes.count("remove") + pinholes.count("close"),
+        replace=sum(1 for c in objects if c.get("replace") is True),
         conflicts=len(_objects(doc, "conflicts")),
         has_changes=bool(changes or pinholes),
     )
@@ -263,6 +275,7 @@ class Result:
     plan: dict[str, object] | None
     log: str
     commands: str
+    comment: str = ""  # the markdown for a comment, where portctl rendered one smaller; else `markdown`
 
 
 def _heading(ok: bool, what: str) -> str:
@@ -296,15 +309,30 @@ def plan(inputs: Inputs, run: Runner) -> Result:
         # 1 whatever portctl exited: argparse's 2 for a flag it does not know (--snapshot to an older
         # release) would read as "changes" and pass the check.
         return Result(1, markdown, None, as_json.err, commands)
-    shown = run(portctl_args(inputs, "markdown")[:-1])  # no --detailed-exitcode: 2 means an unknown flag only
-    if shown.code != _EXIT_USAGE and shown.out.strip():
-        markdown, log = shown.out, shown.out
-    else:  # an older portctl: its text plan in a code block
-        text = run(portctl_args(inputs, "text")[:-1])
-        c = counts(doc)
-        title = f"plan `{inputs.manifest}`" + (f": ⚠️ {c.remove} to remove" if c.remove else "")
-        markdown, log = f"{_heading(as_json.code != 1, title)}\n\n{fenced(text.out or text.err)}\n", text.out + text.err
-    return Result(as_json.code, markdown, doc, log, "")
+    whole = _markdown(inputs, run, SUMMARY_LIMIT)
+    if whole is not None:
+        # portctl cuts each section to the size asked for, saying what it left out; the comment gets a render
+        # of its own where the whole plan does not fit in one (the router, when live, is read once more).
+        fits = len(whole.encode()) <= COMMENT_LIMIT
+        comment = (whole if fits else _markdown(inputs, run, COMMENT_LIMIT)) or whole
+        return Result(as_json.code, whole, doc, comment, "", comment)
+    # an older portctl: its text plan in a code block
+    text = run(portctl_args(inputs, "text")[:-1])
+    c = counts(doc)
+    warned = [f"{c.remove} to remove" if c.remove else "", f"{c.replace} to replace" if c.replace else ""]
+    title = f"plan `{inputs.manifest}`" + (f": ⚠️ {', '.join(w for w in warned if w)}" if c.deletes else "")
+    markdown = f"{_heading(as_json.code != 1, title)}\n\n{fenced(text.out or text.err)}\n"
+    return Result(as_json.code, markdown, doc, text.out + text.err, "")
+
+
+def _markdown(inputs: Inputs, run: Runner, max_bytes: int) -> str | None:
+    """The plan as portctl's markdown, cut by portctl to `max_bytes`; None where the installed portctl
+    has no markdown. A release with markdown but no --max-bytes gives its own size (a comment's)."""
+    args = portctl_args(inputs, "markdown")[:-1]  # no --detailed-exitcode: 2 means an unknown flag only
+    shown = run([*args, "--max-bytes", str(max_bytes)])
+    if shown.code == _EXIT_USAGE:
+        shown = run(args)
+    return shown.out if shown.code != _EXIT_USAGE and shown.out.strip() else None
 
 
 def run_action(env: Mapping[str, str], run: Runner, out_dir: str) -> dict[str, str]:
@@ -320,7 +348,8 @@ def run_action(env: Mapping[str, str], run: Runner, out_dir: str) -> dict[str, s
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(result.markdown)
     with open(comment_path, "w", encoding="utf-8") as f:
-        f.write(cut(result.markdown, COMMENT_LIMIT, "the whole plan is in this run's job summary"))
+        # A no-op but for an older portctl's text: portctl's markdown is already cut to the limit.
+        f.write(cut(result.comment or result.markdown, COMMENT_LIMIT, "the whole plan is in this run's job summary"))
     c = counts(result.plan) if result.plan is not None else None
     outputs = {
         "exit-code": str(result.code),
@@ -328,6 +357,7 @@ def run_action(env: Mapping[str, str], run: Runner, out_dir: str) -> dict[str, s
         "add": "" if c is None else str(c.add),
         "change": "" if c is None else str(c.change),
         "remove": "" if c is None else str(c.remove),
+        "replace": "" if c is None else str(c.replace),
         "conflicts": "" if c is None else str(c.conflicts),
         "plan-json": json_path if result.plan is not None else "",
         "plan-markdown": md_path,

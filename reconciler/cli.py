@@ -607,14 +607,14 @@ def _execute(plan: Plan, facts: Facts, approved: bool, args: argparse.Namespace)
     if not plan.has_changes:
         if args.format == "json":
             report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
-            print(json.dumps(render.report_json(report, facts.backend.info), indent=2))
+            print(json.dumps(render.report_json(report, facts.backend.info, now=time.time()), indent=2))
         return EXIT_OK
     if not approved:
         _confirm()
     progress = None if args.format == "json" else lambda c: print(f"  ... {c.action.value} {c.name} {c.key}")
     report = apply(plan, facts.backend, progress, store=facts.store, pinholes=facts.pinholes)
     if args.format == "json":
-        print(json.dumps(render.report_json(report, facts.backend.info), indent=2))
+        print(json.dumps(render.report_json(report, facts.backend.info, now=time.time()), indent=2))
     else:
         print()
         print(render.report_text(report, style))
@@ -832,7 +832,7 @@ def _audit_clean(args: argparse.Namespace, chosen: Any) -> int:
             **plancodec.header("audit-clean"),
             "router": plancodec.router_json(backend.info),
             "deleting": deleting,
-            "report": render.report_json(report, backend.info),
+            "report": render.report_json(report, backend.info, now=time.time()),
         }
         print(json.dumps(doc, indent=2))
     else:
@@ -1264,5 +1264,6 @@ def _execute_markdown(plan: Plan, facts: Facts, approved: bool, args: argparse.N
     if not approved:
         _confirm()
     report = apply(plan, facts.backend, store=facts.store, pinholes=facts.pinholes)
-    print(apply_markdown(plan, report, read, max_bytes=args.max_bytes))
+    # Now is after the read back: the leases' ends count from it.
+    print(apply_markdown(plan, report, _read(read.at), max_bytes=args.max_bytes))
     return EXIT_OK if report.ok else EXIT_ERROR

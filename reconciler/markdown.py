@@ -3,8 +3,8 @@ a job summary. Pure: the same view as render.py's text, no I/O, no clock (the ca
 router was read and what time it is now).
 
 Every piece of text that came from a manifest or a router goes through `cell` first: a description
-is data, and must neither break a table, start markup, ping anyone (`@team`, `org/repo#1`), nor make a
-link (`https://x`, `www.x`, `a@b.c`).
+is data, and must neither break a table, start markup or math (`$x$`), ping anyone (`@team`, `org/repo#1`),
+nor make a link (`https://x`, `www.x`, `a@b.c`, `GH-12`, a commit's SHA).
 
 A document is cut to `max_bytes` (UTF-8): GitHub keeps a comment under 65536 characters and a step's
 job summary under 1 MiB. The summary, the warnings and every heading always stay; sections give up
@@ -36,7 +36,17 @@ from .models import (
 )
 from .plancodec import sensitive
 from .quirks import MEANING, Learned
-from .render import adapted_text, drift_text, lease_text, owner_label, remote_text, router_line, summary_line
+from .render import (
+    adapted_text,
+    drift_text,
+    held_for,
+    lease_text,
+    owner_label,
+    remote_text,
+    router_line,
+    shortest_lease,
+    summary_line,
+)
 
 COMMENT_BYTES = 65_536  # a GitHub pull-request comment (the limit is in characters; bytes are never fewer)
 SUMMARY_BYTES = 1_048_576  # a GitHub job summary ($GITHUB_STEP_SUMMARY) per step
@@ -56,6 +66,7 @@ _ENTITIES = {
     "~": "&#126;",
     "[": "&#91;",
     "]": "&#93;",
+    "$": "&#36;",  # `$…$` and `$$…$$` are math on GitHub
 }
 _BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029\x0b\x0c\x85]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
@@ -68,6 +79,11 @@ _MENTION = re.compile(r"[@#](?=[\w-])|@(?=\.)")
 # a space after the `//` still links, to a broken host) and `www.` before a domain. A zero-width
 # space after the colon and after `www` stops both; the URL still reads the same.
 _AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=[Ww]{3})(?=\.)")
+# GitHub links `GH-123` (an issue, any case) and a bare commit SHA: 7 to 40 hex digits, alone as a word.
+# A zero-width space after `GH-`, and after every 6th digit of a run of 7 or more (so that no part of a
+# longer run, a real SHA put after some padding, is a SHA of its own), stops both and reads the same.
+_ISSUE = re.compile(r"(?i:gh)-(?=\d)")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{7,}")
 _ZWSP = "\u200b"
 # An underscore inside a word (internal_client) opens no emphasis in GitHub's markdown; one at a word's edge may.
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -82,6 +98,8 @@ def cell(text: object, limit: int = CELL_CHARS) -> str:
         raw = raw[: limit - 1] + "…"
     raw = _MENTION.sub(lambda m: m.group(0) + _ZWSP, _CONTROL.sub("\ufffd", raw))
     raw = _AUTOLINK.sub(_ZWSP, raw)
+    raw = _ISSUE.sub(lambda m: m.group(0) + _ZWSP, raw)
+    raw = _HEX_RUN.sub(lambda m: _ZWSP.join(re.findall(".{1,6}", m.group(0))), raw)
     out = _EDGE_UNDERSCORE.sub("&#95;", "".join(_ENTITIES.get(ch, ch) for ch in raw))
     return _BREAK.sub("<br>", out)
 
@@ -296,7 +314,8 @@ def _and(parts: list[str]) -> str:
 
 
 def apply_markdown(plan: Plan, report: ApplyReport, read: Read | None = None, *, max_bytes: int = COMMENT_BYTES) -> str:
-    """The plan that was applied and what became of each write, as one document of at most `max_bytes`."""
+    """The plan that was applied and what became of each write, as one document of at most `max_bytes`; with
+    `read` (its `now` is when the table was read back), when the shortest lease written runs out."""
     done = sum(1 for r in report.results if r.ok)
     skipped = len(report.skipped)
     verdict = f"Apply: {done} done, {len(report.results) - done - skipped} failed"
@@ -307,6 +326,15 @@ def apply_markdown(plan: Plan, report: ApplyReport, read: Read | None = None, *,
     top = [f"**{verdict}**", ""]
     if report.unverified:
         top += [f"> [!WARNING]\n> Not verified: the table could not be read back ({cell(report.unverified)}).", ""]
+    end = shortest_lease(report)
+    if end is not None and read is not None:
+        at = datetime.fromtimestamp(read.now + end.seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        more = f" ({end.count} leases written)" if end.count > 1 else ""
+        top += [
+            f"Leases: the shortest written ({cell(end.what)}) runs out in {format_duration(end.seconds)}, at {at}"
+            f"{more}{held_for(end)}. Nothing renews them but portctl: run `portctl agent`, or apply again before then.",
+            "",
+        ]
     top += _plan_top(plan, read)
     rows = []
     for r in report.results:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from . import madethrough, ownership
 from .boot import Booted
 from .durations import format_duration
 from .models import (
+    MAX_LEASE,
     Action,
     Adaptation,
     ApplyReport,
@@ -267,24 +269,72 @@ def report_text(report: ApplyReport, style: Style) -> str:
     return "\n".join(out)
 
 
+# A row read back just after its write has counted down the seconds the apply took: within this of
+# the lease asked for, the router holds what was asked (and the note names it as asked, not 1h59m58s).
+READBACK_SLACK = 60
+
+
+@dataclass(frozen=True)
+class LeaseEnd:
+    """The shortest lease an apply wrote, as the router holds it: `seconds` from the read back on."""
+
+    seconds: int
+    what: str  # `web 8080/tcp`, `pinhole ssh`
+    asked: int  # the lease the plan asked for (0: permanent)
+    count: int  # the leases written that end, this one included
+
+
+def shortest_lease(report: ApplyReport) -> LeaseEnd | None:
+    """The shortest lease this apply wrote that ends, or None. Each mapping's is the one the router listed
+    when apply read its table back (IGD v2 makes "permanent" 7 days; a router may shorten any lease),
+    falling back to the one asked for where the table could not be read or does not list the row."""
+    table = {m.key: m for m in report.table} if report.table is not None else {}
+    ends: list[tuple[int, str, int]] = []
+    for r in report.results:
+        if not r.ok or r.change.after is None:
+            continue
+        key, asked = r.granted or r.change.key, r.change.after.lease
+        row = table.get(key)
+        held = asked if row is None else row.lease
+        if asked and (held == 0 or 0 <= asked - held < READBACK_SLACK):
+            # The lease asked for, counted down by the apply's seconds; or a finite one listed as 0, which a
+            # router that does not count leases answers too: warning of the end asked for is the safe side.
+            held = asked
+        elif not asked and 0 <= MAX_LEASE - held < READBACK_SLACK:
+            held = MAX_LEASE  # IGD v2's "permanent", counted down by the apply's seconds: 7d, not 6d23h59m58s
+        if held > 0:
+            ends.append((held, f"{r.change.name} {key}", asked))
+    ends += [
+        (p.change.after.lease, f"pinhole {p.change.name}", p.change.after.lease)
+        for p in report.pinholes
+        if p.ok and p.change.after
+    ]
+    if not ends:
+        return None
+    held, what, asked = min(ends)
+    return LeaseEnd(held, what, asked, len(ends))
+
+
 def leases_text(report: ApplyReport, now: float) -> str:
     """When the shortest lease this apply wrote runs out (`now` on the wall clock), and what keeps the
     leases alive; "" where it wrote none that ends. A lease written by hand lapses silently otherwise."""
-    ends = [
-        (r.change.after.lease, f"{r.change.name} {r.granted or r.change.key}")
-        for r in report.results
-        if r.ok and r.change.after is not None and r.change.after.lease > 0
-    ]
-    ends += [(p.change.after.lease, f"pinhole {p.change.name}") for p in report.pinholes if p.ok and p.change.after]
-    if not ends:
+    end = shortest_lease(report)
+    if end is None:
         return ""
-    lease, what = min(ends)
-    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + lease))
-    more = f" ({len(ends)} leases written)" if len(ends) > 1 else ""
+    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + end.seconds))
+    more = f" ({end.count} leases written)" if end.count > 1 else ""
     return (
-        f"Leases: the shortest written ({what}) runs out in {format_duration(lease)}, at {at}{more}. Nothing renews "
-        "them but portctl: run `portctl agent`, which renews each at half its lease, or apply again before then."
+        f"Leases: the shortest written ({end.what}) runs out in {format_duration(end.seconds)}, at {at}{more}"
+        f"{held_for(end)}. Nothing renews them but portctl: run `portctl agent`, which renews each at half its "
+        "lease, or apply again before then."
     )
+
+
+def held_for(end: LeaseEnd) -> str:
+    """`; the router holds it for 7d, not permanent as asked` where it holds another lease than asked; else ""."""
+    if end.asked == end.seconds:
+        return ""
+    return f"; the router holds it for {format_duration(end.seconds)}, not {lease_text(end.asked)} as asked"
 
 
 def table_text(
@@ -325,13 +375,16 @@ def owner_label(m: PortMapping, owned: Collection[MappingKey]) -> str:
 # -- JSON: plans are the codec's (plancodec.py); the rest is here ---------------------------
 
 
-def report_json(report: ApplyReport, router: RouterInfo | None = None) -> dict[str, Any]:
-    """apply's (and destroy's) document: each write's result, keys as every document writes them."""
+def report_json(report: ApplyReport, router: RouterInfo | None = None, *, now: float) -> dict[str, Any]:
+    """apply's (and destroy's) document: each write's result, keys as every document writes them, and when
+    the shortest lease written runs out (`now` on the wall clock: when the table was read back)."""
+    end = shortest_lease(report)
     return {
         **header("apply"),
         "router": None if router is None else router_json(router),
         "ok": report.ok,
         "unverified": report.unverified,
+        "leases_end": None if end is None else time_json(now + end.seconds),
         "results": [
             {
                 "action": r.change.action.value,

@@ -96,6 +96,29 @@ def test_the_example_workflow_passes_actionlint(tmp_path: Path) -> None:
     assert ran.returncode != 0 and "github.event.pull_request.title" in ran.stdout
 
 
+def steps_skipped_after_a_failure(workflow: dict[str, Any], job: str) -> list[str]:
+    """The steps of `job` that use this action to comment and would be skipped when a step before them fails:
+    a step runs after a failure only with a status function (`always()`, `!cancelled()`, `failure()`)."""
+    skipped, first = [], True
+    for s in workflow["jobs"][job]["steps"]:
+        commenting = "portctl" in s.get("uses", "") and str(s.get("with", {}).get("comment", "true")) != "false"
+        condition = str(s.get("if", ""))
+        if commenting and not first and not re.search(r"always\(\)|cancelled\(\)|failure\(\)", condition):
+            skipped.append(s.get("name", "?"))
+        first = False
+    return skipped
+
+
+def test_the_example_plan_comments_whatever_failed_before_it() -> None:
+    """The plan job's commenting step runs when a step before it failed (an invalid manifest, a missing snapshot
+    branch), so the sticky comment is updated with the error instead of keeping an earlier run's plan."""
+    workflow = load(WORKFLOW)
+    assert steps_skipped_after_a_failure(workflow, "plan") == []
+    assert any(s.get("id") == "plan" for s in workflow["jobs"]["plan"]["steps"])
+    del next(s for s in workflow["jobs"]["plan"]["steps"] if s.get("id") == "plan")["if"]
+    assert steps_skipped_after_a_failure(workflow, "plan") == ["Plan against the snapshot"]
+
+
 def _repo_using_the_action(tmp_path: Path, workflow: str) -> Path:
     """A repository holding this action at its root and the example workflow using it from there (`./`), so
     that actionlint checks each `with:` and `steps.*.outputs.*` of the workflow against action.yml."""
@@ -299,11 +322,62 @@ def test_counts_come_from_the_json_plan(
     """The counts of `plan --format json`: five adds on an empty router; after apply, four removes once pruned."""
     path = write(tmp_path, MANIFEST)
     fresh = json.loads(portctl(capsys, "plan", path, "--router", emulator.url, "--format", "json").out)
-    assert pa.counts(fresh) == pa.Counts(add=5, change=0, remove=0, conflicts=0, has_changes=True)
+    assert pa.counts(fresh) == pa.Counts(add=5, change=0, remove=0, replace=0, conflicts=0, has_changes=True)
     assert portctl(capsys, "apply", path, "--router", emulator.url, "--auto-approve").code == 0
     pruned = write(tmp_path, PRUNED)
     doc = json.loads(portctl(capsys, "plan", pruned, "--router", emulator.url, "--format", "json").out)
-    assert pa.counts(doc) == pa.Counts(add=0, change=0, remove=4, conflicts=0, has_changes=True)
+    assert pa.counts(doc) == pa.Counts(add=0, change=0, remove=4, replace=0, conflicts=0, has_changes=True)
+
+
+def test_a_takeover_counts_as_a_replacement_and_labels_the_pull_request(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    """A takeover deletes the foreign mapping before adding: `replace` 1 (and `change` 1, as portctl's
+    summary counts it), so the removal label goes on though `remove` is 0; the foreign row is as it was."""
+    emulator.router.add(8080, "TCP", "192.168.1.77", 8080, "old thing")
+    before = snapshot(emulator)
+    path = write(tmp_path, MANIFEST.replace("description: nginx", "description: nginx\n    on_conflict: takeover"))
+    outputs, _, _ = run_script(tmp_path, command="plan", manifest=path, router=emulator.url)
+    assert {k: outputs[k] for k in ("exit-code", "add", "change", "remove", "replace")} == {
+        "exit-code": "2",
+        "add": "4",
+        "change": "1",
+        "remove": "0",
+        "replace": "1",
+    }
+    assert label_calls(outputs) == ["addLabels"]
+    assert snapshot(emulator) == before
+
+
+def label_calls(outputs: dict[str, str]) -> list[str]:
+    """What action.yml's label script calls given these outputs, run by node with a recording `github`."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (GitHub's runners have it)")
+    labelled = next(s for s in load(ACTION)["runs"]["steps"] if "github-script" in s.get("uses", ""))
+    harness = (
+        "const calls = [];\n"
+        "const record = (name) => async () => { calls.push(name); };\n"
+        "const github = { rest: { issues: { addLabels: record('addLabels'), removeLabel: record('removeLabel') } } };\n"
+        "const context = { repo: { owner: 'o', repo: 'r' }, payload: { pull_request: { number: 1 } } };\n"
+        f"(async () => {{\n{labelled['with']['script']}\n}})().then(() => console.log(JSON.stringify(calls)));\n"
+    )
+    step_env = {
+        **os.environ,
+        "PORTCTL_ACTION_LABEL": "portctl:removes",
+        **{f"PORTCTL_ACTION_{k.upper()}": outputs[k] for k in ("remove", "replace")},
+    }
+    ran = subprocess.run([node, "-e", harness], capture_output=True, text=True, env=step_env, check=False, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    calls: list[str] = json.loads(ran.stdout)
+    return calls
+
+
+def test_the_label_comes_off_a_plan_that_deletes_nothing() -> None:
+    """The label script takes the label off where nothing is removed or replaced, and puts it on for either."""
+    assert label_calls({"remove": "0", "replace": "0"}) == ["removeLabel"]
+    assert label_calls({"remove": "2", "replace": "0"}) == ["addLabels"]
+    assert label_calls({"remove": "0", "replace": "3"}) == ["addLabels"]
 
 
 def read_outputs(path: Path) -> dict[str, str]:
@@ -348,12 +422,13 @@ def test_a_plan_with_changes_sets_every_output(tmp_path: Path, emulator: Emulato
     path = write(tmp_path, MANIFEST)
     outputs, summary, _ = run_script(tmp_path, command="plan", manifest=path, router=emulator.url)
     assert set(outputs) == set(pa.OUTPUTS)
-    assert {k: outputs[k] for k in ("exit-code", "has-changes", "add", "change", "remove", "conflicts")} == {
+    assert {k: outputs[k] for k in ("exit-code", "has-changes", "add", "change", "remove", "replace", "conflicts")} == {
         "exit-code": "2",
         "has-changes": "true",
         "add": "5",
         "change": "0",
         "remove": "0",
+        "replace": "0",
         "conflicts": "0",
     }
     doc = json.loads(Path(outputs["plan-json"]).read_text())
@@ -362,6 +437,26 @@ def test_a_plan_with_changes_sets_every_output(tmp_path: Path, emulator: Emulato
     assert "8080" in markdown and summary == markdown + "\n"
     assert Path(outputs["comment-markdown"]).read_text() == markdown
     assert snapshot(emulator) == before
+
+
+def test_a_plan_past_a_comment_keeps_every_row_in_the_summary(tmp_path: Path, emulator: EmulatorServer) -> None:
+    """A plan whose markdown is past a comment's size: the job summary holds every foreign row (portctl rendered
+    it to a summary's size), and the comment is portctl's own cut, within the limit, saying how many rows it
+    left out; the action cuts nothing more."""
+    for port in range(20000, 20400):
+        emulator.router.add(port, "UDP", "192.168.1.77", port, f"row {port} " + "x" * 280)
+    path = write(tmp_path, MANIFEST)
+    outputs, summary, _ = run_script(tmp_path, command="plan", manifest=path, router=emulator.url)
+    assert outputs["exit-code"] == "2"
+    assert len(summary.encode()) > 2 * pa.COMMENT_LIMIT
+    assert all(f"row {port} " in summary for port in range(20000, 20400))
+    assert "left out" not in summary and "cut here" not in summary
+    comment = Path(outputs["comment-markdown"]).read_text()
+    assert len(comment.encode()) <= pa.COMMENT_LIMIT
+    said = re.search(r"\*… (\d+) more foreign mappings left out to stay under (\d+) bytes", comment)
+    assert said and int(said[2]) == pa.COMMENT_LIMIT, comment[-500:]
+    assert int(said[1]) == 400 - len(re.findall(r"\| row \d+ ", comment))
+    assert "cut here" not in comment
 
 
 def test_a_blocked_plan_exits_1_after_writing_its_summary(tmp_path: Path, emulator: EmulatorServer) -> None:

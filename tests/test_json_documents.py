@@ -124,12 +124,16 @@ def test_a_saved_plan_and_the_apply_report_validate(
     saved = str(tmp_path / "plan.json")
     assert portctl(capsys, "plan", path, "--router", url, "--out", saved).code == 0
     valid("plan", Path(saved).read_text())
+    before = time.time()
     run = portctl(capsys, "apply", saved, "--router", url, "--format", "json")
+    after = time.time()
     assert run.code == 0, run.err
     doc = valid("apply", run.out)
     assert (doc["kind"], doc["ok"]) == ("apply", True)
     assert {"external_port": 8443, "protocol": "TCP"} in [r["key"] for r in doc["results"]]
     assert doc["router"]["location"].startswith(url)
+    # The shortest lease this apply wrote is game's renewal, 10m: it ends ten minutes after the apply.
+    assert before + 600 <= doc["leases_end"]["epoch"] <= after + 600
 
 
 def test_show_validate_and_a_plan_from_the_snapshot_validate(
@@ -228,7 +232,7 @@ def _plan_doc() -> dict[str, Any]:
 def _apply_doc() -> dict[str, Any]:
     result = {"action": "add", "name": "web", "key": KEY, "ok": True, "skipped": False, "final": False}
     result |= {"error": "", "granted": None}
-    doc = {"format_version": 2, "kind": "apply", "router": None, "ok": True, "unverified": ""}
+    doc = {"format_version": 2, "kind": "apply", "router": None, "ok": True, "unverified": "", "leases_end": None}
     return doc | {"results": [result], "pinholes": []}
 
 
@@ -255,6 +259,8 @@ def _drop(name: str) -> Callable[[dict[str, Any]], None]:
         ("apply", _apply_doc, _set("format_version", "1")),
         ("apply", _apply_doc, _drop("kind")),
         ("apply", _apply_doc, _set("kind", "plan")),
+        ("apply", _apply_doc, _set("leases_end", "2026-01-01T00:00:00Z")),  # a time is {time, epoch}
+        ("apply", _apply_doc, _drop("leases_end")),
         ("plan", _plan_doc, _set("changes/0/key", {"external_port": 8080, "protocol": "tcp"})),
         ("plan", _plan_doc, _set("changes/0/after/surprise", 1)),
         ("plan", _plan_doc, _set("changes/0/action", "explode")),

@@ -276,6 +276,28 @@ def test_cell_text_makes_no_autolink(text: str, expected: str) -> None:
     assert expected.replace("\u200b", "") == text
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("costs $5, or $x^2$ and $$y$$", "costs &#36;5, or &#36;x^2&#36; and &#36;&#36;y&#36;&#36;"),
+        ("fixed in GH-123, see gh-7", "fixed in GH-\u200b123, see gh-\u200b7"),
+        ("GH-x and 8080/tcp 123456", "GH-x and 8080/tcp 123456"),
+        (
+            "commit 0123456789abcdef0123456789abcdef01234567",
+            "commit 012345\u200b6789ab\u200bcdef01\u200b234567\u200b89abcd\u200bef0123\u200b4567",
+        ),
+        ("a word of 7 hex letters: deadbee", "a word of 7 hex letters: deadbe\u200be"),
+    ],
+)
+def test_cell_text_makes_no_math_issue_or_commit_link(text: str, expected: str) -> None:
+    """`$…$` is math on GitHub, `GH-123` links an issue and 7 to 40 hex digits a commit: `$` as an entity, and a
+    zero-width space after `GH-` and after every 6th digit of a hex run, leave nothing to render or link."""
+    got = cell(text)
+    assert got == expected
+    assert got.replace("\u200b", "").replace("&#36;", "$") == text
+    assert not re.search(r"[0-9A-Fa-f]{7}", got) and not re.search(r"(?i)gh-\d", got) and "$" not in got
+
+
 def test_a_hostile_description_stays_in_its_cell() -> None:
     """The foreign row with `|`, backticks, `<`, a newline and an @mention is one table row of four cells."""
     text = plan_markdown(every_kind_of_row(), READ)

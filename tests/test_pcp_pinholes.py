@@ -192,7 +192,7 @@ def test_write_says_when_an_opened_pinhole_cannot_be_closed(tmp_path: Path) -> N
     assert [h.key for h in f.store.held("me")] == [KEY]
     report = ApplyReport(pinholes=(result,))
     assert "WARNING open as asked" in render.report_text(report, render.Style(False))
-    assert render.report_json(report)["pinholes"][0]["warning"] == result.warning
+    assert render.report_json(report, now=0.0)["pinholes"][0]["warning"] == result.warning
     assert "⚠️ open as asked" in markdown.apply_markdown(Plan("me", (), (), pinholes=opened), report)
 
 
