@@ -234,15 +234,25 @@ def read(
     table = backend.list_mappings()
     store = owners(backend, cache)
     held = None
-    # A warm plan of mappings alone pays nothing for pinholes: not even the imports.
-    if manifest is not None and cache is not None and (manifest.pinholes or _pinholes_recorded(cache)):
-        from . import bootread, pinholeaccess
-
-        held = pinholeaccess.read(manifest, backend, cache, timeout=timeout)
-        if held is not None:
-            # The router lists no pinholes: its boot is how a plan knows a restart took them all.
-            held = replace(held, boot=bootread.read(backend, clock).boot)
+    if manifest is not None and cache is not None:
+        held = read_pinholes(manifest, backend, cache, timeout=timeout, clock=clock)
     return Facts(backend, table, store, held)
+
+
+def read_pinholes(
+    manifest: Manifest, backend: Backend, cache: Cache, *, timeout: float | None, clock: Callable[[], float]
+) -> PinholeFacts | None:
+    """The pinhole facts of `manifest`'s owner and the router's boot; None where it declares none and
+    nothing is recorded (a warm plan of mappings alone pays nothing for pinholes: not even the imports)."""
+    if not (manifest.pinholes or _pinholes_recorded(cache)):
+        return None
+    from . import bootread, pinholeaccess
+
+    held = pinholeaccess.read(manifest, backend, cache, timeout=timeout)
+    if held is not None:
+        # The router lists no pinholes: its boot is how a plan knows a restart took them all.
+        held = replace(held, boot=bootread.read(backend, clock).boot)
+    return held
 
 
 def _pinholes_recorded(cache: Cache) -> bool:

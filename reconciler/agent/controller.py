@@ -761,16 +761,7 @@ class Agent:
 
     def _facts(self, backend: Backend, manifest: Manifest, table: list[PortMapping], store: OwnershipStore) -> Facts:
         """What api.read() gives for `manifest`, on the table as the previous manifest left it (not read again)."""
-        from ..pinholestore import FILE
-
-        held = None
-        recorded = self.cache.directory is not None and os.path.exists(os.path.join(self.cache.directory, FILE))
-        if manifest.pinholes or recorded:
-            from .. import bootread, pinholeaccess
-
-            held = pinholeaccess.read(manifest, backend, self.cache, timeout=self.config.timeout)
-            if held is not None:
-                held = replace(held, boot=bootread.read(backend, self.wall).boot)
+        held = api.read_pinholes(manifest, backend, self.cache, timeout=self.config.timeout, clock=self.wall)
         return api.Facts(backend, list(table), store, held)
 
     def _connect(self, manifest: Manifest) -> Backend:
